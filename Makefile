@@ -1,0 +1,41 @@
+# The two commands a new user runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+CONSTRAINTS := constraints-$(PYVER).txt
+
+.PHONY: install test lint typecheck pytest demo constraints clean
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	@test -f $(CONSTRAINTS) || { echo "No $(CONSTRAINTS): this Python ($(PYVER)) has no pinned constraints; use Python 3.11 or run 'make constraints'."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+demo: install
+	$(PY) dev/demo.py
+
+# Re-pin the full install (run after changing dependencies, in a fresh venv).
+constraints: install
+	{ echo "# Pinned install for Python $(PYVER) (Airflow's constraints convention)."; \
+	  echo "# Regenerate with: make constraints"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -vi '^airflow-provider-clubcollect'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo

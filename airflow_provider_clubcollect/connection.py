@@ -1,0 +1,204 @@
+"""From an Airflow connection to the settings every request uses.
+
+Shared by the sync hook and the async trigger: both read the same connection fields and the same
+extras, and refuse the same unsafe base URLs, before any request is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from airflow_provider_clubcollect.wire import (
+    BASE_PATH,
+    CONN_EXTRA_MAX_RETRIES,
+    CONN_EXTRA_TIMEOUT,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_CONNECT_TIMEOUT_SECONDS,
+    request_headers,
+    user_agent,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """
+    Everything a transport needs to talk to ClubCollect.
+
+    The API key is left out of ``repr`` so that it cannot reach a log line through this object.
+
+    :param conn_id: the Airflow connection these came from, for messages.
+    :param base_url: the API's base URL, without a trailing slash.
+    :param api_key: the partner API key.
+    :param timeout: seconds one request may take (the read timeout).
+    :param max_retries: retries after the first attempt.
+    """
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to wait for a connection: short, since a slow connect means an unreachable host."""
+        return min(self.timeout, MAX_CONNECT_TIMEOUT_SECONDS)
+
+    def url(self, path: str) -> str:
+        """
+        The full URL of an API path.
+
+        :param path: a path relative to the base URL, as :mod:`~airflow_provider_clubcollect.wire` builds it.
+        """
+        return f"{self.base_url}/{path}"
+
+    def headers(self) -> dict[str, str]:
+        """Headers for every request, the key in ``Authorization`` only."""
+        return request_headers(self.api_key, user_agent())
+
+
+def settings_from_connection(
+    conn_id: str,
+    *,
+    host: str | None,
+    password: str | None,
+    port: int | None = None,
+    extra: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+) -> ClientSettings:
+    """
+    Read and check a ``clubcollect`` connection.
+
+    :param conn_id: the connection's id, named in every error.
+    :param host: the base URL, a bare host name, or nothing for ClubCollect's production API.
+    :param password: the API key.
+    :param port: the connection's port, used with a bare host name.
+    :param extra: the connection's extras: ``timeout`` and ``max_retries``.
+    :param timeout: overrides the ``timeout`` extra.
+    :param max_retries: overrides the ``max_retries`` extra.
+    :raises ClubCollectValidationError: naming the connection and the bad value.
+    """
+    if not password or not password.strip():
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r} has no API key: set its password to the ClubCollect partner API key."
+        )
+    extra = extra or {}
+    if timeout is None:
+        timeout = extra.get(CONN_EXTRA_TIMEOUT)
+    if max_retries is None:
+        max_retries = extra.get(CONN_EXTRA_MAX_RETRIES)
+    return ClientSettings(
+        conn_id=conn_id,
+        base_url=resolve_base_url(host, port=port, conn_id=conn_id),
+        api_key=password.strip(),
+        timeout=_positive_number(timeout, DEFAULT_TIMEOUT_SECONDS, CONN_EXTRA_TIMEOUT, conn_id),
+        max_retries=_non_negative_int(max_retries, DEFAULT_MAX_RETRIES, CONN_EXTRA_MAX_RETRIES, conn_id),
+    )
+
+
+def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str = "") -> str:
+    """
+    The base URL a connection's ``host`` stands for.
+
+    A full URL is used as it is; a bare host name means ``https://<host>/api``; nothing means
+    ClubCollect's production API.  Plain ``http://`` is refused unless the host is loopback: the
+    key would cross the network in clear text.
+
+    :param host: the connection's host field.
+    :param port: the connection's port, used with a bare host name.
+    :param conn_id: the connection's id, for the error message.
+    :raises ClubCollectValidationError: for a URL that is unusable or unsafe.
+    """
+    raw = (host or "").strip()
+    if not raw:
+        return DEFAULT_BASE_URL
+    has_scheme = "://" in raw
+    parts = urlsplit(raw if has_scheme else f"https://{raw}")
+    where = f"Connection {conn_id!r} host {raw!r}" if conn_id else f"Host {raw!r}"
+    if parts.scheme not in ("http", "https"):
+        raise ClubCollectValidationError(f"{where}: the scheme must be https (or http on loopback).")
+    if not parts.hostname:
+        raise ClubCollectValidationError(f"{where}: no host name in it.")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ClubCollectValidationError(
+            f"{where}: a base URL must not carry a query, fragment or credentials; put the key in the password."
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ClubCollectValidationError(
+            f"{where}: plain http:// would send the API key in clear text; it is allowed only for a "
+            "loopback host (127.0.0.0/8, ::1, localhost). Use https://."
+        )
+    netloc = parts.netloc
+    if not has_scheme and port and parts.port is None:
+        netloc = f"{netloc}:{port}"
+    path = parts.path.rstrip("/") if (has_scheme or parts.path.strip("/")) else BASE_PATH
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_number(value: Any, default: float, name: str, conn_id: str) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not number > 0 or number == float("inf"):
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r}: extra {name!r} must be a positive number of seconds, got {value!r}."
+        )
+    return number
+
+
+def _non_negative_int(value: Any, default: int, name: str, conn_id: str) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if isinstance(value, (bool, float)) or number < 0:
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r}: extra {name!r} must be a whole number of at least 0, got {value!r}."
+        )
+    return number
+
+
+def settings_from_airflow_connection(
+    conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
+) -> ClientSettings:
+    """
+    Read and check an Airflow ``Connection`` object of type ``clubcollect``.
+
+    :param conn: the connection, from ``BaseHook.get_connection`` or ``aget_connection``.
+    :param timeout: overrides the ``timeout`` extra.
+    :param max_retries: overrides the ``max_retries`` extra.
+    :raises ClubCollectValidationError: naming the connection and the bad value.
+    """
+    return settings_from_connection(
+        conn.conn_id,
+        host=conn.host,
+        password=conn.password,
+        port=conn.port,
+        extra=conn.extra_dejson,
+        timeout=timeout,
+        max_retries=max_retries,
+    )

@@ -1,0 +1,328 @@
+"""The ClubCollect hook: every call of the Tickets API, over one pooled session."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_clubcollect import wire
+from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+from airflow_provider_clubcollect.exceptions import (
+    ClubCollectAmbiguousError,
+    ClubCollectAuthError,
+    ClubCollectError,
+    ClubCollectNotFoundError,
+    ClubCollectServerError,
+)
+from airflow_provider_clubcollect.paging import CompanyTicketPager
+from airflow_provider_clubcollect.retry import RetryPolicy, TransportFailure
+from airflow_provider_clubcollect.threads import find_ticket
+from airflow_provider_clubcollect.transport import SyncTransport, exchange, run_sync
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import requests
+
+    from airflow_provider_clubcollect.connection import ClientSettings
+
+#: Connections kept open per hook: enough for the default bulk concurrency.
+DEFAULT_POOL_SIZE = 10
+#: An invoice ID that cannot exist, read by ``test_connection`` to prove the key without changing anything.
+CONNECTION_TEST_INVOICE_ID = "airflow-provider-clubcollect-connection-test"
+#: How far the API's clock may run behind ours when we look for a ticket we may have created.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class ClubCollectHook(BaseHook):
+    """
+    Talk to the ClubCollect Tickets API.
+
+    One hook holds one ``requests.Session`` (keep-alive, pooled), used for every call and safe to
+    share between the threads of a bulk action.  Every request has a connect and a read timeout,
+    carries the API key only in ``Authorization: ApiKey <key>``, and is retried with exponential
+    back-off and jitter after connection errors, 429 (honouring ``Retry-After``) and 5xx.
+    Creating a ticket is never retried blindly: see :meth:`create_ticket`.
+
+    .. code-block:: python
+
+        with ClubCollectHook() as hook:
+            for ticket in hook.iter_company_tickets(company_id, "unanswered"):
+                ...
+
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
+        API key; its host the base URL (optional); its extras ``timeout`` and ``max_retries``.
+    :param timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
+    :param max_retries: retries per request; overrides the connection's ``max_retries`` extra.
+    :param retry_policy: back-off settings; its ``max_retries`` is replaced by the one above.
+    :param pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
+    """
+
+    conn_name_attr = "clubcollect_conn_id"
+    default_conn_name = wire.DEFAULT_CONN_ID
+    conn_type = wire.CONN_TYPE
+    hook_name = "ClubCollect"
+
+    def __init__(
+        self,
+        clubcollect_conn_id: str = wire.DEFAULT_CONN_ID,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.clubcollect_conn_id = clubcollect_conn_id
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._pool_size = pool_size
+        self._settings: ClientSettings | None = None
+        self._transport: SyncTransport | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
+
+    # --- connection and session ----------------------------------------------------------------
+
+    @property
+    def settings(self) -> ClientSettings:
+        """The checked connection settings, read from Airflow once."""
+        if self._settings is None:
+            conn = self.get_connection(self.clubcollect_conn_id)
+            settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
+            _mask(settings.api_key)
+            self._settings = settings
+        return self._settings
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy every request of this hook follows."""
+        return dataclasses.replace(self._retry_policy, max_retries=self.settings.max_retries)
+
+    def _get_transport(self) -> SyncTransport:
+        with self._lock:
+            if self._transport is None:
+                self._transport = SyncTransport(self.settings, pool_size=self._pool_size)
+            return self._transport
+
+    def get_conn(self) -> requests.Session:
+        """
+        The hook's ``requests.Session``, already carrying the headers every request needs.
+
+        :return: the session; use :meth:`close` (or the hook as a context manager) to release it.
+        """
+        return self._get_transport().session
+
+    def close(self) -> None:
+        """Close the session and its pooled connections."""
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+    def __enter__(self) -> ClubCollectHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, request: wire.ApiRequest, policy: RetryPolicy | None = None) -> Any:
+        transport = self._get_transport()
+        return run_sync(exchange(request, policy or self.retry_policy), transport.send)
+
+    # --- invoices ------------------------------------------------------------------------------
+
+    def get_invoice_tickets(self, invoice_id: str) -> list[dict[str, Any]]:
+        """
+        Read an invoice's tickets (its thread).
+
+        :param invoice_id: the invoice.
+        :return: the tickets, as the API returns them.
+        :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
+        """
+        request = wire.get_invoice_tickets_request(invoice_id)
+        return wire.parse_tickets(request, self._call(request))
+
+    def create_ticket(self, invoice_id: str, message: str) -> dict[str, Any]:
+        """
+        Post a ticket (a reply from the company) on an invoice, never twice.
+
+        Creating is not idempotent.  When the answer is lost (a timeout, a dropped connection, a
+        5xx after the request was sent), the hook reads the invoice's tickets: if a company ticket
+        with this exact message appeared since the call began, that is the one created and it is
+        returned; only otherwise is the message posted again.
+
+        :param invoice_id: the invoice.
+        :param message: the ticket's text; must not be empty or whitespace.
+        :return: the created ticket.
+        :raises ClubCollectNotFoundError: for an unknown invoice.
+        :raises ClubCollectValidationError: for an empty message, or one the API refuses.
+        """
+        request = wire.create_ticket_request(invoice_id, message)
+        policy = self.retry_policy
+        since = datetime.now(timezone.utc) - CLOCK_SKEW
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return wire.parse_ticket(request, self._call(request))
+            except ClubCollectAmbiguousError as exc:
+                self.log.warning("%s Reading invoice %r to see whether it was created.", exc, invoice_id)
+                posted = self.find_posted_ticket(invoice_id, message, since=since)
+                if posted is not None:
+                    self.log.info(
+                        "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
+                        posted.get(wire.FIELD_TICKET_ID),
+                    )
+                    return posted
+                if attempt > policy.max_retries:
+                    raise ClubCollectServerError(
+                        f"Could not {request.description}: the answer was lost {attempt} times and the "
+                        "ticket is not on the invoice.",
+                        status_code=exc.status_code,
+                    ) from exc
+                wait = policy.wait_seconds(attempt, TransportFailure(str(exc), True))
+                self.log.warning("The ticket is not on invoice %r; posting again in %.1f s.", invoice_id, wait)
+                time.sleep(wait)
+
+    def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> dict[str, Any] | None:
+        """
+        Find a company ticket with exactly this message, dated at or after ``since``.
+
+        :param invoice_id: the invoice.
+        :param message: the message text to look for.
+        :param since: the earliest date it may carry (timezone-aware).
+        :return: the newest such ticket, or ``None``.
+        """
+        return find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
+
+    def archive_tickets(self, invoice_id: str) -> None:
+        """
+        Archive an invoice's tickets.  Idempotent: archiving twice is archiving once.
+
+        :param invoice_id: the invoice.
+        :raises ClubCollectNotFoundError: for an unknown invoice.
+        """
+        self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ARCHIVE))
+
+    def assign_tickets_to_support(self, invoice_id: str) -> None:
+        """
+        Hand an invoice's tickets to ClubCollect's support team.  Idempotent.
+
+        :param invoice_id: the invoice.
+        :raises ClubCollectNotFoundError: for an unknown invoice.
+        """
+        self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ASSIGN_TO_SUPPORT))
+
+    # --- companies -----------------------------------------------------------------------------
+
+    def get_company_tickets_page(
+        self, company_id: str, status: str, page_number: int = 1, page_size: int = wire.MAX_PAGE_SIZE
+    ) -> dict[str, Any]:
+        """
+        Read one page of a company's tickets in one status.
+
+        :param company_id: the company.
+        :param status: ``unanswered``, ``answered`` or ``archived``.
+        :param page_number: the page, counted from 1.
+        :param page_size: tickets per page, 1 to 100.
+        :return: ``{"tickets": [...], "page": {...}}`` as the API returns it.
+        :raises ClubCollectNotFoundError: for an unknown company (``not_found``).
+        """
+        request = wire.company_tickets_page_request(company_id, status, page_number, page_size)
+        payload = self._call(request)
+        wire.parse_tickets(request, payload, company=True)
+        wire.parse_page_info(request, payload)
+        return dict(payload)
+
+    def iter_company_tickets(
+        self, company_id: str, status: str, page_size: int = wire.MAX_PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Every ticket of a company in one status, page after page, oldest first, each once.
+
+        Pages are read lazily as the iterator advances.  If the list shrinks while it is read,
+        pages are read again so that no ticket is skipped.
+
+        :param company_id: the company.
+        :param status: ``unanswered``, ``answered`` or ``archived``.
+        :param page_size: tickets per page, 1 to 100.
+        """
+        pager = CompanyTicketPager(company_id, status, page_size)  # validates before any request
+        return self._iter_pages(pager)
+
+    def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[dict[str, Any]]:
+        while (request := pager.next_request()) is not None:
+            tickets = pager.accept(request, self._call(request))
+            self.log.info(
+                "ClubCollect: %s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress()
+            )
+            yield from tickets
+
+    def get_company_tickets(
+        self, company_id: str, status: str, page_size: int = wire.MAX_PAGE_SIZE
+    ) -> list[dict[str, Any]]:
+        """
+        Every ticket of a company in one status, as a list: see :meth:`iter_company_tickets`.
+
+        :param company_id: the company.
+        :param status: ``unanswered``, ``answered`` or ``archived``.
+        :param page_size: tickets per page, 1 to 100.
+        """
+        return list(self.iter_company_tickets(company_id, status, page_size))
+
+    # --- connection test -----------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """
+        Prove the key without changing anything, as Airflow's connection test expects.
+
+        Reads the tickets of an invoice that cannot exist: a good key gets 404
+        ``invalid_invoice_id``; a bad one 401 or 403.
+
+        :return: ``(ok, message)``; never raises.
+        """
+        try:
+            # One retry at most: a person is waiting on the answer in the UI.
+            policy = self.retry_policy
+            quick = dataclasses.replace(policy, max_retries=min(1, policy.max_retries))
+            self._call(wire.get_invoice_tickets_request(CONNECTION_TEST_INVOICE_ID), quick)
+        except ClubCollectNotFoundError as exc:
+            if exc.error_code == wire.ERROR_INVALID_INVOICE_ID:
+                return True, (
+                    f"Connection works: {self.settings.base_url} accepted the API key "
+                    f"(a test invoice answered 404 {wire.ERROR_INVALID_INVOICE_ID}, as expected)."
+                )
+            return False, (
+                f"{self.settings.base_url} answered 404 without the API's {wire.ERROR_INVALID_INVOICE_ID} "
+                "code: is the base URL right?"
+            )
+        except ClubCollectAuthError as exc:
+            return (
+                False,
+                f"The API key was refused (HTTP {exc.status_code}): check the connection's password.",
+            )
+        except ClubCollectError as exc:
+            return False, str(exc)
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
+
+
+def _mask(secret: str) -> None:
+    # Airflow masks connection passwords it hands out; registering again also covers keys
+    # stripped of whitespace and connections built outside a task.
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older task SDK
+        return
+    mask_secret(secret)

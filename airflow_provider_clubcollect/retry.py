@@ -1,0 +1,132 @@
+"""The one retry policy, used by the sync hook and the async trigger alike.
+
+It answers three questions about an attempt's outcome: is it final, may it be retried, and how
+long to wait first.  ``Retry-After`` is honoured; otherwise waits grow exponentially with jitter
+so that many workers do not retry in lockstep.  The policy does no I/O and never sleeps itself:
+the transports do, with ``time.sleep`` or ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from airflow_provider_clubcollect.wire import DEFAULT_MAX_RETRIES, RawResponse
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.wire import ApiRequest
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    """
+    No HTTP answer arrived.
+
+    :param reason: what happened (connection refused, timeout, connection dropped), for logs.
+    :param maybe_applied: whether the request may have reached the server and been applied; a
+        refused connection or a connect timeout never did, a read timeout or a dropped answer may have.
+    """
+
+    reason: str
+    maybe_applied: bool
+
+
+#: What one attempt produced: an answer, or none.
+Outcome = RawResponse | TransportFailure
+
+
+class Verdict(enum.Enum):
+    """What to do after an attempt."""
+
+    #: The outcome is the answer: success, or an error that a retry cannot fix.
+    FINAL = "final"
+    #: Try again after a wait.
+    RETRY = "retry"
+    #: A request that is not idempotent may have been applied: retrying blindly could apply it twice.
+    AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    When to retry a ClubCollect request, and how long to wait.
+
+    Retried: connection errors and timeouts, 429 (after ``Retry-After`` when given) and 5xx.
+    Requests that are not idempotent (creating a ticket) are retried only when the outcome proves
+    the server did not apply them (429, a refused connection); otherwise the verdict is
+    :attr:`Verdict.AMBIGUOUS` and the caller decides.
+
+    :param max_retries: retries after the first attempt; 0 disables retrying.
+    :param backoff_initial: the wait before the first retry, in seconds, before jitter.
+    :param backoff_max: the longest wait between two attempts, in seconds.
+    :param retry_after_max: the longest ``Retry-After`` honoured, in seconds; longer ones are capped.
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer of at least 0, got {self.max_retries!r}.")
+        if self.backoff_initial < 0 or self.backoff_max < 0 or self.retry_after_max < 0:
+            raise ValueError("backoff_initial, backoff_max and retry_after_max must not be negative.")
+
+    def verdict(self, request: ApiRequest, outcome: Outcome) -> Verdict:
+        """
+        Judge one attempt's outcome.
+
+        :param request: the request that was sent.
+        :param outcome: its answer, or the failure to get one.
+        """
+        if isinstance(outcome, TransportFailure):
+            if outcome.maybe_applied and not request.idempotent:
+                return Verdict.AMBIGUOUS
+            return Verdict.RETRY
+        if outcome.status == 429:
+            # A rate-limited request was refused, not applied: safe to retry for any method.
+            return Verdict.RETRY
+        if outcome.status >= 500:
+            return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
+        return Verdict.FINAL
+
+    def wait_seconds(self, retry_number: int, outcome: Outcome) -> float:
+        """
+        How long to wait before a retry.
+
+        :param retry_number: 1 before the first retry, 2 before the second, ...
+        :param outcome: the outcome being retried; its ``Retry-After`` header wins when present.
+        """
+        if isinstance(outcome, RawResponse):
+            retry_after = parse_retry_after(outcome.headers.get("retry-after"))
+            if retry_after is not None:
+                return min(retry_after, self.retry_after_max)
+        ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** (retry_number - 1))
+        # "Equal jitter": at least half the exponential wait, so retries keep backing off,
+        # plus a random half, so that concurrent clients spread out.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    :param value: the header value, or ``None``.
+    :return: the seconds (never negative), or ``None`` when absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(when.timestamp()) - time.time())

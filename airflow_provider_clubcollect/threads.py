@@ -1,0 +1,229 @@
+"""Thread semantics: which invoices to archive, escalate, or wait on.
+
+The tickets of one invoice form a thread.  For a thread, *last activity* is the newest ticket's
+date, and *unanswered since* is the date of the oldest CUSTOMER ticket after the newest COMPANY
+ticket.  A ticket *awaits an answer* when it is a CUSTOMER ticket newer than the thread's newest
+COMPANY ticket.  The operators, the sensor and the trigger all select through this module, so the
+sync and async paths always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError
+from airflow_provider_clubcollect.wire import (
+    FIELD_DATE,
+    FIELD_INVOICE_ID,
+    FIELD_MESSAGE,
+    FIELD_SENDER,
+    FIELD_TICKET_ID,
+    SENDER_COMPANY,
+    SENDER_CUSTOMER,
+    validate_id,
+)
+
+
+def parse_date(value: Any) -> datetime:
+    """
+    Read a ticket's ISO 8601 date as a timezone-aware UTC datetime.
+
+    :param value: the ``date`` field; a date without offset is taken as UTC.
+    :raises ClubCollectServerError: when it is not an ISO 8601 date.
+    """
+    import pendulum
+
+    if isinstance(value, datetime):
+        parsed: Any = value
+    else:
+        try:
+            parsed = pendulum.parse(str(value), tz="UTC")
+        except Exception as exc:
+            raise ClubCollectServerError(f"The API gave a ticket date that is not ISO 8601: {value!r}.") from exc
+    if not isinstance(parsed, datetime):
+        raise ClubCollectServerError(f"The API gave a ticket date that is not a date and time: {value!r}.")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    result: datetime = parsed.astimezone(timezone.utc)
+    return result
+
+
+def to_utc(value: datetime | str | None) -> datetime:
+    """
+    The reference time "now" for a selection: current UTC time, or a given (templated) one.
+
+    :param value: ``None`` for now; a datetime or ISO 8601 string otherwise (naive means UTC).
+    :raises ClubCollectValidationError: for a string that is not ISO 8601.
+    """
+    if value is None or value == "":
+        return datetime.now(timezone.utc)
+    try:
+        return parse_date(value)
+    except ClubCollectServerError as exc:
+        raise ClubCollectValidationError(
+            f"reference_time must be a datetime or an ISO 8601 string, got {value!r}."
+        ) from exc
+
+
+def check_duration(value: Any, name: str) -> timedelta:
+    """
+    Check a duration parameter such as ``inactive_for``.
+
+    :param value: a ``timedelta`` of zero or more.
+    :param name: the parameter's name, for the error.
+    :raises ClubCollectValidationError: for anything else.
+    """
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise ClubCollectValidationError(f"{name} must be a timedelta of zero or more, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Thread:
+    """
+    The tickets of one invoice, oldest first.
+
+    :param invoice_id: the invoice.
+    :param tickets: its tickets, sorted oldest first.
+    """
+
+    invoice_id: str
+    tickets: tuple[dict[str, Any], ...]
+
+    @property
+    def last_activity(self) -> datetime:
+        """The newest ticket's date."""
+        return parse_date(self.tickets[-1][FIELD_DATE])
+
+    def awaiting_answer(self) -> list[dict[str, Any]]:
+        """The CUSTOMER tickets newer than the newest COMPANY ticket, oldest first."""
+        waiting: list[dict[str, Any]] = []
+        for ticket in reversed(self.tickets):
+            if ticket.get(FIELD_SENDER) == SENDER_COMPANY:
+                break
+            if ticket.get(FIELD_SENDER) == SENDER_CUSTOMER:
+                waiting.append(ticket)
+        return waiting[::-1]
+
+    @property
+    def unanswered_since(self) -> datetime | None:
+        """The date of the oldest CUSTOMER ticket after the newest COMPANY ticket, if any."""
+        waiting = self.awaiting_answer()
+        return parse_date(waiting[0][FIELD_DATE]) if waiting else None
+
+
+def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
+    """
+    Group company tickets by invoice into threads.
+
+    :param tickets: CompanyTicket dicts (with ``invoice_id``).
+    :return: the threads, ordered by invoice ID; tickets in each oldest first (stable for equal dates).
+    """
+    by_invoice: dict[str, list[dict[str, Any]]] = {}
+    for ticket in tickets:
+        by_invoice.setdefault(str(ticket[FIELD_INVOICE_ID]), []).append(dict(ticket))
+    return [
+        Thread(invoice_id, tuple(sorted(items, key=lambda t: parse_date(t[FIELD_DATE]))))
+        for invoice_id, items in sorted(by_invoice.items())
+    ]
+
+
+def select_inactive(tickets: Iterable[Mapping[str, Any]], inactive_for: timedelta, now: datetime) -> list[str]:
+    """
+    Invoices whose thread's last activity is older than ``inactive_for``.
+
+    :param tickets: the company's tickets in one status.
+    :param inactive_for: how long without activity.
+    :param now: the reference time.
+    :return: sorted invoice IDs.
+    """
+    return [t.invoice_id for t in group_threads(tickets) if now - t.last_activity > inactive_for]
+
+
+def select_unanswered(
+    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+) -> list[str]:
+    """
+    Invoices whose thread awaits an answer, for longer than ``unanswered_for`` when given.
+
+    :param tickets: the company's unanswered tickets.
+    :param unanswered_for: how long unanswered, or ``None`` for any time.
+    :param now: the reference time.
+    :return: sorted invoice IDs.
+    """
+    return [t.invoice_id for t in _unanswered_threads(tickets, unanswered_for, now)]
+
+
+def awaiting_answer(
+    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+) -> list[dict[str, Any]]:
+    """
+    The tickets that await an answer, oldest first (what the sensor returns).
+
+    :param tickets: the company's unanswered tickets.
+    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
+    :param now: the reference time.
+    """
+    waiting = [ticket for t in _unanswered_threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
+    return sorted(waiting, key=lambda t: (parse_date(t[FIELD_DATE]), str(t.get(FIELD_TICKET_ID))))
+
+
+def _unanswered_threads(
+    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+) -> list[Thread]:
+    chosen = []
+    for thread in group_threads(tickets):
+        since = thread.unanswered_since
+        if since is not None and (unanswered_for is None or now - since > unanswered_for):
+            chosen.append(thread)
+    return chosen
+
+
+def find_ticket(
+    tickets: Iterable[Mapping[str, Any]], message: str, *, sender: str, since: datetime
+) -> dict[str, Any] | None:
+    """
+    The newest ticket from ``sender`` with exactly ``message``, dated at or after ``since``.
+
+    :param tickets: an invoice's tickets.
+    :param message: the text to match exactly.
+    :param sender: ``COMPANY`` or ``CUSTOMER``.
+    :param since: the earliest date (timezone-aware).
+    """
+    found = None
+    for ticket in tickets:
+        if ticket.get(FIELD_SENDER) == sender and ticket.get(FIELD_MESSAGE) == message:
+            try:
+                recent = parse_date(ticket.get(FIELD_DATE)) >= since
+            except ClubCollectServerError:
+                recent = True  # an unreadable date must not make us post twice
+            if recent:
+                found = dict(ticket)
+    return found
+
+
+def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
+    """
+    Invoice IDs from a list of ID strings or of ticket dicts (their ``invoice_id``), de-duplicated.
+
+    :param value: a list (or other iterable) of strings or dicts, such as a fetch operator's XCom.
+    :param name: the parameter's name, for errors.
+    :return: the IDs, sorted.
+    :raises ClubCollectValidationError: for a string, a dict without ``invoice_id``, or an unsafe ID.
+    """
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ClubCollectValidationError(
+            f"{name} must be a list of invoice ID strings or of ticket dicts, "
+            f"got {type(value).__name__} {value!r:.200}."
+        )
+    ids: set[str] = set()
+    for item in value:
+        if isinstance(item, Mapping):
+            if FIELD_INVOICE_ID not in item:
+                raise ClubCollectValidationError(f"{name}: a ticket dict without {FIELD_INVOICE_ID!r}: {item!r:.200}.")
+            item = item[FIELD_INVOICE_ID]
+        ids.add(validate_id(item, f"an invoice ID in {name}"))
+    return sorted(ids)

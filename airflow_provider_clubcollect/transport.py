@@ -1,0 +1,266 @@
+"""One request layer for the sync hook and the async trigger.
+
+A call is a *flow* (:func:`exchange`): a generator that yields the request to send or a pause to
+take, receives each attempt's outcome, applies the :class:`~airflow_provider_clubcollect.retry.RetryPolicy`
+and finally returns the parsed answer or raises the typed error.  Two small drivers run a flow:
+:func:`run_sync` over ``requests`` and :func:`run_async` over ``httpx``.  So retries, waits,
+error mapping and parsing exist once, and only the socket work differs.
+
+``requests`` and ``httpx`` are imported inside the transports, not at module level, to keep DAG
+parsing fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError
+from airflow_provider_clubcollect.retry import TransportFailure, Verdict
+from airflow_provider_clubcollect.wire import RawResponse, error_for, parse_response
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import httpx
+    import requests
+
+    from airflow_provider_clubcollect.connection import ClientSettings
+    from airflow_provider_clubcollect.retry import Outcome, RetryPolicy
+    from airflow_provider_clubcollect.wire import ApiRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """
+    A wait between two attempts.
+
+    :param seconds: how long.
+    """
+
+    seconds: float
+
+
+#: A flow yields what to do next, receives the outcome (``None`` after a pause), returns the answer.
+Flow = Generator["ApiRequest | Pause", "Outcome | None", Any]
+
+
+def exchange(request: ApiRequest, policy: RetryPolicy) -> Flow:
+    """
+    The flow of one API call: send, judge, wait and retry, then parse.
+
+    :param request: what to send.
+    :param policy: when to retry and how long to wait.
+    :return: (as the generator's return value) the parsed JSON answer, or ``None`` for a 204.
+    :raises ClubCollectError: the typed error of the final outcome.
+    :raises ClubCollectAmbiguousError: when a non-idempotent request may have been applied.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = yield request
+        if outcome is None:  # pragma: no cover - a driver bug, not a runtime condition
+            raise RuntimeError("A flow must receive the outcome of the request it yielded.")
+        verdict = policy.verdict(request, outcome)
+        if verdict is Verdict.FINAL:
+            assert isinstance(outcome, RawResponse)
+            if attempt > 1 and outcome.status >= 400:
+                raise error_for(request, outcome, attempts=attempt)
+            return parse_response(request, outcome)
+        if verdict is Verdict.AMBIGUOUS:
+            raise ClubCollectAmbiguousError(
+                f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
+                "applied, so it was not sent again blindly.",
+                status_code=outcome.status if isinstance(outcome, RawResponse) else None,
+            )
+        if attempt > policy.max_retries:
+            raise _exhausted(request, outcome, attempt)
+        wait = policy.wait_seconds(attempt, outcome)
+        log.warning(
+            "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
+            request.description,
+            _describe(outcome),
+            attempt,
+            policy.max_retries + 1,
+            wait,
+        )
+        yield Pause(wait)
+
+
+def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, TransportFailure):
+        return outcome.reason
+    return f"HTTP {outcome.status}"
+
+
+def _exhausted(request: ApiRequest, outcome: Outcome, attempts: int) -> Exception:
+    if isinstance(outcome, RawResponse):
+        return error_for(request, outcome, attempts=attempts)
+    return ClubCollectServerError(
+        f"Could not {request.description}: {outcome.reason}, after {attempts} attempts. "
+        "ClubCollect could not be reached; check the base URL and the network, or try again later."
+    )
+
+
+def run_sync(flow: Flow, send: Callable[[ApiRequest], Outcome]) -> Any:
+    """
+    Drive a flow with blocking I/O.
+
+    :param flow: the flow, such as :func:`exchange` returns.
+    :param send: sends one request and returns its outcome.
+    :return: the flow's return value.
+    """
+    step = next(flow)
+    while True:
+        reply: Outcome | None = None
+        if isinstance(step, Pause):
+            time.sleep(step.seconds)
+        else:
+            reply = send(step)
+        try:
+            step = flow.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def run_async(flow: Flow, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Any:
+    """
+    Drive a flow on an event loop, never blocking it.
+
+    :param flow: the flow, such as :func:`exchange` returns.
+    :param send: sends one request and returns its outcome.
+    :return: the flow's return value.
+    """
+    step = next(flow)
+    while True:
+        reply: Outcome | None = None
+        if isinstance(step, Pause):
+            await asyncio.sleep(step.seconds)
+        else:
+            reply = await send(step)
+        try:
+            step = flow.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+
+class SyncTransport:
+    """
+    Sends requests with one pooled, keep-alive ``requests.Session``.
+
+    :param settings: base URL, key, timeouts.
+    :param pool_size: connections kept per host; at least the number of threads sharing it.
+    """
+
+    def __init__(self, settings: ClientSettings, *, pool_size: int = 10) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.settings = settings
+        self.session: requests.Session = requests.Session()
+        self.session.headers.update(settings.headers())
+        # Retries are ours (the policy); urllib3's own would retry blindly and hide attempts.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        # Ignore proxy/netrc settings from the environment that could rewrite Authorization.
+        self.session.trust_env = False
+
+    def send(self, request: ApiRequest) -> Outcome:
+        """
+        Send one request once.
+
+        :param request: what to send.
+        :return: the answer, or a :class:`TransportFailure` saying whether it may have been applied.
+        """
+        import requests
+
+        try:
+            response = self.session.request(
+                request.method,
+                self.settings.url(request.path),
+                params=list(request.params),
+                json=request.body,
+                timeout=(self.settings.connect_timeout, self.settings.timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            return TransportFailure(f"connect timeout after {self.settings.connect_timeout:g} s", False)
+        except requests.exceptions.ReadTimeout:
+            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True)
+        except requests.exceptions.ConnectionError as exc:
+            return TransportFailure(*_requests_connection_failure(exc))
+        except requests.exceptions.RequestException as exc:
+            return TransportFailure(f"{type(exc).__name__}: {exc}", True)
+        return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+
+def _requests_connection_failure(exc: requests.exceptions.ConnectionError) -> tuple[str, bool]:
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    if isinstance(reason, NewConnectionError):
+        # The TCP connection was never made: the request cannot have been applied.
+        return f"could not connect ({reason})", False
+    return f"connection lost ({reason or exc})", True
+
+
+class AsyncTransport:
+    """
+    Sends requests with one ``httpx.AsyncClient``, for code running on an event loop.
+
+    :param settings: base URL, key, timeouts.
+    """
+
+    def __init__(self, settings: ClientSettings) -> None:
+        import httpx
+
+        self.settings = settings
+        self.client: httpx.AsyncClient = httpx.AsyncClient(
+            headers=settings.headers(),
+            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def send(self, request: ApiRequest) -> Outcome:
+        """
+        Send one request once.
+
+        :param request: what to send.
+        :return: the answer, or a :class:`TransportFailure` saying whether it may have been applied.
+        """
+        import httpx
+
+        try:
+            response = await self.client.request(
+                request.method,
+                self.settings.url(request.path),
+                params=list(request.params),
+                json=request.body,
+            )
+        except httpx.ConnectTimeout:
+            return TransportFailure(f"connect timeout after {self.settings.connect_timeout:g} s", False)
+        except httpx.ConnectError as exc:
+            return TransportFailure(f"could not connect ({exc})", False)
+        except httpx.TimeoutException:
+            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True)
+        except httpx.TransportError as exc:
+            return TransportFailure(f"connection lost ({type(exc).__name__}: {exc})", True)
+        return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+
+    async def aclose(self) -> None:
+        """Close the client and its connections."""
+        await self.client.aclose()

@@ -1,0 +1,521 @@
+"""The ClubCollect Tickets API on the wire: every name, path and code, in one module.
+
+Request building (:class:`ApiRequest` and its constructors) and response parsing
+(:func:`parse_response`) live here and are shared by the sync hook, the async trigger and the
+sandbox, so that the three can never drift apart.  This module does no I/O and does not import
+Airflow at module level (the errors are imported where raised): ``get_provider_info`` reads its
+constants while Airflow itself is still importing, and the sandbox runs without Airflow loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectServerError
+
+# --- the distribution and the Airflow connection --------------------------------------------
+
+DISTRIBUTION_NAME: Final = "airflow-provider-clubcollect"
+CONN_TYPE: Final = "clubcollect"
+DEFAULT_CONN_ID: Final = "clubcollect_default"
+CONN_EXTRA_TIMEOUT: Final = "timeout"
+CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
+DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+#: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
+MAX_CONNECT_TIMEOUT_SECONDS: Final = 10.0
+DEFAULT_MAX_RETRIES: Final = 5
+
+# --- the API ----------------------------------------------------------------------------------
+
+DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
+#: The path every base URL gets when the connection names only a host.
+BASE_PATH: Final = "/api"
+API_VERSION_PREFIX: Final = "v2"
+
+AUTH_HEADER: Final = "Authorization"
+AUTH_SCHEME: Final = "ApiKey"
+JSON_MEDIA_TYPE: Final = "application/json"
+
+STATUS_UNANSWERED: Final = "unanswered"
+STATUS_ANSWERED: Final = "answered"
+STATUS_ARCHIVED: Final = "archived"
+STATUSES: Final = (STATUS_UNANSWERED, STATUS_ANSWERED, STATUS_ARCHIVED)
+
+SENDER_CUSTOMER: Final = "CUSTOMER"
+SENDER_COMPANY: Final = "COMPANY"
+SENDERS: Final = (SENDER_CUSTOMER, SENDER_COMPANY)
+
+ACTION_ARCHIVE: Final = "archive"
+ACTION_ASSIGN_TO_SUPPORT: Final = "assign_to_support"
+ACTIONS: Final = (ACTION_ARCHIVE, ACTION_ASSIGN_TO_SUPPORT)
+
+PARAM_PAGE_NUMBER: Final = "page_number"
+PARAM_PAGE_SIZE: Final = "page_size"
+API_DEFAULT_PAGE_SIZE: Final = 30
+MAX_PAGE_SIZE: Final = 100
+
+# Body fields.
+FIELD_TICKETS: Final = "tickets"
+FIELD_PAGE: Final = "page"
+FIELD_MESSAGE: Final = "message"
+FIELD_TICKET_ID: Final = "ticket_id"
+FIELD_INVOICE_ID: Final = "invoice_id"
+FIELD_SENDER: Final = "sender"
+FIELD_DATE: Final = "date"
+FIELD_PAGE_NUMBER: Final = "page_number"
+FIELD_PAGE_SIZE: Final = "page_size"
+FIELD_TOTAL_ENTRIES: Final = "total_entries"
+FIELD_TOTAL_PAGES: Final = "total_pages"
+FIELD_ERROR: Final = "error"
+#: ClubCollect's company page documents ``{"errors": "not_found"}``: read both keys.
+FIELD_ERRORS: Final = "errors"
+
+# Documented error codes.
+ERROR_INVALID_INVOICE_ID: Final = "invalid_invoice_id"
+ERROR_INVALID_MESSAGE: Final = "invalid_message"
+ERROR_NOT_FOUND: Final = "not_found"
+ERROR_INVALID_ACTION: Final = "invalid_action"
+
+
+def invoice_tickets_path(invoice_id: str) -> str:
+    """
+    Path of an invoice's tickets, relative to the base URL.
+
+    :param invoice_id: the invoice; validated and quoted as one path segment.
+    """
+    return f"{API_VERSION_PREFIX}/invoices/{_segment(invoice_id, 'invoice_id')}/tickets"
+
+
+def invoice_action_path(invoice_id: str, action: str) -> str:
+    """
+    Path of an action on an invoice's tickets, relative to the base URL.
+
+    :param invoice_id: the invoice; validated and quoted as one path segment.
+    :param action: one of :data:`ACTIONS`.
+    """
+    if action not in ACTIONS:
+        raise _invalid(f"Unknown ticket action {action!r}; allowed: {', '.join(ACTIONS)}.")
+    return f"{invoice_tickets_path(invoice_id)}/actions/{action}"
+
+
+def company_tickets_path(company_id: str, status: str) -> str:
+    """
+    Path of a company's tickets in one status, relative to the base URL.
+
+    :param company_id: the company; validated and quoted as one path segment.
+    :param status: one of :data:`STATUSES`.
+    """
+    company = _segment(company_id, "company_id")
+    return f"{API_VERSION_PREFIX}/companies/{company}/tickets/{validate_status(status)}"
+
+
+# --- validation: before any request is sent ---------------------------------------------------
+
+
+def validate_id(value: object, name: str) -> str:
+    """
+    Check an invoice or company ID: a non-empty string that cannot change the request path.
+
+    IDs are opaque (ClubCollect generates 40 hex characters, partners may choose others), so no
+    format is enforced; only what would escape or collapse a path segment is refused.
+
+    :param value: the ID.
+    :param name: the parameter's name, for the error message.
+    :return: the ID, unchanged.
+    :raises ClubCollectValidationError: when the ID is not a usable path segment.
+    """
+    if not isinstance(value, str):
+        raise _invalid(f"{name} must be a string, got {type(value).__name__} {value!r}.")
+    if not value.strip():
+        raise _invalid(f"{name} must not be empty or whitespace, got {value!r}.")
+    if "/" in value or "\\" in value:
+        raise _invalid(f"{name} must not contain '/' or '\\', got {value!r}.")
+    if value in (".", ".."):
+        raise _invalid(f"{name} must not be '.' or '..' (HTTP clients collapse them out of a path), got {value!r}.")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise _invalid(f"{name} must not contain control characters, got {value!r}.")
+    return value
+
+
+def validate_status(status: object) -> str:
+    """
+    Check a ticket status.
+
+    :param status: the status.
+    :return: the status, unchanged.
+    :raises ClubCollectValidationError: when it is not one of :data:`STATUSES`.
+    """
+    if status not in STATUSES:
+        raise _invalid(f"Unknown ticket status {status!r}; allowed: {', '.join(STATUSES)}.")
+    return str(status)
+
+
+def validate_page_size(page_size: object) -> int:
+    """
+    Check a page size.
+
+    :param page_size: the page size.
+    :return: the page size.
+    :raises ClubCollectValidationError: unless it is an integer from 1 to :data:`MAX_PAGE_SIZE`.
+    """
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise _invalid(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {page_size!r}.")
+    return page_size
+
+
+def validate_page_number(page_number: object) -> int:
+    """
+    Check a page number.
+
+    :param page_number: the page number, counted from 1.
+    :return: the page number.
+    :raises ClubCollectValidationError: unless it is an integer of at least 1.
+    """
+    if isinstance(page_number, bool) or not isinstance(page_number, int) or page_number < 1:
+        raise _invalid(f"page_number must be an integer of at least 1, got {page_number!r}.")
+    return page_number
+
+
+def validate_message(message: object) -> str:
+    """
+    Check a ticket message.
+
+    :param message: the message text.
+    :return: the message, unchanged.
+    :raises ClubCollectValidationError: when it is not a string with some non-whitespace text.
+    """
+    if not isinstance(message, str) or not message.strip():
+        raise _invalid(f"message must be a non-empty string with text other than whitespace, got {message!r}.")
+    return message
+
+
+def _invalid(message: str) -> Exception:
+    from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+
+    return ClubCollectValidationError(message)
+
+
+def _segment(value: object, name: str) -> str:
+    # safe="" quotes every reserved character, so an ID is always exactly one path segment.
+    return quote(validate_id(value, name), safe="")
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """
+    One call to the API, described as data so that sync and async transports send it the same way.
+
+    :param method: ``GET`` or ``POST``.
+    :param path: path relative to the base URL, already quoted.
+    :param description: what the call does, naming its subject, for log lines and errors.
+    :param params: query parameters.
+    :param body: JSON body, or ``None`` for none.
+    :param idempotent: whether sending it twice has the effect of sending it once; only
+        idempotent requests are retried after an answer that may have been lost.
+    :param expect_body: whether success carries a JSON body (200) or none (204).
+    """
+
+    method: str
+    path: str
+    description: str
+    params: tuple[tuple[str, str], ...] = ()
+    body: dict[str, Any] | None = field(default=None, repr=False)
+    idempotent: bool = True
+    expect_body: bool = True
+
+
+def get_invoice_tickets_request(invoice_id: str) -> ApiRequest:
+    """
+    Build the request that reads an invoice's tickets.
+
+    :param invoice_id: the invoice.
+    """
+    return ApiRequest("GET", invoice_tickets_path(invoice_id), f"fetch tickets of invoice {invoice_id!r}")
+
+
+def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
+    """
+    Build the request that posts a ticket on an invoice.  It is not idempotent.
+
+    :param invoice_id: the invoice.
+    :param message: the ticket's text.
+    """
+    return ApiRequest(
+        "POST",
+        invoice_tickets_path(invoice_id),
+        f"create a ticket on invoice {invoice_id!r}",
+        body={FIELD_MESSAGE: validate_message(message)},
+        idempotent=False,
+    )
+
+
+def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
+    """
+    Build the request that archives an invoice's tickets or assigns them to support.
+
+    Both actions are idempotent, so they are retried like reads.
+
+    :param invoice_id: the invoice.
+    :param action: one of :data:`ACTIONS`.
+    """
+    verb = "archive" if action == ACTION_ARCHIVE else "assign to support"
+    return ApiRequest(
+        "POST",
+        invoice_action_path(invoice_id, action),
+        f"{verb} tickets of invoice {invoice_id!r}",
+        body=None,
+        expect_body=False,
+    )
+
+
+def company_tickets_page_request(
+    company_id: str, status: str, page_number: int = 1, page_size: int = MAX_PAGE_SIZE
+) -> ApiRequest:
+    """
+    Build the request that reads one page of a company's tickets in one status.
+
+    :param company_id: the company.
+    :param status: one of :data:`STATUSES`.
+    :param page_number: the page, counted from 1.
+    :param page_size: tickets per page, 1 to :data:`MAX_PAGE_SIZE`.
+    """
+    path = company_tickets_path(company_id, status)
+    page_number = validate_page_number(page_number)
+    page_size = validate_page_size(page_size)
+    return ApiRequest(
+        "GET",
+        path,
+        f"fetch page {page_number} of {status} tickets of company {company_id!r}",
+        params=((PARAM_PAGE_NUMBER, str(page_number)), (PARAM_PAGE_SIZE, str(page_size))),
+    )
+
+
+def request_headers(api_key: str, user_agent: str) -> dict[str, str]:
+    """
+    Headers sent with every request.
+
+    :param api_key: the partner API key; it goes into the ``Authorization`` header and nowhere else.
+    :param user_agent: the ``User-Agent``; a firewall in front of the API blocks some default agents.
+    """
+    return {
+        AUTH_HEADER: f"{AUTH_SCHEME} {api_key}",
+        "Content-Type": JSON_MEDIA_TYPE,
+        "Accept": JSON_MEDIA_TYPE,
+        "User-Agent": user_agent,
+    }
+
+
+def user_agent() -> str:
+    """The ``User-Agent`` naming the provider and its version."""
+    from airflow_provider_clubcollect import __version__
+
+    return f"{DISTRIBUTION_NAME}/{__version__}"
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """
+    An HTTP answer as the transport received it, before any interpretation.
+
+    :param status: the HTTP status code.
+    :param headers: the headers, with lower-case names.
+    :param body: the body bytes.
+    """
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = field(repr=False)
+
+
+def parse_response(request: ApiRequest, response: RawResponse) -> Any:
+    """
+    Turn an answer into the API's JSON value, or raise the error it stands for.
+
+    :param request: the request the answer belongs to.
+    :param response: the answer.
+    :return: the decoded JSON body for a 2xx with a body, ``None`` for one without.
+    :raises ClubCollectError: the subclass matching the status, naming the call and the API's code.
+    """
+    if 200 <= response.status < 300:
+        if not request.expect_body:
+            return None
+        payload = _decode_json(response.body)
+        if payload is _NOT_JSON:
+            from airflow_provider_clubcollect.exceptions import ClubCollectServerError
+
+            raise ClubCollectServerError(
+                f"Could not {request.description}: the API answered {response.status} with a body that is "
+                f"not JSON ({_snippet(response.body)}).",
+                status_code=response.status,
+            )
+        return payload
+    raise error_for(request, response)
+
+
+def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
+    """
+    The error an unsuccessful answer stands for.
+
+    :param request: the request the answer belongs to.
+    :param response: the answer (any status outside 2xx).
+    :param attempts: how many times the request was sent, for the message.
+    """
+    from airflow_provider_clubcollect.exceptions import (
+        ClubCollectAuthError,
+        ClubCollectError,
+        ClubCollectNotFoundError,
+        ClubCollectRateLimitError,
+        ClubCollectServerError,
+        ClubCollectValidationError,
+    )
+
+    status = response.status
+    code = error_code_of(response.body)
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    detail = f"HTTP {status}" + (f" {code}" if code else "")
+    if code is None and response.body:
+        detail += f" ({_snippet(response.body)})"
+    prefix = f"Could not {request.description}: {detail}{tried}."
+    if status in (401, 403):
+        return ClubCollectAuthError(
+            f"{prefix} The API refused the key: check the API key in the connection "
+            "(a firewall's 403 may also mean the request was blocked).",
+            status_code=status,
+            error_code=code,
+        )
+    if status == 404:
+        return ClubCollectNotFoundError(
+            f"{prefix} It does not exist, or this API key may not see it.",
+            status_code=status,
+            error_code=code,
+        )
+    if status == 422:
+        return ClubCollectValidationError(f"{prefix} The API refused the input.", status_code=status, error_code=code)
+    if status == 429:
+        return ClubCollectRateLimitError(
+            f"{prefix} The API is rate limiting: wait, or lower max_concurrency.",
+            status_code=status,
+            error_code=code,
+        )
+    if status >= 500:
+        return ClubCollectServerError(
+            f"{prefix} ClubCollect is failing; try again later.", status_code=status, error_code=code
+        )
+    return ClubCollectError(prefix, status_code=status, error_code=code)
+
+
+def error_code_of(body: bytes) -> str | None:
+    """
+    The API's error code in an error body: ``{"error": code}`` or ``{"errors": code}``.
+
+    :param body: the body bytes; an HTML page or anything else gives ``None``.
+    """
+    payload = _decode_json(body)
+    if not isinstance(payload, dict):
+        return None
+    for key in (FIELD_ERROR, FIELD_ERRORS):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            return ",".join(value)
+    return None
+
+
+def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[dict[str, Any]]:
+    """
+    The ``tickets`` list of an answer, checked to be what the API documents.
+
+    :param request: the request the answer belongs to, for the error message.
+    :param payload: the decoded JSON body.
+    :param company: whether tickets must carry ``invoice_id`` (company lists do).
+    :raises ClubCollectServerError: when the body is not the documented shape.
+    """
+    tickets = payload.get(FIELD_TICKETS) if isinstance(payload, dict) else None
+    if not isinstance(tickets, list):
+        raise _malformed(request, f"no {FIELD_TICKETS!r} list")
+    required = (FIELD_TICKET_ID, FIELD_INVOICE_ID) if company else (FIELD_TICKET_ID,)
+    for ticket in tickets:
+        if not isinstance(ticket, dict) or any(not isinstance(ticket.get(key), str) for key in required):
+            raise _malformed(request, f"a ticket without {' and '.join(required)}: {str(ticket)[:200]}")
+    return tickets
+
+
+def parse_ticket(request: ApiRequest, payload: Any) -> dict[str, Any]:
+    """
+    A single ticket (the answer to creating one), checked to be what the API documents.
+
+    :param request: the request the answer belongs to, for the error message.
+    :param payload: the decoded JSON body.
+    :raises ClubCollectServerError: when the body is not a ticket.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get(FIELD_TICKET_ID), str):
+        raise _malformed(request, f"not a ticket: {str(payload)[:200]}")
+    return payload
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """
+    The ``page`` object of a company list.
+
+    :param page_number: the page this is.
+    :param page_size: tickets per page.
+    :param total_entries: tickets in the whole list.
+    :param total_pages: pages in the whole list.
+    """
+
+    page_number: int
+    page_size: int
+    total_entries: int
+    total_pages: int
+
+
+def parse_page_info(request: ApiRequest, payload: Any) -> PageInfo:
+    """
+    The ``page`` object of a company list, checked.
+
+    :param request: the request the answer belongs to, for the error message.
+    :param payload: the decoded JSON body.
+    :raises ClubCollectServerError: when it is missing or not made of integers.
+    """
+    page = payload.get(FIELD_PAGE) if isinstance(payload, dict) else None
+    names = (FIELD_PAGE_NUMBER, FIELD_PAGE_SIZE, FIELD_TOTAL_ENTRIES, FIELD_TOTAL_PAGES)
+    if not isinstance(page, dict) or any(
+        isinstance(page.get(name), bool) or not isinstance(page.get(name), int) for name in names
+    ):
+        raise _malformed(request, f"no valid {FIELD_PAGE!r} object: {str(page)[:200]}")
+    return PageInfo(*(int(page[name]) for name in names))
+
+
+def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
+    from airflow_provider_clubcollect.exceptions import ClubCollectServerError
+
+    return ClubCollectServerError(
+        f"Could not {request.description}: the API's answer is not what it documents ({what})."
+    )
+
+
+_NOT_JSON: Final = object()
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return _NOT_JSON
+
+
+def _snippet(body: bytes, limit: int = 120) -> str:
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))

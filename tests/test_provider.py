@@ -1,0 +1,118 @@
+"""Registration with Airflow: entry point, provider info schema, connection form, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+DIST = "airflow-provider-clubcollect"
+
+
+def _airflow(*args: str) -> subprocess.CompletedProcess[str]:
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run([str(airflow), *args], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def test_provider_info_validates_against_airflow_schema() -> None:
+    import airflow
+    import jsonschema
+
+    from airflow_provider_clubcollect import get_provider_info
+
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    assert info["package-name"] == DIST == metadata.metadata(DIST)["Name"]
+    assert info["versions"] == [metadata.version(DIST)]
+
+
+def test_entry_point_points_at_get_provider_info() -> None:
+    (entry_point,) = [ep for ep in metadata.entry_points(group="apache_airflow_provider") if ep.dist.name == DIST]
+    assert entry_point.value == "airflow_provider_clubcollect:get_provider_info"
+    assert entry_point.load()()["package-name"] == DIST
+
+
+def test_connection_form_is_declared_as_data() -> None:
+    from airflow_provider_clubcollect import get_provider_info
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
+    (conn,) = get_provider_info()["connection-types"]
+    assert conn["connection-type"] == "clubcollect"
+    assert set(conn["conn-fields"]) == {"timeout", "max_retries"}
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+    assert {"schema", "login", "port"} <= set(conn["ui-field-behaviour"]["hidden-fields"])
+    assert "host" in conn["ui-field-behaviour"]["placeholders"]
+    # The deprecated hook methods are not defined (Airflow 3.2+ warns about them).
+    assert "get_connection_form_widgets" not in ClubCollectHook.__dict__
+    assert "get_ui_field_behaviour" not in ClubCollectHook.__dict__
+
+
+def test_providers_manager_loads_it_without_deprecation_warnings() -> None:
+    """Run in a fresh interpreter: the providers manager is a process-wide singleton."""
+    script = textwrap.dedent(
+        """
+        import json, logging, warnings
+        records = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+        logging.getLogger().addHandler(Keep())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from airflow.providers_manager import ProvidersManager
+            pm = ProvidersManager()
+            hook = pm.hooks["clubcollect"]
+            widgets = {k: v.field for k, v in pm.connection_form_widgets.items() if "clubcollect" in k}
+            behaviour = pm.field_behaviours["clubcollect"]
+            providers = list(pm.providers)
+        print(json.dumps({
+            "warnings": [f"{w.category.__name__}: {w.message} ({w.filename})" for w in caught],
+            "logs": [r for r in records if "clubcollect" in r.lower()],
+            "hook": [hook.hook_class_name, hook.connection_id_attribute_name, hook.hook_name],
+            "widgets": sorted(widgets),
+            "behaviour": behaviour,
+            "providers": providers,
+        }))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = [w for w in result["warnings"] if "Deprecat" in w and ("clubcollect" in w.lower())]
+    assert ours == []
+    assert result["logs"] == []
+    assert result["hook"] == [
+        "airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook",
+        "clubcollect_conn_id",
+        "ClubCollect",
+    ]
+    assert result["widgets"] == ["extra__clubcollect__max_retries", "extra__clubcollect__timeout"]
+    assert result["behaviour"]["relabeling"] == {"password": "API key", "host": "Base URL"}
+    assert DIST in result["providers"]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("providers", "list", "-o", "json"), DIST),
+        (("providers", "hooks", "-o", "json"), "clubcollect"),
+    ],
+)
+def test_airflow_cli_lists_the_provider(command: tuple[str, ...], expected: str) -> None:
+    done = _airflow(*command)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout[done.stdout.index("[") :])
+    if command[1] == "list":
+        assert any(row["package_name"] == DIST for row in rows)
+    else:
+        (row,) = [row for row in rows if row["connection_type"] == expected]
+        assert row["class"] == "airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook"
+        assert row["package_name"] == DIST
+        assert row["hook_name"] == "ClubCollect"
