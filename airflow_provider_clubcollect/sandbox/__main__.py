@@ -1,0 +1,124 @@
+"""``python -m airflow_provider_clubcollect.sandbox``: run a local ClubCollect in the foreground.
+
+It prints the base URL, the API key, the companies it holds and the ``AIRFLOW_CONN_*`` line that
+points Airflow's default ClubCollect connection at it, then serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+
+    from airflow_provider_clubcollect.sandbox.server import SandboxServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_clubcollect.sandbox",
+        description="Run a local, in-memory ClubCollect Tickets API (with seed data) for Airflow to talk to.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default: 8765)")
+    seed = parser.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
+    seed.add_argument("--empty", action="store_true", help="start with no data at all")
+    parser.add_argument(
+        "--api-key", default=None, help="the API key to accept (default: a new random key, printed at start)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """
+    Run the sandbox until interrupted.
+
+    :param argv: the arguments (``sys.argv[1:]`` when ``None``).
+    :param out: where to print (standard output when ``None``).
+    :return: the exit status.
+    """
+    from airflow_provider_clubcollect.sandbox.server import SandboxServer
+
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    server = SandboxServer(host=args.host, port=args.port, seed=None if args.empty else args.seed, api_key=args.api_key)
+    try:
+        server.start()
+    except OSError as error:
+        print(f"Cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        print_banner(server, out)
+        # A timed wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            if not server.running:
+                print("The sandbox stopped unexpectedly.", file=sys.stderr)
+                return 1
+    finally:
+        server.stop()
+    print("ClubCollect sandbox stopped.", file=out, flush=True)
+    return 0
+
+
+def print_banner(server: SandboxServer, out: TextIO) -> None:
+    """
+    Print where the sandbox is, its key, its companies and the connection line for Airflow.
+
+    :param server: the running sandbox.
+    :param out: where to print.
+    """
+    from airflow_provider_clubcollect import wire
+
+    lines = [
+        f"ClubCollect sandbox listening on {server.root_url}",
+        f"Base URL:    {server.base_url}",
+        f"API key:     {server.api_key}",
+        f"Control API: {server.control_url}",
+    ]
+    if not _is_loopback(server.host):
+        lines.append(
+            "WARNING: listening beyond loopback; the provider refuses plain http:// to other hosts, "
+            "and anyone who can reach this address can use the sandbox."
+        )
+    companies = server.state.companies()
+    lines.append(f"Companies ({len(companies)}):" if companies else "Companies: none (started empty)")
+    for company in companies:
+        counts = ", ".join(f"{status} {company['tickets'][status]}" for status in wire.STATUSES)
+        lines.append(
+            f"  {company['company_id']}  {company['name']}  ({company['invoices']} invoices; tickets: {counts})"
+        )
+    env_var = f"AIRFLOW_CONN_{wire.DEFAULT_CONN_ID.upper()}"
+    lines += [
+        "Point Airflow's default ClubCollect connection at it (in the shell that runs Airflow, export this):",
+        f"{env_var}='{server.connection_json()}'",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Deterministic seed data: a few clubs, a few hundred invoices and their ticket threads.
+
+The same ``seed`` and ``now`` always give the same companies, invoices, tickets and dates; the
+IDs depend on the seed alone (so a test can hard-code them while dates follow the clock).
+Threads exist in every status, some invoices have no tickets, and dates spread over the half
+year before ``now`` so that age rules ("stale after 30 days") select some threads and not others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final
+
+from airflow_provider_clubcollect import wire
+from airflow_provider_clubcollect.sandbox.state import TicketSpec, utc_now
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from airflow_provider_clubcollect.sandbox.state import SandboxState
+
+#: Human names for the companies, kept for printing only: the API never returns them.
+COMPANY_NAMES: Final = (
+    "Hockeyclub De Kieviten",
+    "Voetbalvereniging Oranje Boys",
+    "Muziekschool De Notenbalk",
+    "Zwemvereniging De Dolfijn",
+    "Tennisclub Het Smashpunt",
+    "Korfbalvereniging Sparta",
+)
+#: How far back the oldest thread may start.
+SPREAD: Final = timedelta(days=182)
+
+_CUSTOMER_MESSAGES: Final = (
+    "Ik wil niet betalen",
+    "I don't want to pay",
+    "Kan ik in termijnen betalen?",
+    "Can I pay in instalments?",
+    "Ik heb al betaald, zie bijlage",
+    "I already paid last week",
+    "Mijn zoon is gestopt met de club, waarom krijg ik nog een factuur?",
+    "The amount on this invoice is wrong",
+    "Waarom is de contributie dit jaar hoger?",
+    "I never received the first reminder",
+    "Graag uitstel tot het einde van de maand",
+    "Is the discount for siblings included?",
+)
+_COMPANY_MESSAGES: Final = (
+    "Graag betalen vóór de 30e",
+    "Please pay before the 30th",
+    "We hebben uw betaling ontvangen, dank u wel",
+    "Termijnen zijn mogelijk: drie maanden, zonder extra kosten",
+    "Instalments are possible, we will send a new link",
+    "De contributie is verhoogd door de nieuwe velden",
+    "We have corrected the amount, see the new invoice",
+    "Uw opzegging is verwerkt per 1 juli",
+    "The sibling discount has been applied",
+    "Wij kijken ernaar en komen er deze week op terug",
+)
+
+
+def seed_id(seed: int, kind: str, *parts: int) -> str:
+    """
+    A deterministic ID shaped like ClubCollect's: the SHA-1 hex of ``"{seed}:{kind}:{parts...}"``.
+
+    :param seed: the seed.
+    :param kind: what the ID is for (``company``, ``invoice`` or ``ticket``).
+    :param parts: counters that make it unique within the kind.
+    """
+    text = ":".join([str(seed), kind, *(str(part) for part in parts)])
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def seed_state(state: SandboxState, seed: int, now: datetime | None = None) -> None:
+    """
+    Add the seed data for ``seed`` to ``state`` (normally right after a reset).
+
+    :param state: the sandbox to fill.
+    :param seed: chooses the data; the same seed and ``now`` give the same data.
+    :param now: the time the dates are relative to (all dates are before it); the current UTC
+        time when ``None``.
+    """
+    now = (now or utc_now()).replace(microsecond=0)
+    rng = random.Random(seed)
+    company_count = rng.randint(3, 5)
+    invoice_number = 0
+    for company_index in range(company_count):
+        company_id = seed_id(seed, "company", company_index)
+        state.add_company(company_id, COMPANY_NAMES[(seed + company_index) % len(COMPANY_NAMES)])
+        for _ in range(rng.randint(60, 110)):
+            invoice_id = seed_id(seed, "invoice", invoice_number)
+            tickets, archived = _thread(rng, seed, invoice_number, now)
+            state.add_invoice(invoice_id, company_id, tickets, archived=archived)
+            invoice_number += 1
+
+
+def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -> tuple[list[TicketSpec], bool]:
+    """One invoice's tickets and whether the thread is archived."""
+    outcome = rng.random()
+    if outcome < 0.08:
+        return [], False
+    archived = outcome >= 0.80
+    count = rng.randint(1, 6)
+    # Most threads end the way their outcome needs, but the senders in between vary: members
+    # sometimes write twice before the club answers, clubs sometimes follow themselves up.
+    last = wire.SENDER_CUSTOMER if outcome < 0.44 else wire.SENDER_COMPANY
+    if archived:
+        last = rng.choice(wire.SENDERS)
+    if last == wire.SENDER_COMPANY and count == 1:
+        count = 2  # a club rarely writes first in a ticket thread
+    senders = [wire.SENDER_CUSTOMER]
+    for _ in range(count - 2):
+        previous = senders[-1]
+        other = wire.SENDER_COMPANY if previous == wire.SENDER_CUSTOMER else wire.SENDER_CUSTOMER
+        senders.append(previous if rng.random() < 0.25 else other)
+    if count > 1:
+        senders.append(last)
+    # The first ticket anywhere in the last half year; the rest follow hours to days apart,
+    # never after now.
+    date = now - timedelta(seconds=rng.randint(3600, int(SPREAD.total_seconds())))
+    tickets = []
+    for index, sender in enumerate(senders):
+        if index:
+            date = min(date + timedelta(seconds=rng.randint(600, 6 * 24 * 3600)), now - timedelta(minutes=1))
+        messages = _CUSTOMER_MESSAGES if sender == wire.SENDER_CUSTOMER else _COMPANY_MESSAGES
+        tickets.append(
+            TicketSpec(
+                message=rng.choice(messages),
+                sender=sender,
+                date=date,
+                ticket_id=seed_id(seed, "ticket", invoice_number, index),
+            )
+        )
+    return tickets, archived

@@ -1,0 +1,120 @@
+"""``python -m airflow_provider_clubcollect.sandbox`` as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+CONN_LINE = re.compile(r"^AIRFLOW_CONN_CLUBCOLLECT_DEFAULT='(?P<json>\{.*\})'$")
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_clubcollect.sandbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def read_banner(process: subprocess.Popen[str], timeout: float = 30) -> list[str]:
+    """The lines printed up to "Press Ctrl-C to stop."."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Press Ctrl-C"):
+            return lines
+    process.kill()
+    pytest.fail(f"the sandbox CLI printed no banner: {lines}, stderr: {process.communicate()[1]}")
+
+
+@pytest.fixture
+def cli():
+    """Start the CLI on a free port (``--port 0``) with a known key; stop it afterwards."""
+    process = start_cli("--port", "0", "--seed", "0", "--api-key", "cli-test-key")
+    try:
+        yield process, read_banner(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_cli_prints_where_it_is_and_serves(cli):
+    process, lines = cli
+    text = "\n".join(lines)
+    base_url = re.search(r"^Base URL:\s+(\S+)$", text, re.MULTILINE).group(1)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api", base_url)
+    assert re.search(r"^API key:\s+cli-test-key$", text, re.MULTILINE)
+    companies = re.findall(
+        r"^  ([0-9a-f]{40})  (.+?)  \(\d+ invoices; tickets: unanswered (\d+), answered (\d+), archived (\d+)\)$",
+        text,
+        re.MULTILINE,
+    )
+    assert 3 <= len(companies) <= 5
+    assert "Hockeyclub De Kieviten" in {name for _, name, *_ in companies}
+    (conn_line,) = [line for line in lines if line.startswith("AIRFLOW_CONN_")]
+    connection = json.loads(CONN_LINE.match(conn_line).group("json"))
+    assert connection == {"conn_type": "clubcollect", "password": "cli-test-key", "host": base_url}
+    assert list(connection) == ["conn_type", "password", "host"]
+
+    company_id, _, unanswered, _, _ = companies[0]
+    response = requests.get(
+        f"{base_url}/v2/companies/{company_id}/tickets/unanswered",
+        headers={"Authorization": "ApiKey cli-test-key"},
+        params={"page_size": 100},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.json()["page"]["total_entries"] == int(unanswered)
+
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "stopped" in out
+    with pytest.raises(requests.ConnectionError):
+        requests.get(base_url, timeout=2)
+
+
+def test_cli_stops_on_ctrl_c(cli):
+    process, _ = cli
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=15)
+    assert process.returncode == 0
+
+
+def test_cli_reports_a_busy_port():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        process = start_cli("--port", str(busy.getsockname()[1]))
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "Cannot listen on 127.0.0.1" in err
+
+
+def test_cli_empty_and_random_key():
+    process = start_cli("--port", "0", "--empty")
+    try:
+        text = "\n".join(read_banner(process))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert "Companies: none" in text
+    assert re.search(r"^API key:\s+[0-9a-f]{40}$", text, re.MULTILINE)
