@@ -202,3 +202,28 @@ def settings_from_airflow_connection(
         timeout=timeout,
         max_retries=max_retries,
     )
+
+
+def mask_secret(secret: str) -> None:
+    """
+    Register the key with Airflow's secrets masker, so no log line can show it.
+
+    Airflow masks connection passwords it hands out; registering again also covers keys
+    stripped of whitespace and connections built outside a task.
+
+    :param secret: the API key.
+    """
+    from airflow.sdk.log import mask_secret as _mask_secret
+
+    _mask_secret(secret)
+
+
+async def amask_secret(secret: str) -> None:
+    """
+    :func:`mask_secret` for code on an event loop (the triggerer), which must not block it.
+
+    :param secret: the API key.
+    """
+    from airflow.sdk.log import amask_secret as _amask_secret
+
+    await _amask_secret(secret)

@@ -21,3 +21,37 @@ if not os.environ.get("CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"):
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home}/airflow.db"
     os.environ["CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"] = "1"
+
+
+# --- shared fixtures ------------------------------------------------------------------------------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
+#: A fixed "now" for selection tests, so that they do not depend on the clock.
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def days_ago(days: float) -> str:
+    """An ISO date ``days`` before :data:`NOW`."""
+    return (NOW - timedelta(days=days)).isoformat()
+
+
+def thread(*senders_and_ages: tuple[str, float]) -> list[dict[str, Any]]:
+    """Tickets for the sandbox's control API: ``("CUSTOMER", 10), ("COMPANY", 5)`` = days before NOW."""
+    return [
+        {"message": f"{sender.lower()} message {n}", "sender": sender, "date": days_ago(age)}
+        for n, (sender, age) in enumerate(senders_and_ages)
+    ]
+
+
+@pytest.fixture
+def sandbox(clubcollect_sandbox: SandboxHandle) -> SandboxHandle:
+    """The sandbox, emptied: each test adds exactly the companies and threads it needs."""
+    clubcollect_sandbox.reset(seed=None)
+    return clubcollect_sandbox

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_clubcollect import wire
-from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+from airflow_provider_clubcollect.connection import mask_secret, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -99,7 +99,7 @@ class ClubCollectHook(BaseHook):
         if self._settings is None:
             conn = self.get_connection(self.clubcollect_conn_id)
             settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
-            _mask(settings.api_key)
+            mask_secret(settings.api_key)
             self._settings = settings
         return self._settings
 
@@ -316,13 +316,3 @@ class ClubCollectHook(BaseHook):
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
-
-
-def _mask(secret: str) -> None:
-    # Airflow masks connection passwords it hands out; registering again also covers keys
-    # stripped of whitespace and connections built outside a task.
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - older task SDK
-        return
-    mask_secret(secret)

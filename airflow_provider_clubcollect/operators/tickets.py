@@ -1,0 +1,389 @@
+"""Operators for the ticket workflows: export, reply, archive stale threads, escalate to support.
+
+Every operator takes ``clubcollect_conn_id``; ID, status and message parameters are templated;
+return values go to XCom and are plain JSON.  Bulk actions read every page before acting, run
+concurrently up to ``max_concurrency``, try every invoice, and then fail naming each failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency, run_bulk
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW, DEFAULT_POOL_SIZE, ClubCollectHook
+from airflow_provider_clubcollect.threads import (
+    check_duration,
+    invoice_ids_from,
+    select_inactive,
+    select_unanswered,
+    to_utc,
+)
+from airflow_provider_clubcollect.wire import (
+    DEFAULT_CONN_ID,
+    MAX_PAGE_SIZE,
+    STATUS_ANSWERED,
+    STATUS_ARCHIVED,
+    STATUS_UNANSWERED,
+    validate_id,
+    validate_message,
+    validate_page_size,
+    validate_status,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from airflow.sdk import Context
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+class ClubCollectBaseOperator(BaseOperator):
+    """
+    Base of the ClubCollect operators: holds the connection id and builds the hook.
+
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    """
+
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clubcollect_conn_id = clubcollect_conn_id
+
+    @cached_property
+    def hook(self) -> ClubCollectHook:
+        """The hook, built once per task run."""
+        return ClubCollectHook(self.clubcollect_conn_id, pool_size=self._pool_size())
+
+    def _pool_size(self) -> int:
+        return DEFAULT_POOL_SIZE
+
+
+class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
+    """
+    Fetch every ticket of a company in one status, all pages, oldest first, each once.
+
+    The tickets go to XCom as a list of dicts.  For large exports give ``output_path``: the
+    tickets are then streamed there as JSON lines, page by page, and only
+    ``{"path": ..., "count": N}`` goes to XCom.
+
+    :param company_id: the company (templated).
+    :param status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
+    :param page_size: tickets per request, 1 to 100.
+    :param output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
+        ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    """
+
+    template_fields: Sequence[str] = ("company_id", "status", "output_path")
+
+    def __init__(
+        self,
+        *,
+        company_id: str,
+        status: str = STATUS_UNANSWERED,
+        page_size: int = MAX_PAGE_SIZE,
+        output_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.company_id = company_id
+        self.status = status
+        self.page_size = validate_page_size(page_size)
+        self.output_path = output_path
+        if not _is_template(status):
+            validate_status(status)
+
+    def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
+        company_id = validate_id(self.company_id, "company_id")
+        status = validate_status(self.status)
+        tickets = self.hook.iter_company_tickets(company_id, status, self.page_size)
+        if not self.output_path:
+            result = list(tickets)
+            self.log.info("Fetched %d %s tickets of company %r.", len(result), status, company_id)
+            return result
+        return self._stream(tickets, str(self.output_path))
+
+    def _stream(self, tickets: Iterable[dict[str, Any]], url: str) -> dict[str, Any]:
+        from airflow.sdk import ObjectStoragePath
+
+        path = ObjectStoragePath(url)
+        if path.protocol in ("file", "local", ""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        try:
+            with path.open("w", encoding="utf-8") as sink:  # type: ignore[no-untyped-call]
+                for ticket in tickets:
+                    sink.write(json.dumps(ticket, ensure_ascii=False) + "\n")
+                    count += 1
+        except BaseException:
+            # Never leave a partial export where a downstream task could mistake it for a whole one.
+            try:
+                path.unlink()
+            except Exception:
+                self.log.warning("Could not remove the partial export at %s.", url)
+            raise
+        self.log.info("Wrote %d %s tickets of company %r to %s.", count, self.status, self.company_id, url)
+        return {"path": url, "count": count}
+
+
+class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
+    """
+    Fetch an invoice's tickets (its thread).
+
+    :param invoice_id: the invoice (templated).
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    """
+
+    template_fields: Sequence[str] = ("invoice_id",)
+
+    def __init__(self, *, invoice_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.invoice_id = invoice_id
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        tickets = self.hook.get_invoice_tickets(validate_id(self.invoice_id, "invoice_id"))
+        self.log.info("Fetched %d tickets of invoice %r.", len(tickets), self.invoice_id)
+        return tickets
+
+
+class CreateTicketOperator(ClubCollectBaseOperator):
+    """
+    Post a ticket (a reply from the company) on an invoice, never twice.
+
+    Posting is not idempotent, so a lost answer is never retried blindly: the hook reads the
+    thread and posts again only if the message is not there.  When Airflow retries the task, the
+    operator first looks for the message among the company's tickets since the DAG run began, so
+    a try whose answer was lost is not posted a second time either.
+
+    :param invoice_id: the invoice (templated).
+    :param message: the ticket's text (templated); must not be empty.
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    """
+
+    template_fields: Sequence[str] = ("invoice_id", "message")
+
+    def __init__(self, *, invoice_id: str, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.invoice_id = invoice_id
+        self.message = message
+        if not _is_template(message):
+            validate_message(message)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        invoice_id = validate_id(self.invoice_id, "invoice_id")
+        message = validate_message(self.message)
+        since = self._earlier_try_started(context)
+        if since is not None:
+            posted = self.hook.find_posted_ticket(invoice_id, message, since=since)
+            if posted is not None:
+                self.log.info(
+                    "An earlier try already posted this message on invoice %r (ticket_id %s); not posting again.",
+                    invoice_id,
+                    posted.get("ticket_id"),
+                )
+                return posted
+        ticket = self.hook.create_ticket(invoice_id, message)
+        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
+        return ticket
+
+    @staticmethod
+    def _earlier_try_started(context: Context) -> datetime | None:
+        ti = context.get("ti")
+        if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
+            return None
+        dag_run = context.get("dag_run")
+        started = getattr(dag_run, "start_date", None) if dag_run is not None else None
+        return (to_utc(started) if started is not None else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
+
+
+class _BulkTicketOperator(ClubCollectBaseOperator):
+    """Shared by archive and escalate: choose invoices, then act on each, concurrently."""
+
+    template_fields: Sequence[str] = ("invoice_ids", "company_id", "reference_time")
+    verb = ""
+
+    def __init__(
+        self,
+        *,
+        invoice_ids: Any = None,
+        company_id: str | None = None,
+        dry_run: bool = False,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        reference_time: datetime | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (invoice_ids is None) == (company_id is None):
+            raise ClubCollectValidationError(
+                f"{type(self).__name__} takes either invoice_ids or company_id, not "
+                f"{'both' if invoice_ids is not None else 'neither'}."
+            )
+        self.invoice_ids = invoice_ids
+        self.company_id = company_id
+        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
+        self.is_dry_run = bool(dry_run)
+        self.max_concurrency = check_concurrency(max_concurrency)
+        self.reference_time = reference_time
+
+    def _pool_size(self) -> int:
+        return max(DEFAULT_POOL_SIZE, self.max_concurrency)
+
+    def execute(self, context: Context) -> list[str]:
+        if self.invoice_ids is not None:
+            invoice_ids = invoice_ids_from(_flatten(self.invoice_ids))
+            self.log.info("%d invoices given.", len(invoice_ids))
+        else:
+            company_id = validate_id(self.company_id, "company_id")
+            now = to_utc(self.reference_time)
+            invoice_ids = self._select(company_id, now)
+        if self.is_dry_run:
+            for invoice_id in invoice_ids:
+                self.log.info("Dry run: would %s invoice %s.", self.verb, invoice_id)
+            self.log.info("Dry run: would %s %d invoices; nothing changed.", self.verb, len(invoice_ids))
+            return invoice_ids
+        result = run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
+        result.raise_for_failures(self.verb)
+        return result.done
+
+    def _select(self, company_id: str, now: datetime) -> list[str]:
+        raise NotImplementedError
+
+    def _act(self, invoice_id: str) -> None:
+        raise NotImplementedError
+
+
+def _flatten(value: Any) -> Any:
+    # A mapped upstream's output arrives as a sequence of per-map lists: flatten one level.
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return value
+    items: list[Any] = []
+    for item in value:
+        if isinstance(item, Iterable) and not isinstance(item, (str, bytes, Mapping)):
+            items.extend(item)
+        else:
+            items.append(item)
+    return items
+
+
+class ArchiveTicketsOperator(_BulkTicketOperator):
+    """
+    Archive the tickets of invoices: given ones, or a company's threads that went stale.
+
+    Give ``invoice_ids`` (ID strings, or ticket dicts such as ``FetchCompanyTicketsOperator``'s
+    output), or ``company_id`` with ``inactive_for``: then every thread in ``status`` whose last
+    activity is older than ``inactive_for`` is archived.  All pages are read before the first
+    archive, so archiving cannot make the paging skip tickets.
+
+    :param invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
+    :param company_id: the company whose stale threads to archive (templated).
+    :param status: the threads to consider, ``answered`` (default) or ``unanswered``.
+    :param inactive_for: how long a thread must have been without activity.
+    :param dry_run: only log and return what would be archived.
+    :param max_concurrency: archive requests in flight at once (default 8).
+    :param reference_time: "now" for the selection (templated); default the current UTC time.
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
+    """
+
+    template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "status")
+    verb = "archive"
+
+    def __init__(
+        self,
+        *,
+        status: str = STATUS_ANSWERED,
+        inactive_for: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.status = status
+        self.inactive_for = inactive_for
+        if self.company_id is not None:
+            check_duration(inactive_for, "inactive_for")
+            if not _is_template(status):
+                _check_archivable(status)
+
+    def _select(self, company_id: str, now: datetime) -> list[str]:
+        status = _check_archivable(self.status)
+        inactive_for = check_duration(self.inactive_for, "inactive_for")
+        tickets = list(self.hook.iter_company_tickets(company_id, status))
+        chosen = select_inactive(tickets, inactive_for, now)
+        self.log.info(
+            "%d of %d %s threads of company %r had no activity for more than %s (now = %s).",
+            len(chosen),
+            len({t["invoice_id"] for t in tickets}),
+            status,
+            company_id,
+            inactive_for,
+            now.isoformat(),
+        )
+        return chosen
+
+    def _act(self, invoice_id: str) -> None:
+        self.hook.archive_tickets(invoice_id)
+
+
+def _check_archivable(status: object) -> str:
+    status = validate_status(status)
+    if status == STATUS_ARCHIVED:
+        raise ClubCollectValidationError(
+            f"status for archiving must be {STATUS_ANSWERED!r} or {STATUS_UNANSWERED!r}, got {status!r}: "
+            "archived threads are archived already."
+        )
+    return status
+
+
+class EscalateTicketsOperator(_BulkTicketOperator):
+    """
+    Assign the tickets of invoices to ClubCollect support: given ones, or threads unanswered too long.
+
+    Give ``invoice_ids`` (ID strings or ticket dicts), or ``company_id`` with ``unanswered_for``:
+    then every unanswered thread whose oldest unanswered customer ticket is older than
+    ``unanswered_for`` is assigned to support.
+
+    :param invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
+    :param company_id: the company whose long-unanswered threads to escalate (templated).
+    :param unanswered_for: how long a thread must have waited for an answer.
+    :param dry_run: only log and return what would be escalated.
+    :param max_concurrency: requests in flight at once (default 8).
+    :param reference_time: "now" for the selection (templated); default the current UTC time.
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
+    """
+
+    verb = "assign to support"
+
+    def __init__(self, *, unanswered_for: timedelta | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unanswered_for = unanswered_for
+        if self.company_id is not None:
+            check_duration(unanswered_for, "unanswered_for")
+
+    def _select(self, company_id: str, now: datetime) -> list[str]:
+        unanswered_for = check_duration(self.unanswered_for, "unanswered_for")
+        tickets = list(self.hook.iter_company_tickets(company_id, STATUS_UNANSWERED))
+        chosen = select_unanswered(tickets, unanswered_for, now)
+        self.log.info(
+            "%d of %d unanswered threads of company %r waited for more than %s (now = %s).",
+            len(chosen),
+            len({t["invoice_id"] for t in tickets}),
+            company_id,
+            unanswered_for,
+            now.isoformat(),
+        )
+        return chosen
+
+    def _act(self, invoice_id: str) -> None:
+        self.hook.assign_tickets_to_support(invoice_id)

@@ -1,0 +1,335 @@
+"""The operators against the sandbox over HTTP: end states on the server and return values."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
+from airflow_provider_clubcollect.operators.tickets import (
+    ArchiveTicketsOperator,
+    CreateTicketOperator,
+    EscalateTicketsOperator,
+    FetchCompanyTicketsOperator,
+    FetchInvoiceTicketsOperator,
+)
+from tests.conftest import NOW, thread
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
+CO = "club-1"
+
+
+def inv(n: int) -> str:
+    return f"{n:040x}"
+
+
+def posts(sandbox: SandboxHandle) -> list[dict[str, Any]]:
+    return [r for r in sandbox.requests() if r["method"] == "POST"]
+
+
+# --- fetch -------------------------------------------------------------------------------------------
+
+
+def test_fetch_company_tickets_reads_every_page_oldest_first(sandbox: SandboxHandle) -> None:
+    for n in range(85):  # 85 threads x 3 tickets = 255 tickets: three pages of 100
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 300 - n), ("COMPANY", 200 - n), ("CUSTOMER", 100 - n)))
+
+    tickets = FetchCompanyTicketsOperator(task_id="t", company_id=CO).execute({})
+
+    assert len(tickets) == 255
+    assert len({t["ticket_id"] for t in tickets}) == 255
+    assert [t["date"] for t in tickets] == sorted(t["date"] for t in tickets)
+    assert json.loads(json.dumps(tickets)) == tickets, "XCom values are plain JSON"
+    pages = [r["query"].get("page_number") for r in sandbox.requests()]
+    assert pages == ["1", "2", "3"]
+
+
+def test_fetch_company_tickets_streams_to_output_path(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    for n in range(40):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 50 - n)))
+    target = tmp_path / "exports" / "tickets.jsonl"
+
+    result = FetchCompanyTicketsOperator(
+        task_id="t", company_id=CO, page_size=15, output_path=f"file://{target}"
+    ).execute({})
+
+    assert result == {"path": f"file://{target}", "count": 40}
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [t["invoice_id"] for t in lines] == [inv(n) for n in range(40)]
+
+
+def test_fetch_company_tickets_removes_a_partial_export_on_failure(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    for n in range(40):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 50 - n)))
+    target = tmp_path / "tickets.jsonl"
+    operator = FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=15, output_path=f"file://{target}")
+    # The key is revoked after the first page was written: page 2 is answered 401 (never retried).
+    sandbox.set_faults(
+        script=[
+            {"fault": "delay", "seconds": 0, "path_regex": "/companies/"},
+            {"fault": "error", "status": 401, "path_regex": "/companies/"},
+        ]
+    )
+
+    with pytest.raises(ClubCollectError, match="HTTP 401"):
+        operator.execute({})
+    assert not target.exists(), "a partial export was left behind"
+    assert len(sandbox.requests()) == 2
+
+
+def test_fetch_invoice_tickets(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 3), ("COMPANY", 2)))
+
+    tickets = FetchInvoiceTicketsOperator(task_id="t", invoice_id=inv(1)).execute({})
+
+    assert [t["sender"] for t in tickets] == ["CUSTOMER", "COMPANY"]
+
+
+def test_fetch_validates_before_any_request(sandbox: SandboxHandle) -> None:
+    with pytest.raises(ClubCollectValidationError, match="Unknown ticket status 'closed'"):
+        FetchCompanyTicketsOperator(task_id="t", company_id=CO, status="closed")
+    with pytest.raises(ClubCollectValidationError, match="page_size must be an integer from 1 to 100, got 500"):
+        FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=500)
+    templated = FetchCompanyTicketsOperator(task_id="t", company_id=CO, status="{{ params.status }}")
+    templated.status = "closed"  # as rendered
+    with pytest.raises(ClubCollectValidationError, match="closed"):
+        templated.execute({})
+    assert sandbox.requests() == []
+
+
+# --- create: never twice ---------------------------------------------------------------------------------
+
+
+def test_create_ticket(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 3)))
+
+    ticket = CreateTicketOperator(task_id="t", invoice_id=inv(1), message="We will call you").execute({})
+
+    assert (ticket["sender"], ticket["message"]) == ("COMPANY", "We will call you")
+    state = sandbox.invoice(inv(1))
+    assert state["status"] == "answered"
+    assert state["tickets_created"] == 1
+
+
+def test_create_ticket_after_post_applied_and_response_dropped_posts_once(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 3)))
+    sandbox.set_faults(script=[{"fault": "apply_then_drop", "method": "POST"}])
+
+    ticket = CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Betaal voor de 30e").execute({})
+
+    state = sandbox.invoice(inv(1))
+    assert state["tickets_created"] == 1, "the message was posted twice"
+    assert [t["message"] for t in state["tickets"]].count("Betaal voor de 30e") == 1
+    assert ticket["ticket_id"] == state["tickets"][-1]["ticket_id"]
+    assert [r["method"] for r in sandbox.requests()] == ["POST", "GET"]
+
+
+def test_create_ticket_after_dropped_connection_not_applied_posts_again(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 3)))
+    sandbox.set_faults(script=[{"fault": "drop", "method": "POST"}])
+
+    CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Hello").execute({})
+
+    assert sandbox.invoice(inv(1))["tickets_created"] == 1
+    assert [r["method"] for r in sandbox.requests()] == ["POST", "GET", "POST"]
+
+
+def test_create_ticket_task_retry_does_not_post_twice(sandbox: SandboxHandle) -> None:
+    """Try 1 posted but died before recording success; try 2 finds the message and stops."""
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 3)))
+    from datetime import datetime, timezone
+
+    run_started = datetime.now(timezone.utc) - timedelta(minutes=1)
+    CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Reply").execute({})
+    context: Any = {"ti": SimpleNamespace(try_number=2), "dag_run": SimpleNamespace(start_date=run_started)}
+
+    ticket = CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Reply").execute(context)
+
+    state = sandbox.invoice(inv(1))
+    assert state["tickets_created"] == 1
+    assert ticket["ticket_id"] == state["tickets"][-1]["ticket_id"]
+
+
+def test_create_ticket_refuses_empty_message_at_parse_time() -> None:
+    with pytest.raises(ClubCollectValidationError, match="message must be a non-empty string"):
+        CreateTicketOperator(task_id="t", invoice_id=inv(1), message="  ")
+
+
+# --- archive ---------------------------------------------------------------------------------------------
+
+
+def stale_and_fresh(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 90), ("COMPANY", 45)))  # answered, stale
+    sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 40), ("COMPANY", 31)))  # answered, stale
+    sandbox.add_invoice(inv(3), CO, thread(("CUSTOMER", 40), ("COMPANY", 29)))  # answered, fresh
+    sandbox.add_invoice(inv(4), CO, thread(("CUSTOMER", 60)))  # unanswered: other status
+    sandbox.add_invoice(inv(5), "club-2", thread(("CUSTOMER", 90), ("COMPANY", 80)))  # other company
+
+
+def test_archive_stale_answered_threads_of_a_company(sandbox: SandboxHandle) -> None:
+    stale_and_fresh(sandbox)
+
+    archived = ArchiveTicketsOperator(
+        task_id="t", company_id=CO, inactive_for=timedelta(days=30), reference_time=NOW.isoformat()
+    ).execute({})
+
+    assert archived == [inv(1), inv(2)]
+    state = sandbox.state()["invoices"]
+    assert {i: state[i]["status"] for i in state} == {
+        inv(1): "archived",
+        inv(2): "archived",
+        inv(3): "answered",
+        inv(4): "unanswered",
+        inv(5): "answered",
+    }
+    reads = [r for r in sandbox.requests() if r["method"] == "GET"]
+    first_post = next(i for i, r in enumerate(sandbox.requests()) if r["method"] == "POST")
+    assert all(i < first_post for i, r in enumerate(sandbox.requests()) if r in reads), "pages read first"
+
+
+def test_archive_dry_run_changes_nothing(sandbox: SandboxHandle) -> None:
+    stale_and_fresh(sandbox)
+
+    would = ArchiveTicketsOperator(
+        task_id="t", company_id=CO, inactive_for=timedelta(days=30), reference_time=NOW, dry_run=True
+    ).execute({})
+
+    assert would == [inv(1), inv(2)]
+    assert posts(sandbox) == []
+    assert all(not i["archived"] for i in sandbox.state()["invoices"].values())
+
+
+def test_archive_empty_selection_sends_no_action(sandbox: SandboxHandle) -> None:
+    stale_and_fresh(sandbox)
+
+    archived = ArchiveTicketsOperator(
+        task_id="t", company_id=CO, inactive_for=timedelta(days=365), reference_time=NOW
+    ).execute({})
+
+    assert archived == []
+    assert posts(sandbox) == []
+
+
+def test_archive_partial_failure_archives_the_rest_and_names_the_failure(sandbox: SandboxHandle) -> None:
+    for n in range(1, 11):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 9), ("COMPANY", 8)))
+    ids = [inv(n) for n in range(1, 11)] + ["no-such-invoice"]
+
+    with pytest.raises(ClubCollectError) as info:
+        ArchiveTicketsOperator(task_id="t", invoice_ids=ids, max_concurrency=4).execute({})
+
+    message = str(info.value)
+    assert "Could not archive 1 of 11 invoices (10 succeeded)" in message
+    assert "no-such-invoice: 404 invalid_invoice_id" in message
+    state = sandbox.state()["invoices"]
+    assert all(state[inv(n)]["archived"] for n in range(1, 11))
+
+
+def test_archive_takes_ticket_dicts_and_deduplicates(sandbox: SandboxHandle) -> None:
+    for n in (1, 2):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 9), ("COMPANY", 8)))
+    tickets = FetchCompanyTicketsOperator(task_id="f", company_id=CO, status="answered").execute({})
+    assert len(tickets) == 4
+
+    archived = ArchiveTicketsOperator(task_id="t", invoice_ids=tickets).execute({})
+
+    assert archived == [inv(1), inv(2)]
+    assert sorted(r["path"] for r in posts(sandbox)) == [
+        f"/api/v2/invoices/{inv(n)}/tickets/actions/archive" for n in (1, 2)
+    ]
+
+
+def test_archive_is_safe_to_rerun(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 9), ("COMPANY", 8)))
+    for _ in range(2):
+        assert ArchiveTicketsOperator(task_id="t", invoice_ids=[inv(1)]).execute({}) == [inv(1)]
+    assert sandbox.invoice(inv(1))["status"] == "archived"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "takes either invoice_ids or company_id, not neither"),
+        ({"invoice_ids": ["a"], "company_id": CO}, "not both"),
+        ({"company_id": CO}, "inactive_for must be a timedelta of zero or more, got None"),
+        ({"company_id": CO, "inactive_for": 30}, "got 30"),
+        ({"company_id": CO, "inactive_for": timedelta(days=1), "status": "archived"}, "archived threads are archived"),
+        ({"company_id": CO, "inactive_for": timedelta(days=1), "status": "open"}, "Unknown ticket status 'open'"),
+        ({"invoice_ids": ["a"], "max_concurrency": 0}, "max_concurrency must be an integer of at least 1, got 0"),
+    ],
+)
+def test_archive_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ClubCollectValidationError, match=match):
+        ArchiveTicketsOperator(task_id="t", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("invoice_ids", "match"),
+    [
+        ("abc", "must be a list of invoice ID strings or of ticket dicts, got str"),
+        ({"path": "file:///x", "count": 3}, "got dict"),
+        ([{"ticket_id": "x"}], "a ticket dict without 'invoice_id'"),
+        (["ok", "a/b"], "must not contain '/'"),
+        (["ok", ""], "must not be empty"),
+    ],
+)
+def test_archive_bad_invoice_ids_fail_before_any_request(sandbox: SandboxHandle, invoice_ids: Any, match: str) -> None:
+    with pytest.raises(ClubCollectValidationError, match=match):
+        ArchiveTicketsOperator(task_id="t", invoice_ids=invoice_ids).execute({})
+    assert sandbox.requests() == []
+
+
+# --- escalate --------------------------------------------------------------------------------------------
+
+
+def test_escalate_threads_unanswered_too_long(sandbox: SandboxHandle) -> None:
+    # Unanswered since 10 days (the oldest customer ticket after the last company reply).
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 30), ("COMPANY", 20), ("CUSTOMER", 10), ("CUSTOMER", 1)))
+    sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 3)))  # unanswered for 3 days only
+    sandbox.add_invoice(inv(3), CO, thread(("CUSTOMER", 30), ("COMPANY", 29)))  # answered
+
+    escalated = EscalateTicketsOperator(
+        task_id="t", company_id=CO, unanswered_for=timedelta(days=7), reference_time=NOW
+    ).execute({})
+
+    assert escalated == [inv(1)]
+    state = sandbox.state()["invoices"]
+    assert [i for i in sorted(state) if state[i]["assigned_to_support"]] == [inv(1)]
+
+
+def test_escalate_dry_run_and_given_ids(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 30)))
+    sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 30)))
+
+    assert EscalateTicketsOperator(task_id="t", invoice_ids=[inv(2), inv(1), inv(2)], dry_run=True).execute({}) == [
+        inv(1),
+        inv(2),
+    ]
+    assert posts(sandbox) == []
+    assert EscalateTicketsOperator(task_id="t", invoice_ids=[[inv(2)], [inv(1)]]).execute({}) == [inv(1), inv(2)]
+    assert all(i["assigned_to_support"] for i in sandbox.state()["invoices"].values())
+
+
+def test_bulk_action_retries_through_5xx_and_429(sandbox: SandboxHandle) -> None:
+    for n in range(1, 6):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 9)))
+    sandbox.set_faults(
+        script=[
+            {"fault": "error", "status": 503, "method": "POST"},
+            {"fault": "rate_limit", "retry_after": 0, "method": "POST"},
+            {"fault": "drop", "method": "POST"},
+        ]
+    )
+
+    assert EscalateTicketsOperator(task_id="t", invoice_ids=[inv(n) for n in range(1, 6)]).execute({}) == [
+        inv(n) for n in range(1, 6)
+    ]
+    assert all(i["assigned_to_support"] for i in sandbox.state()["invoices"].values())
