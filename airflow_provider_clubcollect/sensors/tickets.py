@@ -1,0 +1,144 @@
+"""The sensor that waits until tickets await an answer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
+from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.threads import awaiting_answer, check_duration, to_utc
+from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, UnansweredTicketsTrigger
+from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from airflow.sdk import Context
+
+
+def _default_deferrable() -> bool:
+    from airflow.sdk.configuration import conf
+
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+class UnansweredTicketsSensor(BaseSensorOperator):
+    """
+    Wait until at least ``min_tickets`` tickets of a company await an answer.
+
+    A ticket awaits an answer when it is a CUSTOMER ticket newer than the newest COMPANY ticket of
+    an unanswered thread; with ``unanswered_for``, only threads unanswered for longer than that
+    count.  The XCom value is the list of those tickets (CompanyTicket dicts, oldest first).
+
+    Works in ``poke`` and ``reschedule`` mode, and with ``deferrable=True`` waits in the triggerer
+    (:class:`~airflow_provider_clubcollect.triggers.tickets.UnansweredTicketsTrigger`), holding no
+    worker slot; it ends the same way in every mode: same XCom value, same errors, same
+    ``timeout`` and ``soft_fail`` behaviour.
+
+    :param company_id: the company (templated).
+    :param min_tickets: how many tickets must await an answer (default 1).
+    :param unanswered_for: count only threads unanswered for longer than this ``timedelta``.
+    :param reference_time: "now" for the selection (templated); default the current UTC time.
+    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    """
+
+    template_fields: Sequence[str] = ("company_id", "reference_time")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        company_id: str,
+        min_tickets: int = 1,
+        unanswered_for: timedelta | None = None,
+        reference_time: datetime | str | None = None,
+        deferrable: bool | None = None,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(min_tickets, bool) or not isinstance(min_tickets, int) or min_tickets < 1:
+            raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
+        if unanswered_for is not None:
+            check_duration(unanswered_for, "unanswered_for")
+        self.company_id = company_id
+        self.min_tickets = min_tickets
+        self.unanswered_for = unanswered_for
+        self.reference_time = reference_time
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.clubcollect_conn_id = clubcollect_conn_id
+
+    @cached_property
+    def hook(self) -> ClubCollectHook:
+        """The hook, built once per task run."""
+        return ClubCollectHook(self.clubcollect_conn_id)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """
+        Read every page of the company's unanswered tickets and count those awaiting an answer.
+
+        :param context: the task context.
+        """
+        company_id = validate_id(self.company_id, "company_id")
+        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED)
+        waiting = awaiting_answer(tickets, self.unanswered_for, to_utc(self.reference_time))
+        self.log.info(
+            "%d tickets of company %r await an answer%s; waiting for %d.",
+            len(waiting),
+            company_id,
+            f" for more than {self.unanswered_for}" if self.unanswered_for is not None else "",
+            self.min_tickets,
+        )
+        return PokeReturnValue(is_done=len(waiting) >= self.min_tickets, xcom_value=waiting)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # One poke on the worker first: when enough tickets wait already, there is no need to
+        # hand the task to the triggerer at all.
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        self.defer(
+            trigger=UnansweredTicketsTrigger(
+                company_id=validate_id(self.company_id, "company_id"),
+                min_tickets=self.min_tickets,
+                unanswered_for_seconds=None if self.unanswered_for is None else self.unanswered_for.total_seconds(),
+                reference_time=None if self.reference_time in (None, "") else to_utc(self.reference_time).isoformat(),
+                poke_interval=float(self.poke_interval),
+                clubcollect_conn_id=self.clubcollect_conn_id,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """
+        Finish after the trigger fired: return the tickets, or raise the error the trigger met.
+
+        :param context: the task context.
+        :param event: the trigger's event payload.
+        :raises ClubCollectError: the subclass named in an error event, with the API's message.
+        """
+        if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR):
+            raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r}.")
+        if event["status"] == EVENT_ERROR:
+            raise ClubCollectError.from_payload(event)
+        tickets: list[dict[str, Any]] = list(event.get("tickets") or [])
+        self.log.info("%d tickets of company %r await an answer.", len(tickets), self.company_id)
+        return tickets
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        # BaseSensorOperator turns any AirflowException raised on resume into a skip under
+        # soft_fail, while a poking sensor fails on the same API error.  Raise API errors the way
+        # the poking sensor does, so both modes end the same; timeouts still honour soft_fail.
+        event = (next_kwargs or {}).get("event")
+        if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == EVENT_ERROR:
+            raise ClubCollectError.from_payload(event)
+        return super().resume_execution(next_method, next_kwargs, context)

@@ -1,0 +1,136 @@
+"""The trigger that waits, in the triggerer, for tickets awaiting an answer.
+
+It only reads (GET): nothing that changes ClubCollect runs here, where a triggerer restart can run
+the same code twice.  It uses the same request flow, retry policy, paging and selection as the
+sync hook, over ``httpx.AsyncClient``, and never blocks the event loop: the connection is read
+with ``aget_connection`` and waits are ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_clubcollect.exceptions import ClubCollectError
+from airflow_provider_clubcollect.paging import CompanyTicketPager
+from airflow_provider_clubcollect.threads import awaiting_answer, to_utc
+from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.transport import AsyncTransport
+
+#: Event ``status`` values.
+EVENT_SUCCESS = "success"
+EVENT_ERROR = "error"
+
+
+class UnansweredTicketsTrigger(BaseTrigger):
+    """
+    Poll a company's unanswered tickets until at least ``min_tickets`` await an answer.
+
+    Fires one event: ``{"status": "success", "tickets": [...]}`` with the tickets that await an
+    answer (oldest first), or ``{"status": "error", "error_class": ..., "message": ...,
+    "status_code": ..., "error_code": ...}`` when the API fails after every retry.
+
+    :param company_id: the company.
+    :param min_tickets: how many tickets must await an answer.
+    :param unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
+    :param reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current time at each poll.
+    :param poke_interval: seconds between two polls.
+    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
+        from it in the triggerer and never serialized.
+    """
+
+    def __init__(
+        self,
+        company_id: str,
+        *,
+        min_tickets: int = 1,
+        unanswered_for_seconds: float | None = None,
+        reference_time: str | None = None,
+        poke_interval: float = 60.0,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+    ) -> None:
+        super().__init__()
+        self.company_id = company_id
+        self.min_tickets = min_tickets
+        self.unanswered_for_seconds = unanswered_for_seconds
+        self.reference_time = reference_time
+        self.poke_interval = poke_interval
+        self.clubcollect_conn_id = clubcollect_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and plain keyword arguments: the connection id, never the key."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "company_id": self.company_id,
+                "min_tickets": self.min_tickets,
+                "unanswered_for_seconds": self.unanswered_for_seconds,
+                "reference_time": self.reference_time,
+                "poke_interval": self.poke_interval,
+                "clubcollect_conn_id": self.clubcollect_conn_id,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until enough tickets await an answer, then fire one event."""
+        try:
+            transport, policy = await self._connect()
+        except ClubCollectError as exc:
+            yield TriggerEvent({"status": EVENT_ERROR, **exc.to_payload()})
+            return
+        try:
+            while True:
+                waiting = await self.poll(transport, policy)
+                if len(waiting) >= self.min_tickets:
+                    yield TriggerEvent({"status": EVENT_SUCCESS, "tickets": waiting})
+                    return
+                self.log.info(
+                    "%d tickets of company %r await an answer; waiting for %d. Next poll in %g s.",
+                    len(waiting),
+                    self.company_id,
+                    self.min_tickets,
+                    self.poke_interval,
+                )
+                await asyncio.sleep(self.poke_interval)
+        except ClubCollectError as exc:
+            yield TriggerEvent({"status": EVENT_ERROR, **exc.to_payload()})
+        finally:
+            # Also runs when the triggerer cancels the trigger (task timeout, cleared task).
+            await asyncio.shield(transport.aclose())
+
+    async def _connect(self) -> tuple[AsyncTransport, RetryPolicy]:
+        from airflow.sdk import BaseHook
+
+        from airflow_provider_clubcollect.connection import amask_secret, settings_from_airflow_connection
+        from airflow_provider_clubcollect.retry import RetryPolicy
+        from airflow_provider_clubcollect.transport import AsyncTransport
+
+        conn = await BaseHook.aget_connection(self.clubcollect_conn_id)
+        settings = settings_from_airflow_connection(conn)
+        await amask_secret(settings.api_key)
+        return AsyncTransport(settings), RetryPolicy(max_retries=settings.max_retries)
+
+    async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
+        """
+        Read every page once and select the tickets awaiting an answer.
+
+        :param transport: the async transport.
+        :param policy: the retry policy.
+        :return: the tickets awaiting an answer, oldest first.
+        """
+        from airflow_provider_clubcollect.transport import exchange, run_async
+
+        pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED)
+        tickets: list[dict[str, Any]] = []
+        while (request := pager.next_request()) is not None:
+            tickets.extend(pager.accept(request, await run_async(exchange(request, policy), transport.send)))
+        unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
+        return awaiting_answer(tickets, unanswered_for, to_utc(self.reference_time))
