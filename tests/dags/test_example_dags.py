@@ -1,0 +1,184 @@
+"""Every example DAG, and the deferrable sensor, run with real Airflow (`airflow dags test`)
+on SQLite against the sandbox; assertions read the sandbox's end state and the run's XCom."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_provider_clubcollect.threads import select_inactive, select_unanswered
+from tests.conftest import EXAMPLE_DAGS
+from tests.dags.conftest import conn_env
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+    from dev.airflow_runner import AirflowHome
+
+EXAMPLE_COMPANIES = [
+    "97a4208030e13df423f3ff0479579c9f540ec07f",
+    "9555b2fcac1eafcf9a5f77a6fcb9182c0bbe3152",
+    "3c74fb2e20441803427404b9607810fd3e949b9d",
+    "6f946b943e8c341e6b7c904b61c811924144f485",
+]
+
+
+def company_tickets(sandbox: SandboxHandle, company_id: str, status: str) -> list[dict]:
+    state = sandbox.state()["invoices"]
+    return [
+        dict(t, invoice_id=invoice_id)
+        for invoice_id, invoice in sorted(state.items())
+        if invoice["company_id"] == company_id and invoice["status"] == status
+        for t in invoice["tickets"]
+    ]
+
+
+def run_ok(airflow: AirflowHome, sandbox: SandboxHandle, dag_id: str, **kwargs: object) -> None:
+    done = airflow.dags_test(dag_id, env=conn_env(sandbox), **kwargs)  # type: ignore[arg-type]
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert airflow.last_run_state(dag_id) == "success", airflow.task_states(dag_id)
+    assert sandbox.api_key not in done.stdout + done.stderr, "the API key reached the task log"
+
+
+def test_seed_companies_match_the_example_dags(clubcollect_sandbox: SandboxHandle) -> None:
+    assert [c["company_id"] for c in clubcollect_sandbox.companies()] == EXAMPLE_COMPANIES
+
+
+def test_archive_stale(example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle) -> None:
+    company = EXAMPLE_COMPANIES[0]
+    before = company_tickets(clubcollect_sandbox, company, "answered")
+    # The run's data_interval_end is "now" within the run; a minute of slack covers the gap.
+    expected = select_inactive(before, timedelta(days=30), datetime.now(timezone.utc))
+    assert expected, "the seed data should hold stale answered threads"
+
+    run_ok(example_airflow, clubcollect_sandbox, "clubcollect_archive_stale")
+
+    archived = example_airflow.xcom("clubcollect_archive_stale", "archive_stale_answered")
+    assert archived == expected
+    state = clubcollect_sandbox.state()["invoices"]
+    assert sorted(i for i, inv in state.items() if inv["actions"]["archive"]) == expected
+    assert all(state[i]["status"] == "archived" for i in expected)
+
+
+def test_auto_escalate(example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle) -> None:
+    company = EXAMPLE_COMPANIES[1]
+    expected = select_unanswered(
+        company_tickets(clubcollect_sandbox, company, "unanswered"), timedelta(days=7), datetime.now(timezone.utc)
+    )
+    assert expected
+
+    run_ok(example_airflow, clubcollect_sandbox, "clubcollect_auto_escalate")
+
+    waiting = example_airflow.xcom("clubcollect_auto_escalate", "wait_for_unanswered")
+    assert sorted({t["invoice_id"] for t in waiting}) == expected
+    assert all(t["sender"] == "CUSTOMER" for t in waiting)
+    assert example_airflow.xcom("clubcollect_auto_escalate", "assign_to_support") == expected
+    state = clubcollect_sandbox.state()["invoices"]
+    assert sorted(i for i, inv in state.items() if inv["assigned_to_support"]) == expected
+
+
+def test_export_tickets(example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle) -> None:
+    company = EXAMPLE_COMPANIES[2]
+    expected = sorted(
+        company_tickets(clubcollect_sandbox, company, "unanswered"), key=lambda t: (t["date"], t["ticket_id"])
+    )
+
+    run_ok(example_airflow, clubcollect_sandbox, "clubcollect_export_tickets")
+
+    fetched = example_airflow.xcom("clubcollect_export_tickets", "fetch_unanswered")
+    assert sorted(t["ticket_id"] for t in fetched) == sorted(t["ticket_id"] for t in expected)
+    assert [t["date"] for t in fetched] == sorted(t["date"] for t in fetched)
+    summary = example_airflow.xcom("clubcollect_export_tickets", "summarize")
+    assert summary["tickets"] == len(expected)
+    assert summary["threads"] == len({t["invoice_id"] for t in expected})
+    assert summary["oldest_date"] == fetched[0]["date"]
+    assert {r["method"] for r in clubcollect_sandbox.requests()} == {"GET"}
+
+
+def test_fan_out_maps_over_companies(example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle) -> None:
+    run_ok(example_airflow, clubcollect_sandbox, "clubcollect_fan_out")
+
+    states = example_airflow.task_states("clubcollect_fan_out")
+    assert {k: v for k, v in states.items() if k.startswith("fetch_unanswered")} == {
+        f"fetch_unanswered[{i}]": "success" for i in range(len(EXAMPLE_COMPANIES))
+    }
+    for index, company in enumerate(EXAMPLE_COMPANIES):
+        mapped = example_airflow.xcom("clubcollect_fan_out", "fetch_unanswered", map_index=index)
+        assert sorted(t["ticket_id"] for t in mapped) == sorted(
+            t["ticket_id"] for t in company_tickets(clubcollect_sandbox, company, "unanswered")
+        )
+    totals = example_airflow.xcom("clubcollect_fan_out", "totals")
+    assert totals == {c: len(company_tickets(clubcollect_sandbox, c, "unanswered")) for c in EXAMPLE_COMPANIES}
+
+
+def test_reply_with_hook(example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle) -> None:
+    company = EXAMPLE_COMPANIES[3]
+    unanswered_before = {t["invoice_id"] for t in company_tickets(clubcollect_sandbox, company, "unanswered")}
+
+    run_ok(example_airflow, clubcollect_sandbox, "clubcollect_reply_with_hook")
+
+    result = example_airflow.xcom("clubcollect_reply_with_hook", "reply_and_archive")
+    invoice = clubcollect_sandbox.invoice(result["invoice_id"])
+    assert result["invoice_id"] in unanswered_before
+    assert invoice["status"] == "archived"
+    assert invoice["tickets_created"] == 1
+    assert invoice["tickets"][-1]["ticket_id"] == result["reply_ticket_id"]
+    assert invoice["tickets"][-1]["sender"] == "COMPANY"
+
+
+def test_deferrable_sensor_resumes_when_tickets_arrive(
+    test_dags_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+) -> None:
+    sandbox = clubcollect_sandbox
+    sandbox.reset(seed=None)
+    now = datetime.now(timezone.utc)
+    sandbox.add_invoice(
+        "inv-1",
+        "club-1",
+        [
+            {"message": "Ik wil niet betalen", "sender": "CUSTOMER", "date": (now - timedelta(days=3)).isoformat()},
+            {"message": "Graag betalen", "sender": "COMPANY", "date": (now - timedelta(days=2)).isoformat()},
+        ],
+    )
+    dag_id = "clubcollect_test_deferred_wait"
+
+    process = subprocess.Popen(
+        test_dags_airflow.dags_test_command(dag_id),
+        env=test_dags_airflow.env(conn_env(sandbox)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the trigger has polled at least twice (the sensor's own first poke is one more).
+        while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < 3:
+            assert process.poll() is None, process.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "the sensor never polled"
+            time.sleep(0.2)
+        assert sandbox.state()["invoices"]["inv-1"]["assigned_to_support"] is False
+        sandbox.add_tickets("inv-1", [{"message": "Nog steeds niet", "sender": "CUSTOMER", "date": now.isoformat()}])
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-4000:]
+    assert "deferred" in output.lower()
+    assert test_dags_airflow.last_run_state(dag_id) == "success"
+    waiting = test_dags_airflow.xcom(dag_id, "wait")
+    assert [t["message"] for t in waiting] == ["Nog steeds niet"]
+    assert test_dags_airflow.xcom(dag_id, "escalate") == ["inv-1"]
+    assert sandbox.state()["invoices"]["inv-1"]["assigned_to_support"] is True
+    posts = [r for r in sandbox.requests() if r["method"] == "POST"]
+    assert [r["path"] for r in posts] == ["/api/v2/invoices/inv-1/tickets/actions/assign_to_support"]
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in EXAMPLE_DAGS.glob("*.py")))
+def test_every_example_dag_opens_with_a_docstring(dag_file: str) -> None:
+    doc = ast.get_docstring(ast.parse((EXAMPLE_DAGS / dag_file).read_text()))
+    assert doc
+    assert "airflow dags test" in doc
