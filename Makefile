@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 CONSTRAINTS := constraints-$(PYVER).txt
 
-.PHONY: install test lint typecheck pytest demo constraints clean
+.PHONY: install test lint typecheck pytest demo sandbox constraints clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	@test -f $(CONSTRAINTS) || { echo "No $(CONSTRAINTS): this Python ($(PYVER)) has no pinned constraints; use Python 3.11 or run 'make constraints'."; exit 1; }
@@ -29,6 +29,10 @@ test: lint typecheck pytest
 
 demo: install
 	$(PY) dev/demo.py
+
+# A local ClubCollect in the foreground, for trying DAGs by hand.
+sandbox: install
+	$(PY) -m airflow_provider_clubcollect.sandbox
 
 # Re-pin the full install (run after changing dependencies, in a fresh venv).
 constraints: install
