@@ -258,10 +258,42 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         return result.done
 
     def _select(self, company_id: str, now: datetime) -> list[str]:
+        # Every page is read before the first action, so acting cannot make the paging skip tickets.
+        status = self._status()
+        tickets = list(self.hook.iter_company_tickets(company_id, status))
+        chosen, rule = self._choose(tickets, now)
+        self.log.info(
+            "%d of %d %s threads of company %r %s (now = %s).",
+            len(chosen),
+            len({t["invoice_id"] for t in tickets}),
+            status,
+            company_id,
+            rule,
+            now.isoformat(),
+        )
+        return chosen
+
+    def _status(self) -> str:
+        raise NotImplementedError
+
+    def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
+        """The invoices to act on, and the rule that chose them, for the log."""
         raise NotImplementedError
 
     def _act(self, invoice_id: str) -> None:
         raise NotImplementedError
+
+
+def _human(duration: timedelta) -> str:
+    """``30 days`` rather than ``30 days, 0:00:00``."""
+    days, seconds = duration.days, duration.seconds
+    parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
+    if seconds or not parts:
+        hours, rest = divmod(seconds, 3600)
+        parts.append(
+            f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if rest else f"{hours} hour{'s' if hours != 1 else ''}"
+        )
+    return " ".join(parts)
 
 
 def _flatten(value: Any) -> Any:
@@ -315,21 +347,12 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
             if not _is_template(status):
                 _check_archivable(status)
 
-    def _select(self, company_id: str, now: datetime) -> list[str]:
-        status = _check_archivable(self.status)
+    def _status(self) -> str:
+        return _check_archivable(self.status)
+
+    def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
         inactive_for = check_duration(self.inactive_for, "inactive_for")
-        tickets = list(self.hook.iter_company_tickets(company_id, status))
-        chosen = select_inactive(tickets, inactive_for, now)
-        self.log.info(
-            "%d of %d %s threads of company %r had no activity for more than %s (now = %s).",
-            len(chosen),
-            len({t["invoice_id"] for t in tickets}),
-            status,
-            company_id,
-            inactive_for,
-            now.isoformat(),
-        )
-        return chosen
+        return select_inactive(tickets, inactive_for, now), f"had no activity for more than {_human(inactive_for)}"
 
     def _act(self, invoice_id: str) -> None:
         self.hook.archive_tickets(invoice_id)
@@ -371,19 +394,12 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         if self.company_id is not None:
             check_duration(unanswered_for, "unanswered_for")
 
-    def _select(self, company_id: str, now: datetime) -> list[str]:
+    def _status(self) -> str:
+        return STATUS_UNANSWERED
+
+    def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
         unanswered_for = check_duration(self.unanswered_for, "unanswered_for")
-        tickets = list(self.hook.iter_company_tickets(company_id, STATUS_UNANSWERED))
-        chosen = select_unanswered(tickets, unanswered_for, now)
-        self.log.info(
-            "%d of %d unanswered threads of company %r waited for more than %s (now = %s).",
-            len(chosen),
-            len({t["invoice_id"] for t in tickets}),
-            company_id,
-            unanswered_for,
-            now.isoformat(),
-        )
-        return chosen
+        return select_unanswered(tickets, unanswered_for, now), f"waited for more than {_human(unanswered_for)}"
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)
