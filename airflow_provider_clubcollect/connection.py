@@ -65,6 +65,16 @@ class ClientSettings:
         """Headers for every request, the key in ``Authorization`` only."""
         return request_headers(self.api_key, user_agent())
 
+    def scrub(self, text: str) -> str:
+        """
+        ``text`` with the API key replaced by ``***``.
+
+        Applied to every message built from a library's exception text, which may quote a header.
+
+        :param text: a message.
+        """
+        return text.replace(self.api_key, "***") if self.api_key else text
+
 
 def settings_from_connection(
     conn_id: str,
@@ -91,6 +101,12 @@ def settings_from_connection(
     if not password or not password.strip():
         raise ClubCollectValidationError(
             f"Connection {conn_id!r} has no API key: set its password to the ClubCollect partner API key."
+        )
+    if any(not 0x21 <= ord(char) <= 0x7E for char in password.strip()):
+        # Never quote the key: an HTTP library's error about a bad header value would.
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r}: the API key contains whitespace, control or non-ASCII characters, "
+            "which cannot go into an HTTP header; check the connection's password."
         )
     extra = extra or {}
     if timeout is None:
@@ -124,7 +140,9 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
         return DEFAULT_BASE_URL
     has_scheme = "://" in raw
     parts = urlsplit(raw if has_scheme else f"https://{raw}")
-    where = f"Connection {conn_id!r} host {raw!r}" if conn_id else f"Host {raw!r}"
+    # Name the host without its query or credentials: a misplaced key may sit there.
+    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    where = f"Connection {conn_id!r} host {shown!r}" if conn_id else f"Host {shown!r}"
     if parts.scheme not in ("http", "https"):
         raise ClubCollectValidationError(f"{where}: the scheme must be https (or http on loopback).")
     if not parts.hostname:

@@ -93,7 +93,20 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
 
     Raised for a non-idempotent request (creating a ticket) when the answer was lost: a timeout,
     a dropped connection or a 5xx after the request was sent.  Retrying blindly could apply it twice.
+
+    :param timed_out: whether no answer came in time, so the server may still be applying it.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        timed_out: bool = False,
+    ):
+        super().__init__(message, status_code=status_code, error_code=error_code)
+        self.timed_out = timed_out
 
 
 _ERROR_CLASSES: dict[str, type[ClubCollectError]] = {

@@ -29,10 +29,12 @@ class TransportFailure:
     :param reason: what happened (connection refused, timeout, connection dropped), for logs.
     :param maybe_applied: whether the request may have reached the server and been applied; a
         refused connection or a connect timeout never did, a read timeout or a dropped answer may have.
+    :param timed_out: whether no answer came within the read timeout: the server may still be at work.
     """
 
     reason: str
     maybe_applied: bool
+    timed_out: bool = False
 
 
 #: What one attempt produced: an answer, or none.

@@ -78,6 +78,7 @@ def exchange(request: ApiRequest, policy: RetryPolicy) -> Flow:
                 f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
                 "applied, so it was not sent again blindly.",
                 status_code=outcome.status if isinstance(outcome, RawResponse) else None,
+                timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
             )
         if attempt > policy.max_retries:
             raise _exhausted(request, outcome, attempt)
@@ -193,11 +194,12 @@ class SyncTransport:
         except requests.exceptions.ConnectTimeout:
             return TransportFailure(f"connect timeout after {self.settings.connect_timeout:g} s", False)
         except requests.exceptions.ReadTimeout:
-            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True)
+            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True, timed_out=True)
         except requests.exceptions.ConnectionError as exc:
-            return TransportFailure(*_requests_connection_failure(exc))
+            reason, maybe_applied = _requests_connection_failure(exc)
+            return TransportFailure(self.settings.scrub(reason), maybe_applied)
         except requests.exceptions.RequestException as exc:
-            return TransportFailure(f"{type(exc).__name__}: {exc}", True)
+            return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
         return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
 
     def close(self) -> None:
@@ -254,11 +256,11 @@ class AsyncTransport:
         except httpx.ConnectTimeout:
             return TransportFailure(f"connect timeout after {self.settings.connect_timeout:g} s", False)
         except httpx.ConnectError as exc:
-            return TransportFailure(f"could not connect ({exc})", False)
+            return TransportFailure(self.settings.scrub(f"could not connect ({exc})"), False)
         except httpx.TimeoutException:
-            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True)
+            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True, timed_out=True)
         except httpx.TransportError as exc:
-            return TransportFailure(f"connection lost ({type(exc).__name__}: {exc})", True)
+            return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
         return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
 
     async def aclose(self) -> None:

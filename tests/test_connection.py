@@ -71,3 +71,13 @@ def test_hook_arguments_override_extras() -> None:
         "cc", host=None, password="k", extra={"timeout": 5, "max_retries": 1}, timeout=2, max_retries=0
     )
     assert (settings.timeout, settings.max_retries) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "host", ["https://app.clubcollect.com/api?api_key=SECRETKEY", "https://user:SECRETKEY@app.clubcollect.com/api"]
+)
+def test_refused_base_url_is_named_without_its_query_or_credentials(host: str) -> None:
+    with pytest.raises(ClubCollectValidationError) as info:
+        resolve_base_url(host, conn_id="cc")
+    assert "SECRETKEY" not in str(info.value)
+    assert "https://app.clubcollect.com/api" in str(info.value)

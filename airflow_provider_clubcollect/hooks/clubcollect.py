@@ -157,9 +157,11 @@ class ClubCollectHook(BaseHook):
         Post a ticket (a reply from the company) on an invoice, never twice.
 
         Creating is not idempotent.  When the answer is lost (a timeout, a dropped connection, a
-        5xx after the request was sent), the hook reads the invoice's tickets: if a company ticket
-        with this exact message appeared since the call began, that is the one created and it is
-        returned; only otherwise is the message posted again.
+        5xx after the request was sent), the hook waits (the retry back-off), then reads the
+        invoice's tickets: if a company ticket with this exact message is dated since the call
+        began (less :data:`CLOCK_SKEW`, for the API's clock), that is the one created and it is
+        returned; only otherwise is the message posted again, right after that read.  An identical
+        message posted by someone else within those minutes is therefore taken as ours.
 
         :param invoice_id: the invoice.
         :param message: the ticket's text; must not be empty or whitespace.
@@ -176,7 +178,17 @@ class ClubCollectHook(BaseHook):
             try:
                 return wire.parse_ticket(request, self._call(request))
             except ClubCollectAmbiguousError as exc:
-                self.log.warning("%s Reading invoice %r to see whether it was created.", exc, invoice_id)
+                # Wait first: a request whose answer was lost may still be being applied.  Then
+                # look, and post again straight after looking, never after another wait.
+                wait = policy.wait_seconds(attempt, TransportFailure(str(exc), True))
+                if exc.timed_out:
+                    # The server may still be applying the request we gave up on: give it as
+                    # long again as we waited for it before looking.
+                    wait = max(wait, self.settings.timeout)
+                self.log.warning(
+                    "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
+                )
+                time.sleep(wait)
                 posted = self.find_posted_ticket(invoice_id, message, since=since)
                 if posted is not None:
                     self.log.info(
@@ -190,9 +202,7 @@ class ClubCollectHook(BaseHook):
                         "ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
-                wait = policy.wait_seconds(attempt, TransportFailure(str(exc), True))
-                self.log.warning("The ticket is not on invoice %r; posting again in %.1f s.", invoice_id, wait)
-                time.sleep(wait)
+                self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
 
     def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> dict[str, Any] | None:
         """

@@ -20,6 +20,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW, DEFAULT_POOL_SIZE, ClubCollectHook
 from airflow_provider_clubcollect.threads import (
     check_duration,
+    human_duration,
     invoice_ids_from,
     select_inactive,
     select_unanswered,
@@ -44,8 +45,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
+def _is_literal(value: Any) -> bool:
+    """Whether a templated field's value is final at DAG parse time (no Jinja, no XComArg)."""
+    return isinstance(value, str) and not any(marker in value for marker in ("{{", "{%", "{#"))
 
 
 class ClubCollectBaseOperator(BaseOperator):
@@ -102,7 +104,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self.status = status
         self.page_size = validate_page_size(page_size)
         self.output_path = output_path
-        if not _is_template(status):
+        if _is_literal(status):
             validate_status(status)
 
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
@@ -178,7 +180,7 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         super().__init__(**kwargs)
         self.invoice_id = invoice_id
         self.message = message
-        if not _is_template(message):
+        if _is_literal(message):
             validate_message(message)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -203,9 +205,13 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         ti = context.get("ti")
         if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
             return None
+        # run_after survives clearing the task (start_date is reset to the time of the clear),
+        # and for a scheduled run it is the end of its interval, so earlier runs' identical
+        # messages do not count.
         dag_run = context.get("dag_run")
-        started = getattr(dag_run, "start_date", None) if dag_run is not None else None
-        return (to_utc(started) if started is not None else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
+        times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")] if dag_run else []
+        known = [to_utc(value) for value in times if value is not None]
+        return (min(known) if known else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
 
 
 class _BulkTicketOperator(ClubCollectBaseOperator):
@@ -284,18 +290,6 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         raise NotImplementedError
 
 
-def _human(duration: timedelta) -> str:
-    """``30 days`` rather than ``30 days, 0:00:00``."""
-    days, seconds = duration.days, duration.seconds
-    parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
-    if seconds or not parts:
-        hours, rest = divmod(seconds, 3600)
-        parts.append(
-            f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if rest else f"{hours} hour{'s' if hours != 1 else ''}"
-        )
-    return " ".join(parts)
-
-
 def _flatten(value: Any) -> Any:
     # A mapped upstream's output arrives as a sequence of per-map lists: flatten one level.
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
@@ -344,7 +338,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
         self.inactive_for = inactive_for
         if self.company_id is not None:
             check_duration(inactive_for, "inactive_for")
-            if not _is_template(status):
+            if _is_literal(status):
                 _check_archivable(status)
 
     def _status(self) -> str:
@@ -352,7 +346,9 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
 
     def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
         inactive_for = check_duration(self.inactive_for, "inactive_for")
-        return select_inactive(tickets, inactive_for, now), f"had no activity for more than {_human(inactive_for)}"
+        return select_inactive(
+            tickets, inactive_for, now
+        ), f"had no activity for more than {human_duration(inactive_for)}"
 
     def _act(self, invoice_id: str) -> None:
         self.hook.archive_tickets(invoice_id)
@@ -399,7 +395,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
 
     def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
         unanswered_for = check_duration(self.unanswered_for, "unanswered_for")
-        return select_unanswered(tickets, unanswered_for, now), f"waited for more than {_human(unanswered_for)}"
+        return select_unanswered(tickets, unanswered_for, now), f"waited for more than {human_duration(unanswered_for)}"
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)

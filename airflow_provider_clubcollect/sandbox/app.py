@@ -97,6 +97,9 @@ class SandboxApp(FastAPI):
         index = state.log_request(_describe(scope, state.api_key))
         decision = state.decide_fault(scope["method"], scope["path"])
         if decision.delay_seconds > 0:
+            # A slow server has read the request before it works on it, so a client that gives
+            # up meanwhile does not stop the request from being applied.
+            receive = await _buffered(receive)
             await asyncio.sleep(decision.delay_seconds)
         fault = decision.fault
 
@@ -125,6 +128,26 @@ class SandboxApp(FastAPI):
             await _fault_response(decision)(scope, receive, recording_send)
             return
         await super().__call__(scope, receive, recording_send)
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole request body now; the returned ``receive`` replays it, then listens on."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def replaying_receive() -> Message:
+        if replay:
+            return replay.pop()
+        return await receive()
+
+    return replaying_receive
 
 
 def create_app(state: SandboxState) -> FastAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from airflow_provider_clubcollect.threads import awaiting_answer, check_duration, to_utc
+from airflow_provider_clubcollect.threads import awaiting_answer, check_duration, human_duration, to_utc
 from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, UnansweredTicketsTrigger
 from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
 
@@ -92,7 +93,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
             "%d tickets of company %r await an answer%s; waiting for %d.",
             len(waiting),
             company_id,
-            f" for more than {self.unanswered_for}" if self.unanswered_for is not None else "",
+            f" for more than {human_duration(self.unanswered_for)}" if self.unanswered_for is not None else "",
             self.min_tickets,
         )
         return PokeReturnValue(is_done=len(waiting) >= self.min_tickets, xcom_value=waiting)
@@ -100,11 +101,54 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        started = time.monotonic()
         # One poke on the worker first: when enough tickets wait already, there is no need to
         # hand the task to the triggerer at all.
-        first = self.poke(context)
+        first = self._poke_once(context)
         if first.is_done:
             return first.xcom_value
+        self._defer(self.timeout - (time.monotonic() - started))
+
+    def _poke_once(self, context: Context) -> PokeReturnValue:
+        """One poke, with the error handling ``BaseSensorOperator.execute`` gives each poke."""
+        from airflow.sdk.exceptions import (
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+            AirflowTaskTimeout,
+        )
+
+        try:
+            return self.poke(context)
+        except (AirflowSensorTimeout, AirflowTaskTimeout, AirflowFailException) as exc:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(f"Skipping: soft_fail or never_fail is set ({exc}).") from exc
+            raise
+        except AirflowSkipException:
+            raise
+        except Exception as exc:
+            return self._on_poke_error(exc)
+
+    def _on_poke_error(self, exc: Exception) -> PokeReturnValue:
+        # The same rules as BaseSensorOperator.execute: silent_fail keeps waiting, never_fail
+        # skips, otherwise the error fails the task (soft_fail does not apply to API errors).
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if self.silent_fail:
+            self.log.error("Sensor poke failed: %s", exc)
+            return PokeReturnValue(is_done=False)
+        if self.never_fail:
+            raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
+        raise exc
+
+    def _defer(self, remaining_seconds: float) -> None:
+        if remaining_seconds <= 0:
+            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+            message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
+            if self.soft_fail:
+                raise AirflowSkipException(message)
+            raise AirflowSensorTimeout(message)
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=validate_id(self.company_id, "company_id"),
@@ -115,7 +159,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
                 clubcollect_conn_id=self.clubcollect_conn_id,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            timeout=timedelta(seconds=remaining_seconds),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -136,9 +180,22 @@ class UnansweredTicketsSensor(BaseSensorOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         # BaseSensorOperator turns any AirflowException raised on resume into a skip under
-        # soft_fail, while a poking sensor fails on the same API error.  Raise API errors the way
-        # the poking sensor does, so both modes end the same; timeouts still honour soft_fail.
+        # soft_fail, while a poking sensor fails on the same API error.  Handle error events the
+        # way the poking sensor handles a failed poke, so that both modes end the same;
+        # timeouts still go through the base class and honour soft_fail.
         event = (next_kwargs or {}).get("event")
         if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == EVENT_ERROR:
-            raise ClubCollectError.from_payload(event)
+            self._on_poke_error(ClubCollectError.from_payload(event))
+            # silent_fail: keep waiting for what is left of the timeout, as a poking sensor would.
+            self._defer(self.timeout - _seconds_since(context))
         return super().resume_execution(next_method, next_kwargs, context)
+
+
+def _seconds_since(context: Context) -> float:
+    from datetime import datetime, timezone
+
+    ti = context.get("ti")
+    started = getattr(ti, "start_date", None)
+    if not isinstance(started, datetime):
+        return 0.0
+    return (datetime.now(timezone.utc) - to_utc(started)).total_seconds()

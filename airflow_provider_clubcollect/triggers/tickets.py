@@ -83,8 +83,8 @@ class UnansweredTicketsTrigger(BaseTrigger):
         """Poll until enough tickets await an answer, then fire one event."""
         try:
             transport, policy = await self._connect()
-        except ClubCollectError as exc:
-            yield TriggerEvent({"status": EVENT_ERROR, **exc.to_payload()})
+        except Exception as exc:
+            yield TriggerEvent({"status": EVENT_ERROR, **_as_clubcollect_error(exc).to_payload()})
             return
         try:
             while True:
@@ -100,8 +100,10 @@ class UnansweredTicketsTrigger(BaseTrigger):
                     self.poke_interval,
                 )
                 await asyncio.sleep(self.poke_interval)
-        except ClubCollectError as exc:
-            yield TriggerEvent({"status": EVENT_ERROR, **exc.to_payload()})
+        except Exception as exc:
+            # Every failure becomes an error event, so that the sensor handles it as a failed
+            # poke (a crashed trigger would reach the task as a TaskDeferralError instead).
+            yield TriggerEvent({"status": EVENT_ERROR, **_as_clubcollect_error(exc).to_payload()})
         finally:
             # Also runs when the triggerer cancels the trigger (task timeout, cleared task).
             await asyncio.shield(transport.aclose())
@@ -116,7 +118,9 @@ class UnansweredTicketsTrigger(BaseTrigger):
         conn = await BaseHook.aget_connection(self.clubcollect_conn_id)
         settings = settings_from_airflow_connection(conn)
         await amask_secret(settings.api_key)
-        return AsyncTransport(settings), RetryPolicy(max_retries=settings.max_retries)
+        # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
+        transport = await asyncio.to_thread(AsyncTransport, settings)
+        return transport, RetryPolicy(max_retries=settings.max_retries)
 
     async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
         """
@@ -133,4 +137,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         while (request := pager.next_request()) is not None:
             tickets.extend(pager.accept(request, await run_async(exchange(request, policy), transport.send)))
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
-        return awaiting_answer(tickets, unanswered_for, to_utc(self.reference_time))
+        # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
+        return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
+
+
+def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
+    if isinstance(exc, ClubCollectError):
+        return exc
+    return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {exc}")

@@ -182,3 +182,38 @@ def test_every_example_dag_opens_with_a_docstring(dag_file: str) -> None:
     doc = ast.get_docstring(ast.parse((EXAMPLE_DAGS / dag_file).read_text()))
     assert doc
     assert "airflow dags test" in doc
+
+
+def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
+    test_dags_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+) -> None:
+    sandbox = clubcollect_sandbox
+    sandbox.reset(seed=None)
+    sandbox.add_invoice(
+        "inv-1", "club-1", [{"message": "Betaald", "sender": "COMPANY", "date": "2026-01-01T00:00:00+00:00"}]
+    )
+    dag_id = "clubcollect_test_reschedule"
+
+    process = subprocess.Popen(
+        test_dags_airflow.dags_test_command(dag_id),
+        env=test_dags_airflow.env(conn_env(sandbox)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < 2:
+            assert process.poll() is None, process.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "the sensor never poked twice"
+            time.sleep(0.2)
+        now = datetime.now(timezone.utc).isoformat()
+        sandbox.add_tickets("inv-1", [{"message": "Toch niet", "sender": "CUSTOMER", "date": now}])
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-4000:]
+    assert "UP_FOR_RESCHEDULE" in output
+    assert test_dags_airflow.last_run_state(dag_id) == "success"
+    assert [t["message"] for t in test_dags_airflow.xcom(dag_id, "wait")] == ["Toch niet"]

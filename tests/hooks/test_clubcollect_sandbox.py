@@ -209,3 +209,33 @@ def test_random_faults_every_read_complete(sandbox: SandboxHandle) -> None:
     tickets = hook.get_company_tickets(CO, "unanswered")
 
     assert [t["invoice_id"] for t in tickets] == [f"{n:040x}" for n in range(250)]
+
+
+def test_create_that_the_server_applies_after_the_timeout_is_not_posted_twice(sandbox: SandboxHandle) -> None:
+    """The POST times out at 0.6 s; the server applies it at 1.0 s. The hook waits, finds it, stops."""
+    sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
+    sandbox.set_faults(script=[{"fault": "delay", "seconds": 1.0, "method": "POST"}])
+
+    ticket = ClubCollectHook(timeout=0.6, retry_policy=FAST).create_ticket("inv-1", "Laat")
+
+    state = sandbox.invoice("inv-1")
+    assert state["tickets_created"] == 1, "posted twice"
+    assert ticket["ticket_id"] == state["tickets"][-1]["ticket_id"]
+    assert [r["method"] for r in sandbox.requests()] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize("bad_key", ["SEC\nRETKEY", "SEC RETKEY", "SECRÉTKEY", "SEC\tRET"])
+def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, bad_key: str
+) -> None:
+    from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
+        json.dumps({"conn_type": "clubcollect", "password": bad_key, "host": sandbox.base_url}),
+    )
+    with pytest.raises(ClubCollectValidationError, match="cannot go into an HTTP header") as info:
+        ClubCollectHook().get_invoice_tickets("inv-1")
+    for text in (str(info.value), repr(info.value)):
+        assert "RET" not in text
+    assert sandbox.requests() == []

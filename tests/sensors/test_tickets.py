@@ -87,7 +87,8 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
     trigger = deferred.value.trigger
     assert isinstance(trigger, UnansweredTicketsTrigger)
     assert deferred.value.method_name == "execute_complete"
-    assert deferred.value.timeout == timedelta(seconds=600)
+    # What is left of the timeout after the first poke on the worker.
+    assert timedelta(seconds=590) < deferred.value.timeout <= timedelta(seconds=600)
     _, kwargs = trigger.serialize()
     assert kwargs["min_tickets"] == 2
     assert kwargs["unanswered_for_seconds"] == 3600
@@ -138,3 +139,55 @@ def test_deferred_error_is_not_turned_into_a_skip_by_soft_fail() -> None:
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ClubCollectValidationError, match=match):
         sensor(**kwargs)
+
+
+def test_deferral_timeout_and_soft_fail_end_as_in_poke_mode() -> None:
+    timeout = {"error": "Trigger timeout"}
+    with pytest.raises(AirflowSensorTimeout):
+        sensor().resume_execution("__fail__", timeout, {})
+    with pytest.raises(AirflowSkipException):
+        sensor(soft_fail=True).resume_execution("__fail__", timeout, {})
+
+
+def test_never_fail_skips_in_both_modes(sandbox: SandboxHandle) -> None:
+    with pytest.raises(AirflowSkipException):
+        sensor(company_id="no-such-company", never_fail=True).execute({})
+    with pytest.raises(AirflowSkipException):
+        sensor(company_id="no-such-company", never_fail=True, deferrable=True).execute({})
+    error = ClubCollectNotFoundError("gone", status_code=404, error_code="not_found")
+    with pytest.raises(AirflowSkipException):
+        sensor(never_fail=True).resume_execution(
+            "execute_complete", {"event": {"status": "error", **error.to_payload()}}, {}
+        )
+
+
+def test_silent_fail_keeps_waiting_in_both_modes(sandbox: SandboxHandle) -> None:
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(company_id="no-such-company", silent_fail=True, timeout=0.3).execute({})
+    with pytest.raises(TaskDeferred):
+        sensor(company_id="no-such-company", silent_fail=True, deferrable=True).execute({})
+    error = ClubCollectNotFoundError("gone", status_code=404, error_code="not_found")
+    with pytest.raises(TaskDeferred):
+        sensor(silent_fail=True).resume_execution(
+            "execute_complete", {"event": {"status": "error", **error.to_payload()}}, {}
+        )
+
+
+def test_templated_values_are_not_checked_at_parse_time() -> None:
+    from airflow.sdk import DAG, task
+
+    from airflow_provider_clubcollect.operators.tickets import (
+        ArchiveTicketsOperator,
+        CreateTicketOperator,
+        FetchCompanyTicketsOperator,
+    )
+
+    with DAG("templated"):
+
+        @task
+        def compose() -> str:
+            return "Hello"
+
+        CreateTicketOperator(task_id="c", invoice_id="i", message=compose())
+        FetchCompanyTicketsOperator(task_id="f", company_id=CO, status="{% if true %}answered{% endif %}")
+        ArchiveTicketsOperator(task_id="a", company_id=CO, status=compose(), inactive_for=timedelta(days=1))

@@ -169,3 +169,13 @@ def test_cancelled_trigger_closes_its_client(sandbox: SandboxHandle) -> None:
 
     asyncio.run(run_then_cancel())
     assert closed == [True]
+
+
+def test_any_failure_becomes_an_error_event(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT")
+
+    event = asyncio.run(first_event(UnansweredTicketsTrigger(CO, clubcollect_conn_id="missing_conn")))
+
+    assert event["status"] == "error"
+    assert event["error_class"] == "ClubCollectError"
+    assert "missing_conn" in event["message"]
