@@ -593,3 +593,12 @@ def test_transport_errors_never_quote_the_key(api: HTTPServer) -> None:
     failure = transport.send(get_invoice_tickets_request(INVOICE))
     assert API_KEY not in failure.reason  # type: ignore[union-attr]
     assert "***" in failure.reason  # type: ignore[union-attr]
+
+
+def test_key_is_registered_with_airflows_secrets_masker(api: HTTPServer) -> None:
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
+    ClubCollectHook().settings  # reading the connection registers the key  # noqa: B018
+    assert API_KEY not in str(redact(f"Authorization: ApiKey {API_KEY}"))
