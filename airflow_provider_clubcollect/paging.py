@@ -109,6 +109,7 @@ class CompanyTicketPager:
 
     def progress(self) -> str:
         """A log line such as ``page 3/12, 300 of 1,180 tickets``."""
-        pages = self.total_pages if self.total_pages is not None else "?"
+        # An empty list has 0 pages but one (empty) page was read: say "page 1/1".
+        pages = max(self.total_pages, self.last_page_read) if self.total_pages is not None else "?"
         total = f"{self.total_entries:,}" if self.total_entries is not None else "?"
         return f"page {self.last_page_read}/{pages}, {self.yielded:,} of {total} tickets"
