@@ -53,6 +53,8 @@ ACTION_ARCHIVE: Final = "archive"
 ACTION_ASSIGN_TO_SUPPORT: Final = "assign_to_support"
 ACTIONS: Final = (ACTION_ARCHIVE, ACTION_ASSIGN_TO_SUPPORT)
 
+#: The deprecated query parameter that puts the key into URLs and access logs: never sent.
+PARAM_API_KEY_DEPRECATED: Final = "api_key"
 PARAM_PAGE_NUMBER: Final = "page_number"
 PARAM_PAGE_SIZE: Final = "page_size"
 API_DEFAULT_PAGE_SIZE: Final = 30

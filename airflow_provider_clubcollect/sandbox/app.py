@@ -53,7 +53,7 @@ API_PREFIX: Final = f"{wire.BASE_PATH}/{wire.API_VERSION_PREFIX}"
 CONTROL_PREFIX: Final = "/_sandbox"
 #: The deprecated query parameter carrying the key; answered normally but recorded, because the
 #: provider must never send it (it puts the key into URLs and access logs).
-DEPRECATED_API_KEY_PARAM: Final = "api_key"
+DEPRECATED_API_KEY_PARAM: Final = wire.PARAM_API_KEY_DEPRECATED
 
 # Error codes for situations ClubCollect does not document; the sandbox has to answer something.
 ERROR_UNAUTHORIZED: Final = "unauthorized"
