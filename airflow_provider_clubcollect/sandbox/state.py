@@ -192,6 +192,10 @@ class SandboxState:
         self._seq = 0
         self._requests: list[dict[str, Any]] = []
         self._faults = FaultSettings()
+        # Company lists are rebuilt only after a change: paging a large company then costs one
+        # sort, not one per page.  Every change to tickets or thread status bumps the version.
+        self._version = 0
+        self._lists: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
 
     @property
     def api_key(self) -> str:
@@ -218,6 +222,8 @@ class SandboxState:
             self._seq = 0
             self._requests.clear()
             self._faults = FaultSettings()
+            self._version += 1
+            self._lists.clear()
         if seed is not None:
             from airflow_provider_clubcollect.sandbox.seed import seed_state
 
@@ -315,6 +321,7 @@ class SandboxState:
             self._append(invoice, specs)
             if archived is not None:
                 invoice.archived = archived
+            self._version += 1
             return invoice.to_json()
 
     def add_tickets(self, invoice_id: str, tickets: Iterable[TicketSpec | Mapping[str, Any]]) -> dict[str, Any]:
@@ -409,6 +416,7 @@ class SandboxState:
             invoice.actions[action] += 1
             if action == wire.ACTION_ARCHIVE:
                 invoice.archived = True
+                self._version += 1
             else:
                 invoice.assigned_to_support = True
             return True
@@ -439,17 +447,27 @@ class SandboxState:
         :param status: one of :data:`wire.STATUSES`.
         :return: CompanyTickets (tickets with ``invoice_id``), or ``None`` for an unknown company.
         """
+        rows = self._company_list(company_id, status)
+        return None if rows is None else [dict(row) for row in rows]
+
+    def _company_list(self, company_id: str, status: str) -> list[dict[str, Any]] | None:
+        # The cached, shared list: callers copy what they hand out.
         with self._lock:
             if company_id not in self._companies:
                 return None
+            cached = self._lists.get((company_id, status))
+            if cached is not None and cached[0] == self._version:
+                return cached[1]
             rows = [
                 (ticket.date, ticket.ticket_id, invoice.invoice_id, ticket)
                 for invoice in self._invoices.values()
                 if invoice.company_id == company_id and invoice.status() == status
                 for ticket in invoice.tickets
             ]
-        rows.sort(key=lambda row: (row[0], row[1]))
-        return [{wire.FIELD_INVOICE_ID: invoice_id, **ticket.to_json()} for _, _, invoice_id, ticket in rows]
+            rows.sort(key=lambda row: (row[0], row[1]))
+            tickets = [{wire.FIELD_INVOICE_ID: invoice_id, **ticket.to_json()} for _, _, invoice_id, ticket in rows]
+            self._lists[(company_id, status)] = (self._version, tickets)
+            return tickets
 
     def company_tickets_page(
         self, company_id: str, status: str, page_number: int, page_size: int
@@ -463,12 +481,12 @@ class SandboxState:
         :param page_size: tickets per page, from 1 to :data:`wire.MAX_PAGE_SIZE`.
         :return: ``{"tickets": [...], "page": {...}}``, or ``None`` for an unknown company.
         """
-        tickets = self.company_tickets(company_id, status)
+        tickets = self._company_list(company_id, status)
         if tickets is None:
             return None
         start = (page_number - 1) * page_size
         return {
-            wire.FIELD_TICKETS: tickets[start : start + page_size],
+            wire.FIELD_TICKETS: [dict(ticket) for ticket in tickets[start : start + page_size]],
             wire.FIELD_PAGE: {
                 wire.FIELD_PAGE_NUMBER: page_number,
                 wire.FIELD_PAGE_SIZE: page_size,
@@ -573,6 +591,7 @@ class SandboxState:
         if added:
             # A new ticket reopens an archived thread (SPEC section 1).
             invoice.archived = False
+            self._version += 1
         return added
 
 
