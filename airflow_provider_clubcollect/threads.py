@@ -23,6 +23,7 @@ from airflow_provider_clubcollect.wire import (
     FIELD_TICKET_ID,
     SENDER_COMPANY,
     SENDER_CUSTOMER,
+    parse_iso_datetime,
     validate_id,
 )
 
@@ -34,24 +35,19 @@ def parse_date(value: Any) -> datetime:
     :param value: the ``date`` field; a date without offset is taken as UTC.
     :raises ClubCollectServerError: when it is not an ISO 8601 date.
     """
-    if isinstance(value, datetime):
-        parsed: Any = value
-    else:
-        try:
-            # The fast path for what the API sends; pendulum reads the rest of ISO 8601.
-            parsed = datetime.fromisoformat(str(value))
-        except ValueError:
-            import pendulum
+    parsed = parse_iso_datetime(value)
+    if parsed is not None:
+        return parsed
+    # The fast path above reads what the API sends; pendulum reads the rest of ISO 8601.
+    import pendulum
 
-            try:
-                parsed = pendulum.parse(str(value), tz="UTC")
-            except Exception as exc:
-                raise ClubCollectServerError(f"The API gave a ticket date that is not ISO 8601: {value!r}.") from exc
-    if not isinstance(parsed, datetime):
+    try:
+        other = pendulum.parse(str(value), tz="UTC")
+    except Exception as exc:
+        raise ClubCollectServerError(f"The API gave a ticket date that is not ISO 8601: {value!r}.") from exc
+    if not isinstance(other, datetime):
         raise ClubCollectServerError(f"The API gave a ticket date that is not a date and time: {value!r}.")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    result: datetime = parsed.astimezone(timezone.utc)
+    result: datetime = other.astimezone(timezone.utc)
     return result
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -182,6 +183,17 @@ def validate_page_number(page_number: object) -> int:
     return page_number
 
 
+def is_valid_message(message: object) -> TypeGuard[str]:
+    """
+    Whether the API accepts a ticket message: a string with text other than whitespace.
+
+    The rule itself, with no error attached, so that the sandbox can apply it without Airflow.
+
+    :param message: the message text.
+    """
+    return isinstance(message, str) and bool(message.strip())
+
+
 def validate_message(message: object) -> str:
     """
     Check a ticket message.
@@ -190,7 +202,7 @@ def validate_message(message: object) -> str:
     :return: the message, unchanged.
     :raises ClubCollectValidationError: when it is not a string with some non-whitespace text.
     """
-    if not isinstance(message, str) or not message.strip():
+    if not is_valid_message(message):
         raise _invalid(f"message must be a non-empty string with text other than whitespace, got {message!r}.")
     return message
 
@@ -307,11 +319,47 @@ def request_headers(api_key: str, user_agent: str) -> dict[str, str]:
     :param user_agent: the ``User-Agent``; a firewall in front of the API blocks some default agents.
     """
     return {
-        AUTH_HEADER: f"{AUTH_SCHEME} {api_key}",
+        AUTH_HEADER: authorization_value(api_key),
         "Content-Type": JSON_MEDIA_TYPE,
         "Accept": JSON_MEDIA_TYPE,
         "User-Agent": user_agent,
     }
+
+
+def authorization_value(api_key: str) -> str:
+    """
+    The ``Authorization`` header's value for a key: ``ApiKey <key>``.
+
+    :param api_key: the partner API key.
+    """
+    return f"{AUTH_SCHEME} {api_key}"
+
+
+def parse_iso_datetime(value: object) -> datetime | None:
+    """
+    An ISO 8601 date and time as an aware UTC datetime; a value without offset is taken as UTC.
+
+    The one reader of the API's ``date`` fields, for the provider and the sandbox alike.
+
+    :param value: a string such as ``2026-05-01T10:00:00+00:00`` (or ``...Z``), or a datetime.
+    :return: the datetime, or ``None`` when the value is not one.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        # Python 3.10's fromisoformat does not read a trailing "Z".
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
 
 
 def user_agent() -> str:
@@ -339,12 +387,13 @@ class RawResponse:
     body: bytes = field(repr=False)
 
 
-def parse_response(request: ApiRequest, response: RawResponse) -> Any:
+def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> Any:
     """
     Turn an answer into the API's JSON value, or raise the error it stands for.
 
     :param request: the request the answer belongs to.
     :param response: the answer.
+    :param attempts: how many times the request was sent, for an error's message.
     :return: the decoded JSON body for a 2xx with a body, ``None`` for one without.
     :raises ClubCollectError: the subclass matching the status, naming the call and the API's code.
     """
@@ -361,7 +410,7 @@ def parse_response(request: ApiRequest, response: RawResponse) -> Any:
                 status_code=response.status,
             )
         return payload
-    raise error_for(request, response)
+    raise error_for(request, response, attempts=attempts)
 
 
 def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:

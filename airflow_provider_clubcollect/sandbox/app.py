@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 # Request is needed at runtime: FastAPI reads the endpoints' annotations to inject it.
@@ -201,7 +201,7 @@ def _add_api_routes(app: FastAPI, state: SandboxState) -> None:
         except ValueError:  # not JSON, or not UTF-8
             body = None
         message = body.get(wire.FIELD_MESSAGE) if isinstance(body, dict) else None
-        if not is_valid_message(message):
+        if not wire.is_valid_message(message):
             return _error(422, wire.ERROR_INVALID_MESSAGE)
         ticket = state.create_ticket(invoice_id, message)
         if ticket is None:  # the invoice vanished in between (a reset): still its documented error
@@ -242,19 +242,6 @@ def _add_api_routes(app: FastAPI, state: SandboxState) -> None:
         return JSONResponse(page)
 
 
-def is_valid_message(message: object) -> TypeGuard[str]:
-    """
-    Whether the API accepts a ticket message: a string with text other than whitespace.
-
-    The same rule as :func:`wire.validate_message` (a test holds them together), written as a
-    predicate because that function's error class imports Airflow, which the sandbox server
-    does not otherwise load.
-
-    :param message: the ``message`` field of the request body.
-    """
-    return isinstance(message, str) and bool(message.strip())
-
-
 def is_authorized(authorization: str | None, api_key: str) -> bool:
     """
     Whether an ``Authorization`` header carries the key exactly as the API expects: ``ApiKey <key>``.
@@ -268,7 +255,7 @@ def is_authorized(authorization: str | None, api_key: str) -> bool:
     """
     if authorization is None:
         return False
-    expected = f"{wire.AUTH_SCHEME} {api_key}".encode()
+    expected = wire.authorization_value(api_key).encode()
     return secrets.compare_digest(authorization.encode("utf-8", "surrogateescape"), expected)
 
 

@@ -54,22 +54,10 @@ def parse_date(value: object, name: str = "date") -> datetime:
     :param name: what it is, for the error message.
     :raises SandboxInputError: when it is not a date.
     """
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        text = value.strip()
-        # Python 3.10's fromisoformat does not read a trailing "Z".
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError as error:
-            raise SandboxInputError(f"{name} must be an ISO 8601 date, got {value!r}") from error
-    else:
-        raise SandboxInputError(f"{name} must be an ISO 8601 date string, got {value!r}")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    parsed = wire.parse_iso_datetime(value)
+    if parsed is None:
+        raise SandboxInputError(f"{name} must be an ISO 8601 date, got {value!r}")
+    return parsed
 
 
 def new_id() -> str:

@@ -195,9 +195,9 @@ def test_create_ticket_on_an_unknown_invoice(api):
 
 
 def test_the_message_rule_is_the_providers(sandbox):
-    # The sandbox checks messages without importing the provider's (Airflow-based) errors;
-    # this keeps its predicate and wire.validate_message the same rule.
-    from airflow_provider_clubcollect.sandbox.app import is_valid_message
+    # The sandbox checks messages with wire's predicate (no Airflow-based error attached);
+    # this keeps that predicate and wire.validate_message the same rule.
+    from airflow_provider_clubcollect.wire import is_valid_message
 
     for value in ["hi", " x ", "", "  ", "\n\t", None, 3, ["a"], {"a": 1}, "vóór"]:
         try:
