@@ -53,9 +53,7 @@ class CompanyTicketPager:
         self.last_page_read = 0
         self.total_pages: int | None = None
         self.total_entries: int | None = None
-        self.pages_read = 0
         self.rewinds = 0
-        self.yielded = 0
         self._seen: set[str] = set()
         self._done = False
 
@@ -77,7 +75,6 @@ class CompanyTicketPager:
         """
         tickets = parse_tickets(request, payload, company=True)
         info = parse_page_info(request, payload)
-        self.pages_read += 1
         self.last_page_read = self.page_number
         previous_total = self.total_entries
         self.total_entries = info.total_entries
@@ -100,7 +97,6 @@ class CompanyTicketPager:
             if ticket_id not in self._seen:
                 self._seen.add(ticket_id)
                 fresh.append(ticket)
-        self.yielded += len(fresh)
         if not tickets or self.page_number >= info.total_pages:
             self._done = True
         else:
@@ -112,4 +108,4 @@ class CompanyTicketPager:
         # An empty list has 0 pages but one (empty) page was read: say "page 1/1".
         pages = max(self.total_pages, self.last_page_read) if self.total_pages is not None else "?"
         total = f"{self.total_entries:,}" if self.total_entries is not None else "?"
-        return f"page {self.last_page_read}/{pages}, {self.yielded:,} of {total} tickets"
+        return f"page {self.last_page_read}/{pages}, {len(self._seen):,} of {total} tickets"

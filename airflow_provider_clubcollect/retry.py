@@ -108,6 +108,14 @@ class RetryPolicy:
             retry_after = parse_retry_after(outcome.headers.get("retry-after"))
             if retry_after is not None:
                 return min(retry_after, self.retry_after_max)
+        return self.backoff(retry_number)
+
+    def backoff(self, retry_number: int) -> float:
+        """
+        The exponential wait with jitter before a retry, when the server named no time.
+
+        :param retry_number: 1 before the first retry, 2 before the second, ...
+        """
         ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** (retry_number - 1))
         # "Equal jitter": at least half the exponential wait, so retries keep backing off,
         # plus a random half, so that concurrent clients spread out.

@@ -24,7 +24,7 @@ from airflow_provider_clubcollect.retry import TransportFailure, Verdict
 from airflow_provider_clubcollect.wire import RawResponse, error_for, parse_response
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     import httpx
     import requests
@@ -70,9 +70,7 @@ def exchange(request: ApiRequest, policy: RetryPolicy) -> Flow:
         verdict = policy.verdict(request, outcome)
         if verdict is Verdict.FINAL:
             assert isinstance(outcome, RawResponse)
-            if attempt > 1 and outcome.status >= 400:
-                raise error_for(request, outcome, attempts=attempt)
-            return parse_response(request, outcome)
+            return parse_response(request, outcome, attempts=attempt)
         if verdict is Verdict.AMBIGUOUS:
             raise ClubCollectAmbiguousError(
                 f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
@@ -151,6 +149,20 @@ async def run_async(flow: Flow, send: Callable[[ApiRequest], Awaitable[Outcome]]
             return stop.value
 
 
+def _connect_timeout(settings: ClientSettings) -> TransportFailure:
+    # No connection was made: the request cannot have been applied.
+    return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
+
+
+def _read_timeout(settings: ClientSettings) -> TransportFailure:
+    # Sent, but no answer in time: the server may have applied it, or may still be applying it.
+    return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
+
+
+def _raw(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> RawResponse:
+    return RawResponse(status, {name.lower(): value for name, value in headers}, body)
+
+
 class SyncTransport:
     """
     Sends requests with one pooled, keep-alive ``requests.Session``.
@@ -192,15 +204,15 @@ class SyncTransport:
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
-            return TransportFailure(f"connect timeout after {self.settings.connect_timeout:g} s", False)
+            return _connect_timeout(self.settings)
         except requests.exceptions.ReadTimeout:
-            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True, timed_out=True)
+            return _read_timeout(self.settings)
         except requests.exceptions.ConnectionError as exc:
             reason, maybe_applied = _requests_connection_failure(exc)
             return TransportFailure(self.settings.scrub(reason), maybe_applied)
         except requests.exceptions.RequestException as exc:
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
-        return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+        return _raw(response.status_code, response.headers.items(), response.content)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -254,14 +266,14 @@ class AsyncTransport:
                 json=request.body,
             )
         except httpx.ConnectTimeout:
-            return TransportFailure(f"connect timeout after {self.settings.connect_timeout:g} s", False)
+            return _connect_timeout(self.settings)
         except httpx.ConnectError as exc:
             return TransportFailure(self.settings.scrub(f"could not connect ({exc})"), False)
         except httpx.TimeoutException:
-            return TransportFailure(f"no answer within {self.settings.timeout:g} s", True, timed_out=True)
+            return _read_timeout(self.settings)
         except httpx.TransportError as exc:
             return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
-        return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+        return _raw(response.status_code, response.headers.items(), response.content)
 
     async def aclose(self) -> None:
         """Close the client and its connections."""

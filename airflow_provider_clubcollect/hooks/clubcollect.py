@@ -20,7 +20,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectServerError,
 )
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import RetryPolicy, TransportFailure
+from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.threads import find_ticket
 from airflow_provider_clubcollect.transport import SyncTransport, exchange, run_sync
 
@@ -180,7 +180,7 @@ class ClubCollectHook(BaseHook):
             except ClubCollectAmbiguousError as exc:
                 # Wait first: a request whose answer was lost may still be being applied.  Then
                 # look, and post again straight after looking, never after another wait.
-                wait = policy.wait_seconds(attempt, TransportFailure(str(exc), True))
+                wait = policy.backoff(attempt)
                 if exc.timed_out:
                     # The server may still be applying the request we gave up on: give it as
                     # long again as we waited for it before looking.

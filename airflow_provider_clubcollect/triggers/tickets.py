@@ -81,12 +81,9 @@ class UnansweredTicketsTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until enough tickets await an answer, then fire one event."""
+        transport: AsyncTransport | None = None
         try:
             transport, policy = await self._connect()
-        except Exception as exc:
-            yield TriggerEvent({"status": EVENT_ERROR, **_as_clubcollect_error(exc).to_payload()})
-            return
-        try:
             while True:
                 waiting = await self.poll(transport, policy)
                 if len(waiting) >= self.min_tickets:
@@ -101,12 +98,14 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 )
                 await asyncio.sleep(self.poke_interval)
         except Exception as exc:
-            # Every failure becomes an error event, so that the sensor handles it as a failed
-            # poke (a crashed trigger would reach the task as a TaskDeferralError instead).
+            # Every failure, a missing connection included, becomes an error event, so that the
+            # sensor handles it as a failed poke (a crashed trigger would reach the task as a
+            # TaskDeferralError instead).
             yield TriggerEvent({"status": EVENT_ERROR, **_as_clubcollect_error(exc).to_payload()})
         finally:
             # Also runs when the triggerer cancels the trigger (task timeout, cleared task).
-            await asyncio.shield(transport.aclose())
+            if transport is not None:
+                await asyncio.shield(transport.aclose())
 
     async def _connect(self) -> tuple[AsyncTransport, RetryPolicy]:
         from airflow.sdk import BaseHook
