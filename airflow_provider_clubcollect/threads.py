@@ -225,21 +225,28 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
     """
     Invoice IDs from a list of ID strings or of ticket dicts (their ``invoice_id``), de-duplicated.
 
+    A list of such lists, as a mapped upstream's output arrives, is flattened one level.
+
     :param value: a list (or other iterable) of strings or dicts, such as a fetch operator's XCom.
     :param name: the parameter's name, for errors.
     :return: the IDs, sorted.
     :raises ClubCollectValidationError: for a string, a dict without ``invoice_id``, or an unsafe ID.
     """
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+    if not _is_list_like(value):
         raise ClubCollectValidationError(
             f"{name} must be a list of invoice ID strings or of ticket dicts, "
             f"got {type(value).__name__} {value!r:.200}."
         )
+    items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
     ids: set[str] = set()
-    for item in value:
+    for item in items:
         if isinstance(item, Mapping):
             if FIELD_INVOICE_ID not in item:
                 raise ClubCollectValidationError(f"{name}: a ticket dict without {FIELD_INVOICE_ID!r}: {item!r:.200}.")
             item = item[FIELD_INVOICE_ID]
         ids.add(validate_id(item, f"an invoice ID in {name}"))
     return sorted(ids)
+
+
+def _is_list_like(value: Any) -> bool:
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))

@@ -8,7 +8,6 @@ concurrently up to ``max_concurrency``, try every invoice, and then fail naming 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,8 @@ from airflow_provider_clubcollect.threads import (
 )
 from airflow_provider_clubcollect.wire import (
     DEFAULT_CONN_ID,
+    FIELD_INVOICE_ID,
+    FIELD_TICKET_ID,
     MAX_PAGE_SIZE,
     STATUS_ANSWERED,
     STATUS_ARCHIVED,
@@ -39,7 +40,7 @@ from airflow_provider_clubcollect.wire import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from datetime import datetime
 
     from airflow.sdk import Context
@@ -193,11 +194,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
                 self.log.info(
                     "An earlier try already posted this message on invoice %r (ticket_id %s); not posting again.",
                     invoice_id,
-                    posted.get("ticket_id"),
+                    posted.get(FIELD_TICKET_ID),
                 )
                 return posted
         ticket = self.hook.create_ticket(invoice_id, message)
-        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
+        self.log.info("Posted ticket %s on invoice %r.", ticket.get(FIELD_TICKET_ID), invoice_id)
         return ticket
 
     @staticmethod
@@ -248,7 +249,7 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         if self.invoice_ids is not None:
-            invoice_ids = invoice_ids_from(_flatten(self.invoice_ids))
+            invoice_ids = invoice_ids_from(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
         else:
             company_id = validate_id(self.company_id, "company_id")
@@ -271,7 +272,7 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         self.log.info(
             "%d of %d %s threads of company %r %s (now = %s).",
             len(chosen),
-            len({t["invoice_id"] for t in tickets}),
+            len({t[FIELD_INVOICE_ID] for t in tickets}),
             status,
             company_id,
             rule,
@@ -288,19 +289,6 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
 
     def _act(self, invoice_id: str) -> None:
         raise NotImplementedError
-
-
-def _flatten(value: Any) -> Any:
-    # A mapped upstream's output arrives as a sequence of per-map lists: flatten one level.
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        return value
-    items: list[Any] = []
-    for item in value:
-        if isinstance(item, Iterable) and not isinstance(item, (str, bytes, Mapping)):
-            items.extend(item)
-        else:
-            items.append(item)
-    return items
 
 
 class ArchiveTicketsOperator(_BulkTicketOperator):
