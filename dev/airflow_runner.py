@@ -93,14 +93,7 @@ class AirflowHome:
 
     def task_states(self, dag_id: str) -> dict[str, str]:
         """``task_id[map_index]`` to state, for the DAG's newest run."""
-        with sqlite3.connect(self.database) as db:
-            run = db.execute(
-                "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-            ).fetchone()
-            rows = db.execute(
-                "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                (dag_id, run[0]),
-            ).fetchall()
+        rows = self._newest_run_rows(dag_id, "SELECT task_id, map_index, state FROM task_instance")
         return {(task if index < 0 else f"{task}[{index}]"): state for task, index, state in rows}
 
     def xcom(self, dag_id: str, task_id: str, *, map_index: int = -1, key: str = "return_value") -> Any:
@@ -109,14 +102,19 @@ class AirflowHome:
 
         :raises KeyError: when there is none.
         """
+        rows = self._newest_run_rows(
+            dag_id, "SELECT value FROM xcom", "AND task_id = ? AND map_index = ? AND key = ?", task_id, map_index, key
+        )
+        if not rows:
+            raise KeyError(f"no XCom {key!r} of {dag_id}.{task_id}[{map_index}]")
+        return json.loads(rows[0][0])
+
+    def _newest_run_rows(self, dag_id: str, select: str, where: str = "", *params: object) -> list[Any]:
+        # ``select`` reads a table with dag_id and run_id columns, narrowed to the newest run.
         with sqlite3.connect(self.database) as db:
             run = db.execute(
                 "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
             ).fetchone()
-            row = db.execute(
-                "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ? AND key = ?",
-                (dag_id, run[0] if run else None, task_id, map_index, key),
-            ).fetchone()
-        if row is None:
-            raise KeyError(f"no XCom {key!r} of {dag_id}.{task_id}[{map_index}]")
-        return json.loads(row[0])
+            return db.execute(
+                f"{select} WHERE dag_id = ? AND run_id = ? {where}", (dag_id, run[0] if run else None, *params)
+            ).fetchall()

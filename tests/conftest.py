@@ -2,14 +2,21 @@
 
 Airflow reads AIRFLOW_HOME when it is first imported, so this module gives the test session a
 throwaway home (SQLite database, no example DAGs, the project's example_dags as the dags folder)
-before anything imports Airflow.
+before anything imports Airflow (nothing imported here does).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = REPO_ROOT / "example_dags"
@@ -22,16 +29,6 @@ if not os.environ.get("CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"):
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home}/airflow.db"
     os.environ["CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"] = "1"
 
-
-# --- shared fixtures ------------------------------------------------------------------------------
-
-from datetime import datetime, timedelta, timezone  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-import pytest  # noqa: E402
-
-if TYPE_CHECKING:
-    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 #: A fixed "now" for selection tests, so that they do not depend on the clock.
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)

@@ -16,6 +16,8 @@ from tests.conftest import EXAMPLE_DAGS
 from tests.dags.conftest import conn_env
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
     from dev.airflow_runner import AirflowHome
 
@@ -42,6 +44,31 @@ def run_ok(airflow: AirflowHome, sandbox: SandboxHandle, dag_id: str, **kwargs: 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert airflow.last_run_state(dag_id) == "success", airflow.task_states(dag_id)
     assert sandbox.api_key not in done.stdout + done.stderr, "the API key reached the task log"
+
+
+def run_until_polled(
+    airflow: AirflowHome, sandbox: SandboxHandle, dag_id: str, *, polls: int, then: Callable[[], None]
+) -> tuple[int, str]:
+    """Start `airflow dags test`, wait until the company list was read ``polls`` times, call ``then``."""
+    process = subprocess.Popen(
+        airflow.dags_test_command(dag_id),
+        env=airflow.env(conn_env(sandbox)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < polls:
+            assert process.poll() is None, process.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, f"the sensor did not poll {polls} times"
+            time.sleep(0.2)
+        then()
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, output
 
 
 def test_seed_companies_match_the_example_dags(clubcollect_sandbox: SandboxHandle) -> None:
@@ -146,27 +173,13 @@ def test_deferrable_sensor_resumes_when_tickets_arrive(
     )
     dag_id = "clubcollect_test_deferred_wait"
 
-    process = subprocess.Popen(
-        test_dags_airflow.dags_test_command(dag_id),
-        env=test_dags_airflow.env(conn_env(sandbox)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        # Wait until the trigger has polled at least twice (the sensor's own first poke is one more).
-        while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < 3:
-            assert process.poll() is None, process.communicate()[0][-4000:]
-            assert time.monotonic() < deadline, "the sensor never polled"
-            time.sleep(0.2)
+    def member_writes() -> None:
         assert sandbox.state()["invoices"]["inv-1"]["assigned_to_support"] is False
         sandbox.add_tickets("inv-1", [{"message": "Nog steeds niet", "sender": "CUSTOMER", "date": now.isoformat()}])
-        output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output[-4000:]
+
+    # The sensor's own first poke, then at least two polls by the trigger.
+    returncode, output = run_until_polled(test_dags_airflow, sandbox, dag_id, polls=3, then=member_writes)
+    assert returncode == 0, output[-4000:]
     assert "deferred" in output.lower()
     assert test_dags_airflow.last_run_state(dag_id) == "success"
     waiting = test_dags_airflow.xcom(dag_id, "wait")
@@ -194,26 +207,12 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
     )
     dag_id = "clubcollect_test_reschedule"
 
-    process = subprocess.Popen(
-        test_dags_airflow.dags_test_command(dag_id),
-        env=test_dags_airflow.env(conn_env(sandbox)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < 2:
-            assert process.poll() is None, process.communicate()[0][-4000:]
-            assert time.monotonic() < deadline, "the sensor never poked twice"
-            time.sleep(0.2)
+    def member_writes() -> None:
         now = datetime.now(timezone.utc).isoformat()
         sandbox.add_tickets("inv-1", [{"message": "Toch niet", "sender": "CUSTOMER", "date": now}])
-        output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output[-4000:]
+
+    returncode, output = run_until_polled(test_dags_airflow, sandbox, dag_id, polls=2, then=member_writes)
+    assert returncode == 0, output[-4000:]
     assert "UP_FOR_RESCHEDULE" in output
     assert test_dags_airflow.last_run_state(dag_id) == "success"
     assert [t["message"] for t in test_dags_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
