@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from airflow_provider_clubcollect.operators.tickets import (
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigg
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
