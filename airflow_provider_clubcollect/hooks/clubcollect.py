@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectNotFoundError,
     ClubCollectServerError,
+    ClubCollectValidationError,
 )
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
@@ -152,7 +154,7 @@ class ClubCollectHook(BaseHook):
         request = wire.get_invoice_tickets_request(invoice_id)
         return wire.parse_tickets(request, self._call(request))
 
-    def create_ticket(self, invoice_id: str, message: str) -> dict[str, Any]:
+    def create_ticket(self, invoice_id: str, message: str, *, task_state_store: Any = None) -> dict[str, Any]:
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
 
@@ -160,15 +162,61 @@ class ClubCollectHook(BaseHook):
         5xx after the request was sent), the hook waits (the retry back-off), then reads the
         invoice's tickets: if a company ticket with this exact message is dated since the call
         began (less :data:`CLOCK_SKEW`, for the API's clock), that is the one created and it is
-        returned; only otherwise is the message posted again, right after that read.  An identical
-        message posted by someone else within those minutes is therefore taken as ours.
+        returned; only otherwise is the message posted again, right after that read.
+
+        Inside a running Airflow 3.3+ task, the task's state store (``task_state_store``, which
+        survives the task's retries) remembers the call: before posting, that it is about to post
+        (invoice, message digest, time); after, the created ticket.  A retry of the task (an
+        operator's, or a ``@task`` that posts and then fails) then returns the recorded ticket
+        without posting, or, when only the intent was recorded, reads the thread since that time.
+        So an identical message someone else posts later is never taken for ours once our ticket
+        is recorded.  Without a store (outside a task, Airflow 3.2) the thread read alone guards
+        the call, and an identical message posted by someone else within those minutes is taken
+        as ours.
 
         :param invoice_id: the invoice.
         :param message: the ticket's text; must not be empty or whitespace.
+        :param task_state_store: a task state store (``get``/``set``); by default the running
+            task's, when there is one.
         :return: the created ticket.
         :raises ClubCollectNotFoundError: for an unknown invoice.
         :raises ClubCollectValidationError: for an empty message, or one the API refuses.
         """
+        record = _CreateRecord.of(task_state_store, invoice_id, wire.validate_message(message))
+        if record is not None:
+            earlier = record.load()
+            if earlier.get("ticket"):
+                self.log.info(
+                    "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
+                    invoice_id,
+                    earlier["ticket"].get(wire.FIELD_TICKET_ID),
+                )
+                return dict(earlier["ticket"])
+            if earlier.get("intent_at"):
+                since = datetime.fromisoformat(earlier["intent_at"]) - CLOCK_SKEW
+                posted = self.find_posted_ticket(invoice_id, message, since=since)
+                if posted is not None:
+                    self.log.info(
+                        "An earlier try of this task posted this message on invoice %r (ticket_id %s) but lost "
+                        "the answer; not posting again.",
+                        invoice_id,
+                        posted.get(wire.FIELD_TICKET_ID),
+                    )
+                    record.save(earlier["intent_at"], posted)
+                    return posted
+            record.save(datetime.now(timezone.utc).isoformat(), None)
+        try:
+            ticket = self._create_ticket(invoice_id, message)
+        except (ClubCollectAuthError, ClubCollectNotFoundError, ClubCollectValidationError):
+            # Refused for certain: nothing was created, so a retry may post without looking.
+            if record is not None:
+                record.forget()
+            raise
+        if record is not None:
+            record.save(record.intent_at, ticket)
+        return ticket
+
+    def _create_ticket(self, invoice_id: str, message: str) -> dict[str, Any]:
         request = wire.create_ticket_request(invoice_id, message)
         policy = self.retry_policy
         since = datetime.now(timezone.utc) - CLOCK_SKEW
@@ -326,3 +374,44 @@ class ClubCollectHook(BaseHook):
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
+
+
+class _CreateRecord:
+    """
+    What a task remembers, across its retries, of one create: when it was about to post, and the
+    ticket it created.  Kept in the task's state store under a key of the invoice and message.
+    """
+
+    def __init__(self, store: Any, invoice_id: str, message: str) -> None:
+        self.store = store
+        digest = hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
+        self.key = f"clubcollect.create_ticket.{digest}"
+        self.intent_at = ""
+
+    @classmethod
+    def of(cls, store: Any, invoice_id: str, message: str) -> _CreateRecord | None:
+        """The record in ``store``, or in the running task's store; ``None`` where there is none."""
+        if store is None:
+            store = _running_task_state_store()
+        return None if store is None else cls(store, invoice_id, message)
+
+    def load(self) -> dict[str, Any]:
+        value = self.store.get(self.key)
+        return value if isinstance(value, dict) else {}
+
+    def save(self, intent_at: str, ticket: dict[str, Any] | None) -> None:
+        self.intent_at = intent_at
+        self.store.set(self.key, {"intent_at": intent_at, "ticket": ticket})
+
+    def forget(self) -> None:
+        self.store.set(self.key, {})
+
+
+def _running_task_state_store() -> Any:
+    """The running task's state store (Airflow 3.3+), or ``None`` outside a task or before 3.3."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context().get("task_state_store")
+    except Exception:  # no running task, or an Airflow without get_current_context
+        return None

@@ -167,9 +167,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     Post a ticket (a reply from the company) on an invoice, never twice.
 
     Posting is not idempotent, so a lost answer is never retried blindly: the hook reads the
-    thread and posts again only if the message is not there.  When Airflow retries the task, the
-    operator first looks for the message among the company's tickets since the DAG run began, so
-    a try whose answer was lost is not posted a second time either.
+    thread and posts again only if the message is not there.  When Airflow retries the task, a
+    try whose answer was lost is not posted a second time either: on Airflow 3.3+ the task's
+    state store remembers the intent and the created ticket (see ``ClubCollectHook.create_ticket``);
+    without one, the operator looks for the message among the invoice's tickets since the DAG
+    run began.
 
     :param invoice_id: the invoice (templated).
     :param message: the ticket's text (templated); must not be empty.
@@ -188,7 +190,10 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
         message = validate_message(self.message)
-        since = self._earlier_try_started(context)
+        # Airflow 3.3+: the task's state store remembers what an earlier try posted (the hook
+        # reads and writes it).  Without one, look for the message since the run began.
+        store = context.get("task_state_store")
+        since = None if store is not None else self._earlier_try_started(context)
         if since is not None:
             posted = self.hook.find_posted_ticket(invoice_id, message, since=since)
             if posted is not None:
@@ -198,7 +203,7 @@ class CreateTicketOperator(ClubCollectBaseOperator):
                     posted.get(FIELD_TICKET_ID),
                 )
                 return posted
-        ticket = self.hook.create_ticket(invoice_id, message)
+        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=store)
         self.log.info("Posted ticket %s on invoice %r.", ticket.get(FIELD_TICKET_ID), invoice_id)
         return ticket
 
