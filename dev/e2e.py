@@ -31,6 +31,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -81,6 +82,11 @@ REVIEW_CHOICES = {
 }
 
 HITL_SETTLE = 10.0  # seconds between a human-in-the-loop task's start and the answer (see answer())
+# The asset-watcher example, pointed at a company of its own in e2e's copy of the DAG file.
+WATCH_DAG_ID = "clubcollect_acknowledge_new_messages"
+WATCH_COMPANY = "e2e0watched".ljust(40, "0")
+WATCH_POLL = 5.0  # the example's poll_interval
+
 RUN_TIMEOUT = 240.0  # seconds a DAG run may take on this 2-core machine under full load
 RESUME_WITHIN = 60.0  # seconds from tickets arriving to the deferred sensor's success
 
@@ -372,8 +378,8 @@ def sandbox_client(deploy: Deployment) -> Any:
 
 
 def dag_ids() -> list[str]:
-    """The example DAGs triggered twice and left to run; the review DAG waits for a person instead."""
-    return sorted(path.stem for path in EXAMPLE_DAGS.glob("*.py") if path.stem != REVIEW_DAG_ID)
+    """The example DAGs triggered twice and left to run; the review and watcher DAGs have scenarios of their own."""
+    return sorted(path.stem for path in EXAMPLE_DAGS.glob("*.py") if path.stem not in (REVIEW_DAG_ID, WATCH_DAG_ID))
 
 
 def wait_for_dags(deploy: Deployment, expected: list[str]) -> None:
@@ -619,6 +625,113 @@ def run_reviews(phase: Phase, sandbox: Any, before: dict[str, Any], phase_starte
             f"{ {'escalate': 'escalated', 'archive': 'archived', 'reply': 'answered'}[choice] }"
             f"{', one reply each' if choice == 'reply' else ''}; the fresh and answered ones untouched",
         )
+
+
+def run_watcher(phase: Phase, sandbox: Any) -> None:
+    """The asset-watcher DAG: one run per new ticket, none again after the triggerer restarts."""
+    from airflow_provider_clubcollect.sandbox.client import ticket
+
+    deploy = phase.deploy
+    now = datetime.now(timezone.utc)
+    sandbox.add_company(WATCH_COMPANY, "E2E watched")
+    invoices = [f"e2e0watched0invoice{n}".ljust(40, "0") for n in range(2)]
+    # A backlog: one thread waits already; one was answered.
+    sandbox.add_invoice(invoices[0], WATCH_COMPANY, [ticket("Klopt dit bedrag?", "CUSTOMER", now - timedelta(days=1))])
+    sandbox.add_invoice(
+        invoices[1],
+        WATCH_COMPANY,
+        [
+            ticket("Wrong name", "CUSTOMER", now - timedelta(days=3)),
+            ticket("Fixed.", "COMPANY", now - timedelta(days=2)),
+        ],
+    )
+    acknowledgement = _watch_acknowledgement()
+
+    def acks() -> dict[str, int]:
+        state = sandbox.state()["invoices"]
+        return {i: sum(t["message"] == acknowledgement for t in state[i]["tickets"]) for i in invoices if i in state}
+
+    def runs() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = deploy.api.get(f"/dags/{WATCH_DAG_ID}/dagRuns?limit=100")["dag_runs"]
+        return [r for r in found if r["run_type"] == "asset_triggered"]
+
+    deploy.api.call("PATCH", f"/dags/{WATCH_DAG_ID}", {"is_paused": False})
+    # Manual runs have no triggering events: they succeed and acknowledge nothing.
+    for n, logical_date in enumerate((datetime.now(timezone.utc) - timedelta(hours=1), None)):
+        record = RunRecord(phase.name, WATCH_DAG_ID, "", "logical date" if n == 0 else "manual, no logical date")
+        record.run_id = trigger(deploy, WATCH_DAG_ID, logical_date)
+        phase.records.append(record)
+        wait_for_run(deploy, record)
+
+    def settled(expected_runs: int) -> list[dict[str, Any]] | None:
+        found = runs()
+        return (
+            found if len(found) >= expected_runs and all(r["state"] in ("success", "failed") for r in found) else None
+        )
+
+    started = time.monotonic()
+    first = wait_until("the watcher to report the waiting ticket", lambda: settled(1), RUN_TIMEOUT, deploy.stack, 1)
+    phase.check(
+        acks() == {invoices[0]: 1, invoices[1]: 0},
+        f"watcher: the waiting backlog ticket ran the DAG, which acknowledged it once "
+        f"({time.monotonic() - started:.0f} s after unpausing)",
+    )
+
+    arrived = time.monotonic()
+    sandbox.add_tickets(invoices[1], [ticket("Nog een vraag", "CUSTOMER", datetime.now(timezone.utc))])
+    second = wait_until(
+        "the watcher to report the new ticket", lambda: settled(len(first) + 1), RUN_TIMEOUT, deploy.stack, 1
+    )
+    phase.check(
+        acks() == {invoices[0]: 1, invoices[1]: 1},
+        f"watcher: a new member message ran the DAG once, acknowledged "
+        f"{time.monotonic() - arrived:.0f} s after it arrived",
+    )
+
+    # Restart the triggerer: what was reported stays reported (the asset state store).
+    old = next(c for c in deploy.stack.components if c.name.startswith("triggerer"))
+    deploy.stack.stop(old)
+    deploy.stack.start("triggerer-restarted", [AIRFLOW, "triggerer", "--skip-serve-logs"], deploy.env)
+    time.sleep(6 * WATCH_POLL)  # the new triggerer picks the watcher up and polls several times
+    phase.check(
+        len(runs()) == len(second) and acks() == {invoices[0]: 1, invoices[1]: 1},
+        f"watcher: no run again after the triggerer restarted ({len(runs())} asset-triggered runs in all)",
+    )
+    sandbox.add_tickets(invoices[0], [ticket("Hallo?", "CUSTOMER", datetime.now(timezone.utc))])
+    third = wait_until(
+        "the restarted watcher to report a new ticket", lambda: settled(len(second) + 1), RUN_TIMEOUT, deploy.stack, 1
+    )
+    phase.check(
+        len(third) == len(second) + 1 and acks() == {invoices[0]: 2, invoices[1]: 1},
+        "watcher: after the restart, the next new message ran the DAG exactly once",
+    )
+    for run in third:
+        record = RunRecord(phase.name, WATCH_DAG_ID, run["dag_run_id"], "asset event")
+        phase.records.append(record)
+        wait_for_run(deploy, record)
+
+    asset = next(
+        a
+        for a in deploy.api.get("/assets?limit=100")["assets"]
+        if a["uri"] == f"clubcollect://{WATCH_COMPANY}/unanswered"
+    )
+    events = deploy.api.get(f"/assets/events?asset_id={asset['id']}&limit=100")["asset_events"]
+    payloads = [((e.get("extra") or {}).get("payload") or {}) for e in events]
+    ticket_ids = [p.get("ticket_id") for p in payloads]
+    phase.check(
+        len(events) == 3 and len(set(ticket_ids)) == 3 and all(p.get("invoice_id") in invoices for p in payloads),
+        f"watcher: 3 asset events, one per new ticket, each carrying its ticket_id ({len(events)} events)",
+    )
+    phase.check(all(deploy.key not in json.dumps(e) for e in events), "watcher: no asset event carries the API key")
+    deploy.api.call("PATCH", f"/dags/{WATCH_DAG_ID}", {"is_paused": True})
+
+
+def _watch_acknowledgement() -> str:
+    """The example DAG's reply text, read from its source."""
+    found = re.search(r'ACKNOWLEDGEMENT = "([^"]+)"', (EXAMPLE_DAGS / f"{WATCH_DAG_ID}.py").read_text())
+    if not found:
+        raise E2EError(f"no ACKNOWLEDGEMENT in {WATCH_DAG_ID}.py")
+    return found.group(1)
 
 
 def check_deferral(phase: Phase, record: RunRecord, sandbox: Any) -> None:
@@ -965,7 +1078,12 @@ def main() -> int:
     LOGS.mkdir(parents=True)
     (HOME / "dags").mkdir(parents=True)
     for dag_file in [*EXAMPLE_DAGS.glob("*.py"), DEFERRED_DAG]:
-        shutil.copy(dag_file, HOME / "dags" / dag_file.name)
+        text = dag_file.read_text()
+        if dag_file.stem == WATCH_DAG_ID:  # watch a company of e2e's own, not one the others act on
+            text = re.sub(r'SANDBOX_COMPANY_ID = "\w+"', f'SANDBOX_COMPANY_ID = "{WATCH_COMPANY}"', text)
+            if WATCH_COMPANY not in text:
+                raise E2EError(f"could not point {dag_file.name} at {WATCH_COMPANY}")
+        (HOME / "dags" / dag_file.name).write_text(text)
     scratch = Path(tempfile.mkdtemp(prefix="clubcollect-e2e-"))
     os.chmod(scratch, 0o755)
 
@@ -1041,7 +1159,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{ports['api']}"
         wait_until("the api-server", lambda: api_up(base), 180, stack, 2)
         deploy.api = Api(base, password)
-        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, DEFERRED_DAG_ID])
+        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, WATCH_DAG_ID, DEFERRED_DAG_ID])
 
         # LocalExecutor.
         local = Phase("local", deploy)
@@ -1050,6 +1168,7 @@ def main() -> int:
         check_connection_test(local)
         screenshot_connection_form(local)
         run_phase(local, datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1))
+        run_watcher(local, sandbox_client(deploy))
         check_secrets(local)
         check_loopback_only(local)
         stack.stop(scheduler)
