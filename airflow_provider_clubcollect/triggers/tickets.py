@@ -142,10 +142,10 @@ class UnansweredTicketsTrigger(BaseTrigger):
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
 
 
-def _as_clubcollect_error(exc: Exception, trigger: str = "UnansweredTicketsTrigger") -> ClubCollectError:
+def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
     if isinstance(exc, ClubCollectError):
         return exc
-    return ClubCollectError(f"{trigger} failed: {type(exc).__name__}: {exc}")
+    return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {exc}")
 
 
 async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tuple[AsyncTransport, RetryPolicy]:
@@ -530,13 +530,17 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         return True
 
     def _stopped(self, exc: Exception) -> ClubCollectError:
-        error = _as_clubcollect_error(exc, type(self).__name__)
+        """The error that ends the watcher; logged here too, so that the triggerer's log shows it."""
+        if isinstance(exc, ClubCollectError):
+            cls, reason, status, code = type(exc), exc.message, exc.status_code, exc.error_code
+        else:  # a missing connection raises Airflow's own error: name it, bounded
+            cls, reason, status, code = ClubCollectError, f"{type(exc).__name__}: {exc!s:.500}", None, None
         message = (
-            f"{type(self).__name__} stopped watching company {self.company_id!r}: {error.message} "
-            "This cannot heal by waiting; fix it, then the watcher can start again."
+            f"{type(self).__name__} stopped watching company {self.company_id!r}: {reason} "
+            "Waiting will not heal this: fix the cause."
         )
         self.log.error("%s", message)
-        return type(error)(message, status_code=error.status_code, error_code=error.error_code)
+        return cls(message, status_code=status, error_code=code)
 
 
 def _seconds(value: Any, name: str, *, minimum_inclusive: bool) -> float:
