@@ -232,7 +232,10 @@ class _Reported:
     def add(self, key: _Key) -> _Reported:
         """This state with ``key`` reported, folded to stay within its bound."""
         recent = sorted(self.recent | {key})
-        horizon = _iso(datetime.fromisoformat(recent[-1][0]) - LOOKBACK)
+        try:
+            horizon = _iso(datetime.fromisoformat(recent[-1][0]) - LOOKBACK)
+        except OverflowError:  # the newest is within LOOKBACK of the calendar's start: nothing is older
+            horizon = ""
         folded = recent[: max(0, len(recent) - MAX_RECENT)]
         folded += [k for k in recent[len(folded) :] if k[0] < horizon]
         if not folded:

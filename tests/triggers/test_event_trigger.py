@@ -501,3 +501,10 @@ def test_tickets_sharing_a_date_are_told_apart() -> None:
 def test_an_unreadable_record_stops_the_watcher_rather_than_flooding() -> None:
     with pytest.raises(ClubCollectError, match="delete that key"):
         _Reported.from_json({"version": 99}, "clubcollect.unanswered:x")
+
+
+def test_a_date_at_the_start_of_the_calendar_does_not_overflow() -> None:
+    start = "0001-01-01T00:00:00.000000+00:00"
+    reported = _Reported().add((start, start, "t-start"))
+
+    assert (start, start, "t-start") in reported
