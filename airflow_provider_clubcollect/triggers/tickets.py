@@ -456,9 +456,10 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         reported: _Reported | None = None if store is not None else _Reported()
         async for poll in shared_stream:
             if reported is None:
-                reported = await self._load(store)
-                if reported is None:
+                loaded = await self._load(store)
+                if loaded is None:
                     continue  # the store could not be read: report nothing until it can
+                reported, store = loaded
             fresh = await asyncio.to_thread(self._newly_due, poll, reported)
             if fresh:
                 self.log.info("%d tickets of company %r newly await an answer.", len(fresh), self.company_id)
@@ -510,17 +511,18 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
             )
         return store
 
-    async def _load(self, store: Any) -> _Reported | None:
+    async def _load(self, store: Any) -> tuple[_Reported, Any] | None:
+        """The record and the store to keep it in, or ``None`` when the store cannot be read now."""
         try:
             value = await store.aget(self.state_key)
         except ValueError as exc:
-            # The accessor for several watched assets cannot tell which one to use.
+            # The accessor of a trigger watching several assets cannot tell which one to use.
             self.log.warning("Cannot use the asset state store (%s); keeping the record in memory.", exc)
-            return _Reported()
+            return _Reported(), None
         except Exception as exc:
             self.log.warning("Could not read the asset state store (%s); trying again at the next poll.", exc)
             return None
-        return _Reported.from_json(value, self.state_key)
+        return _Reported.from_json(value, self.state_key), store
 
     async def _save(self, store: Any, reported: _Reported) -> bool:
         if store is None:

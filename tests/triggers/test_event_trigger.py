@@ -232,6 +232,27 @@ def test_the_record_is_written_before_the_event_and_a_failed_write_holds_it_back
     assert supervisor.writes == 1
 
 
+def test_a_trigger_watching_two_assets_keeps_its_record_in_memory(
+    sandbox: SandboxHandle, supervisor: InMemorySupervisor
+) -> None:
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import AssetStateStoreAccessors
+
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
+    trigger = watcher()
+    # The same trigger on two assets: the triggerer gives it an accessor for both.
+    trigger.asset_state_store = AssetStateStoreAccessors(inlets=[Asset(name=f"{ASSET_URI}/{n}") for n in (1, 2)])
+
+    def member_writes(reads: int) -> None:
+        if reads == 2:
+            sandbox.add_tickets("inv-1", [customer("b", seconds=0)])
+
+    events = asyncio.run(watch(sandbox, trigger, polls=5, between=member_writes))
+
+    assert ids(events) == ["a", "b"], "still one event per ticket, from memory"
+    assert supervisor.rows == {}
+
+
 def test_without_a_store_the_record_is_in_memory_and_a_restart_repeats(sandbox: SandboxHandle) -> None:
     sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
     trigger = watcher()
