@@ -68,6 +68,25 @@ def to_utc(value: datetime | str | None) -> datetime:
         ) from exc
 
 
+def run_reference_time(value: datetime | str | None, context: Mapping[str, Any]) -> datetime:
+    """
+    "Now" for a task's selection: the templated ``reference_time`` as rendered for this run.
+
+    ``None`` (not given) is the current UTC time.  A template that renders to nothing (``""`` or
+    ``"None"``, e.g. ``{{ dag_run.logical_date }}`` in a run triggered without a logical date, the
+    default in Airflow 3) is the run's ``run_after``: the date every run has, which for a
+    scheduled run is the end of its data interval.
+
+    :param value: the rendered ``reference_time``.
+    :param context: the task context, for ``dag_run``.
+    :raises ClubCollectValidationError: for a string that is not ISO 8601.
+    """
+    if isinstance(value, str) and value.strip() in ("", "None"):
+        run_after = getattr(context.get("dag_run"), "run_after", None)
+        return to_utc(run_after)
+    return to_utc(value)
+
+
 def check_duration(value: Any, name: str) -> timedelta:
     """
     Check a duration parameter such as ``inactive_for``.

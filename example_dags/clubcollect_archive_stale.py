@@ -1,8 +1,10 @@
 """Archive stale answered tickets, daily.
 
 Shows: ``ArchiveTicketsOperator`` selecting a company's answered threads whose last activity is
-older than 30 days, reading every page first, then archiving them concurrently.  The run's
-``data_interval_end`` is "now", so a re-run of an old date selects what was stale then.
+older than 30 days, reading every page first, then archiving them concurrently.  "Now" is the
+run's ``run_after`` (for a scheduled run, the end of its data interval), so a re-run of an old
+date selects what was stale then.  ``run_after`` exists in every Airflow 3 run, also one
+triggered without a logical date, where ``data_interval_end`` is undefined.
 
 Run it against the local sandbox (no ClubCollect account needed)::
 
@@ -39,5 +41,5 @@ with DAG(
         company_id="{{ params.company_id }}",
         status="answered",
         inactive_for=timedelta(days=30),
-        reference_time="{{ data_interval_end }}",
+        reference_time="{{ dag_run.run_after }}",
     )

@@ -21,6 +21,7 @@ from airflow_provider_clubcollect.threads import (
     check_duration,
     human_duration,
     invoice_ids_from,
+    run_reference_time,
     select_inactive,
     select_unanswered,
     to_utc,
@@ -253,7 +254,7 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
             self.log.info("%d invoices given.", len(invoice_ids))
         else:
             company_id = validate_id(self.company_id, "company_id")
-            now = to_utc(self.reference_time)
+            now = run_reference_time(self.reference_time, context)
             invoice_ids = self._select(company_id, now)
         if self.is_dry_run:
             for invoice_id in invoice_ids:

@@ -11,7 +11,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from airflow_provider_clubcollect.threads import awaiting_answer, check_duration, human_duration, to_utc
+from airflow_provider_clubcollect.threads import (
+    awaiting_answer,
+    check_duration,
+    human_duration,
+    run_reference_time,
+    to_utc,
+)
 from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, UnansweredTicketsTrigger
 from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
 
@@ -88,7 +94,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         """
         company_id = validate_id(self.company_id, "company_id")
         tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED)
-        waiting = awaiting_answer(tickets, self.unanswered_for, to_utc(self.reference_time))
+        waiting = awaiting_answer(tickets, self.unanswered_for, run_reference_time(self.reference_time, context))
         self.log.info(
             "%d tickets of company %r await an answer%s; waiting for %d.",
             len(waiting),
@@ -107,7 +113,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         first = self._poke_once(context)
         if first.is_done:
             return first.xcom_value
-        self._defer(self.timeout - (time.monotonic() - started))
+        self._defer(context, self.timeout - (time.monotonic() - started))
 
     def _poke_once(self, context: Context) -> PokeReturnValue:
         """One poke, with the error handling ``BaseSensorOperator.execute`` gives each poke."""
@@ -141,7 +147,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
             raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
         raise exc
 
-    def _defer(self, remaining_seconds: float) -> None:
+    def _defer(self, context: Context, remaining_seconds: float) -> None:
         if remaining_seconds <= 0:
             from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
@@ -154,7 +160,9 @@ class UnansweredTicketsSensor(BaseSensorOperator):
                 company_id=validate_id(self.company_id, "company_id"),
                 min_tickets=self.min_tickets,
                 unanswered_for_seconds=None if self.unanswered_for is None else self.unanswered_for.total_seconds(),
-                reference_time=None if self.reference_time in (None, "") else to_utc(self.reference_time).isoformat(),
+                reference_time=None
+                if self.reference_time is None
+                else run_reference_time(self.reference_time, context).isoformat(),
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
             ),
@@ -187,7 +195,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == EVENT_ERROR:
             self._on_poke_error(ClubCollectError.from_payload(event))
             # silent_fail: keep waiting for what is left of the timeout, as a poking sensor would.
-            self._defer(self.timeout - _seconds_since(context))
+            self._defer(context, self.timeout - _seconds_since(context))
         return super().resume_execution(next_method, next_kwargs, context)
 
 

@@ -20,6 +20,7 @@ from airflow_provider_clubcollect.operators.tickets import (
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
@@ -193,6 +194,24 @@ def test_archive_stale_answered_threads_of_a_company(sandbox: SandboxHandle) -> 
     reads = [r for r in sandbox.requests() if r["method"] == "GET"]
     first_post = next(i for i, r in enumerate(sandbox.requests()) if r["method"] == "POST")
     assert all(i < first_post for i, r in enumerate(sandbox.requests()) if r in reads), "pages read first"
+
+
+@pytest.mark.parametrize("rendered", ["", "None", "  "])
+def test_reference_time_rendered_to_nothing_means_the_runs_run_after(sandbox: SandboxHandle, rendered: str) -> None:
+    # A run triggered without a logical date (Airflow 3's default) has no data_interval_end;
+    # a reference_time template that renders to nothing then means the run's run_after.
+    stale_and_fresh(sandbox)
+
+    def archive(run_after: datetime) -> list[str]:
+        context: Any = {"dag_run": SimpleNamespace(run_after=run_after)}
+        return ArchiveTicketsOperator(
+            task_id="t", company_id=CO, inactive_for=timedelta(days=30), reference_time=rendered, dry_run=True
+        ).execute(context)
+
+    # inv(3) has been idle 29 days at NOW (so also at the real current time, months later: it
+    # would be chosen if "now" were the clock), and 31 days two days after NOW.
+    assert archive(NOW) == [inv(1), inv(2)]
+    assert archive(NOW + timedelta(days=2)) == [inv(1), inv(2), inv(3)]
 
 
 def test_archive_dry_run_changes_nothing(sandbox: SandboxHandle) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,6 +21,8 @@ from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigg
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
@@ -43,6 +46,18 @@ def test_poke_counts_tickets_awaiting_an_answer(sandbox: SandboxHandle) -> None:
     assert sensor(min_tickets=3, reference_time=NOW).poke({}).is_done is False
     old_only = sensor(min_tickets=1, unanswered_for=timedelta(days=11), reference_time=NOW).poke({})
     assert old_only.is_done is False, "inv-1 is unanswered since 10 days only"
+
+
+def test_reference_time_rendered_to_nothing_means_the_runs_run_after(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 10)))  # waiting 10 days at NOW, months by the clock
+
+    def done(run_after: datetime, reference_time: Any = "None") -> bool:
+        context: Any = {"dag_run": SimpleNamespace(run_after=run_after)}
+        return sensor(unanswered_for=timedelta(days=11), reference_time=reference_time).poke(context).is_done
+
+    assert not done(NOW)
+    assert done(NOW + timedelta(days=2))
+    assert not done(NOW + timedelta(days=2), reference_time=NOW), "a rendered date wins over run_after"
 
 
 def test_poke_mode_waits_then_succeeds_when_tickets_arrive(sandbox: SandboxHandle) -> None:

@@ -1,0 +1,1100 @@
+"""`make e2e`: the provider in a real Airflow deployment, as users run it.
+
+Starts, on 127.0.0.1 only and with throwaway data: PostgreSQL (Debian's package), Redis, the
+ClubCollect sandbox, and Airflow's api-server, scheduler, dag-processor and triggerer.  Then, first
+on LocalExecutor and again on CeleryExecutor with two ``airflow celery worker`` processes, it
+drives Airflow through its REST API (a token from the simple auth manager): unpauses every
+example DAG, triggers each twice (with a logical date, then manually without one), and checks:
+
+- every run succeeded, scheduled ones included;
+- a deferrable sensor went to ``deferred`` on a company with nothing waiting, its trigger row
+  held by the triggerer, and was resumed within seconds of tickets arriving in the sandbox;
+- mapped tasks ran once per company (and, on Celery, on both workers);
+- the sandbox's end state is exactly what the DAGs should produce, computed here from the
+  sandbox's state before the runs: which invoices archived, which assigned to support, which
+  replies created, no duplicates;
+- the API key appears in no log file, no table of the metadata database (``pg_dump``) and no
+  Redis key or value;
+- no process started here listens on anything but 127.0.0.1.
+
+It also takes a screenshot of the ClubCollect connection form in Airflow's UI with headless
+Chromium (``docs/img/connection-form.png``), and checks that Airflow's REST connection test
+answers success for the right key and names the key problem for a wrong one.
+
+Everything started is stopped by process group, also on failure and on Ctrl-C.  The last thing
+printed is one summary table; the exit status is 0 only when every check passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / ".e2e"
+LOGS = WORK / "logs"
+HOME = WORK / "airflow"
+SCREENSHOT = REPO / "docs" / "img" / "connection-form.png"
+SCREENSHOT_EXTRAS = REPO / "docs" / "img" / "connection-form-extras.png"
+BIN = Path(sys.executable).parent
+AIRFLOW = str(BIN / "airflow")
+
+EXAMPLE_DAGS = REPO / "example_dags"
+DEFERRED_DAG = REPO / "tests" / "dags" / "dag_files" / "clubcollect_test_deferred_wait.py"
+DEFERRED_DAG_ID = "clubcollect_test_deferred_wait"
+
+# The sandbox's default seed (seed 0): the companies the example DAGs act on.
+ARCHIVE_COMPANY = "97a4208030e13df423f3ff0479579c9f540ec07f"
+ESCALATE_COMPANY = "9555b2fcac1eafcf9a5f77a6fcb9182c0bbe3152"
+EXPORT_COMPANY = "3c74fb2e20441803427404b9607810fd3e949b9d"
+REPLY_COMPANY = "6f946b943e8c341e6b7c904b61c811924144f485"
+# A company added for the deferral scenario: it starts with nothing waiting.
+EXAMPLE_COMPANIES = (ARCHIVE_COMPANY, ESCALATE_COMPANY, EXPORT_COMPANY, REPLY_COMPANY)
+DEFER_COMPANY = "e2e0deferred0000000000000000000000000000"
+DEFER_INVOICE = "e2e0deferred0invoice00000000000000000000"
+
+# Review before escalation: one run per choice, each on a company of its own.
+REVIEW_DAG_ID = "clubcollect_review_before_escalation"
+REVIEW_REPLY = "Thank you for writing. A colleague reviewed your invoice and will call you this week."
+REVIEW_CHOICES = {
+    "escalate": "Escalate to ClubCollect support",
+    "archive": "Archive the threads",
+    "reply": "Reply to the members",
+}
+
+HITL_SETTLE = 10.0  # seconds between a human-in-the-loop task's start and the answer (see answer())
+RUN_TIMEOUT = 240.0  # seconds a DAG run may take on this 2-core machine under full load
+RESUME_WITHIN = 60.0  # seconds from tickets arriving to the deferred sensor's success
+
+
+class E2EError(Exception):
+    """A check failed, or a component did not come up."""
+
+
+@dataclass
+class Component:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    started: float = field(default_factory=time.monotonic)
+    stopped: float | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class RunRecord:
+    phase: str
+    dag_id: str
+    run_id: str
+    kind: str
+    state: str = "?"
+    duration: float | None = None
+
+
+class Stack:
+    """Every process this script starts, each in its own process group, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.components: list[Component] = []
+        self.stopped: list[Component] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str], user: str | None = None) -> Component:
+        log = LOGS / f"{name}.log"
+        handle = log.open("ab")
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            user=user,
+            cwd=WORK,
+        )
+        handle.close()
+        component = Component(name, process, log)
+        self.components.append(component)
+        return component
+
+    def stop(self, component: Component, grace: float = 20.0) -> None:
+        if component.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(component.process.pid, signal.SIGTERM)
+            try:
+                component.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(component.process.pid, signal.SIGKILL)
+                component.process.wait(10)
+        # Children that outlived their parent (task runners, celery pool processes).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(component.process.pid, signal.SIGKILL)
+        component.stopped = time.monotonic()
+        if component in self.components:
+            self.components.remove(component)
+            self.stopped.append(component)
+
+    def stop_all(self) -> None:
+        for component in reversed(list(self.components)):
+            self.stop(component)
+
+    def check_alive(self) -> None:
+        for component in self.components:
+            if not component.alive():
+                raise E2EError(f"{component.name} exited with {component.process.returncode}:\n{tail(component.log)}")
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, stack: Stack, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def say(message: str) -> None:
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise E2EError("PostgreSQL is not installed (apt-get install postgresql); `make e2e` installs it.")
+    return Path(found[-1]).parent
+
+
+# --- the services -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    stack: Stack
+    key: str
+    pg_port: int
+    redis_port: int
+    sandbox_port: int
+    api_port: int
+    pg_data: Path
+    redis_dir: Path
+    env: dict[str, str]
+    api: Any = None  # the REST client, once the api-server is up
+
+    @property
+    def sandbox_base(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}/api"
+
+    @property
+    def sandbox_control(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}/_sandbox"
+
+
+def start_postgres(stack: Stack, data: Path, port: int) -> None:
+    pg = postgres_bin()
+    data.mkdir(parents=True)
+    shutil.chown(data, "postgres", "postgres")
+    run([str(pg / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8", "--no-sync"], "postgres")
+    stack.start(
+        "postgresql",
+        [
+            str(pg / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"},
+        user="postgres",
+    )
+    wait_until(
+        "PostgreSQL",
+        lambda: subprocess.run([str(pg / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0,
+        60,
+        stack,
+        0.5,
+    )
+    run([str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow"])
+
+
+def run(command: list[str], user: str | None = None, env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, user=user, env=env, timeout=timeout, cwd=WORK)
+    if done.returncode != 0:
+        raise E2EError(
+            f"{' '.join(command[:3])} ... failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    return done.stdout
+
+
+def airflow_env(deploy_key: str, ports: dict[str, int], fernet_key: str, jwt_secret: str) -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    pg = f"airflow@127.0.0.1:{ports['pg']}/airflow"
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "AIRFLOW_HOME": str(HOME),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(HOME / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__FERNET_KEY": fernet_key,
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(HOME / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports['api']}/execution/",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "dev.e2e.component_hostname",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(ports["api"]),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{ports['api']}",
+            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
+            # Log servers are not started (--skip-serve-logs); should one start, it binds a free port.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "CLUBCOLLECT_E2E_HOSTNAME": "airflow-e2e",
+            # The provider's connection, as users deploy it: an environment variable on every
+            # component (the key then never enters the metadata database).
+            "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
+                {"conn_type": "clubcollect", "password": deploy_key, "host": f"http://127.0.0.1:{ports['sandbox']}/api"}
+            ),
+        }
+    )
+    return env
+
+
+def component_hostname() -> str:
+    """Airflow's ``hostname_callable`` here: each Celery worker names itself, so tasks show where they ran."""
+    return os.environ.get("CLUBCOLLECT_E2E_HOSTNAME") or socket.getfqdn()
+
+
+def start_airflow(stack: Stack, env: dict[str, str], api_port: int) -> None:
+    stack.start("api-server", [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(api_port)], env)
+    stack.start("dag-processor", [AIRFLOW, "dag-processor"], env)
+    stack.start("triggerer", [AIRFLOW, "triggerer", "--skip-serve-logs"], env)
+
+
+class Api:
+    """Airflow's REST API, with a token from the simple auth manager."""
+
+    def __init__(self, base: str, password: str) -> None:
+        import requests
+
+        self.base = base
+        self.session = requests.Session()
+        self.session.trust_env = False
+        answer = self.session.post(f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+        answer.raise_for_status()
+        self.token: str = answer.json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {self.token}"
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
+        answer = self.session.request(method, f"{self.base}/api/v2{path}", json=body, timeout=60)
+        if answer.status_code not in ok:
+            raise E2EError(f"{method} {path} answered {answer.status_code}: {answer.text[:2000]}")
+        return answer.json() if answer.content else None
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+
+def api_up(base: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{base}/api/v2/monitor/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+# --- the scenario -----------------------------------------------------------------------------------
+
+
+def sandbox_client(deploy: Deployment) -> Any:
+    from airflow_provider_clubcollect.sandbox.client import SandboxClient
+
+    return SandboxClient(deploy.sandbox_control)
+
+
+def dag_ids() -> list[str]:
+    """The example DAGs triggered twice and left to run; the review DAG waits for a person instead."""
+    return sorted(path.stem for path in EXAMPLE_DAGS.glob("*.py") if path.stem != REVIEW_DAG_ID)
+
+
+def wait_for_dags(deploy: Deployment, expected: list[str]) -> None:
+    def parsed() -> bool:
+        errors = deploy.api.get("/importErrors")
+        if errors["total_entries"]:
+            raise E2EError(f"DAG import errors: {json.dumps(errors['import_errors'])[:3000]}")
+        found = {dag["dag_id"] for dag in deploy.api.get("/dags?limit=100")["dags"]}
+        return set(expected) <= found
+
+    wait_until("the dag-processor to parse every DAG", parsed, 180, deploy.stack, 2)
+
+
+def trigger(deploy: Deployment, dag_id: str, logical_date: datetime | None, conf: dict[str, Any] | None = None) -> str:
+    body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None}
+    if conf:
+        body["conf"] = conf
+    run: dict[str, Any] = deploy.api.call("POST", f"/dags/{dag_id}/dagRuns", body)
+    return str(run["dag_run_id"])
+
+
+def run_state(deploy: Deployment, dag_id: str, run_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = deploy.api.get(f"/dags/{dag_id}/dagRuns/{_q(run_id)}")
+    return result
+
+
+def wait_for_run(deploy: Deployment, record: RunRecord, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        run = run_state(deploy, record.dag_id, record.run_id)
+        return run if run["state"] in ("success", "failed") else None
+
+    run: dict[str, Any] = wait_until(f"{record.dag_id} run {record.run_id}", finished, timeout, deploy.stack, 2)
+    record.state = run["state"]
+    if run.get("start_date") and run.get("end_date"):
+        record.duration = (_dt(run["end_date"]) - _dt(run["start_date"])).total_seconds()
+    return run
+
+
+def task_instances(deploy: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = deploy.api.get(f"/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances?limit=100")[
+        "task_instances"
+    ]
+    return result
+
+
+def xcom(deploy: Deployment, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+    entry = deploy.api.get(
+        f"/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/return_value?map_index={map_index}"
+    )
+    return entry["value"]
+
+
+def _q(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class Phase:
+    name: str
+    deploy: Deployment
+    records: list[RunRecord] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, message: str) -> None:
+        if ok:
+            self.notes.append(f"ok: {message}")
+        else:
+            self.failures.append(message)
+        say(f"{self.name}: {'ok  ' if ok else 'FAIL'} {message}")
+
+
+def run_phase(phase: Phase, logical_base: datetime) -> None:
+    deploy = phase.deploy
+    phase_started = datetime.now(timezone.utc)
+    sandbox = sandbox_client(deploy)
+    sandbox.reset(seed=0)
+    sandbox.add_company(DEFER_COMPANY, "E2E deferred")
+    sandbox.add_invoice(DEFER_INVOICE, DEFER_COMPANY)
+    seed_review_companies(sandbox)
+    before = sandbox.state()
+
+    all_dags = [*dag_ids(), REVIEW_DAG_ID, DEFERRED_DAG_ID]
+    for dag_id in all_dags:
+        deploy.api.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+
+    # The deferral scenario first: the sensor must defer on an empty company, then resume.
+    defer = RunRecord(phase.name, DEFERRED_DAG_ID, "", "manual")
+    defer.run_id = trigger(deploy, DEFERRED_DAG_ID, None, {"company_id": DEFER_COMPANY})
+    phase.records.append(defer)
+
+    # Every example DAG: first with a logical date, then (once that finished) without one.
+    firsts = []
+    for n, dag_id in enumerate(dag_ids()):
+        record = RunRecord(phase.name, dag_id, "", "logical date")
+        record.run_id = trigger(deploy, dag_id, logical_base + timedelta(minutes=n))
+        phase.records.append(record)
+        firsts.append(record)
+
+    check_deferral(phase, defer, sandbox)
+    run_reviews(phase, sandbox, before, phase_started)
+
+    manual_started: dict[str, datetime] = {}
+    for record in firsts:
+        wait_for_run(deploy, record)
+        manual = RunRecord(phase.name, record.dag_id, "", "manual, no logical date")
+        manual_started[record.dag_id] = datetime.now(timezone.utc)
+        manual.run_id = trigger(deploy, record.dag_id, None)
+        phase.records.append(manual)
+    for record in phase.records:
+        if record.state == "?":
+            wait_for_run(deploy, record)
+
+    # Scheduled runs that unpausing created in this phase (catchup=False: the latest interval) count too.
+    for dag_id in dag_ids():
+        for run in deploy.api.get(f"/dags/{dag_id}/dagRuns?limit=50")["dag_runs"]:
+            if run["run_type"] == "scheduled" and _dt(run["queued_at"]) >= phase_started:
+                record = RunRecord(phase.name, dag_id, run["dag_run_id"], "scheduled")
+                phase.records.append(record)
+                wait_for_run(deploy, record)
+
+    for record in phase.records:
+        phase.check(record.state == "success", f"{record.dag_id} ({record.kind}) ended {record.state}")
+
+    after = sandbox.state()
+    check_end_state(phase, before, after, manual_started)
+    check_mapped(phase, before)
+
+
+def review_company(choice: str) -> str:
+    return f"e2e0review0{choice}".ljust(40, "0")
+
+
+def seed_review_companies(sandbox: Any) -> None:
+    """Per choice: two threads waiting over 7 days (to review), one fresh and one answered (to leave)."""
+    from airflow_provider_clubcollect.sandbox.client import ticket
+
+    now = datetime.now(timezone.utc)
+    for choice in REVIEW_CHOICES:
+        company = review_company(choice)
+        sandbox.add_company(company, f"E2E review: {choice}")
+        threads = {
+            "old1": [("Ik wil niet betalen: ik ben <b>geen</b> lid meer | opgezegd", "CUSTOMER", 12)],
+            "old2": [
+                ("Why this invoice?", "CUSTOMER", 20),
+                ("See our letter.", "COMPANY", 15),
+                ("Which letter?", "CUSTOMER", 9),
+            ],
+            "fresh": [("Graag een betalingsregeling.", "CUSTOMER", 2)],
+            "answered": [("Wrong amount", "CUSTOMER", 30), ("Corrected, thank you.", "COMPANY", 29)],
+        }
+        for name, items in threads.items():
+            sandbox.add_invoice(
+                f"{company[:24]}{name}".ljust(40, "0"),
+                company,
+                [ticket(message, sender, now - timedelta(days=age)) for message, sender, age in items],
+            )
+
+
+def answer(deploy: Deployment, record: RunRecord, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Wait for a human-in-the-loop task to ask, then answer it through the REST API."""
+
+    def asking() -> dict[str, Any] | None:
+        for ti in task_instances(deploy, record.dag_id, record.run_id):
+            if ti["task_id"] == task_id and ti["state"] in ("awaiting_input", "deferred"):
+                return ti
+            if ti["task_id"] == task_id and ti["state"] in ("success", "failed", "skipped"):
+                raise E2EError(f"{record.dag_id}.{task_id} ended {ti['state']} before anyone answered")
+        return None
+
+    ti = wait_until(f"{record.dag_id}.{task_id} to ask", asking, RUN_TIMEOUT, deploy.stack, 1)
+    # Airflow 3.3.2 races an answer given within a second or two of the task parking: the
+    # scheduler then takes the parked run's "success" event for the resumed, queued try and fails
+    # it.  A person never answers that fast; an automated answer waits a few seconds.
+    parked_for = (datetime.now(timezone.utc) - _dt(ti["start_date"])).total_seconds()
+    time.sleep(max(0.0, HITL_SETTLE - parked_for))
+    path = f"/dags/{record.dag_id}/dagRuns/{_q(record.run_id)}/taskInstances/{task_id}/-1/hitlDetails"
+    asked: dict[str, Any] = deploy.api.get(path)
+    deploy.api.call("PATCH", path, body)
+    return asked
+
+
+def run_reviews(phase: Phase, sandbox: Any, before: dict[str, Any], phase_started: datetime) -> None:
+    """The review DAG, answered through the REST API once per choice, and its scheduled run."""
+    deploy = phase.deploy
+    records = {}
+    for choice in REVIEW_CHOICES:
+        record = RunRecord(phase.name, REVIEW_DAG_ID, "", f"manual, a person chose {choice}")
+        record.run_id = trigger(deploy, REVIEW_DAG_ID, None, {"company_id": review_company(choice)})
+        phase.records.append(record)
+        records[choice] = record
+    for choice, record in records.items():
+        asked = answer(deploy, record, "review", {"chosen_options": [REVIEW_CHOICES[choice]]})
+        body = str(asked.get("body"))
+        mine = [i for i, v in before["invoices"].items() if v["company_id"] == review_company(choice)]
+        shown = sorted(i for i in mine if i in body)
+        phase.check(
+            shown == sorted(i for i in mine if i[24:].startswith("old")) and "&lt;b\\>geen&lt;/b\\>" in body,
+            f"review ({choice}): the person was shown exactly the 2 threads waiting over 7 days, member text escaped",
+        )
+        if choice == "reply":
+            answer(deploy, record, "write_reply", {"chosen_options": ["OK"], "params_input": {"reply": REVIEW_REPLY}})
+    # Unpausing the daily review DAG scheduled a run on the seeded escalation company: escalate,
+    # as the auto-escalate DAG does to the same threads.
+    for run in deploy.api.get(f"/dags/{REVIEW_DAG_ID}/dagRuns?limit=50")["dag_runs"]:
+        if run["run_type"] == "scheduled" and _dt(run["queued_at"]) >= phase_started:
+            record = RunRecord(phase.name, REVIEW_DAG_ID, run["dag_run_id"], "scheduled, a person chose escalate")
+            phase.records.append(record)
+            answer(deploy, record, "review", {"chosen_options": [REVIEW_CHOICES["escalate"]]})
+    for record in records.values():
+        wait_for_run(deploy, record)
+        detail = deploy.api.get(
+            f"/dags/{REVIEW_DAG_ID}/dagRuns/{_q(record.run_id)}/taskInstances/review/-1/hitlDetails"
+        )
+        phase.check(
+            bool(detail.get("response_received")) and detail.get("responded_by_user", {}).get("name") == "admin",
+            f"review ({record.kind}): Airflow recorded admin's answer {detail.get('chosen_options')}",
+        )
+
+    after = sandbox.state()["invoices"]
+    for choice in REVIEW_CHOICES:
+        mine = {i: v for i, v in after.items() if v["company_id"] == review_company(choice)}
+        old = {i for i in mine if i[24:].startswith("old")}
+        escalated = {i for i, v in mine.items() if v["assigned_to_support"]}
+        archived = {i for i, v in mine.items() if v["actions"]["archive"]}
+        replies = {i: [t for t in v["tickets"] if t["message"] == REVIEW_REPLY] for i, v in mine.items()}
+        replied = {i for i, found in replies.items() if found}
+        expected = {
+            "escalate": (old, set(), set()),
+            "archive": (set(), old, set()),
+            "reply": (set(), set(), old),
+        }[choice]
+        phase.check(
+            (escalated, archived, replied) == expected
+            and all(len(replies[i]) == 1 and mine[i]["tickets_created"] == 1 for i in replied),
+            f"review ({choice}): exactly the 2 reviewed threads were "
+            f"{ {'escalate': 'escalated', 'archive': 'archived', 'reply': 'answered'}[choice] }"
+            f"{', one reply each' if choice == 'reply' else ''}; the fresh and answered ones untouched",
+        )
+
+
+def check_deferral(phase: Phase, record: RunRecord, sandbox: Any) -> None:
+    deploy = phase.deploy
+
+    def deferred() -> dict[str, Any] | None:
+        for ti in task_instances(deploy, record.dag_id, record.run_id):
+            if ti["task_id"] == "wait" and ti["state"] == "deferred":
+                return ti
+            if ti["task_id"] == "wait" and ti["state"] in ("success", "failed"):
+                raise E2EError(f"the sensor ended {ti['state']} without deferring")
+        return None
+
+    ti = wait_until("the sensor to defer", deferred, RUN_TIMEOUT, deploy.stack, 1)
+    trigger_row = ti.get("trigger") or {}
+    phase.check(
+        trigger_row.get("classpath") == "airflow_provider_clubcollect.triggers.tickets.UnansweredTicketsTrigger",
+        f"the sensor deferred to UnansweredTicketsTrigger (trigger id {trigger_row.get('id')})",
+    )
+    # The triggerer claims the trigger row within a heartbeat or two.
+    held = wait_until(
+        "the triggerer to hold the trigger",
+        lambda: next(
+            (t for t in task_instances(deploy, record.dag_id, record.run_id) if t["task_id"] == "wait"), {}
+        ).get("triggerer_job"),
+        60,
+        deploy.stack,
+        1,
+    )
+    phase.check(bool(held), f"triggerer job {held.get('id')} ({held.get('hostname')}) runs the trigger")
+    kwargs = json.dumps(trigger_row.get("kwargs"))
+    phase.check(deploy.key not in kwargs, "the trigger row's kwargs hold no API key")
+
+    from airflow_provider_clubcollect.sandbox.client import ticket
+
+    time.sleep(3)  # let the trigger poll once with nothing waiting
+    arrived = time.monotonic()
+    sandbox.add_tickets(DEFER_INVOICE, [ticket("Ik wil niet betalen.", "CUSTOMER", datetime.now(timezone.utc))])
+    wait_for_run(deploy, record, RESUME_WITHIN + 120)
+    resumed = time.monotonic() - arrived
+    record.kind = f"manual, deferred; resumed {resumed:.0f} s after tickets arrived"
+    phase.check(
+        record.state == "success" and resumed <= RESUME_WITHIN,
+        f"the deferred sensor resumed and the run succeeded {resumed:.1f} s after tickets arrived",
+    )
+    tries = deploy.api.get(f"/dags/{record.dag_id}/dagRuns/{_q(record.run_id)}/taskInstances/wait/tries")
+    states = [t["state"] for t in tries["task_instances"]]
+    phase.check(states == ["success"], f"the sensor finished in one try after deferral (tries: {states})")
+    invoice = sandbox.invoice(DEFER_INVOICE)
+    phase.check(invoice["assigned_to_support"], "the tickets found by the trigger were escalated")
+
+
+def _last_activity(invoice: dict[str, Any]) -> datetime:
+    return max(_dt(t["date"]) for t in invoice["tickets"])
+
+
+def _unanswered_since(invoice: dict[str, Any]) -> datetime | None:
+    since = None
+    for t in sorted(invoice["tickets"], key=lambda t: _dt(t["date"])):
+        if t["sender"] == "COMPANY":
+            since = None
+        elif since is None:
+            since = _dt(t["date"])
+    return since
+
+
+def check_end_state(
+    phase: Phase, before: dict[str, Any], after: dict[str, Any], manual_started: dict[str, datetime]
+) -> None:
+    """Compare the sandbox's end state with what the DAGs should have done, computed from ``before``."""
+    inv0, inv1 = before["invoices"], after["invoices"]
+
+    def company(company_id: str) -> dict[str, dict[str, Any]]:
+        return {i: v for i, v in inv0.items() if v["company_id"] == company_id}
+
+    # Archive: answered threads idle over 30 days, "now" being the latest run's run_after.
+    archive_now = manual_started["clubcollect_archive_stale"]
+    expected_archived = {
+        i
+        for i, v in company(ARCHIVE_COMPANY).items()
+        if v["status"] == "answered" and _last_activity(v) < archive_now - timedelta(days=30)
+    }
+    archived = {i for i, v in inv1.items() if v["actions"]["archive"] and v["company_id"] == ARCHIVE_COMPANY}
+    phase.check(
+        archived == expected_archived and all(inv1[i]["status"] == "archived" for i in archived),
+        f"archived exactly the {len(expected_archived)} answered threads idle over 30 days "
+        f"(got {len(archived)}; missing {sorted(expected_archived - archived)[:3]}, "
+        f"extra {sorted(archived - expected_archived)[:3]})",
+    )
+
+    # Escalate: unanswered threads waiting over 7 days.
+    escalate_now = manual_started["clubcollect_auto_escalate"]
+    expected_escalated = {
+        i
+        for i, v in company(ESCALATE_COMPANY).items()
+        if v["status"] == "unanswered" and (s := _unanswered_since(v)) and s < escalate_now - timedelta(days=7)
+    }
+    escalated = {i for i, v in inv1.items() if v["assigned_to_support"] and v["company_id"] == ESCALATE_COMPANY}
+    phase.check(
+        escalated == expected_escalated and bool(expected_escalated),
+        f"assigned exactly the {len(expected_escalated)} threads waiting over 7 days to support (got {len(escalated)})",
+    )
+
+    # Reply with the hook: two runs, one after the other, each answer the thread waiting longest
+    # (the oldest ticket awaiting an answer) and archive it.
+    waiting = sorted(
+        (
+            (min(_dt(t["date"]) for t in v["tickets"] if t["sender"] == "CUSTOMER" and _dt(t["date"]) >= s), i)
+            for i, v in company(REPLY_COMPANY).items()
+            if v["status"] == "unanswered" and (s := _unanswered_since(v))
+        )
+    )
+    expected_replied = {i for _, i in waiting[:2]}
+    replied = {i for i, v in inv1.items() if v["tickets_created"] and v["company_id"] == REPLY_COMPANY}
+    replies_ok = all(
+        inv1[i]["tickets_created"] == 1
+        and inv1[i]["status"] == "archived"
+        and inv1[i]["tickets"][-1]["sender"] == "COMPANY"
+        for i in replied
+    )
+    phase.check(
+        replied == expected_replied and replies_ok,
+        f"replied once to and archived each of the 2 threads waiting longest (got {len(replied)} threads, "
+        f"{sum(inv1[i]['tickets_created'] for i in replied)} tickets created on them)",
+    )
+    phase.check(
+        sum(v["tickets_created"] for v in inv1.values() if v["company_id"] in EXAMPLE_COMPANIES) == 2,
+        "no ticket created twice: 2 replies in all in the seeded companies",
+    )
+    untouched = {
+        i
+        for i, v in inv1.items()
+        if v["company_id"] in (EXPORT_COMPANY,) and (v["actions"]["archive"] or v["actions"]["assign_to_support"])
+    }
+    phase.check(not untouched, "the read-only export company was not changed")
+
+
+def check_mapped(phase: Phase, before: dict[str, Any]) -> None:
+    deploy = phase.deploy
+    # What each company's fetch should count: the tickets of its unanswered threads.  The other
+    # DAGs change no thread's status in companies 1 to 3 while the fan-out runs, only in 4.
+    expected: dict[str, int] = {}
+    for invoice in before["invoices"].values():
+        if invoice["status"] == "unanswered" and invoice["company_id"] in EXAMPLE_COMPANIES:
+            expected[invoice["company_id"]] = expected.get(invoice["company_id"], 0) + len(invoice["tickets"])
+    hosts: set[str] = set()
+    for record in phase.records:
+        if record.dag_id != "clubcollect_fan_out":
+            continue
+        mapped = [t for t in task_instances(deploy, record.dag_id, record.run_id) if t["task_id"] == "fetch_unanswered"]
+        indexes = sorted(t["map_index"] for t in mapped)
+        once = all(t["try_number"] == 1 and t["state"] == "success" for t in mapped)
+        phase.check(indexes == [0, 1, 2, 3] and once, f"fan-out {record.kind}: 4 mapped tasks, each ran once")
+        hosts |= {t["hostname"] for t in mapped}
+        totals = xcom(deploy, record.dag_id, record.run_id, "totals")
+        stable = {c: n for c, n in expected.items() if c != REPLY_COMPANY}
+        phase.check(
+            set(totals) == set(expected)
+            and all(totals[c] == n for c, n in stable.items())
+            and 0 < totals[REPLY_COMPANY] <= expected[REPLY_COMPANY],
+            f"fan-out {record.kind}: each company's unanswered tickets counted "
+            f"{ {c[:6]: n for c, n in totals.items()} } (before the runs: { {c[:6]: n for c, n in expected.items()} }; "
+            "the reply company's shrink as replies archive threads)",
+        )
+    phase.notes.append(f"fan-out mapped tasks ran on: {', '.join(sorted(hosts))}")
+    if phase.name == "celery":
+        phase.check(len(hosts) >= 2, f"mapped tasks spread over both Celery workers ({', '.join(sorted(hosts))})")
+
+
+# --- connection form, connection test, secrets, sockets ---------------------------------------------
+
+
+def check_connection_test(phase: Phase) -> None:
+    deploy = phase.deploy
+    body = {"connection_id": "clubcollect_e2e", "conn_type": "clubcollect", "host": deploy.sandbox_base}
+    good = deploy.api.call("POST", "/connections/test", {**body, "password": deploy.key})
+    phase.check(good["status"] is True, f"REST connection test with the right key: {good['message']!r}")
+    wrong_key = "wrong-" + secrets.token_hex(8)
+    bad = deploy.api.call("POST", "/connections/test", {**body, "password": wrong_key})
+    message = str(bad["message"])
+    phase.check(
+        bad["status"] is False and "key" in message.lower() and wrong_key not in message,
+        f"REST connection test with a wrong key names the key problem: {message!r}",
+    )
+
+
+def screenshot_connection_form(phase: Phase) -> None:
+    """The ClubCollect form in Airflow's UI, for the docs' connection page."""
+    deploy = phase.deploy
+    # A stored connection to open in the form (its key is Fernet-encrypted in the database).
+    deploy.api.call(
+        "POST",
+        "/connections",
+        {
+            "connection_id": "clubcollect_default",
+            "conn_type": "clubcollect",
+            "description": "ClubCollect partner API",
+            "host": "sandbox.clubcollect.com",
+            "password": deploy.key,
+            "extra": json.dumps({"timeout": 30, "max_retries": 5}),
+        },
+        ok=(200, 201, 409),
+    )
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="e2e-chromium-")
+    base = f"http://127.0.0.1:{deploy.api_port}"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ],
+                viewport={"width": 1280, "height": 1000},
+            )
+            browser.add_cookies([{"name": "_token", "value": deploy.api.token, "url": base}])
+            page = browser.new_page()
+            page.goto(f"{base}/connections", wait_until="networkidle")
+            page.get_by_text("clubcollect_default", exact=True).first.wait_for(timeout=30000)
+            page.get_by_role("button", name="Edit Connection").first.click()
+            page.get_by_text("API key").first.wait_for(timeout=30000)
+            page.wait_for_timeout(1000)
+            dialog = page.get_by_role("dialog")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            dialog.screenshot(path=str(SCREENSHOT))
+            text = dialog.inner_text()
+            # The typed extras are in a second section of the accordion (it opens one at a time).
+            page.get_by_text("Extra Fields", exact=True).first.click()
+            page.get_by_text("Max retries").first.wait_for(timeout=30000)
+            page.wait_for_timeout(1000)
+            dialog.screenshot(path=str(SCREENSHOT_EXTRAS))
+            text += dialog.inner_text()
+            browser.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    phase.check(
+        all(label in text for label in ("API key", "Base URL", "Timeout", "Max retries")) and deploy.key not in text,
+        f"the UI shows the ClubCollect form (screenshots in {SCREENSHOT.parent.relative_to(REPO)})",
+    )
+    deploy.api.call("DELETE", "/connections/clubcollect_default")
+
+
+def check_secrets(phase: Phase) -> None:
+    deploy = phase.deploy
+    key = deploy.key.encode()
+    leaked = []
+    files = 0
+    for path in [*HOME.rglob("*"), *LOGS.glob("*.log")]:
+        if path.is_file() and path.name != "sandbox.log":  # the sandbox is the server: it knows its key
+            files += 1
+            if key in path.read_bytes():
+                leaked.append(str(path.relative_to(WORK)))
+    phase.check(not leaked, f"the API key is in none of {files} log and home files {leaked[:5]}")
+
+    pg = postgres_bin()
+    dump = subprocess.run(
+        [str(pg / "pg_dump"), "-h", "127.0.0.1", "-p", str(deploy.pg_port), "-U", "airflow", "airflow"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    phase.check(len(dump) > 100_000 and key not in dump, f"the API key is in no table ({len(dump):,} bytes of pg_dump)")
+
+    redis_cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(deploy.redis_port)]
+    keys = subprocess.run([*redis_cli, "--scan"], capture_output=True, check=True).stdout.split()
+    subprocess.run([*redis_cli, "SAVE"], capture_output=True, check=True)
+    rdb = (deploy.redis_dir / "dump.rdb").read_bytes()
+    phase.check(
+        key not in rdb and all(key not in k for k in keys),
+        f"the API key is in no Redis key or value ({len(keys)} keys, {len(rdb):,} bytes saved uncompressed)",
+    )
+
+
+def check_loopback_only(phase: Phase) -> None:
+    import psutil
+
+    pids: set[int] = set()
+    for component in phase.deploy.stack.components:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(component.process.pid)
+            pids |= {parent.pid, *(c.pid for c in parent.children(recursive=True))}
+    listening = [
+        (c.laddr.ip, c.laddr.port, c.pid)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    outside = [entry for entry in listening if entry[0] not in ("127.0.0.1", "::1")]
+    phase.check(
+        bool(listening) and not outside,
+        f"all {len(listening)} listening sockets are on loopback {outside}",
+    )
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+
+def print_summary(phases: list[Phase], stack: Stack, started: float) -> None:
+    rows = [("component / DAG run", "state", "duration")]
+    for component in [*stack.stopped, *stack.components]:
+        end = component.stopped or time.monotonic()
+        state = "stopped" if component.stopped else ("running" if component.alive() else "exited")
+        rows.append((f"{component.name} (pid {component.process.pid})", state, f"{end - component.started:.0f} s up"))
+    for phase in phases:
+        for record in phase.records:
+            duration = f"{record.duration:.0f} s" if record.duration is not None else "-"
+            rows.append((f"[{phase.name}] {record.dag_id} ({record.kind})", record.state, duration))
+    for phase in phases:
+        rows.append(
+            (
+                f"[{phase.name}] checks",
+                "passed" if not phase.failures else "FAILED",
+                f"{len(phase.notes)} ok, {len(phase.failures)} failed",
+            )
+        )
+    rows.append(
+        (
+            "make e2e",
+            "passed" if all(not p.failures for p in phases) and phases else "FAILED",
+            f"{time.monotonic() - started:.0f} s",
+        )
+    )
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = "+".join("-" * (w + 2) for w in width)
+    print(f"\n+{line}+")
+    for n, row in enumerate(rows):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, width, strict=False)) + " |")
+        if n == 0:
+            print(f"+{line}+")
+    print(f"+{line}+", flush=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    if os.geteuid() != 0:
+        print("make e2e runs PostgreSQL as the 'postgres' user and so needs root.", file=sys.stderr)
+        return 2
+    shutil.rmtree(WORK, ignore_errors=True)
+    LOGS.mkdir(parents=True)
+    (HOME / "dags").mkdir(parents=True)
+    for dag_file in [*EXAMPLE_DAGS.glob("*.py"), DEFERRED_DAG]:
+        shutil.copy(dag_file, HOME / "dags" / dag_file.name)
+    scratch = Path(tempfile.mkdtemp(prefix="clubcollect-e2e-"))
+    os.chmod(scratch, 0o755)
+
+    stack = Stack()
+    phases: list[Phase] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (a background job)
+    try:
+        from cryptography.fernet import Fernet
+
+        ports = {"pg": free_port(), "redis": free_port(), "sandbox": free_port(), "api": free_port()}
+        key = "e2e-key-" + secrets.token_hex(16)
+        env = airflow_env(key, ports, Fernet.generate_key().decode(), secrets.token_urlsafe(64))
+        password = secrets.token_urlsafe(12)
+        (HOME / "passwords.json").write_text(json.dumps({"admin": password}))
+        deploy = Deployment(
+            stack,
+            key,
+            ports["pg"],
+            ports["redis"],
+            ports["sandbox"],
+            ports["api"],
+            scratch / "pg",
+            scratch / "redis",
+            env,
+        )
+
+        say(f"PostgreSQL on 127.0.0.1:{ports['pg']}, Redis on :{ports['redis']} (throwaway data in {scratch})")
+        start_postgres(stack, deploy.pg_data, deploy.pg_port)
+        deploy.redis_dir.mkdir()
+        stack.start(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(ports["redis"]),
+                "--dir",
+                str(deploy.redis_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--rdbcompression",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            {"PATH": os.environ["PATH"]},
+        )
+        stack.start(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_clubcollect.sandbox",
+                "--port",
+                str(ports["sandbox"]),
+                "--api-key",
+                key,
+            ],
+            {**env, "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": ""},
+        )
+        say("airflow db migrate")
+        run([AIRFLOW, "db", "migrate"], env=env)
+        say(f"api-server on 127.0.0.1:{ports['api']}, dag-processor, triggerer")
+        start_airflow(stack, env, ports["api"])
+        base = f"http://127.0.0.1:{ports['api']}"
+        wait_until("the api-server", lambda: api_up(base), 180, stack, 2)
+        deploy.api = Api(base, password)
+        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, DEFERRED_DAG_ID])
+
+        # LocalExecutor.
+        local = Phase("local", deploy)
+        phases.append(local)
+        scheduler = stack.start("scheduler-local", [AIRFLOW, "scheduler", "--skip-serve-logs"], env)
+        check_connection_test(local)
+        screenshot_connection_form(local)
+        run_phase(local, datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1))
+        check_secrets(local)
+        check_loopback_only(local)
+        stack.stop(scheduler)
+
+        # CeleryExecutor with two workers.
+        celery_env = {**env, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}
+        celery = Phase("celery", deploy)
+        phases.append(celery)
+        say("CeleryExecutor: scheduler and two workers")
+        stack.start("scheduler-celery", [AIRFLOW, "scheduler", "--skip-serve-logs"], celery_env)
+        for n in (1, 2):
+            stack.start(
+                f"celery-worker-{n}",
+                [
+                    AIRFLOW,
+                    "celery",
+                    "worker",
+                    "--skip-serve-logs",
+                    "--concurrency",
+                    "2",
+                    "--celery-hostname",
+                    f"worker{n}@%h",
+                ],
+                {**celery_env, "CLUBCOLLECT_E2E_HOSTNAME": f"celery-worker-{n}"},
+            )
+        run_phase(celery, datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=2))
+        check_secrets(celery)
+        check_loopback_only(celery)
+    except KeyboardInterrupt as exc:
+        say(f"interrupted ({exc}); stopping everything")
+        phases.append(Phase("interrupted", None, failures=["interrupted"]))  # type: ignore[arg-type]
+    except Exception as exc:  # anything at all: still stop everything and print the table
+        say(f"FAILED: {type(exc).__name__}: {exc}")
+        phases.append(Phase("error", None, failures=[str(exc)]))  # type: ignore[arg-type]
+    finally:
+        stack.stop_all()
+        shutil.rmtree(scratch, ignore_errors=True)
+        print_summary(phases, stack, started)
+    failures = [f"[{p.name}] {f}" for p in phases for f in p.failures]
+    if failures:
+        print("\nFailed:\n" + "\n".join(f"- {f}" for f in failures))
+        print(f"Logs: {LOGS}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
