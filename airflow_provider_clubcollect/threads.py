@@ -269,3 +269,31 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
 
 def _is_list_like(value: Any) -> bool:
     return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+
+
+def awaiting_answer_due(
+    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """
+    The tickets that await an answer, each with the moment it became due, ordered by that moment.
+
+    A ticket becomes due when it awaits an answer and its thread has been unanswered for longer
+    than ``unanswered_for``: at ``max(ticket date, unanswered since + unanswered_for)``.  Without
+    ``unanswered_for`` that is the ticket's date.  The event trigger keeps its watermark on this
+    moment, so that a thread which only now has waited long enough is reported even when its
+    tickets are older than tickets reported before.
+
+    :param tickets: the company's unanswered tickets.
+    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
+    :param now: the reference time.
+    :return: ``(due, ticket)`` pairs, sorted by due, then date, then ticket ID.
+    """
+    due: list[tuple[datetime, datetime, dict[str, Any]]] = []
+    for thread in _unanswered_threads(tickets, unanswered_for, now):
+        since = thread.unanswered_since
+        assert since is not None  # _unanswered_threads keeps only threads awaiting an answer
+        for ticket in thread.awaiting_answer():
+            date = parse_date(ticket[FIELD_DATE])
+            due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))
+    due.sort(key=lambda item: (item[0], item[1], str(item[2].get(FIELD_TICKET_ID))))
+    return [(moment, ticket) for moment, _, ticket in due]
