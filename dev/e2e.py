@@ -115,6 +115,7 @@ class RunRecord:
     kind: str
     state: str = "?"
     duration: float | None = None
+    expected: str = "success"
 
 
 class Stack:
@@ -508,7 +509,7 @@ def run_phase(phase: Phase, logical_base: datetime) -> None:
                 wait_for_run(deploy, record)
 
     for record in phase.records:
-        phase.check(record.state == "success", f"{record.dag_id} ({record.kind}) ended {record.state}")
+        phase.check(record.state == record.expected, f"{record.dag_id} ({record.kind}) ended {record.state}")
 
     after = sandbox.state()
     check_end_state(phase, before, after, manual_started)
@@ -662,6 +663,7 @@ def run_watcher(phase: Phase, sandbox: Any) -> None:
         record.run_id = trigger(deploy, WATCH_DAG_ID, logical_date)
         phase.records.append(record)
         wait_for_run(deploy, record)
+        phase.check(record.state == "success", f"{record.dag_id} ({record.kind}) ended {record.state}")
 
     def settled(expected_runs: int) -> list[dict[str, Any]] | None:
         found = runs()
@@ -688,27 +690,50 @@ def run_watcher(phase: Phase, sandbox: Any) -> None:
         f"{time.monotonic() - arrived:.0f} s after it arrived",
     )
 
+    # A restart proves something only while a reported ticket still awaits an answer: let the
+    # acknowledgement of the next message fail (the sandbox refuses that POST), so it stays waiting.
+    refused = {"fault": "error", "status": 422, "method": "POST", "path_regex": invoices[0]}
+    sandbox.set_faults(script=[refused] * 20)
+    sandbox.add_tickets(invoices[0], [ticket("Hallo?", "CUSTOMER", datetime.now(timezone.utc))])
+    third = wait_until(
+        "the watcher to report the message", lambda: settled(len(second) + 1), RUN_TIMEOUT, deploy.stack, 1
+    )
+    failed = [r["dag_run_id"] for r in third if r["state"] == "failed"]
+    phase.check(
+        len(third) == len(second) + 1 and len(failed) == 1 and acks() == {invoices[0]: 1, invoices[1]: 1},
+        "watcher: a message whose acknowledgement the API refused ran the DAG once and still awaits an answer",
+    )
+    sandbox.clear_faults()
     # Restart the triggerer: what was reported stays reported (the asset state store).
     old = next(c for c in deploy.stack.components if c.name.startswith("triggerer"))
     deploy.stack.stop(old)
     deploy.stack.start("triggerer-restarted", [AIRFLOW, "triggerer", "--skip-serve-logs"], deploy.env)
     time.sleep(6 * WATCH_POLL)  # the new triggerer picks the watcher up and polls several times
     phase.check(
-        len(runs()) == len(second) and acks() == {invoices[0]: 1, invoices[1]: 1},
-        f"watcher: no run again after the triggerer restarted ({len(runs())} asset-triggered runs in all)",
+        len(runs()) == len(third) and acks() == {invoices[0]: 1, invoices[1]: 1},
+        f"watcher: the waiting, reported message ran nothing again after the triggerer restarted "
+        f"({len(runs())} asset-triggered runs in all)",
     )
-    sandbox.add_tickets(invoices[0], [ticket("Hallo?", "CUSTOMER", datetime.now(timezone.utc))])
-    third = wait_until(
-        "the restarted watcher to report a new ticket", lambda: settled(len(second) + 1), RUN_TIMEOUT, deploy.stack, 1
+    sandbox.add_tickets(invoices[1], [ticket("Nog iets", "CUSTOMER", datetime.now(timezone.utc))])
+    fourth = wait_until(
+        "the restarted watcher to report a new message", lambda: settled(len(third) + 1), RUN_TIMEOUT, deploy.stack, 1
     )
     phase.check(
-        len(third) == len(second) + 1 and acks() == {invoices[0]: 2, invoices[1]: 1},
+        len(fourth) == len(third) + 1 and acks() == {invoices[0]: 1, invoices[1]: 2},
         "watcher: after the restart, the next new message ran the DAG exactly once",
     )
-    for run in third:
-        record = RunRecord(phase.name, WATCH_DAG_ID, run["dag_run_id"], "asset event")
+    for run in fourth:
+        refused_on_purpose = run["dag_run_id"] in failed
+        record = RunRecord(
+            phase.name,
+            WATCH_DAG_ID,
+            run["dag_run_id"],
+            "asset event" + ("; POST refused on purpose" if refused_on_purpose else ""),
+        )
+        record.expected = "failed" if refused_on_purpose else "success"
         phase.records.append(record)
         wait_for_run(deploy, record)
+        phase.check(record.state == record.expected, f"{record.dag_id} ({record.kind}) ended {record.state}")
 
     asset = next(
         a
@@ -719,8 +744,8 @@ def run_watcher(phase: Phase, sandbox: Any) -> None:
     payloads = [((e.get("extra") or {}).get("payload") or {}) for e in events]
     ticket_ids = [p.get("ticket_id") for p in payloads]
     phase.check(
-        len(events) == 3 and len(set(ticket_ids)) == 3 and all(p.get("invoice_id") in invoices for p in payloads),
-        f"watcher: 3 asset events, one per new ticket, each carrying its ticket_id ({len(events)} events)",
+        len(events) == 4 and len(set(ticket_ids)) == 4 and all(p.get("invoice_id") in invoices for p in payloads),
+        f"watcher: 4 asset events, one per new ticket, each carrying its ticket_id ({len(events)} events)",
     )
     phase.check(all(deploy.key not in json.dumps(e) for e in events), "watcher: no asset event carries the API key")
     deploy.api.call("PATCH", f"/dags/{WATCH_DAG_ID}", {"is_paused": True})
