@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
+from airflow_provider_clubcollect.wire import shorten, shown
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 #: latency near 2.5 s while staying far from rate limits a partner API is likely to have; raise it
 #: when ClubCollect allows, lower it when you see 429s.
 DEFAULT_MAX_CONCURRENCY = 8
+#: Failures named with their reason in a bulk error; later ones are named by ID only, so that
+#: the message stays readable and bounded however many invoices failed.
+DETAILED_FAILURES = 20
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,14 @@ class BulkResult:
         if not self.failed:
             return
         total = len(self.done) + len(self.failed)
-        reasons = "; ".join(f"{invoice_id}: {reason}" for invoice_id, reason in sorted(self.failed.items()))
+        failed = sorted(self.failed.items())
+        reasons = "; ".join(
+            f"{invoice_id}: {shorten(reason, 300)}" for invoice_id, reason in failed[:DETAILED_FAILURES]
+        )
+        if len(failed) > DETAILED_FAILURES:
+            reasons += f"; and {len(failed) - DETAILED_FAILURES} more: " + ", ".join(
+                invoice_id for invoice_id, _ in failed[DETAILED_FAILURES:]
+            )
         raise ClubCollectError(
             f"Could not {verb} {len(self.failed)} of {total} invoices ({len(self.done)} succeeded). "
             f"Failed: {reasons}. Re-running is safe: the action is idempotent."
@@ -61,7 +72,7 @@ def check_concurrency(value: object) -> int:
     :raises ClubCollectValidationError: otherwise.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ClubCollectValidationError(f"max_concurrency must be an integer of at least 1, got {value!r}.")
+        raise ClubCollectValidationError(f"max_concurrency must be an integer of at least 1, got {shown(value)}.")
     return value
 
 
@@ -89,7 +100,7 @@ def run_bulk(
             code = f"{exc.status_code} {exc.error_code}" if exc.status_code else type(exc).__name__
             return invoice_id, f"{code.strip()}: {exc}"
         except Exception as exc:  # a bug or an unexpected library error: still report every invoice
-            return invoice_id, f"{type(exc).__name__}: {exc}"
+            return invoice_id, f"{type(exc).__name__}: {shorten(str(exc), 300)}"
         return invoice_id, None
 
     workers = min(check_concurrency(max_concurrency), len(invoice_ids))

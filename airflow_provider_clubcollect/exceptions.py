@@ -11,6 +11,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_clubcollect.wire import MAX_MESSAGE_CHARS, shorten
+
 
 class ClubCollectError(AirflowException):
     """
@@ -22,6 +24,8 @@ class ClubCollectError(AirflowException):
     """
 
     def __init__(self, message: str, *, status_code: int | None = None, error_code: str | None = None):
+        # The last guard of a bounded message: the parts quoted from answers are short already.
+        message = shorten(str(message), MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         self.status_code = status_code  # type: ignore[assignment]  # an int here, not HTTPStatus

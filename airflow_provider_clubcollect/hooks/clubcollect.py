@@ -245,9 +245,13 @@ class ClubCollectHook(BaseHook):
                     )
                     return posted
                 if attempt > policy.max_retries:
+                    if exc.status_code is not None:
+                        last = f"HTTP {exc.status_code}"
+                    else:
+                        last = "no answer in time" if exc.timed_out else "the connection was lost"
                     raise ClubCollectServerError(
-                        f"Could not {request.description}: the answer was lost {attempt} times and the "
-                        "ticket is not on the invoice.",
+                        f"Could not {request.description}: the answer was lost {attempt} times (the last "
+                        f"attempt got {last}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
@@ -360,10 +364,8 @@ class ClubCollectHook(BaseHook):
                     f"Connection works: {self.settings.base_url} accepted the API key "
                     f"(a test invoice answered 404 {wire.ERROR_INVALID_INVOICE_ID}, as expected)."
                 )
-            return False, (
-                f"{self.settings.base_url} answered 404 without the API's {wire.ERROR_INVALID_INVOICE_ID} "
-                "code: is the base URL right?"
-            )
+            # The error's message says what the 404 was and asks whether the base URL is right.
+            return False, f"{self.settings.base_url}: {exc}"
         except ClubCollectAuthError as exc:
             return (
                 False,

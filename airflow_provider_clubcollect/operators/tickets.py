@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW, DEFAULT_POOL_SIZE, ClubCollectHook
+from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     check_duration,
     human_duration,
@@ -57,18 +58,24 @@ class ClubCollectBaseOperator(BaseOperator):
     Base of the ClubCollect operators: holds the connection id and builds the hook.
 
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the requests
+        (back-off; the count comes from the connection); an Airflow task retry policy is passed on to Airflow.
     """
 
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
+        request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
         super().__init__(**kwargs)
         self.clubcollect_conn_id = clubcollect_conn_id
+        self.clubcollect_retry_policy = request_policy
 
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
-        return ClubCollectHook(self.clubcollect_conn_id, pool_size=self._pool_size())
+        return ClubCollectHook(
+            self.clubcollect_conn_id, pool_size=self._pool_size(), retry_policy=self.clubcollect_retry_policy
+        )
 
     def _pool_size(self) -> int:
         return DEFAULT_POOL_SIZE

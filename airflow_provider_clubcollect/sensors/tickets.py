@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     awaiting_answer,
     check_duration,
@@ -18,7 +19,12 @@ from airflow_provider_clubcollect.threads import (
     run_reference_time,
     to_utc,
 )
-from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, UnansweredTicketsTrigger
+from airflow_provider_clubcollect.triggers.tickets import (
+    EVENT_ERROR,
+    EVENT_SUCCESS,
+    EVENT_TIMEOUT,
+    UnansweredTicketsTrigger,
+)
 from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
 
 if TYPE_CHECKING:
@@ -53,6 +59,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     :param reference_time: "now" for the selection (templated); default the current UTC time.
     :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the requests,
+        also handed to the trigger; an Airflow task retry policy is passed on to Airflow.
     """
 
     template_fields: Sequence[str] = ("company_id", "reference_time")
@@ -67,9 +75,12 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         reference_time: datetime | str | None = None,
         deferrable: bool | None = None,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        retry_policy: Any = None,
         **kwargs: Any,
     ) -> None:
+        request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
         super().__init__(**kwargs)
+        self.clubcollect_retry_policy = request_policy
         if isinstance(min_tickets, bool) or not isinstance(min_tickets, int) or min_tickets < 1:
             raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
         if unanswered_for is not None:
@@ -84,7 +95,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
-        return ClubCollectHook(self.clubcollect_conn_id)
+        return ClubCollectHook(self.clubcollect_conn_id, retry_policy=self.clubcollect_retry_policy)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -93,8 +104,10 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         :param context: the task context.
         """
         company_id = validate_id(self.company_id, "company_id")
+        # A bad rendered value fails before any page is read.
+        now = run_reference_time(self.reference_time, context)
         tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED)
-        waiting = awaiting_answer(tickets, self.unanswered_for, run_reference_time(self.reference_time, context))
+        waiting = awaiting_answer(tickets, self.unanswered_for, now)
         self.log.info(
             "%d tickets of company %r await an answer%s; waiting for %d.",
             len(waiting),
@@ -147,14 +160,22 @@ class UnansweredTicketsSensor(BaseSensorOperator):
             raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
         raise exc
 
-    def _defer(self, context: Context, remaining_seconds: float) -> None:
-        if remaining_seconds <= 0:
-            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+    def _timed_out(self) -> None:
+        from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-            message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
-            if self.soft_fail:
-                raise AirflowSkipException(message)
-            raise AirflowSensorTimeout(message)
+        message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
+        if self.soft_fail:
+            raise AirflowSkipException(message)
+        raise AirflowSensorTimeout(message)
+
+    def _defer(self, context: Context, remaining_seconds: float) -> None:
+        from datetime import datetime, timezone
+
+        if remaining_seconds <= 0:
+            self._timed_out()
+        # The trigger carries its own deadline, so that it ends even where nothing enforces the
+        # deferral's timeout (``airflow dags test`` runs triggers in line, with no timeout).
+        timeout_at = datetime.now(timezone.utc) + timedelta(seconds=remaining_seconds)
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=validate_id(self.company_id, "company_id"),
@@ -165,6 +186,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
                 else run_reference_time(self.reference_time, context).isoformat(),
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
+                retry_policy=self.clubcollect_retry_policy,
+                timeout_at=timeout_at.isoformat(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining_seconds),
@@ -178,10 +201,12 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         :param event: the trigger's event payload.
         :raises ClubCollectError: the subclass named in an error event, with the API's message.
         """
-        if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR):
-            raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r}.")
+        if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR, EVENT_TIMEOUT):
+            raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r:.500}.")
         if event["status"] == EVENT_ERROR:
             raise ClubCollectError.from_payload(event)
+        if event["status"] == EVENT_TIMEOUT:
+            self._timed_out()
         tickets: list[dict[str, Any]] = list(event.get("tickets") or [])
         self.log.info("%d tickets of company %r await an answer.", len(tickets), self.company_id)
         return tickets

@@ -27,6 +27,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectValidationError,
 )
 from airflow_provider_clubcollect.paging import CompanyTicketPager
+from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.threads import awaiting_answer, awaiting_answer_due, parse_date, to_utc
 from airflow_provider_clubcollect.wire import (
     DEFAULT_CONN_ID,
@@ -34,18 +35,20 @@ from airflow_provider_clubcollect.wire import (
     FIELD_INVOICE_ID,
     FIELD_TICKET_ID,
     STATUS_UNANSWERED,
+    shorten,
     validate_id,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
     from airflow_provider_clubcollect.transport import AsyncTransport
 
 #: Event ``status`` values.
 EVENT_SUCCESS = "success"
 EVENT_ERROR = "error"
+#: The trigger's own deadline (``timeout_at``) passed: the sensor ends as a timed-out poking sensor does.
+EVENT_TIMEOUT = "timeout"
 
 
 class UnansweredTicketsTrigger(BaseTrigger):
@@ -53,8 +56,9 @@ class UnansweredTicketsTrigger(BaseTrigger):
     Poll a company's unanswered tickets until at least ``min_tickets`` await an answer.
 
     Fires one event: ``{"status": "success", "tickets": [...]}`` with the tickets that await an
-    answer (oldest first), or ``{"status": "error", "error_class": ..., "message": ...,
-    "status_code": ..., "error_code": ...}`` when the API fails after every retry.
+    answer (oldest first), ``{"status": "error", "error_class": ..., "message": ...,
+    "status_code": ..., "error_code": ...}`` when the API fails after every retry, or
+    ``{"status": "timeout", "message": ...}`` once ``timeout_at`` has passed.
 
     :param company_id: the company.
     :param min_tickets: how many tickets must await an answer.
@@ -63,6 +67,10 @@ class UnansweredTicketsTrigger(BaseTrigger):
     :param poke_interval: seconds between two polls.
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
+    :param retry_policy: back-off settings, a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or
+        its fields as a dict (how it is serialized); the connection's ``max_retries`` sets the count.
+    :param timeout_at: ISO 8601 moment after which the trigger stops polling and fires a timeout
+        event; the sensor sets it from its ``timeout``.  ``None`` polls until cancelled.
     """
 
     def __init__(
@@ -74,8 +82,12 @@ class UnansweredTicketsTrigger(BaseTrigger):
         reference_time: str | None = None,
         poke_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        retry_policy: RetryPolicy | dict[str, Any] | None = None,
+        timeout_at: str | None = None,
     ) -> None:
         super().__init__()
+        self.retry_policy = RetryPolicy(**retry_policy) if isinstance(retry_policy, dict) else retry_policy
+        self.timeout_at = timeout_at
         self.company_id = company_id
         self.min_tickets = min_tickets
         self.unanswered_for_seconds = unanswered_for_seconds
@@ -94,6 +106,8 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 "reference_time": self.reference_time,
                 "poke_interval": self.poke_interval,
                 "clubcollect_conn_id": self.clubcollect_conn_id,
+                "retry_policy": None if self.retry_policy is None else dataclasses.asdict(self.retry_policy),
+                "timeout_at": self.timeout_at,
             },
         )
 
@@ -101,11 +115,22 @@ class UnansweredTicketsTrigger(BaseTrigger):
         """Poll until enough tickets await an answer, then fire one event."""
         transport: AsyncTransport | None = None
         try:
+            deadline = None if self.timeout_at is None else to_utc(self.timeout_at)
             transport, policy = await self._connect()
             while True:
-                waiting = await self.poll(transport, policy)
-                if len(waiting) >= self.min_tickets:
+                try:
+                    # A poll is read-only, so cutting one short at the deadline loses nothing.
+                    waiting = await asyncio.wait_for(self.poll(transport, policy), _seconds_until(deadline))
+                except asyncio.TimeoutError:
+                    waiting = None
+                if waiting is not None and len(waiting) >= self.min_tickets:
                     yield TriggerEvent({"status": EVENT_SUCCESS, "tickets": waiting})
+                    return
+                left = _seconds_until(deadline)
+                if waiting is None or (left is not None and left <= 0):
+                    yield TriggerEvent(
+                        {"status": EVENT_TIMEOUT, "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
+                    )
                     return
                 self.log.info(
                     "%d tickets of company %r await an answer; waiting for %d. Next poll in %g s.",
@@ -114,7 +139,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
                     self.min_tickets,
                     self.poke_interval,
                 )
-                await asyncio.sleep(self.poke_interval)
+                await asyncio.sleep(self.poke_interval if left is None else min(self.poke_interval, left))
         except Exception as exc:
             # Every failure, a missing connection included, becomes an error event, so that the
             # sensor handles it as a failed poke (a crashed trigger would reach the task as a
@@ -126,7 +151,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 await asyncio.shield(transport.aclose())
 
     async def _connect(self) -> tuple[AsyncTransport, RetryPolicy]:
-        return await _aconnect(self.clubcollect_conn_id)
+        return await _aconnect(self.clubcollect_conn_id, self.retry_policy)
 
     async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
         """
@@ -142,10 +167,16 @@ class UnansweredTicketsTrigger(BaseTrigger):
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
 
 
+def _seconds_until(deadline: datetime | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds())
+
+
 def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
     if isinstance(exc, ClubCollectError):
         return exc
-    return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {exc}")
+    return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {shorten(str(exc), 1000)}")
 
 
 async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tuple[AsyncTransport, RetryPolicy]:
@@ -156,12 +187,9 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     :param retry_policy: back-off settings; its ``max_retries`` is replaced by the connection's, as in the hook.
     :return: the transport and the retry policy to use with it.
     """
-    import dataclasses
-
     from airflow.sdk import BaseHook
 
     from airflow_provider_clubcollect.connection import amask_secret, settings_from_airflow_connection
-    from airflow_provider_clubcollect.retry import RetryPolicy
     from airflow_provider_clubcollect.transport import AsyncTransport
 
     conn = await BaseHook.aget_connection(conn_id)
