@@ -34,6 +34,7 @@ with DAG(
     params={"company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1)},
     tags=["clubcollect", "example"],
 ):
+    # [START howto_operator_archive_tickets]
     ArchiveTicketsOperator(
         task_id="archive_stale_answered",
         company_id="{{ params.company_id }}",
@@ -41,3 +42,4 @@ with DAG(
         inactive_for=timedelta(days=30),
         reference_time="{{ data_interval_end }}",
     )
+    # [END howto_operator_archive_tickets]
