@@ -38,13 +38,16 @@ class UnansweredTicketsTrigger(BaseTrigger):
     answer (oldest first), or ``{"status": "error", "error_class": ..., "message": ...,
     "status_code": ..., "error_code": ...}`` when the API fails after every retry.
 
-    :param company_id: the company.
-    :param min_tickets: how many tickets must await an answer.
-    :param unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
-    :param reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current time at each poll.
-    :param poke_interval: seconds between two polls.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
+    :param str company_id: the company.
+    :param int min_tickets: how many tickets must await an answer.
+    :param float | None unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
+    :param str | None reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current
+        time at each poll.
+    :param float poke_interval: seconds between two polls.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
+
+    .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
 
     def __init__(
@@ -66,7 +69,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         self.clubcollect_conn_id = clubcollect_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and plain keyword arguments: the connection id, never the key."""
+        """
+        The class path and plain keyword arguments: the connection id, never the key.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -80,7 +87,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until enough tickets await an answer, then fire one event."""
+        """
+        Poll until enough tickets await an answer, then fire one event.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
         transport: AsyncTransport | None = None
         try:
             transport, policy = await self._connect()
@@ -125,9 +136,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         """
         Read every page once and select the tickets awaiting an answer.
 
-        :param transport: the async transport.
-        :param policy: the retry policy.
+        :param AsyncTransport transport: the async transport.
+        :param RetryPolicy policy: the retry policy.
         :return: the tickets awaiting an answer, oldest first.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         from airflow_provider_clubcollect.transport import exchange, run_async
 
