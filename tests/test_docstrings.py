@@ -95,8 +95,9 @@ def test_public_api_is_documented(qualname: str, doc: str | None, params: set[st
 
 def test_template_fields_say_templated() -> None:
     for cls in _public_classes():
-        doc = cls.__doc__ or ""
+        # cleandoc: Python 3.13 dedents docstrings itself, older Pythons do not.
+        doc = inspect.cleandoc(cls.__doc__ or "")
         for field in getattr(cls, "template_fields", ()):
-            line = re.search(rf":param [^\n]* {field}:(.*(?:\n\s{{8}}.*)*)", doc)
+            line = re.search(rf"^:param [^\n]* {field}:(.*(?:\n[ \t]+\S.*)*)", doc, flags=re.MULTILINE)
             assert line is not None, f"{cls.__name__}.{field} is not documented"
             assert "(templated)" in line[1], f"{cls.__name__}.{field}"
