@@ -64,10 +64,12 @@ class RetryPolicy:
     the server did not apply them (429, a refused connection); otherwise the verdict is
     :attr:`Verdict.AMBIGUOUS` and the caller decides.
 
-    :param max_retries: retries after the first attempt, 0 (no retry) to 100.
-    :param backoff_initial: the wait before the first retry, in seconds, before jitter.
-    :param backoff_max: the longest wait between two attempts, in seconds.
-    :param retry_after_max: the longest ``Retry-After`` honoured, in seconds; longer ones are capped.
+    :param int max_retries: retries after the first attempt, 0 (no retry) to 100.
+    :param float backoff_initial: the wait before the first retry, in seconds, before jitter.
+    :param float backoff_max: the longest wait between two attempts, in seconds.
+    :param float retry_after_max: the longest ``Retry-After`` honoured, in seconds; longer ones are capped.
+
+    .. seealso:: :ref:`retries`
     """
 
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -92,8 +94,10 @@ class RetryPolicy:
         """
         Judge one attempt's outcome.
 
-        :param request: the request that was sent.
-        :param outcome: its answer, or the failure to get one.
+        :param ApiRequest request: the request that was sent.
+        :param RawResponse | TransportFailure outcome: its answer, or the failure to get one.
+
+        .. seealso:: :ref:`retries`
         """
         if isinstance(outcome, TransportFailure):
             if outcome.maybe_applied and not request.idempotent:
@@ -110,8 +114,11 @@ class RetryPolicy:
         """
         How long to wait before a retry.
 
-        :param retry_number: 1 before the first retry, 2 before the second, ...
-        :param outcome: the outcome being retried; its ``Retry-After`` header wins when present.
+        :param int retry_number: 1 before the first retry, 2 before the second, ...
+        :param RawResponse | TransportFailure outcome: the outcome being retried; its ``Retry-After``
+            header wins when present.
+
+        .. seealso:: :ref:`retries`
         """
         if isinstance(outcome, RawResponse):
             retry_after = parse_retry_after(outcome.headers.get("retry-after"))
@@ -123,7 +130,9 @@ class RetryPolicy:
         """
         The exponential wait with jitter before a retry, when the server named no time.
 
-        :param retry_number: 1 before the first retry, 2 before the second, ...
+        :param int retry_number: 1 before the first retry, 2 before the second, ...
+
+        .. seealso:: :ref:`retries`
         """
         # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 times any wait is past any cap.
         ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(max(retry_number - 1, 0), 64))

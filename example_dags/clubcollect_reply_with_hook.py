@@ -27,6 +27,7 @@ SANDBOX_COMPANY_ID = "6f946b943e8c341e6b7c904b61c811924144f485"
 REPLY = "Thank you for your message. We have looked at your invoice and will contact you this week."
 
 
+# [START howto_hook_clubcollect]
 @task
 def oldest_unanswered_thread(company_id: str) -> str | None:
     """The invoice whose thread has waited longest for an answer (lists are oldest first)."""
@@ -50,6 +51,9 @@ def reply_and_archive(invoice_id: str | None) -> dict[str, Any] | None:
         ticket = hook.create_ticket(invoice_id, REPLY)
         hook.archive_tickets(invoice_id)
     return {"invoice_id": invoice_id, "reply_ticket_id": ticket["ticket_id"]}
+
+
+# [END howto_hook_clubcollect]
 
 
 with DAG(

@@ -57,12 +57,14 @@ class ClubCollectHook(BaseHook):
             for ticket in hook.iter_company_tickets(company_id, "unanswered"):
                 ...
 
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
         API key; its host the base URL (optional); its extras ``timeout`` and ``max_retries``.
-    :param timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
-    :param max_retries: retries per request; overrides the connection's ``max_retries`` extra.
-    :param retry_policy: back-off settings; its ``max_retries`` is replaced by the one above.
-    :param pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
+    :param float | None timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
+    :param int | None max_retries: retries per request; overrides the connection's ``max_retries`` extra.
+    :param RetryPolicy | None retry_policy: back-off settings; its ``max_retries`` is replaced by the one above.
+    :param int pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
+
+    .. seealso:: :ref:`hook`, and :ref:`connection` for the connection it reads.
     """
 
     conn_name_attr = "clubcollect_conn_id"
@@ -121,11 +123,17 @@ class ClubCollectHook(BaseHook):
         The hook's ``requests.Session``, already carrying the headers every request needs.
 
         :return: the session; use :meth:`close` (or the hook as a context manager) to release it.
+
+        .. seealso:: :ref:`hook`
         """
         return self._get_transport().session
 
     def close(self) -> None:
-        """Close the session and its pooled connections."""
+        """
+        Close the session and its pooled connections.
+
+        .. seealso:: :ref:`hook`
+        """
         with self._lock:
             if self._transport is not None:
                 self._transport.close()
@@ -147,9 +155,11 @@ class ClubCollectHook(BaseHook):
         """
         Read an invoice's tickets (its thread).
 
-        :param invoice_id: the invoice.
+        :param str invoice_id: the invoice.
         :return: the tickets, as the API returns them.
         :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
+
+        .. seealso:: :ref:`hook`
         """
         request = wire.get_invoice_tickets_request(invoice_id)
         return wire.parse_tickets(request, self._call(request))
@@ -174,13 +184,15 @@ class ClubCollectHook(BaseHook):
         the call, and an identical message posted by someone else within those minutes is taken
         as ours.
 
-        :param invoice_id: the invoice.
-        :param message: the ticket's text; must not be empty or whitespace.
-        :param task_state_store: a task state store (``get``/``set``); by default the running
+        :param str invoice_id: the invoice.
+        :param str message: the ticket's text; must not be empty or whitespace.
+        :param Any task_state_store: a task state store (``get``/``set``); by default the running
             task's, when there is one.
         :return: the created ticket.
         :raises ClubCollectNotFoundError: for an unknown invoice.
         :raises ClubCollectValidationError: for an empty message, or one the API refuses.
+
+        .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
         record = _CreateRecord.of(task_state_store, invoice_id, wire.validate_message(message))
         if record is not None:
@@ -260,10 +272,12 @@ class ClubCollectHook(BaseHook):
         """
         Find a company ticket with exactly this message, dated at or after ``since``.
 
-        :param invoice_id: the invoice.
-        :param message: the message text to look for.
-        :param since: the earliest date it may carry (timezone-aware).
+        :param str invoice_id: the invoice.
+        :param str message: the message text to look for.
+        :param datetime since: the earliest date it may carry (timezone-aware).
         :return: the newest such ticket, or ``None``.
+
+        .. seealso:: :ref:`hook`
         """
         return find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
 
@@ -271,8 +285,10 @@ class ClubCollectHook(BaseHook):
         """
         Archive an invoice's tickets.  Idempotent: archiving twice is archiving once.
 
-        :param invoice_id: the invoice.
+        :param str invoice_id: the invoice.
         :raises ClubCollectNotFoundError: for an unknown invoice.
+
+        .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
         """
         self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ARCHIVE))
 
@@ -280,8 +296,10 @@ class ClubCollectHook(BaseHook):
         """
         Hand an invoice's tickets to ClubCollect's support team.  Idempotent.
 
-        :param invoice_id: the invoice.
+        :param str invoice_id: the invoice.
         :raises ClubCollectNotFoundError: for an unknown invoice.
+
+        .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
         """
         self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ASSIGN_TO_SUPPORT))
 
@@ -293,12 +311,14 @@ class ClubCollectHook(BaseHook):
         """
         Read one page of a company's tickets in one status.
 
-        :param company_id: the company.
-        :param status: ``unanswered``, ``answered`` or ``archived``.
-        :param page_number: the page, counted from 1.
-        :param page_size: tickets per page, 1 to 100.
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_number: the page, counted from 1.
+        :param int page_size: tickets per page, 1 to 100.
         :return: ``{"tickets": [...], "page": {...}}`` as the API returns it.
         :raises ClubCollectNotFoundError: for an unknown company (``not_found``).
+
+        .. seealso:: :ref:`hook`
         """
         request = wire.company_tickets_page_request(company_id, status, page_number, page_size)
         payload = self._call(request)
@@ -315,9 +335,11 @@ class ClubCollectHook(BaseHook):
         Pages are read lazily as the iterator advances.  If the list shrinks while it is read,
         pages are read again so that no ticket is skipped.
 
-        :param company_id: the company.
-        :param status: ``unanswered``, ``answered`` or ``archived``.
-        :param page_size: tickets per page, 1 to 100.
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_size: tickets per page, 1 to 100.
+
+        .. seealso:: :ref:`hook` ("Paging")
         """
         pager = CompanyTicketPager(company_id, status, page_size)  # validates before any request
         return self._iter_pages(pager)
@@ -336,9 +358,11 @@ class ClubCollectHook(BaseHook):
         """
         Every ticket of a company in one status, as a list: see :meth:`iter_company_tickets`.
 
-        :param company_id: the company.
-        :param status: ``unanswered``, ``answered`` or ``archived``.
-        :param page_size: tickets per page, 1 to 100.
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_size: tickets per page, 1 to 100.
+
+        .. seealso:: :ref:`hook` ("Paging")
         """
         return list(self.iter_company_tickets(company_id, status, page_size))
 
@@ -352,6 +376,8 @@ class ClubCollectHook(BaseHook):
         ``invalid_invoice_id``; a bad one 401 or 403.
 
         :return: ``(ok, message)``; never raises.
+
+        .. seealso:: :ref:`connection` ("Testing the connection")
         """
         try:
             # One retry at most: a person is waiting on the answer in the UI.

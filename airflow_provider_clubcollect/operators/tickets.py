@@ -57,9 +57,12 @@ class ClubCollectBaseOperator(BaseOperator):
     """
     Base of the ClubCollect operators: holds the connection id and builds the hook.
 
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the requests
-        (back-off; the count comes from the connection); an Airflow task retry policy is passed on to Airflow.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
+        requests (back-off; the count comes from the connection); an Airflow task retry policy is passed on
+        to Airflow.
+
+    .. seealso:: :ref:`operators`
     """
 
     ui_color = "#e8f4ea"
@@ -89,12 +92,14 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     tickets are then streamed there as JSON lines, page by page, and only
     ``{"path": ..., "count": N}`` goes to XCom.
 
-    :param company_id: the company (templated).
-    :param status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
-    :param page_size: tickets per request, 1 to 100.
-    :param output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
+    :param str company_id: the company (templated).
+    :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
+    :param int page_size: tickets per request, 1 to 100.
+    :param str | None output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+
+    .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator`
     """
 
     template_fields: Sequence[str] = ("company_id", "status", "output_path")
@@ -153,8 +158,10 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch an invoice's tickets (its thread).
 
-    :param invoice_id: the invoice (templated).
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param str invoice_id: the invoice (templated).
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+
+    .. seealso:: :ref:`howto/operator:FetchInvoiceTicketsOperator`
     """
 
     template_fields: Sequence[str] = ("invoice_id",)
@@ -180,9 +187,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     without one, the operator looks for the message among the invoice's tickets since the DAG
     run began.
 
-    :param invoice_id: the invoice (templated).
-    :param message: the ticket's text (templated); must not be empty.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param str invoice_id: the invoice (templated).
+    :param str message: the ticket's text (templated); must not be empty.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+
+    .. seealso:: :ref:`howto/operator:CreateTicketOperator`
     """
 
     template_fields: Sequence[str] = ("invoice_id", "message")
@@ -313,15 +322,17 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     activity is older than ``inactive_for`` is archived.  All pages are read before the first
     archive, so archiving cannot make the paging skip tickets.
 
-    :param invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
-    :param company_id: the company whose stale threads to archive (templated).
-    :param status: the threads to consider, ``answered`` (default) or ``unanswered``.
-    :param inactive_for: how long a thread must have been without activity.
-    :param dry_run: only log and return what would be archived.
-    :param max_concurrency: archive requests in flight at once (default 8).
-    :param reference_time: "now" for the selection (templated); default the current UTC time.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
+    :param str | None company_id: the company whose stale threads to archive (templated).
+    :param str status: the threads to consider, ``answered`` (default) or ``unanswered`` (templated).
+    :param timedelta | None inactive_for: how long a thread must have been without activity.
+    :param bool dry_run: only log and return what would be archived.
+    :param int max_concurrency: archive requests in flight at once (default 8).
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
+
+    .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
     """
 
     template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "status")
@@ -373,14 +384,16 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     then every unanswered thread whose oldest unanswered customer ticket is older than
     ``unanswered_for`` is assigned to support.
 
-    :param invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
-    :param company_id: the company whose long-unanswered threads to escalate (templated).
-    :param unanswered_for: how long a thread must have waited for an answer.
-    :param dry_run: only log and return what would be escalated.
-    :param max_concurrency: requests in flight at once (default 8).
-    :param reference_time: "now" for the selection (templated); default the current UTC time.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
+    :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
+    :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
+    :param bool dry_run: only log and return what would be escalated.
+    :param int max_concurrency: requests in flight at once (default 8).
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
+
+    .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
     """
 
     verb = "assign to support"

@@ -53,14 +53,17 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     worker slot; it ends the same way in every mode: same XCom value, same errors, same
     ``timeout`` and ``soft_fail`` behaviour.
 
-    :param company_id: the company (templated).
-    :param min_tickets: how many tickets must await an answer (default 1).
-    :param unanswered_for: count only threads unanswered for longer than this ``timedelta``.
-    :param reference_time: "now" for the selection (templated); default the current UTC time.
-    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the requests,
-        also handed to the trigger; an Airflow task retry policy is passed on to Airflow.
+    :param str company_id: the company (templated).
+    :param int min_tickets: how many tickets must await an answer (default 1).
+    :param timedelta | None unanswered_for: count only threads unanswered for longer than this ``timedelta``.
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current
+        UTC time; a value that renders to nothing means the run's ``run_after``.
+    :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
+        requests, also handed to the trigger; an Airflow task retry policy is passed on to Airflow.
+
+    .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
 
     template_fields: Sequence[str] = ("company_id", "reference_time")
@@ -101,7 +104,9 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         """
         Read every page of the company's unanswered tickets and count those awaiting an answer.
 
-        :param context: the task context.
+        :param Context context: the task context.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         company_id = validate_id(self.company_id, "company_id")
         # A bad rendered value fails before any page is read.
@@ -197,9 +202,11 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         """
         Finish after the trigger fired: return the tickets, or raise the error the trigger met.
 
-        :param context: the task context.
-        :param event: the trigger's event payload.
+        :param Context context: the task context.
+        :param dict[str, Any] | None event: the trigger's event payload.
         :raises ClubCollectError: the subclass named in an error event, with the API's message.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR, EVENT_TIMEOUT):
             raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r:.500}.")

@@ -60,17 +60,21 @@ class UnansweredTicketsTrigger(BaseTrigger):
     "status_code": ..., "error_code": ...}`` when the API fails after every retry, or
     ``{"status": "timeout", "message": ...}`` once ``timeout_at`` has passed.
 
-    :param company_id: the company.
-    :param min_tickets: how many tickets must await an answer.
-    :param unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
-    :param reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current time at each poll.
-    :param poke_interval: seconds between two polls.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
+    :param str company_id: the company.
+    :param int min_tickets: how many tickets must await an answer.
+    :param float | None unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
+    :param str | None reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current
+        time at each poll.
+    :param float poke_interval: seconds between two polls.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
-    :param retry_policy: back-off settings, a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or
-        its fields as a dict (how it is serialized); the connection's ``max_retries`` sets the count.
-    :param timeout_at: ISO 8601 moment after which the trigger stops polling and fires a timeout
+    :param RetryPolicy | dict | None retry_policy: back-off settings, a
+        :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
+        serialized); the connection's ``max_retries`` sets the count.
+    :param str | None timeout_at: ISO 8601 moment after which the trigger stops polling and fires a timeout
         event; the sensor sets it from its ``timeout``.  ``None`` polls until cancelled.
+
+    .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
 
     def __init__(
@@ -96,7 +100,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         self.clubcollect_conn_id = clubcollect_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and plain keyword arguments: the connection id, never the key."""
+        """
+        The class path and plain keyword arguments: the connection id, never the key.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -112,7 +120,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until enough tickets await an answer, then fire one event."""
+        """
+        Poll until enough tickets await an answer, then fire one event.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
         transport: AsyncTransport | None = None
         try:
             deadline = None if self.timeout_at is None else to_utc(self.timeout_at)
@@ -157,9 +169,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         """
         Read every page once and select the tickets awaiting an answer.
 
-        :param transport: the async transport.
-        :param policy: the retry policy.
+        :param AsyncTransport transport: the async transport.
+        :param RetryPolicy policy: the retry policy.
         :return: the tickets awaiting an answer, oldest first.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         tickets = await _read_unanswered(transport, policy, self.company_id)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
