@@ -46,12 +46,12 @@ def review_body(
 
         HITLBranchOperator(task_id="review", body="{{ ti.xcom_pull(task_ids='review_body') }}", ...)
 
-    :param tickets: the company's unanswered tickets (CompanyTicket dicts), such as
+    :param Iterable[Mapping] tickets: the company's unanswered tickets (CompanyTicket dicts), such as
         ``FetchCompanyTicketsOperator``'s output.
-    :param invoice_ids: only these threads (ID strings or ticket dicts, such as a dry run's
+    :param Iterable | None invoice_ids: only these threads (ID strings or ticket dicts, such as a dry run's
         output of ``EscalateTicketsOperator``); all threads awaiting an answer when ``None``.
-    :param now: the reference time for "waited"; the current UTC time when ``None``.
-    :param max_threads: rows at most; a last line counts the threads left out.
+    :param datetime | str | None now: the reference time for "waited"; the current UTC time when ``None``.
+    :param int max_threads: rows at most; a last line counts the threads left out.
     :return: the Markdown text; a sentence saying nothing waits when no thread does.
 
     .. seealso:: :doc:`/review`

@@ -372,20 +372,19 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
     log: a refused key (401/403), an unknown company (404), a missing connection or one that fails
     validation.
 
-    .. seealso::
-        The guide "Event-driven workflows" (``docs/event-driven.rst``) and the example DAG
+    .. seealso:: :doc:`/event-driven` and the example DAG
         ``example_dags/clubcollect_acknowledge_new_messages.py``.
 
-    :param company_id: the company.
-    :param unanswered_for_seconds: report a ticket once its thread has been unanswered for longer
+    :param str company_id: the company.
+    :param float | None unanswered_for_seconds: report a ticket once its thread has been unanswered for longer
         than this many seconds; ``None`` to report each ticket as soon as it awaits an answer.
-    :param since: ISO 8601 date; only tickets dated after it are reported.  ``None`` reports every
+    :param str | None since: ISO 8601 date; only tickets dated after it are reported.  ``None`` reports every
         ticket awaiting an answer at the first poll.
-    :param poll_interval: seconds between two polls.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
+    :param float poll_interval: seconds between two polls.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
-    :param max_concurrency: pages in flight at once, at least 1 (pages are read one at a time for now).
-    :param retry_policy: back-off settings, a
+    :param int max_concurrency: pages in flight at once, at least 1 (pages are read one at a time for now).
+    :param RetryPolicy | dict | None retry_policy: back-off settings, a
         :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
         serialized); the connection's ``max_retries`` sets the count, as in the hook.
     """
