@@ -132,19 +132,20 @@ async def watch(
     task = asyncio.ensure_future(consume())
     try:
         seen = start
-        async with asyncio.timeout(timeout):
-            while seen - start < polls:
-                await asyncio.sleep(0.01)
-                if task.done():
-                    task.result()  # re-raise what ended the trigger
-                    raise AssertionError("the trigger ended on its own")
-                now = await asyncio.to_thread(company_reads, sandbox)
-                for reads in range(seen - start + 1, now - start + 1):
-                    if between is not None:
-                        await asyncio.to_thread(between, reads)
-                seen = now
-            # One more poll interval, so that the events of the last read were yielded.
-            await asyncio.sleep(0.1)
+        deadline = asyncio.get_running_loop().time() + timeout  # asyncio.timeout needs Python 3.11
+        while seen - start < polls:
+            assert asyncio.get_running_loop().time() < deadline, f"fewer than {polls} polls in {timeout} s"
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()  # re-raise what ended the trigger
+                raise AssertionError("the trigger ended on its own")
+            now = await asyncio.to_thread(company_reads, sandbox)
+            for reads in range(seen - start + 1, now - start + 1):
+                if between is not None:
+                    await asyncio.to_thread(between, reads)
+            seen = now
+        # One more poll interval, so that the events of the last read were yielded.
+        await asyncio.sleep(0.1)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -356,12 +357,13 @@ async def through_shared_stream(
 
     tasks = [asyncio.ensure_future(one(i, t)) for i, t in enumerate(triggers)]
     try:
-        async with asyncio.timeout(30):
-            while not until(seen):
-                await asyncio.sleep(0.01)
-                for task in tasks:
-                    if task.done():
-                        task.result()
+        deadline = asyncio.get_running_loop().time() + 30  # asyncio.timeout needs Python 3.11
+        while not until(seen):
+            assert asyncio.get_running_loop().time() < deadline, f"the watchers saw only {seen} in 30 s"
+            await asyncio.sleep(0.01)
+            for task in tasks:
+                if task.done():
+                    task.result()
     finally:
         for task in tasks:
             task.cancel()
