@@ -92,6 +92,13 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     tickets are then streamed there as JSON lines, page by page, and only
     ``{"path": ..., "count": N}`` goes to XCom.
 
+    An export is data other DAGs depend on, so with ``output_path`` the task emits an asset event
+    for the file (extra: ``company_id``, ``status``, ``count``) when it succeeds.  A fixed path is
+    the task's outlet ``Asset(output_path)``; a templated one is emitted through the outlet
+    ``AssetAlias("clubcollect_export.<dag_id>.<task_id>")`` (:attr:`export_alias`), which a
+    downstream DAG can be scheduled on.  With the OpenLineage provider installed, the company's
+    ticket list is reported as the input dataset and the file as the output dataset.
+
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
     :param int page_size: tickets per request, 1 to 100.
@@ -99,10 +106,12 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
 
-    .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator`
+    .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator` and :ref:`lineage`
     """
 
     template_fields: Sequence[str] = ("company_id", "status", "output_path")
+    export_alias: str | None
+    """The name of the :class:`~airflow.sdk.AssetAlias` the export is emitted through (templated paths)."""
 
     def __init__(
         self,
@@ -118,8 +127,22 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self.status = status
         self.page_size = validate_page_size(page_size)
         self.output_path = output_path
+        self.export_alias = None
+        self._exported: dict[str, Any] | None = None
         if _is_literal(status):
             validate_status(status)
+        if output_path:
+            self.outlets = [*self.outlets, self._export_outlet(output_path)]
+
+    def _export_outlet(self, output_path: str) -> Any:
+        """The outlet the export is emitted through: its asset when the path is fixed, else an alias."""
+        from airflow.sdk import Asset, AssetAlias
+
+        if _is_literal(output_path):
+            return Asset(output_path)
+        owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
+        self.export_alias = f"clubcollect_export.{owner}{self.task_id}"
+        return AssetAlias(self.export_alias)
 
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
         company_id = validate_id(self.company_id, "company_id")
@@ -129,7 +152,60 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             result = list(tickets)
             self.log.info("Fetched %d %s tickets of company %r.", len(result), status, company_id)
             return result
-        return self._stream(tickets, str(self.output_path))
+        exported = self._stream(tickets, str(self.output_path))
+        self._emit_export(
+            context, exported["path"], {"company_id": company_id, "status": status, "count": exported["count"]}
+        )
+        self._exported = exported
+        return exported
+
+    def _emit_export(self, context: Context, url: str, extra: dict[str, Any]) -> None:
+        """Record the export's asset event; Airflow registers it when the task succeeds."""
+        from airflow.sdk import Asset, AssetAlias
+
+        events = context.get("outlet_events")
+        if events is None:  # execute() called outside a task run: there is no asset machinery to tell
+            return
+        if self.export_alias is None:
+            events[Asset(url)].extra = extra
+        else:
+            events[AssetAlias(self.export_alias)].add(Asset(url), extra=extra)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """
+        OpenLineage: the company's ticket list as the input dataset, the export file as the output.
+
+        Called by the OpenLineage provider (an optional extra) after the task succeeded.
+
+        :param Any task_instance: the finished task instance (unused: the operator kept what it read).
+        :return: an ``OperatorLineage``.
+
+        .. seealso:: :ref:`lineage`
+        """
+        from urllib.parse import urlsplit
+
+        from airflow.providers.common.compat.openlineage.facet import (
+            Dataset,
+            OutputDataset,
+            OutputStatisticsOutputDatasetFacet,
+        )
+        from airflow.providers.openlineage.extractors import OperatorLineage
+        from airflow.sdk import ObjectStoragePath
+
+        server = urlsplit(self.hook.settings.base_url)
+        source = Dataset(
+            namespace=f"clubcollect://{server.netloc}",
+            name=f"companies/{self.company_id}/tickets/{self.status}",
+        )
+        if self._exported is None:
+            return OperatorLineage(inputs=[source])
+        path = ObjectStoragePath(self._exported["path"])
+        export = OutputDataset(
+            namespace=path.namespace,
+            name=path.key,
+            outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])},
+        )
+        return OperatorLineage(inputs=[source], outputs=[export])
 
     def _stream(self, tickets: Iterable[dict[str, Any]], url: str) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath

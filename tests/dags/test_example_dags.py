@@ -258,7 +258,7 @@ def test_never_twice_across_airflow_task_retries(
     )
     dag_id = "clubcollect_test_retried_reply"
     env = {
-        "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
+        "AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES": json.dumps(
             {**json.loads(sandbox.conn_uri_json), "extra": {"max_retries": 0}}
         )
     }

@@ -1,0 +1,90 @@
+"""Lineage of exports: the asset event and the OpenLineage datasets of a real export run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.dags.conftest import conn_env
+from tests.dags.test_example_dags import EXAMPLE_COMPANIES, assert_key_nowhere, company_tickets
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+    from dev.airflow_runner import AirflowHome
+
+DAG_ID = "clubcollect_export_to_storage"
+ALIAS = "clubcollect_export.clubcollect_export_to_storage.export"
+
+
+def _asset_events(airflow: AirflowHome) -> list[tuple[str, dict[str, object], list[str]]]:
+    """(asset URI, event extra, names of the aliases it came through) of every asset event."""
+    with sqlite3.connect(airflow.database) as db:
+        rows = db.execute(
+            "SELECT e.id, a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE e.source_dag_id = ? ORDER BY e.id",
+            (DAG_ID,),
+        ).fetchall()
+        return [
+            (
+                uri,
+                json.loads(extra),
+                [
+                    name
+                    for (name,) in db.execute(
+                        "SELECT al.name FROM asset_alias_asset_event x JOIN asset_alias al ON al.id = x.alias_id "
+                        "WHERE x.event_id = ?",
+                        (event_id,),
+                    )
+                ],
+            )
+            for event_id, uri, extra in rows
+        ]
+
+
+def test_export_emits_an_asset_event_and_openlineage_datasets(
+    example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider needs Python 3.11+")
+    company = EXAMPLE_COMPANIES[2]
+    expected = company_tickets(clubcollect_sandbox, company, "unanswered")
+    lineage_file = tmp_path / "openlineage.jsonl"
+    transport = {"type": "file", "log_file_path": str(lineage_file), "append": True}
+
+    done = example_airflow.dags_test(
+        DAG_ID,
+        conf={"export_root": (tmp_path / "exports").as_uri()},
+        env={**conn_env(clubcollect_sandbox), "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport)},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert_key_nowhere(example_airflow, clubcollect_sandbox, done.stdout + done.stderr)
+
+    result = example_airflow.xcom(DAG_ID, "export")
+    assert result["count"] == len(expected) > 0
+    assert result["path"].startswith((tmp_path / "exports" / company).as_uri() + "/unanswered-")
+    (exported,) = (tmp_path / "exports" / company).iterdir()
+    assert exported.as_uri() == result["path"]
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert sorted(t["ticket_id"] for t in lines) == sorted(t["ticket_id"] for t in expected)
+    assert [t["date"] for t in lines] == sorted(t["date"] for t in lines), "oldest first"
+
+    # The asset event: the file's URI, the company, status and count in its extra, through the alias.
+    assert _asset_events(example_airflow) == [
+        (result["path"], {"company_id": company, "status": "unanswered", "count": len(expected)}, [ALIAS])
+    ]
+
+    # OpenLineage (file transport): the company's ticket list in, the file out, with its row count.
+    events = [json.loads(line) for line in lineage_file.read_text().splitlines()]
+    (complete,) = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == f"{DAG_ID}.export"]
+    host = clubcollect_sandbox.base_url.split("://", 1)[1].split("/", 1)[0]
+    assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
+        (f"clubcollect://{host}", f"companies/{company}/tickets/unanswered")
+    ]
+    (output,) = complete["outputs"]
+    assert (output["namespace"], "/" + output["name"]) == ("file", result["path"].removeprefix("file://"))
+    assert output["outputFacets"]["outputStatistics"]["rowCount"] == len(expected)
+    assert clubcollect_sandbox.api_key not in lineage_file.read_text()
