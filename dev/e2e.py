@@ -61,6 +61,14 @@ AIRFLOW = str(BIN / "airflow")
 EXAMPLE_DAGS = REPO / "example_dags"
 DEFERRED_DAG = REPO / "tests" / "dags" / "dag_files" / "clubcollect_test_deferred_wait.py"
 DEFERRED_DAG_ID = "clubcollect_test_deferred_wait"
+# Never twice across Airflow task retries: posts whose answer is lost, then retried tasks.
+RETRIED_DAG = REPO / "tests" / "dags" / "dag_files" / "clubcollect_test_retried_reply.py"
+RETRIED_DAG_ID = "clubcollect_test_retried_reply"
+RETRIED_COMPANY = "e2e0retried".ljust(40, "0")
+# Lineage: the export DAG writes into e2e's own folder; the consumer is scheduled on its exports.
+EXPORT_DAG_ID = "clubcollect_export_to_storage"
+CONSUMER_DAG_ID = "clubcollect_process_export"
+EXPORTS = WORK / "exports"
 
 # The sandbox's default seed (seed 0): the companies the example DAGs act on.
 ARCHIVE_COMPANY = "97a4208030e13df423f3ff0479579c9f540ec07f"
@@ -324,6 +332,15 @@ def airflow_env(deploy_key: str, ports: dict[str, int], fernet_key: str, jwt_sec
             "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
                 {"conn_type": "clubcollect", "password": deploy_key, "host": f"http://127.0.0.1:{ports['sandbox']}/api"}
             ),
+            # The retried-create scenario's: one lost answer fails a try, so that Airflow retries it.
+            "AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES": json.dumps(
+                {
+                    "conn_type": "clubcollect",
+                    "password": deploy_key,
+                    "host": f"http://127.0.0.1:{ports['sandbox']}/api",
+                    "extra": {"max_retries": 0},
+                }
+            ),
         }
     )
     return env
@@ -471,9 +488,10 @@ def run_phase(phase: Phase, logical_base: datetime) -> None:
     sandbox.add_company(DEFER_COMPANY, "E2E deferred")
     sandbox.add_invoice(DEFER_INVOICE, DEFER_COMPANY)
     seed_review_companies(sandbox)
+    seed_retried(sandbox)
     before = sandbox.state()
 
-    all_dags = [*dag_ids(), REVIEW_DAG_ID, DEFERRED_DAG_ID]
+    all_dags = [*dag_ids(), REVIEW_DAG_ID, DEFERRED_DAG_ID, RETRIED_DAG_ID]
     for dag_id in all_dags:
         deploy.api.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
 
@@ -481,6 +499,9 @@ def run_phase(phase: Phase, logical_base: datetime) -> None:
     defer = RunRecord(phase.name, DEFERRED_DAG_ID, "", "manual")
     defer.run_id = trigger(deploy, DEFERRED_DAG_ID, None, {"company_id": DEFER_COMPANY})
     phase.records.append(defer)
+    retried = RunRecord(phase.name, RETRIED_DAG_ID, "", "manual, posts whose answer is lost")
+    retried.run_id = trigger(deploy, RETRIED_DAG_ID, None)
+    phase.records.append(retried)
 
     # Every example DAG: first with a logical date, then (once that finished) without one.
     firsts = []
@@ -518,6 +539,106 @@ def run_phase(phase: Phase, logical_base: datetime) -> None:
     after = sandbox.state()
     check_end_state(phase, before, after, manual_started)
     check_mapped(phase, before)
+    check_retried(phase, retried, after)
+    check_exports(phase, before, phase_started)
+
+
+def seed_retried(sandbox: Any) -> None:
+    """Two threads for the retried DAG; the operator's first POST is applied but its answer lost."""
+    from airflow_provider_clubcollect.sandbox.client import ticket
+
+    sandbox.add_company(RETRIED_COMPANY, "E2E retried")
+    asked = datetime.now(timezone.utc) - timedelta(days=2)
+    for invoice_id in ("inv-hook", "inv-operator"):
+        sandbox.add_invoice(invoice_id, RETRIED_COMPANY, [ticket("Waarom?", "CUSTOMER", asked)])
+    # The read that would find the applied POST fails too: only Airflow's retry of the task, with
+    # the intent recorded in its task state store, can find the ticket.
+    sandbox.set_faults(
+        script=[
+            {"fault": "apply_then_drop", "method": "POST", "path_regex": "inv-operator"},
+            {"fault": "error", "status": 500, "method": "GET", "path_regex": "inv-operator"},
+        ]
+    )
+
+
+def check_retried(phase: Phase, record: RunRecord, after: dict[str, Any]) -> None:
+    """Each retried task ran twice, its second try posted nothing, and its XCom is the one ticket."""
+    deploy = phase.deploy
+    tries = {t["task_id"]: (t["state"], t["try_number"]) for t in task_instances(deploy, RETRIED_DAG_ID, record.run_id)}
+    phase.check(
+        tries == {"reply_then_fail": ("success", 2), "create": ("success", 2)},
+        f"retried create: both tasks failed once after posting and succeeded on Airflow's retry ({tries})",
+    )
+    for invoice_id, task_id in (("inv-hook", "reply_then_fail"), ("inv-operator", "create")):
+        invoice = after["invoices"][invoice_id]
+        returned = (
+            xcom(deploy, RETRIED_DAG_ID, record.run_id, task_id) if tries.get(task_id, ("",))[0] == "success" else {}
+        )
+        phase.check(
+            invoice["tickets_created"] == 1 and returned.get("ticket_id") == invoice["tickets"][-1]["ticket_id"],
+            f"retried create ({task_id}): posted once ({invoice['tickets_created']} tickets created), "
+            "the retry returned the ticket the first try created",
+        )
+
+
+def check_exports(phase: Phase, before: dict[str, Any], phase_started: datetime) -> None:
+    """Each export run emitted one asset event for its file; the consumer's runs read each event once."""
+    deploy = phase.deploy
+    count = sum(
+        len(v["tickets"])
+        for v in before["invoices"].values()
+        if v["company_id"] == EXPORT_COMPANY and v["status"] == "unanswered"
+    )
+    # clubcollect_answer_invoice answers a thread of this company, which then leaves the list.
+    answered = before["invoices"][ANSWER_INVOICE]
+    counts = {count, count - len(answered["tickets"])} if answered["company_id"] == EXPORT_COMPANY else {count}
+    exports = {
+        run["dag_run_id"]
+        for run in deploy.api.get(f"/dags/{EXPORT_DAG_ID}/dagRuns?limit=100")["dag_runs"]
+        if _dt(run["queued_at"]) >= phase_started and run["state"] == "success"
+    }
+    events = [
+        e
+        for e in deploy.api.get(f"/assets/events?source_dag_id={EXPORT_DAG_ID}&limit=100")["asset_events"]
+        if e["source_run_id"] in exports
+    ]
+    phase.check(
+        sorted(e["source_run_id"] for e in events) == sorted(exports) and len(exports) >= 2,
+        f"exports: each of the {len(exports)} export runs emitted one asset event ({len(events)} events)",
+    )
+    for event in events:
+        path = Path(event["uri"].removeprefix("file://"))
+        lines = path.read_text().count("\n") if path.is_file() and event["uri"].startswith(EXPORTS.as_uri()) else -1
+        extra = event["extra"]
+        phase.check(
+            extra.get("count") in counts
+            and extra == {"company_id": EXPORT_COMPANY, "status": "unanswered", "count": lines},
+            f"exports: the event of {event['source_run_id']} names its file and the company, with as many tickets "
+            f"as the file holds, {' or '.join(map(str, sorted(counts)))} (extra {extra}, file lines {lines})",
+        )
+
+    # The consumer: Airflow created its runs from the events; each event is read by one run.
+    def consumed() -> dict[int, list[str]] | None:
+        read: dict[int, list[str]] = {}
+        for run in deploy.api.get(f"/dags/{CONSUMER_DAG_ID}/dagRuns?limit=100&run_type=asset_triggered")["dag_runs"]:
+            upstream = deploy.api.get(f"/dags/{CONSUMER_DAG_ID}/dagRuns/{_q(run['dag_run_id'])}/upstreamAssetEvents")
+            mine = [e["id"] for e in upstream["asset_events"] if e["source_run_id"] in exports]
+            if mine and run["state"] not in ("success", "failed"):
+                return None
+            for event_id in mine:
+                read.setdefault(event_id, []).append(f"{run['dag_run_id']}:{run['state']}")
+        return read if len(read) == len(events) else None
+
+    read = wait_until("the consumer to read every export", consumed, RUN_TIMEOUT, deploy.stack, 2)
+    for run_id in sorted({r.rsplit(":", 1)[0] for runs in read.values() for r in runs}):
+        record = RunRecord(phase.name, CONSUMER_DAG_ID, run_id, "scheduled on an export")
+        phase.records.append(record)
+        wait_for_run(deploy, record)
+    phase.check(
+        all(len(runs) == 1 and runs[0].endswith(":success") for runs in read.values()),
+        f"exports: {CONSUMER_DAG_ID} read each of the {len(read)} exports in exactly one successful run "
+        f"({len({r for runs in read.values() for r in runs})} runs)",
+    )
 
 
 def review_company(choice: str) -> str:
@@ -1115,12 +1236,16 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     LOGS.mkdir(parents=True)
     (HOME / "dags").mkdir(parents=True)
-    for dag_file in [*EXAMPLE_DAGS.glob("*.py"), DEFERRED_DAG]:
+    for dag_file in [*EXAMPLE_DAGS.glob("*.py"), DEFERRED_DAG, RETRIED_DAG]:
         text = dag_file.read_text()
         if dag_file.stem == WATCH_DAG_ID:  # watch a company of e2e's own, not one the others act on
             text = re.sub(r'SANDBOX_COMPANY_ID = "\w+"', f'SANDBOX_COMPANY_ID = "{WATCH_COMPANY}"', text)
             if WATCH_COMPANY not in text:
                 raise E2EError(f"could not point {dag_file.name} at {WATCH_COMPANY}")
+        if dag_file.stem == EXPORT_DAG_ID:  # export into e2e's folder, not the example's /tmp default
+            text = text.replace('"file:///tmp/clubcollect-exports"', repr(EXPORTS.as_uri()).replace("'", '"'))
+            if EXPORTS.as_uri() not in text:
+                raise E2EError(f"could not point {dag_file.name} at {EXPORTS}")
         (HOME / "dags" / dag_file.name).write_text(text)
     scratch = Path(tempfile.mkdtemp(prefix="clubcollect-e2e-"))
     os.chmod(scratch, 0o755)
@@ -1197,7 +1322,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{ports['api']}"
         wait_until("the api-server", lambda: api_up(base), 180, stack, 2)
         deploy.api = Api(base, password)
-        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, WATCH_DAG_ID, DEFERRED_DAG_ID])
+        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, WATCH_DAG_ID, DEFERRED_DAG_ID, RETRIED_DAG_ID])
 
         # LocalExecutor.
         local = Phase("local", deploy)
