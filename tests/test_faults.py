@@ -286,11 +286,29 @@ def test_spent_budget_on_create_names_the_last_status(faulty: SandboxHandle, mon
     with pytest.raises(ClubCollectServerError) as info:
         ClubCollectHook(retry_policy=TINY).create_ticket("inv-1", "Hello")
     assert str(info.value) == (
-        "Could not create a ticket on invoice 'inv-1': the answer was lost 3 times (the last attempt got "
+        "Could not create a ticket on invoice 'inv-1': the answer was lost 3 times in 3 attempts (the last got "
         "HTTP 503) and the ticket is not on the invoice."
     )
     assert faulty.sandbox_state.invoice("inv-1")["tickets_created"] == 0
     assert [r["method"] for r in faulty.requests()] == ["POST", "GET"] * 3
+
+
+@pytest.mark.parametrize("max_retries", [0, 2, 5])
+def test_one_create_sends_at_most_max_retries_plus_one_posts(
+    faulty: SandboxHandle, monkeypatch: pytest.MonkeyPatch, max_retries: int
+) -> None:
+    # Refusals (429: not applied, retried inside the request) and lost answers (a drop after sending:
+    # maybe applied, so the thread is read before posting again) take turns: one budget covers both.
+    use_budget(faulty, monkeypatch, max_retries=max_retries)
+    faulty.sandbox_state.add_invoice("inv-1", CO, thread(("CUSTOMER", 1)))
+    turns = [{"fault": "rate_limit", "method": "POST"}, {"fault": "drop", "method": "POST"}]
+    faulty.set_faults(script=turns * 20)
+
+    with pytest.raises(ClubCollectError, match=r"Could not create a ticket on invoice 'inv-1'"):
+        ClubCollectHook(retry_policy=TINY).create_ticket("inv-1", "Hello")
+    posts = [r for r in faulty.requests() if r["method"] == "POST"]
+    assert len(posts) == max_retries + 1
+    assert faulty.sandbox_state.invoice("inv-1")["tickets_created"] == 0
 
 
 def test_spent_budget_in_the_trigger_is_an_error_event(faulty: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -232,15 +232,25 @@ class ClubCollectHook(BaseHook):
         request = wire.create_ticket_request(invoice_id, message)
         policy = self.retry_policy
         since = datetime.now(timezone.utc) - CLOCK_SKEW
-        attempt = 0
+        transport = self._get_transport()
+        posts = lost = 0
+
+        def send(request: wire.ApiRequest) -> Any:
+            nonlocal posts
+            posts += 1
+            return transport.send(request)
+
         while True:
-            attempt += 1
+            # One budget for the whole call: the POSTs retried inside exchange() (429s, refused
+            # connections) and those sent again here after a lost answer are max_retries + 1 in all.
+            remaining = dataclasses.replace(policy, max_retries=policy.max_retries - posts)
             try:
-                return wire.parse_ticket(request, self._call(request))
+                return wire.parse_ticket(request, run_sync(exchange(request, remaining), send))
             except ClubCollectAmbiguousError as exc:
+                lost += 1
                 # Wait first: a request whose answer was lost may still be being applied.  Then
                 # look, and post again straight after looking, never after another wait.
-                wait = policy.backoff(attempt)
+                wait = policy.backoff(lost)
                 if exc.timed_out:
                     # The server may still be applying the request we gave up on: give it as
                     # long again as we waited for it before looking.
@@ -256,14 +266,14 @@ class ClubCollectHook(BaseHook):
                         posted.get(wire.FIELD_TICKET_ID),
                     )
                     return posted
-                if attempt > policy.max_retries:
+                if posts > policy.max_retries:
                     if exc.status_code is not None:
                         last = f"HTTP {exc.status_code}"
                     else:
                         last = "no answer in time" if exc.timed_out else "the connection was lost"
                     raise ClubCollectServerError(
-                        f"Could not {request.description}: the answer was lost {attempt} times (the last "
-                        f"attempt got {last}) and the ticket is not on the invoice.",
+                        f"Could not {request.description}: the answer was lost {lost} times in {posts} attempts "
+                        f"(the last got {last}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
