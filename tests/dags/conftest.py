@@ -1,12 +1,13 @@
 """Real Airflow for the DAG tests: one migrated AIRFLOW_HOME for the session.
 
-Example DAGs run in this process with ``dag.test()`` (a second each); the few tests whose point
-is a separate process (deferral to the triggerer, reschedule, task retries with the task state
-store) run ``airflow dags test`` against a copy of it.
+DAGs run in this process with ``dag.test()`` (a second or two each); the few tests whose point
+is a separate process (deferral to the triggerer, reschedule) run ``airflow dags test`` against a
+copy of it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -20,7 +21,7 @@ from tests.conftest import EXAMPLE_DAGS
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DAG
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
@@ -29,9 +30,23 @@ TEST_DAGS = Path(__file__).parent / "dag_files"
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """The session's AIRFLOW_HOME (tests/conftest.py), its SQLite database created once, in-process."""
+    """
+    The session's AIRFLOW_HOME (tests/conftest.py), its SQLite database created once, in-process,
+    with both DAG folders as bundles: ``dag.test()`` runs only DAGs a bundle holds.
+    """
     from airflow.utils.db import initdb
 
+    bundles = [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path)},
+        }
+        for name, path in (("dags-folder", EXAMPLE_DAGS), ("test-dags", TEST_DAGS))
+    ]
+    # Airflow reads its configuration from the environment at each look-up; the home is the
+    # session's own, so the setting is left in place.
+    os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(bundles)
     initdb()
     home = Path(os.environ["AIRFLOW_HOME"])
     assert (home / "airflow.db").is_file(), "tests/conftest.py points Airflow at AIRFLOW_HOME/airflow.db"
@@ -40,7 +55,7 @@ def airflow_db() -> Path:
 
 @pytest.fixture(scope="session")
 def example_airflow(airflow_db: Path) -> AirflowHome:
-    """The session's Airflow home seen as example_dags/'s: run results are read from its database."""
+    """The session's Airflow home: in-process runs are read back from its database."""
     return AirflowHome(airflow_db, EXAMPLE_DAGS)
 
 
@@ -58,19 +73,23 @@ def test_dags_airflow(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def example_dags(airflow_db: Path) -> DagBag:
-    """Every DAG in example_dags/, parsed once."""
+def example_dags(airflow_db: Path) -> dict[str, DAG]:
+    """Every DAG in example_dags/ and tests/dags/dag_files/ by ID, parsed once."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
-    assert bag.import_errors == {}
-    return bag
+    dags = {}
+    for folder in (EXAMPLE_DAGS, TEST_DAGS):
+        bag = DagBag(dag_folder=str(folder))
+        assert bag.import_errors == {}
+        dags.update(bag.dags)
+    return dags
 
 
 @pytest.fixture
-def run_dag(example_dags: DagBag, capfd: pytest.CaptureFixture[str]) -> Callable[..., tuple[str, str]]:
+def run_dag(example_dags: dict[str, DAG], capfd: pytest.CaptureFixture[str]) -> Callable[..., tuple[str, str]]:
     """
-    Run an example DAG in this process (``dag.test()``) against the connection in the environment.
+    Run a DAG in this process (``dag.test()``: task retries included, each try with the task
+    state store) against the connection in the environment.
 
     :return: a function of ``dag_id`` and optional ``conf`` giving the run's state and everything
         the run printed (for checks that the key is nowhere).
@@ -78,7 +97,7 @@ def run_dag(example_dags: DagBag, capfd: pytest.CaptureFixture[str]) -> Callable
 
     def run(dag_id: str, conf: dict[str, Any] | None = None) -> tuple[str, str]:
         capfd.readouterr()
-        dag_run = example_dags.dags[dag_id].test(run_conf=conf)
+        dag_run = example_dags[dag_id].test(run_conf=conf)
         out, err = capfd.readouterr()
         return str(dag_run.state), out + err
 

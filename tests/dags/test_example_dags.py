@@ -1,5 +1,5 @@
 """Every example DAG run with real Airflow against the sandbox, in this process (``dag.test()``);
-the deferrable sensor, reschedule mode and task retries in `airflow dags test` subprocesses.
+the deferrable sensor and reschedule mode in `airflow dags test` subprocesses.
 Assertions read the sandbox's end state and the run's XCom in the session's database."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.dags.conftest import conn_env
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DAG
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
     from dev.airflow_runner import AirflowHome
@@ -254,7 +254,7 @@ def test_every_example_dag_with_its_own_test_exists() -> None:
 )
 def test_every_other_example_dag_runs_green(
     dag_file: str,
-    example_dags: DagBag,
+    example_dags: dict[str, DAG],
     run_dag: Callable[..., tuple[str, str]],
     example_airflow: AirflowHome,
     clubcollect_sandbox: SandboxHandle,
@@ -262,7 +262,7 @@ def test_every_other_example_dag_runs_green(
     """A new example file joins here: each of its DAGs runs green on the seed data."""
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    dags = [dag for dag in example_dags.dags.values() if Path(dag.fileloc).name == dag_file]
+    dags = [dag for dag in example_dags.values() if Path(dag.fileloc) == EXAMPLE_DAGS / dag_file]
     assert dags, f"{dag_file} holds no DAG"
     for dag in dags:
         asks = {task.task_id for task in dag.tasks if isinstance(task, HITLOperator)}
@@ -300,9 +300,12 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
 
 
 def test_never_twice_across_airflow_task_retries(
-    test_dags_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+    run_dag: Callable[..., tuple[str, str]],
+    example_airflow: AirflowHome,
+    clubcollect_sandbox: SandboxHandle,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Real Airflow (`airflow dags test` runs retries and gives tasks their state store).
+    # Real Airflow (`dag.test()` runs retries and gives each try the task state store).
     sandbox = clubcollect_sandbox
     sandbox.reset(seed=None)
     old = (datetime.now(timezone.utc) - timedelta(days=2)).isoformat()
@@ -317,18 +320,15 @@ def test_never_twice_across_airflow_task_retries(
         ]
     )
     dag_id = "clubcollect_test_retried_reply"
-    env = {
-        "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
-            {**json.loads(sandbox.conn_uri_json), "extra": {"max_retries": 0}}
-        )
-    }
+    no_retries = {**json.loads(sandbox.conn_uri_json), "extra": {"max_retries": 0}}
+    monkeypatch.setenv(sandbox.conn_env_var, json.dumps(no_retries))
 
-    done = test_dags_airflow.dags_test(dag_id, env=env)
+    state, output = run_dag(dag_id)
 
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert test_dags_airflow.task_states(dag_id) == {"reply_then_fail": "success", "create": "success"}
+    assert state == "success", output[-4000:]
+    assert example_airflow.task_states(dag_id) == {"reply_then_fail": "success", "create": "success"}
     for invoice_id, task_id in (("inv-hook", "reply_then_fail"), ("inv-operator", "create")):
         invoice = sandbox.invoice(invoice_id)
         assert invoice["tickets_created"] == 1, f"{task_id}: posted {invoice['tickets_created']} times"
-        assert test_dags_airflow.xcom(dag_id, task_id)["ticket_id"] == invoice["tickets"][-1]["ticket_id"]
-    assert done.stdout.count("An earlier try of this task posted this message") == 2, "both retries used the record"
+        assert example_airflow.xcom(dag_id, task_id)["ticket_id"] == invoice["tickets"][-1]["ticket_id"]
+    assert output.count("An earlier try of this task posted this message") == 2, "both retries used the record"
