@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from datetime import timedelta
-from typing import TYPE_CHECKING, Final
-
-from airflow_provider_clubcollect import wire
-from airflow_provider_clubcollect.sandbox.state import TicketSpec, utc_now
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
+    # For the annotation only: the state imports this module to seed itself, never the reverse.
     from airflow_provider_clubcollect.sandbox.state import SandboxState
 
 #: Human names for the companies, kept for printing only: the API never returns them.
@@ -82,7 +78,7 @@ def seed_state(state: SandboxState, seed: int, now: datetime | None = None) -> N
     :param now: the time the dates are relative to (all dates are before it); the current UTC
         time when ``None``.
     """
-    now = (now or utc_now()).replace(microsecond=0)
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     rng = random.Random(seed)
     company_count = rng.randint(3, 5)
     invoice_number = 0
@@ -96,8 +92,8 @@ def seed_state(state: SandboxState, seed: int, now: datetime | None = None) -> N
             invoice_number += 1
 
 
-def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -> tuple[list[TicketSpec], bool]:
-    """One invoice's tickets and whether the thread is archived."""
+def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -> tuple[list[dict[str, Any]], bool]:
+    """One invoice's tickets (as the control API takes them) and whether the thread is archived."""
     outcome = rng.random()
     if outcome < 0.08:
         return [], False
@@ -105,15 +101,15 @@ def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -
     count = rng.randint(1, 6)
     # Most threads end the way their outcome needs, but the senders in between vary: members
     # sometimes write twice before the club answers, clubs sometimes follow themselves up.
-    last = wire.SENDER_CUSTOMER if outcome < 0.44 else wire.SENDER_COMPANY
+    last = "CUSTOMER" if outcome < 0.44 else "COMPANY"
     if archived:
-        last = rng.choice(wire.SENDERS)
-    if last == wire.SENDER_COMPANY and count == 1:
+        last = rng.choice(("CUSTOMER", "COMPANY"))
+    if last == "COMPANY" and count == 1:
         count = 2  # a club rarely writes first in a ticket thread
-    senders = [wire.SENDER_CUSTOMER]
+    senders = ["CUSTOMER"]
     for _ in range(count - 2):
         previous = senders[-1]
-        other = wire.SENDER_COMPANY if previous == wire.SENDER_CUSTOMER else wire.SENDER_CUSTOMER
+        other = "COMPANY" if previous == "CUSTOMER" else "CUSTOMER"
         senders.append(previous if rng.random() < 0.25 else other)
     if count > 1:
         senders.append(last)
@@ -124,13 +120,13 @@ def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -
     for index, sender in enumerate(senders):
         if index:
             date = min(date + timedelta(seconds=rng.randint(600, 6 * 24 * 3600)), now - timedelta(minutes=1))
-        messages = _CUSTOMER_MESSAGES if sender == wire.SENDER_CUSTOMER else _COMPANY_MESSAGES
+        messages = _CUSTOMER_MESSAGES if sender == "CUSTOMER" else _COMPANY_MESSAGES
         tickets.append(
-            TicketSpec(
-                message=rng.choice(messages),
-                sender=sender,
-                date=date,
-                ticket_id=seed_id(seed, "ticket", invoice_number, index),
-            )
+            {
+                "message": rng.choice(messages),
+                "sender": sender,
+                "date": date,
+                "ticket_id": seed_id(seed, "ticket", invoice_number, index),
+            }
         )
     return tickets, archived

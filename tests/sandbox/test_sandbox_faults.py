@@ -252,6 +252,35 @@ def test_faults_leave_the_control_api_alone(control, invoice):
     assert control.state()["invoices"]["inv-1"]["status"] == "unanswered"
 
 
+def test_a_new_fault_is_one_class(api, server, control, invoice):
+    from dataclasses import dataclass
+
+    from airflow_provider_clubcollect.sandbox.faults import FAULTS, Answer, Fault
+
+    @dataclass(frozen=True)
+    class Teapot(Fault):
+        """Applies the POST, then answers 418 with a status of the script's choosing."""
+
+        name = "teapot"
+        applies = True
+        status: int = 418
+
+        def answer(self, echo):
+            return Answer(self.status, json.dumps({"error": "teapot"}))
+
+    try:
+        settings = control.set_faults(script=[{"fault": "teapot", "status": 499, "method": "POST"}])
+        assert settings["script"] == [{"fault": "teapot", "status": 499, "method": "POST"}]
+        response = api.post(tickets_path(), json={"message": "Hallo"})
+        assert (response.status_code, response.json()) == (499, {"error": "teapot"})
+        assert server.state.invoice("inv-1")["tickets_created"] == 1
+        assert [(e["status"], e["fault"]) for e in control.requests()] == [(499, "teapot")]
+    finally:
+        del FAULTS["teapot"]
+    with pytest.raises(SandboxControlError, match="teapot"):
+        control.set_faults(script=[{"fault": "teapot"}])
+
+
 # --- the fault settings themselves --------------------------------------------------------------
 
 
