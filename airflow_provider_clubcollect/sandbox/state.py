@@ -190,6 +190,7 @@ class SandboxState:
         self._ticket_ids: set[str] = set()
         self._seq = 0
         self._requests: list[dict[str, Any]] = []
+        self._requests_forgotten = 0
         self._faults = FaultSettings()
         # Company lists are rebuilt only after a change: paging a large company then costs one
         # sort, not one per page.  Every change to tickets or thread status bumps the version.
@@ -219,7 +220,7 @@ class SandboxState:
             self._invoices.clear()
             self._ticket_ids.clear()
             self._seq = 0
-            self._requests.clear()
+            self._forget_requests()
             self._faults = FaultSettings()
             self._version += 1
             self._lists.clear()
@@ -499,11 +500,11 @@ class SandboxState:
         Record an API request as it arrives; its status is filled in by :meth:`set_request_status`.
 
         :param entry: the request's description (never containing the API key).
-        :return: the entry's index, to pass to :meth:`set_request_status`.
+        :return: the entry's number, to pass to :meth:`set_request_status`.
         """
         with self._lock:
             self._requests.append(dict(entry))
-            return len(self._requests) - 1
+            return self._requests_forgotten + len(self._requests) - 1
 
     def set_request_status(self, index: int, status: int | None, fault: str | None = None) -> None:
         """
@@ -514,11 +515,13 @@ class SandboxState:
         :param fault: the injected fault, if any.
         """
         with self._lock:
-            # The log may have been cleared while the request was in flight.
-            if index < len(self._requests):
-                self._requests[index]["status"] = status
+            # Numbers run on across clears: a request still in flight when the log was cleared
+            # (a reset between tests) must not write its status onto a newer request's entry.
+            position = index - self._requests_forgotten
+            if 0 <= position < len(self._requests):
+                self._requests[position]["status"] = status
                 if fault is not None:
-                    self._requests[index]["fault"] = fault
+                    self._requests[position]["fault"] = fault
 
     def requests(self) -> list[dict[str, Any]]:
         """The API requests received, oldest first (copies)."""
@@ -528,7 +531,7 @@ class SandboxState:
     def clear_requests(self) -> None:
         """Forget the API requests received."""
         with self._lock:
-            self._requests.clear()
+            self._forget_requests()
 
     # --- faults ---------------------------------------------------------------------------------
 
@@ -567,6 +570,10 @@ class SandboxState:
             return self._faults.decide(method, path)
 
     # --- helpers (lock held) ----------------------------------------------------------------------
+
+    def _forget_requests(self) -> None:
+        self._requests_forgotten += len(self._requests)
+        self._requests.clear()
 
     def _check_new_ticket_ids(self, specs: Sequence[TicketSpec]) -> None:
         given = [spec.ticket_id for spec in specs if spec.ticket_id is not None]

@@ -253,3 +253,16 @@ def test_concurrent_posts_leave_consistent_state(server):
     assert state.invoice("inv-2")["actions"]["archive"] == 120
     assert len(state.requests()) == 240
     assert all(entry["status"] in (200, 204) for entry in state.requests())
+
+
+def test_a_request_answered_after_a_reset_does_not_mark_a_newer_one():
+    # A request still in flight when a test's reset cleared the log (a delay past the client's
+    # timeout) is answered later: its status must not land on the next test's first request.
+    state = SandboxState(api_key="k")
+    stale = state.log_request({"method": "GET", "status": None, "fault": None})
+    state.reset()
+    fresh = state.log_request({"method": "POST", "status": None, "fault": None})
+    state.set_request_status(stale, 200, "delay")
+    assert state.requests() == [{"method": "POST", "status": None, "fault": None}]
+    state.set_request_status(fresh, None, "apply_then_drop")
+    assert state.requests() == [{"method": "POST", "status": None, "fault": "apply_then_drop"}]
