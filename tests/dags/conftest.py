@@ -1,15 +1,14 @@
 """Real Airflow for the DAG tests: one migrated AIRFLOW_HOME for the session.
 
-DAGs run in this process with ``dag.test()`` (a second or two each); the few tests whose point
-is a separate process (deferral to the triggerer, reschedule) run ``airflow dags test`` against a
-copy of it.
+DAGs run in this process with ``dag.test()``, a second or two each after the first.  That is what
+`airflow dags test` runs too (in its own process, which adds some ten seconds of start-up and
+nothing else): tasks in-process, deferred tasks' triggers in line, reschedules and task retries.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
     from airflow.sdk import DAG
 
-    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 TEST_DAGS = Path(__file__).parent / "dag_files"
 
@@ -60,19 +58,6 @@ def example_airflow(airflow_db: Path) -> AirflowHome:
 
 
 @pytest.fixture(scope="session")
-def test_dags_airflow(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """
-    A home for `airflow dags test` subprocesses running the test-only DAGs: a copy of the migrated
-    database (SQLite's backup API, milliseconds) rather than a second migration, and not the file
-    itself, which this process keeps open.
-    """
-    home = AirflowHome(tmp_path_factory.mktemp("airflow-test-dags"), TEST_DAGS)
-    with sqlite3.connect(airflow_db / "airflow.db") as source, sqlite3.connect(home.database) as copy:
-        source.backup(copy)
-    return home
-
-
-@pytest.fixture(scope="session")
 def example_dags(airflow_db: Path) -> dict[str, DAG]:
     """Every DAG in example_dags/ and tests/dags/dag_files/ by ID, parsed once."""
     from airflow.dag_processing.dagbag import DagBag
@@ -86,7 +71,9 @@ def example_dags(airflow_db: Path) -> dict[str, DAG]:
 
 
 @pytest.fixture
-def run_dag(example_dags: dict[str, DAG], capfd: pytest.CaptureFixture[str]) -> Callable[..., tuple[str, str]]:
+def run_dag(
+    example_dags: dict[str, DAG], capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> Callable[..., tuple[str, str]]:
     """
     Run a DAG in this process (``dag.test()``: task retries included, each try with the task
     state store) against the connection in the environment.
@@ -97,13 +84,10 @@ def run_dag(example_dags: dict[str, DAG], capfd: pytest.CaptureFixture[str]) -> 
 
     def run(dag_id: str, conf: dict[str, Any] | None = None) -> tuple[str, str]:
         capfd.readouterr()
+        caplog.clear()
         dag_run = example_dags[dag_id].test(run_conf=conf)
         out, err = capfd.readouterr()
-        return str(dag_run.state), out + err
+        # The tasks' logs reach the file descriptors; dag.test()'s own reach the logging records.
+        return str(dag_run.state), out + err + caplog.text
 
     return run
-
-
-def conn_env(sandbox: SandboxHandle) -> dict[str, str]:
-    """The environment a subprocess needs to reach the sandbox as ``clubcollect_default``."""
-    return {sandbox.conn_env_var: sandbox.conn_uri_json}

@@ -1,13 +1,12 @@
-"""Every example DAG run with real Airflow against the sandbox, in this process (``dag.test()``);
-the deferrable sensor and reschedule mode in `airflow dags test` subprocesses.
+"""Every example DAG, the deferrable sensor, reschedule mode and task retries, run with real Airflow
+against the sandbox in this process: ``dag.test()``, which is what `airflow dags test` runs.
 Assertions read the sandbox's end state and the run's XCom in the session's database."""
 
 from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import time
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,6 @@ import pytest
 
 from airflow_provider_clubcollect.threads import select_inactive, select_unanswered
 from tests.conftest import EXAMPLE_DAGS
-from tests.dags.conftest import conn_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,28 +82,35 @@ def assert_key_nowhere(airflow: AirflowHome, sandbox: SandboxHandle, output: str
 
 
 def run_until_polled(
-    airflow: AirflowHome, sandbox: SandboxHandle, dag_id: str, *, polls: int, then: Callable[[], None]
-) -> tuple[int, str]:
-    """Start `airflow dags test`, wait until the company list was read ``polls`` times, call ``then``."""
-    process = subprocess.Popen(
-        airflow.dags_test_command(dag_id),
-        env=airflow.env(conn_env(sandbox)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run_dag: Callable[..., tuple[str, str]],
+    sandbox: SandboxHandle,
+    dag_id: str,
+    *,
+    polls: int,
+    then: Callable[[], None],
+) -> tuple[str, str]:
+    """Run the DAG; once the company list was read ``polls`` times, ``then`` runs (in a watcher thread)."""
+    failures: list[BaseException] = []
+    finished = threading.Event()
+
+    def watch() -> None:
+        try:
+            while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < polls:
+                if finished.wait(0.1):
+                    raise AssertionError(f"the run ended before the sensor polled {polls} times")
+            then()
+        except BaseException as error:
+            failures.append(error)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        deadline = time.monotonic() + 120
-        while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < polls:
-            assert process.poll() is None, process.communicate()[0][-4000:]
-            assert time.monotonic() < deadline, f"the sensor did not poll {polls} times"
-            time.sleep(0.2)
-        then()
-        output, _ = process.communicate(timeout=120)
+        state, output = run_dag(dag_id)
     finally:
-        if process.poll() is None:
-            process.kill()
-    return process.returncode, output
+        finished.set()
+        watcher.join(timeout=10)
+    assert not failures, failures
+    return state, output
 
 
 def test_seed_companies_match_the_example_dags(clubcollect_sandbox: SandboxHandle) -> None:
@@ -205,7 +210,7 @@ def test_reply_with_hook(
 
 
 def test_deferrable_sensor_resumes_when_tickets_arrive(
-    test_dags_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+    run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
 ) -> None:
     sandbox = clubcollect_sandbox
     sandbox.reset(seed=None)
@@ -225,14 +230,13 @@ def test_deferrable_sensor_resumes_when_tickets_arrive(
         sandbox.add_tickets("inv-1", [{"message": "Nog steeds niet", "sender": "CUSTOMER", "date": now.isoformat()}])
 
     # The sensor's own first poke, then at least two polls by the trigger.
-    returncode, output = run_until_polled(test_dags_airflow, sandbox, dag_id, polls=3, then=member_writes)
-    assert returncode == 0, output[-4000:]
-    assert "deferred" in output.lower()
-    assert_key_nowhere(test_dags_airflow, sandbox, output)
-    assert test_dags_airflow.last_run_state(dag_id) == "success"
-    waiting = test_dags_airflow.xcom(dag_id, "wait")
+    state, output = run_until_polled(run_dag, sandbox, dag_id, polls=3, then=member_writes)
+    assert state == "success", output[-4000:]
+    assert "running trigger in line" in output, "the sensor deferred to its trigger"
+    assert_key_nowhere(example_airflow, sandbox, output)
+    waiting = example_airflow.xcom(dag_id, "wait")
     assert [t["message"] for t in waiting] == ["Nog steeds niet"]
-    assert test_dags_airflow.xcom(dag_id, "escalate") == ["inv-1"]
+    assert example_airflow.xcom(dag_id, "escalate") == ["inv-1"]
     assert sandbox.state()["invoices"]["inv-1"]["assigned_to_support"] is True
     posts = [r for r in sandbox.requests() if r["method"] == "POST"]
     assert [r["path"] for r in posts] == ["/api/v2/invoices/inv-1/tickets/actions/assign_to_support"]
@@ -279,7 +283,7 @@ def test_every_other_example_dag_runs_green(
 
 
 def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
-    test_dags_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+    run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
 ) -> None:
     sandbox = clubcollect_sandbox
     sandbox.reset(seed=None)
@@ -292,11 +296,10 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
         now = datetime.now(timezone.utc).isoformat()
         sandbox.add_tickets("inv-1", [{"message": "Toch niet", "sender": "CUSTOMER", "date": now}])
 
-    returncode, output = run_until_polled(test_dags_airflow, sandbox, dag_id, polls=2, then=member_writes)
-    assert returncode == 0, output[-4000:]
-    assert "UP_FOR_RESCHEDULE" in output
-    assert test_dags_airflow.last_run_state(dag_id) == "success"
-    assert [t["message"] for t in test_dags_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
+    state, output = run_until_polled(run_dag, sandbox, dag_id, polls=2, then=member_writes)
+    assert state == "success", output[-4000:]
+    assert example_airflow.reschedules(dag_id, "wait") >= 2, "the sensor gave its slot back between pokes"
+    assert [t["message"] for t in example_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
 
 
 def test_never_twice_across_airflow_task_retries(
