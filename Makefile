@@ -44,7 +44,10 @@ pytest: install
 unit: install
 	$(PY) -m pytest -m "not dag"
 
-test: lint typecheck docs-check pytest
+# The docs (Sphinx, then Chromium) and pytest share nothing and each keeps one core busy: they run
+# side by side, which takes about 25 s off `make test`.  Lint and type checks come first, as fast failures.
+test: lint typecheck
+	$(MAKE) --no-print-directory -j2 --output-sync=line docs-check pytest
 
 demo: install
 	$(PY) dev/demo.py
