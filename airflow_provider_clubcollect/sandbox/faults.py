@@ -29,14 +29,7 @@ _FIREWALL_PAGE = (
 
 @dataclass(frozen=True)
 class Answer:
-    """
-    What the sandbox sends instead of the API's own answer.
-
-    :param status: the HTTP status.
-    :param body: the body.
-    :param media_type: its media type.
-    :param headers: extra headers.
-    """
+    """What the sandbox sends instead of the API's own answer."""
 
     status: int
     body: str
@@ -145,11 +138,7 @@ class ApplyThenDrop(Drop):
 
 @dataclass(frozen=True)
 class Error(Fault):
-    """
-    A JSON error answer, as a failing backend sends.
-
-    :param status: 400 to 599.
-    """
+    """A JSON error answer with ``status`` (400 to 599), as a failing backend sends."""
 
     name = "error"
     min_status = 400
@@ -171,11 +160,7 @@ class ApplyThenError(Error):
 
 @dataclass(frozen=True)
 class RateLimit(Fault):
-    """
-    429 Too Many Requests.
-
-    :param retry_after: ``Retry-After`` in seconds, or an HTTP date sent as it is; ``None`` sends no header.
-    """
+    """429, with ``retry_after`` as ``Retry-After`` (seconds, or an HTTP date sent as it is) unless ``None``."""
 
     name = "rate_limit"
     retry_after: float | str | None = None
@@ -191,11 +176,7 @@ class RateLimit(Fault):
 
 @dataclass(frozen=True)
 class Html(Fault):
-    """
-    An HTML page, as a web application firewall sends.
-
-    :param status: any HTTP status.
-    """
+    """An HTML page with ``status``, as a web application firewall sends."""
 
     name = "html"
     status: int = 403
@@ -207,11 +188,7 @@ class Html(Fault):
 
 @dataclass(frozen=True)
 class NotJson(Fault):
-    """
-    A body that is not JSON.
-
-    :param status: any HTTP status.
-    """
+    """A body that is not JSON, with ``status``."""
 
     name = "not_json"
     status: int = 200
@@ -222,11 +199,7 @@ class NotJson(Fault):
 
 @dataclass(frozen=True)
 class Delay(Fault):
-    """
-    A pause, then the request is handled normally.
-
-    :param seconds: how long.
-    """
+    """A pause of ``seconds``, then the request is handled normally."""
 
     name = "delay"
     seconds: float = 0.0
