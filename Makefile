@@ -44,7 +44,10 @@ pytest: install
 unit: install
 	$(PY) -m pytest -m "not dag"
 
-test: lint typecheck docs-check pytest
+# The docs (Sphinx, then Chromium) and pytest share nothing and each keeps one core busy: they run
+# side by side, which takes about 25 s off `make test`.  Lint and type checks come first, as fast failures.
+test: lint typecheck
+	$(MAKE) --no-print-directory -j2 --output-sync=line docs-check pytest
 
 demo: install
 	$(PY) dev/demo.py
@@ -104,8 +107,20 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 # Headless Chromium opens the built pages: the connection form's screenshot, an operator guide's example.
-docs-check: docs $(CHROMIUM)
+# Build and check are done again when one of their inputs changed (the docs, the code autodoc reads,
+# the included examples, the checker, the install); otherwise the last build, which passed with
+# warnings as errors, still holds, and `make test` saves their 20 s.  `make docs` always rebuilds.
+DOCS_INPUTS := $(shell find docs -path docs/_build -prune -o -type f -print) \
+	$(shell find airflow_provider_clubcollect example_dags -name '*.py') \
+	tests/sandbox/test_fixture_example.py dev/check_docs.py pyproject.toml README.md
+DOCS_CHECKED := docs/_build/.checked
+
+docs-check: $(DOCS_CHECKED)
+
+$(DOCS_CHECKED): $(VENV)/.installed $(DOCS_INPUTS) | $(CHROMIUM)
+	$(MAKE) --no-print-directory docs
 	$(PY) dev/check_docs.py $(DOCS_HTML) --chromium $(CHROMIUM)
+	@touch $@
 # --- end of docs ---------------------------------------------------------------------------------
 
 clean:

@@ -96,6 +96,16 @@ class AirflowHome:
         rows = self._newest_run_rows(dag_id, "SELECT task_id, map_index, state FROM task_instance")
         return {(task if index < 0 else f"{task}[{index}]"): state for task, index, state in rows}
 
+    def reschedules(self, dag_id: str, task_id: str) -> int:
+        """How often a task of the DAG's newest run gave its slot back (reschedule mode)."""
+        rows = self._newest_run_rows(
+            dag_id,
+            "SELECT task_reschedule.id FROM task_reschedule JOIN task_instance ON task_instance.id = ti_id",
+            "AND task_id = ?",
+            task_id,
+        )
+        return len(rows)
+
     def xcom(self, dag_id: str, task_id: str, *, map_index: int = -1, key: str = "return_value") -> Any:
         """
         An XCom value of the DAG's newest run.

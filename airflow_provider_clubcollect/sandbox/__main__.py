@@ -83,6 +83,7 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
     :param out: where to print.
     """
     from airflow_provider_clubcollect import wire
+    from airflow_provider_clubcollect.sandbox.state import STATUSES
 
     lines = [
         f"ClubCollect sandbox listening on {server.root_url}",
@@ -98,7 +99,7 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
     companies = server.state.companies()
     lines.append(f"Companies ({len(companies)}):" if companies else "Companies: none (started empty)")
     for company in companies:
-        counts = ", ".join(f"{status} {company['tickets'][status]}" for status in wire.STATUSES)
+        counts = ", ".join(f"{status} {company['tickets'][status]}" for status in STATUSES)
         lines.append(
             f"  {company['company_id']}  {company['name']}  ({company['invoices']} invoices; tickets: {counts})"
         )

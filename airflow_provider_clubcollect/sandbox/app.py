@@ -1,7 +1,9 @@
 """The sandbox's web app: the five Tickets API calls under ``/api/v2`` and a control API under ``/_sandbox``.
 
-Every wire name comes from :mod:`airflow_provider_clubcollect.wire`, the module the hook and the
-trigger build their requests from, so the sandbox cannot drift from the client.  Endpoints are
+Paths, parameters, field names and error bodies are written out here as the API's page states
+them (SPEC section 1), not imported from the provider's wire module: the sandbox is the API's
+stand-in, so a wrong name in the provider fails against it (tests/sandbox/test_sandbox_contract.py
+checks the sandbox against the page's examples).  Endpoints are
 ``async`` so that injected latency overlaps between concurrent requests; the state's lock is
 held only inside short synchronous calls.
 
@@ -26,49 +28,41 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError, SandboxNotFoundError
-from airflow_provider_clubcollect.sandbox.faults import (
-    FAULT_APPLY_THEN_DROP,
-    FAULT_APPLY_THEN_ERROR,
-    FAULT_DELAY,
-    FAULT_DROP,
-    FAULT_ERROR,
-    FAULT_HTML,
-    FAULT_NOT_JSON,
-    FAULT_RATE_LIMIT,
-)
-from airflow_provider_clubcollect.sandbox.state import parse_date
+from airflow_provider_clubcollect.sandbox.state import ACTIONS, BASE_PATH, MAX_PAGE_SIZE, STATUSES, parse_date
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
 
-    from airflow_provider_clubcollect.sandbox.faults import FaultDecision
+    from airflow_provider_clubcollect.sandbox.faults import Answer
     from airflow_provider_clubcollect.sandbox.state import SandboxState
 
 logger = logging.getLogger(__name__)
 
-#: Where the API lives on the sandbox: the base URL's path plus the version, e.g. ``/api/v2``.
-API_PREFIX: Final = f"{wire.BASE_PATH}/{wire.API_VERSION_PREFIX}"
+#: Where the API's version 2 lives on the sandbox.
+API_PREFIX: Final = f"{BASE_PATH}/v2"
 #: Where the control API lives, outside the API's namespace.
 CONTROL_PREFIX: Final = "/_sandbox"
 #: The deprecated query parameter carrying the key; answered normally but recorded, because the
 #: provider must never send it (it puts the key into URLs and access logs).
-DEPRECATED_API_KEY_PARAM: Final = wire.PARAM_API_KEY_DEPRECATED
+DEPRECATED_API_KEY_PARAM: Final = "api_key"
+#: The page's default ``page_size``.
+DEFAULT_PAGE_SIZE: Final = 30
+
+# The error codes the API's page documents.
+ERROR_INVALID_INVOICE_ID: Final = "invalid_invoice_id"
+ERROR_INVALID_MESSAGE: Final = "invalid_message"
+ERROR_NOT_FOUND: Final = "not_found"
+ERROR_INVALID_ACTION: Final = "invalid_action"
 
 # Error codes for situations ClubCollect does not document; the sandbox has to answer something.
 ERROR_UNAUTHORIZED: Final = "unauthorized"
 ERROR_UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 ERROR_INVALID_PAGE: Final = "invalid_page"
 ERROR_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
-ERROR_RATE_LIMITED: Final = "rate_limited"
 ERROR_INVALID_REQUEST: Final = "invalid_request"
 
 _INTEGER: Final = re.compile(r"[0-9]+")
-_FIREWALL_PAGE: Final = (
-    "<!DOCTYPE html>\n<html><head><title>{status} Forbidden</title></head>\n"
-    "<body><h1>Request blocked</h1><p>The web application firewall refused this request.</p></body></html>\n"
-)
 
 
 class SandboxApp(FastAPI):
@@ -103,37 +97,33 @@ class SandboxApp(FastAPI):
             receive = await _buffered(receive)
             await asyncio.sleep(decision.delay_seconds)
         fault = decision.fault
+        authorization = _header(scope, "Authorization") if decision.echo_authorization else None
+        echo = "" if authorization is None else f" (request headers: Authorization: {authorization})"
+        answer = None if fault is None else fault.answer(echo)
 
-        if fault == FAULT_DROP:
-            state.set_request_status(index, None, fault)
-            await _drop_connection(scope, receive, send)
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state.set_request_status(index, int(message["status"]), None if fault is None else fault.name)
+            await send(message)
+
+        if fault is None or not (fault.applies or fault.drops or answer):
+            # No fault, or a delay, served above: the API's own answer.
+            await super().__call__(scope, receive, recording_send)
             return
 
         async def discard(message: Message) -> None:
             # The request is applied, but no byte of its own answer leaves the server.
             return None
 
-        if fault == FAULT_APPLY_THEN_DROP:
-            state.set_request_status(index, None, fault)
+        if fault.applies:
             await super().__call__(scope, receive, discard)
+        elif not fault.drops:
+            await _drain_body(receive)  # so the connection stays usable after the fault's answer
+        if answer is None:
+            state.set_request_status(index, None, fault.name)
             await _drop_connection(scope, receive, send)
             return
-
-        async def recording_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state.set_request_status(index, int(message["status"]), fault)
-            await send(message)
-
-        authorization = _header(scope, wire.AUTH_HEADER) if decision.echo_authorization else None
-        if fault == FAULT_APPLY_THEN_ERROR:
-            await super().__call__(scope, receive, discard)
-            await _fault_response(decision, authorization)(scope, receive, recording_send)
-            return
-        if fault is not None and fault != FAULT_DELAY:  # a delay has been served: answer normally
-            await _drain_body(receive)
-            await _fault_response(decision, authorization)(scope, receive, recording_send)
-            return
-        await super().__call__(scope, receive, recording_send)
+        await _response(answer)(scope, receive, recording_send)
 
 
 async def _buffered(receive: Receive) -> Receive:
@@ -191,8 +181,8 @@ def _add_api_routes(app: FastAPI, state: SandboxState) -> None:
             return refused
         tickets = state.invoice_tickets(invoice_id)
         if tickets is None:
-            return _error(404, wire.ERROR_INVALID_INVOICE_ID)
-        return JSONResponse({wire.FIELD_TICKETS: tickets})
+            return _error(404, ERROR_INVALID_INVOICE_ID)
+        return JSONResponse({"tickets": tickets})
 
     @app.post(invoice_tickets)
     async def create_ticket(invoice_id: str, request: Request) -> Response:
@@ -201,29 +191,29 @@ def _add_api_routes(app: FastAPI, state: SandboxState) -> None:
         if refused is not None:
             return refused
         if not state.has_invoice(invoice_id):
-            return _error(404, wire.ERROR_INVALID_INVOICE_ID)
+            return _error(404, ERROR_INVALID_INVOICE_ID)
         try:
             body = json.loads(await request.body())
         except ValueError:  # not JSON, or not UTF-8
             body = None
-        message = body.get(wire.FIELD_MESSAGE) if isinstance(body, dict) else None
-        if not wire.is_valid_message(message):
-            return _error(422, wire.ERROR_INVALID_MESSAGE)
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message.strip():  # text other than whitespace
+            return _error(422, ERROR_INVALID_MESSAGE)
         ticket = state.create_ticket(invoice_id, message)
         if ticket is None:  # the invoice vanished in between (a reset): still its documented error
-            return _error(404, wire.ERROR_INVALID_INVOICE_ID)
+            return _error(404, ERROR_INVALID_INVOICE_ID)
         return JSONResponse(ticket)
 
     @app.post(f"{invoice_tickets}/actions/{{action}}")
     async def invoice_action(invoice_id: str, action: str, request: Request) -> Response:
         """Archive an invoice's tickets, or assign them to support; idempotent."""
-        if action not in wire.ACTIONS:
-            return _error(404, wire.ERROR_NOT_FOUND)
+        if action not in ACTIONS:
+            return _error(404, ERROR_NOT_FOUND)
         refused = _refuse(request, state)
         if refused is not None:
             return refused
         if not state.apply_action(invoice_id, action):
-            return _error(404, wire.ERROR_INVALID_INVOICE_ID)
+            return _error(404, ERROR_INVALID_INVOICE_ID)
         return Response(status_code=204)
 
     @app.get(f"{API_PREFIX}/companies/{{company_id}}/tickets/{{status}}")
@@ -233,18 +223,18 @@ def _add_api_routes(app: FastAPI, state: SandboxState) -> None:
         if refused is not None:
             return refused
         if not state.has_company(company_id):
-            return _error(404, wire.ERROR_NOT_FOUND)
-        if status not in wire.STATUSES:
-            return _error(422, wire.ERROR_INVALID_ACTION)
+            return _error(404, ERROR_NOT_FOUND)
+        if status not in STATUSES:
+            return _error(422, ERROR_INVALID_ACTION)
         # Parsed here rather than declared as parameters, so that FastAPI's own validation
         # answer (a 422 with "detail") never replaces the API's error shape.
-        page_number = _query_int(request, wire.PARAM_PAGE_NUMBER, 1)
-        page_size = _query_int(request, wire.PARAM_PAGE_SIZE, wire.API_DEFAULT_PAGE_SIZE)
-        if page_number is None or page_number < 1 or page_size is None or not 1 <= page_size <= wire.MAX_PAGE_SIZE:
+        page_number = _query_int(request, "page_number", 1)
+        page_size = _query_int(request, "page_size", DEFAULT_PAGE_SIZE)
+        if page_number is None or page_number < 1 or page_size is None or not 1 <= page_size <= MAX_PAGE_SIZE:
             return _error(422, ERROR_INVALID_PAGE)
         page = state.company_tickets_page(company_id, status, page_number, page_size)
         if page is None:
-            return _error(404, wire.ERROR_NOT_FOUND)
+            return _error(404, ERROR_NOT_FOUND)
         return JSONResponse(page)
 
 
@@ -261,15 +251,15 @@ def is_authorized(authorization: str | None, api_key: str) -> bool:
     """
     if authorization is None:
         return False
-    expected = wire.authorization_value(api_key).encode()
+    expected = f"ApiKey {api_key}".encode()
     return secrets.compare_digest(authorization.encode("utf-8", "surrogateescape"), expected)
 
 
 def _refuse(request: Request, state: SandboxState) -> Response | None:
     """The 401 or 415 answer a request gets before it is looked at, or ``None`` to go on."""
-    if not is_authorized(request.headers.get(wire.AUTH_HEADER), state.api_key):
+    if not is_authorized(request.headers.get("Authorization"), state.api_key):
         return _error(401, ERROR_UNAUTHORIZED)
-    if request.method == "POST" and _media_type(request.headers.get("content-type")) != wire.JSON_MEDIA_TYPE:
+    if request.method == "POST" and _media_type(request.headers.get("content-type")) != "application/json":
         return _error(415, ERROR_UNSUPPORTED_MEDIA_TYPE)
     return None
 
@@ -287,7 +277,7 @@ def _query_int(request: Request, name: str, default: int) -> int | None:
 
 
 def _error(status: int, code: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({wire.FIELD_ERROR: code, **extra}, status_code=status)
+    return JSONResponse({"error": code, **extra}, status_code=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -295,7 +285,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        code = ERROR_METHOD_NOT_ALLOWED if error.status_code == 405 else wire.ERROR_NOT_FOUND
+        code = ERROR_METHOD_NOT_ALLOWED if error.status_code == 405 else ERROR_NOT_FOUND
         if error.status_code not in (404, 405):
             code = ERROR_INVALID_REQUEST
         return _error(error.status_code, code, detail=str(error.detail))
@@ -310,52 +300,20 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SandboxNotFoundError)
     async def not_found(request: Request, error: SandboxNotFoundError) -> Response:
-        return _error(404, wire.ERROR_NOT_FOUND, detail=str(error))
+        return _error(404, ERROR_NOT_FOUND, detail=str(error))
 
 
 # --- faults ---------------------------------------------------------------------------------
 
 
-def _fault_response(decision: FaultDecision, authorization: str | None = None) -> Response:
-    """
-    The answer of an error, rate-limit, HTML or not-JSON fault.
-
-    :param decision: the fault.
-    :param authorization: the request's ``Authorization`` value, to quote in the answer as a
-        header-echoing gateway would; ``None`` quotes nothing.
-    """
-    status = decision.status or 500
-    echo = "" if authorization is None else f" (request headers: Authorization: {authorization})"
-    if decision.fault == FAULT_RATE_LIMIT:
-        headers = {} if decision.retry_after is None else {"Retry-After": _seconds(decision.retry_after)}
-        return JSONResponse(
-            {wire.FIELD_ERROR: ERROR_RATE_LIMITED, "detail": f"Too many requests; slow down.{echo}"},
-            status_code=429,
-            headers=headers,
-        )
-    if decision.fault == FAULT_HTML:
-        page = _FIREWALL_PAGE.format(status=status).replace("</body>", f"<p>{echo}</p></body>")
-        return Response(page, status_code=status, media_type="text/html")
-    if decision.fault == FAULT_NOT_JSON:
-        return Response(f"Service temporarily degraded; try again.{echo}", status_code=status, media_type="text/plain")
-    if decision.fault not in (FAULT_ERROR, FAULT_APPLY_THEN_ERROR):
-        raise AssertionError(f"no answer for fault {decision.fault!r}")
-    # An echoing gateway puts what it saw into the error itself, where a client quotes it.
-    code = ("service_unavailable" if status == 503 else "internal_server_error") + echo
-    return _error(status, code)
+def _response(answer: Answer) -> Response:
+    """A fault's answer as an ASGI response."""
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
 
 
 def _header(scope: Scope, name: str) -> str | None:
     wanted = name.lower().encode("latin-1")
     return next((value.decode("latin-1") for key, value in scope["headers"] if key.lower() == wanted), None)
-
-
-def _seconds(value: float | str) -> str:
-    # Retry-After is whole seconds on the wire; fractions stay possible for fast tests; a string
-    # (an HTTP date) is sent as it is.
-    if isinstance(value, str):
-        return value
-    return str(int(value)) if value == int(value) else f"{value:g}"
 
 
 async def _drain_body(receive: Receive) -> None:
@@ -402,7 +360,7 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 def _is_api_path(path: str) -> bool:
-    return path == wire.BASE_PATH or path.startswith(f"{wire.BASE_PATH}/")
+    return path == BASE_PATH or path.startswith(f"{BASE_PATH}/")
 
 
 def _describe(scope: Scope, api_key: str) -> dict[str, Any]:
@@ -420,7 +378,7 @@ def _describe(scope: Scope, api_key: str) -> dict[str, Any]:
         "user_agent": headers.get("user-agent"),
         "content_type": headers.get("content-type"),
         "accept": headers.get("accept"),
-        "authorized": is_authorized(headers.get(wire.AUTH_HEADER.lower()), api_key),
+        "authorized": is_authorized(headers.get("authorization"), api_key),
         "api_key_in_query": api_key_in_query,
         "status": None,
         "fault": None,
@@ -462,11 +420,11 @@ def _add_control_routes(app: FastAPI, state: SandboxState) -> None:
     async def add_invoice(request: Request) -> Response:
         """Add an invoice with tickets (or append tickets to an existing one)."""
         body = await _json_object(request)
-        tickets = body.get(wire.FIELD_TICKETS, [])
+        tickets = body.get("tickets", [])
         if not isinstance(tickets, list):
             raise SandboxInputError(f"tickets must be a list, got {tickets!r}")
         view = state.add_invoice(
-            body.get(wire.FIELD_INVOICE_ID, ""),
+            body.get("invoice_id", ""),
             body.get("company_id", ""),
             tickets,
             archived=body.get("archived"),
@@ -477,7 +435,7 @@ def _add_control_routes(app: FastAPI, state: SandboxState) -> None:
     async def add_tickets(invoice_id: str, request: Request) -> Response:
         """Append tickets to an invoice: ``{"tickets": [...]}``; reopens an archived thread."""
         body = await _json_object(request)
-        tickets = body.get(wire.FIELD_TICKETS)
+        tickets = body.get("tickets")
         if not isinstance(tickets, list):
             raise SandboxInputError(f"tickets must be a list, got {tickets!r}")
         return JSONResponse(state.add_tickets(invoice_id, tickets))

@@ -1,82 +1,73 @@
 """Fault injection for the sandbox: what goes wrong, on which request, and how often.
 
-Faults are plain data (:class:`FaultSettings`, :class:`ScriptedFault`) parsed from the JSON of
-``POST /_sandbox/faults`` and turned into one :class:`FaultDecision` per API request.  Nothing
-here does I/O or imports the web stack: the decision is taken under the state's lock and carried
-out by the app.
+Each fault kind is one small class (:class:`Drop`, :class:`Error`, ...), registered under its
+name in :data:`FAULTS` by subclassing :class:`Fault`: a new fault is one class.  Faults are
+plain data parsed from the JSON of ``POST /_sandbox/faults``; :class:`FaultSettings` turns them
+into one :class:`FaultDecision` per API request.  Nothing here does I/O or imports the web stack:
+the decision is taken under the state's lock, and the app serves a fault's :class:`Answer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar
 
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError
 
-#: The connection is closed before any byte of an answer is sent; the request is not applied.
-FAULT_DROP: Final = "drop"
-#: A POST is applied, then the connection is closed before any byte of the answer is sent.
-FAULT_APPLY_THEN_DROP: Final = "apply_then_drop"
-#: A JSON error answer with a 4xx/5xx status (500 unless told).
-FAULT_ERROR: Final = "error"
-#: A POST is applied, then answered with an error status (500 unless told), as a backend that
-#: fails after its database committed does.
-FAULT_APPLY_THEN_ERROR: Final = "apply_then_error"
-#: 429, with a ``Retry-After`` header when one is configured.
-FAULT_RATE_LIMIT: Final = "rate_limit"
-#: An HTML page with a status (403 unless told), as a web application firewall sends.
-FAULT_HTML: Final = "html"
-#: A body that is not JSON, with a status (200 unless told).
-FAULT_NOT_JSON: Final = "not_json"
-#: A pause before the request is handled normally.
-FAULT_DELAY: Final = "delay"
-FAULT_KINDS: Final = (
-    FAULT_DROP,
-    FAULT_APPLY_THEN_DROP,
-    FAULT_ERROR,
-    FAULT_APPLY_THEN_ERROR,
-    FAULT_RATE_LIMIT,
-    FAULT_HTML,
-    FAULT_NOT_JSON,
-    FAULT_DELAY,
-)
-_DEFAULT_STATUS: Final = {
-    FAULT_ERROR: 500,
-    FAULT_APPLY_THEN_ERROR: 500,
-    FAULT_HTML: 403,
-    FAULT_NOT_JSON: 200,
-    FAULT_RATE_LIMIT: 429,
-}
-#: Kinds whose answer carries a status of the script's choosing.
-_STATUS_KINDS: Final = (FAULT_ERROR, FAULT_APPLY_THEN_ERROR, FAULT_HTML, FAULT_NOT_JSON)
 #: Random error answers are one of these, as a load balancer or a failing backend would send.
-RANDOM_ERROR_STATUSES: Final = (500, 503)
+RANDOM_ERROR_STATUSES = (500, 503)
+_FIREWALL_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>{status} Forbidden</title></head>\n"
+    "<body><h1>Request blocked</h1><p>The web application firewall refused this request.</p>{echo}</body></html>\n"
+)
 
 
 @dataclass(frozen=True)
-class ScriptedFault:
-    """
-    One fault in the script, used once by the first API request it matches.
+class Answer:
+    """What the sandbox sends instead of the API's own answer."""
 
-    :param fault: one of :data:`FAULT_KINDS`.
-    :param status: the HTTP status for ``error``, ``apply_then_error``, ``html`` and ``not_json``.
-    :param retry_after: ``Retry-After`` for ``rate_limit``: seconds, or an HTTP date sent as it is;
-        ``None`` sends no header.
-    :param seconds: the pause for ``delay``.
+    status: int
+    body: str
+    media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+#: Every fault kind by its name in the control API's JSON, filled by :class:`Fault` subclasses.
+FAULTS: dict[str, type[Fault]] = {}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """
+    One fault, used once by the first API request it matches when scripted.
+
+    Subclasses set ``name`` (the JSON ``"fault"``) and say what the fault does: ``applies``
+    (the request is applied first, its own answer never sent), ``drops`` (the connection is
+    closed with no answer), :meth:`pause` and :meth:`answer`.  Their fields are read from the
+    fault's JSON by :meth:`from_json`.
+
     :param method: only requests with this HTTP method match (any when ``None``).
     :param path_regex: only requests whose path matches this regular expression (``re.search``)
         match (any when ``None``).
     """
 
-    fault: str
-    status: int | None = None
-    retry_after: float | str | None = None
-    seconds: float = 0.0
+    name: ClassVar[str]
+    applies: ClassVar[bool] = False
+    drops: ClassVar[bool] = False
+    #: The lowest status a ``status`` field may take.
+    min_status: ClassVar[int] = 100
+
     method: str | None = None
     path_regex: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        FAULTS[cls.name] = cls
 
     def matches(self, method: str, path: str) -> bool:
         """
@@ -89,20 +80,147 @@ class ScriptedFault:
             return False
         return self.path_regex is None or re.search(self.path_regex, path) is not None
 
+    def pause(self) -> float:
+        """Seconds to wait before the request is handled."""
+        return 0.0
+
+    def answer(self, echo: str) -> Answer | None:
+        """
+        The answer sent instead of the API's, or ``None`` for the API's own (or none, for a drop).
+
+        :param echo: what a header-echoing gateway quotes (empty when it does not).
+        """
+        return None
+
     def to_json(self) -> dict[str, Any]:
-        """The fault as JSON, in the shape :func:`parse_scripted_fault` reads."""
-        data: dict[str, Any] = {"fault": self.fault}
-        if self.fault in _STATUS_KINDS:
-            data["status"] = self.status
-        if self.fault == FAULT_RATE_LIMIT:
-            data["retry_after"] = self.retry_after
-        if self.fault == FAULT_DELAY:
-            data["seconds"] = self.seconds
-        if self.method is not None:
-            data["method"] = self.method
-        if self.path_regex is not None:
-            data["path_regex"] = self.path_regex
-        return data
+        """The fault as JSON, in the shape :meth:`from_json` reads."""
+        data = dataclasses.asdict(self)
+        for key in ("method", "path_regex"):
+            if data[key] is None:
+                del data[key]
+        return {"fault": self.name, **data}
+
+    @classmethod
+    def from_json(cls, data: object) -> Fault:
+        """
+        Read one fault, such as ``{"fault": "error", "status": 503, "method": "POST"}``.
+
+        :param data: the decoded JSON object.
+        :raises SandboxInputError: naming the bad key and what is allowed.
+        """
+        if not isinstance(data, Mapping):
+            raise SandboxInputError(f"a scripted fault must be an object, got {data!r}")
+        name = data.get("fault")
+        kind = FAULTS.get(name) if isinstance(name, str) else None
+        if kind is None:
+            raise SandboxInputError(f"unknown fault {name!r}; allowed: {', '.join(FAULTS)}")
+        values: dict[str, Any] = {
+            item.name: _FIELD_READERS[item.name](kind, data, item.default) for item in dataclasses.fields(kind)
+        }
+        return kind(**values)
+
+
+@dataclass(frozen=True)
+class Drop(Fault):
+    """The connection is closed before any byte of an answer is sent; the request is not applied."""
+
+    name = "drop"
+    drops = True
+
+
+@dataclass(frozen=True)
+class ApplyThenDrop(Drop):
+    """A request is applied, then the connection is closed before any byte of the answer is sent."""
+
+    name = "apply_then_drop"
+    applies = True
+
+
+@dataclass(frozen=True)
+class Error(Fault):
+    """A JSON error answer with ``status`` (400 to 599), as a failing backend sends."""
+
+    name = "error"
+    min_status = 400
+    status: int = 500
+
+    def answer(self, echo: str) -> Answer:
+        # An echoing gateway puts what it saw into the error itself, where a client quotes it.
+        code = ("service_unavailable" if self.status == 503 else "internal_server_error") + echo
+        return Answer(self.status, json.dumps({"error": code}))
+
+
+@dataclass(frozen=True)
+class ApplyThenError(Error):
+    """A request is applied, then answered with an error, as a backend that fails after its database committed."""
+
+    name = "apply_then_error"
+    applies = True
+
+
+@dataclass(frozen=True)
+class RateLimit(Fault):
+    """429, with ``retry_after`` as ``Retry-After`` (seconds, or an HTTP date sent as it is) unless ``None``."""
+
+    name = "rate_limit"
+    retry_after: float | str | None = None
+
+    def answer(self, echo: str) -> Answer:
+        headers = {} if self.retry_after is None else {"Retry-After": _retry_after_header(self.retry_after)}
+        return Answer(
+            429,
+            json.dumps({"error": "rate_limited", "detail": f"Too many requests; slow down.{echo}"}),
+            headers=headers,
+        )
+
+
+@dataclass(frozen=True)
+class Html(Fault):
+    """An HTML page with ``status``, as a web application firewall sends."""
+
+    name = "html"
+    status: int = 403
+
+    def answer(self, echo: str) -> Answer:
+        page = _FIREWALL_PAGE.format(status=self.status, echo=f"<p>{echo}</p>")
+        return Answer(self.status, page, "text/html")
+
+
+@dataclass(frozen=True)
+class NotJson(Fault):
+    """A body that is not JSON, with ``status``."""
+
+    name = "not_json"
+    status: int = 200
+
+    def answer(self, echo: str) -> Answer:
+        return Answer(self.status, f"Service temporarily degraded; try again.{echo}", "text/plain")
+
+
+@dataclass(frozen=True)
+class Delay(Fault):
+    """A pause of ``seconds``, then the request is handled normally."""
+
+    name = "delay"
+    seconds: float = 0.0
+
+    def pause(self) -> float:
+        return self.seconds
+
+
+@dataclass(frozen=True)
+class FaultDecision:
+    """
+    What to do with one API request.
+
+    :param fault: the fault, or ``None`` to answer normally.
+    :param delay_seconds: pause before handling the request (latency plus any scripted delay).
+    :param echo_authorization: whether a fault answer quotes the request's ``Authorization`` header.
+    """
+
+    fault: Fault | None
+    delay_seconds: float = 0.0
+    echo_authorization: bool = False
 
 
 @dataclass
@@ -138,7 +256,7 @@ class FaultSettings:
     drop_rate: float = 0.0
     apply_then_drop_rate: float = 0.0
     random_seed: int = 0
-    script: list[ScriptedFault] = field(default_factory=list)
+    script: list[Fault] = field(default_factory=list)
     retry_after_choices: list[float | str | None] = field(default_factory=list)
     post_after_apply_share: float = 0.0
     echo_authorization: bool = False
@@ -149,18 +267,11 @@ class FaultSettings:
 
     def to_json(self) -> dict[str, Any]:
         """The settings as JSON, in the shape :func:`parse_fault_settings` reads."""
+        data = {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.init}
         return {
-            "latency_ms": self.latency_ms,
-            "error_rate": self.error_rate,
-            "rate_limit_rate": self.rate_limit_rate,
-            "retry_after": self.retry_after,
-            "drop_rate": self.drop_rate,
-            "apply_then_drop_rate": self.apply_then_drop_rate,
-            "random_seed": self.random_seed,
+            **data,
             "script": [fault.to_json() for fault in self.script],
             "retry_after_choices": list(self.retry_after_choices),
-            "post_after_apply_share": self.post_after_apply_share,
-            "echo_authorization": self.echo_authorization,
         }
 
     def decide(self, method: str, path: str) -> FaultDecision:
@@ -173,67 +284,39 @@ class FaultSettings:
         :param path: the request's path.
         """
         latency = self.latency_ms / 1000.0
-        for index, scripted in enumerate(self.script):
-            if scripted.matches(method, path):
-                del self.script[index]
-                return FaultDecision(
-                    fault=scripted.fault,
-                    status=scripted.status,
-                    retry_after=scripted.retry_after,
-                    delay_seconds=latency + (scripted.seconds if scripted.fault == FAULT_DELAY else 0.0),
-                    echo_authorization=self.echo_authorization,
-                )
+        fault = next((scripted for scripted in self.script if scripted.matches(method, path)), None)
+        if fault is not None:
+            self.script.remove(fault)
+        else:
+            fault = self._draw(method.upper() == "POST")
+        pause = latency + (fault.pause() if fault is not None else 0.0)
+        return FaultDecision(fault, delay_seconds=pause, echo_authorization=self.echo_authorization)
+
+    def _draw(self, is_post: bool) -> Fault | None:
         # One draw per request against cumulative shares, so the shares are exact
         # proportions of the same stream and adding one share does not reshuffle the others.
         draw = self._random.random()
-        is_post = method.upper() == "POST"
-        bands: list[tuple[float, str]] = [
-            (self.drop_rate, FAULT_DROP),
-            (self.apply_then_drop_rate if is_post else 0.0, FAULT_APPLY_THEN_DROP),
-            (self.rate_limit_rate, FAULT_RATE_LIMIT),
-            (self.error_rate, FAULT_ERROR),
+        bands: list[tuple[float, type[Fault]]] = [
+            (self.drop_rate, Drop),
+            (self.apply_then_drop_rate if is_post else 0.0, ApplyThenDrop),
+            (self.rate_limit_rate, RateLimit),
+            (self.error_rate, Error),
         ]
         threshold = 0.0
         for share, kind in bands:
             threshold += share
-            if draw < threshold:
-                status = self._random.choice(RANDOM_ERROR_STATUSES) if kind == FAULT_ERROR else None
+            if draw >= threshold:
+                continue
+            if kind is RateLimit:
                 retry_after: float | str | None = self.retry_after
-                if kind == FAULT_RATE_LIMIT and self.retry_after_choices:
+                if self.retry_after_choices:
                     retry_after = self._random.choice(self.retry_after_choices)
-                if (
-                    is_post
-                    and kind in (FAULT_DROP, FAULT_ERROR)
-                    and self._random.random() < self.post_after_apply_share
-                ):
-                    kind = FAULT_APPLY_THEN_DROP if kind == FAULT_DROP else FAULT_APPLY_THEN_ERROR
-                return FaultDecision(
-                    fault=kind,
-                    status=status if status is not None else _DEFAULT_STATUS.get(kind),
-                    retry_after=retry_after,
-                    delay_seconds=latency,
-                    echo_authorization=self.echo_authorization,
-                )
-        return FaultDecision(fault=None, delay_seconds=latency, echo_authorization=self.echo_authorization)
-
-
-@dataclass(frozen=True)
-class FaultDecision:
-    """
-    What to do with one API request.
-
-    :param fault: one of :data:`FAULT_KINDS`, or ``None`` to answer normally.
-    :param status: the status of an error, rate-limit, HTML or not-JSON answer.
-    :param retry_after: ``Retry-After`` of a rate-limit answer (seconds or an HTTP date), ``None`` for no header.
-    :param delay_seconds: pause before handling the request (latency plus any scripted delay).
-    :param echo_authorization: whether a fault answer quotes the request's ``Authorization`` header.
-    """
-
-    fault: str | None
-    status: int | None = None
-    retry_after: float | str | None = None
-    delay_seconds: float = 0.0
-    echo_authorization: bool = False
+                return RateLimit(retry_after=retry_after)
+            status = self._random.choice(RANDOM_ERROR_STATUSES) if kind is Error else 500
+            if is_post and kind in (Drop, Error) and self._random.random() < self.post_after_apply_share:
+                return ApplyThenDrop() if kind is Drop else ApplyThenError(status=status)
+            return Error(status=status) if kind is Error else kind()
+        return None
 
 
 def parse_fault_settings(data: Mapping[str, Any]) -> FaultSettings:
@@ -243,19 +326,7 @@ def parse_fault_settings(data: Mapping[str, Any]) -> FaultSettings:
     :param data: the decoded JSON object.
     :raises SandboxInputError: naming the bad key and what is allowed.
     """
-    known = {
-        "latency_ms",
-        "error_rate",
-        "rate_limit_rate",
-        "retry_after",
-        "drop_rate",
-        "apply_then_drop_rate",
-        "random_seed",
-        "script",
-        "retry_after_choices",
-        "post_after_apply_share",
-        "echo_authorization",
-    }
+    known = {item.name for item in dataclasses.fields(FaultSettings) if item.init}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SandboxInputError(f"unknown fault settings {unknown}; allowed: {sorted(known)}")
@@ -282,62 +353,65 @@ def parse_fault_settings(data: Mapping[str, Any]) -> FaultSettings:
         latency_ms=_number(data, "latency_ms", 0.0, minimum=0.0),
         retry_after=None if retry_after is None else _number(data, "retry_after", 0.0, minimum=0.0),
         random_seed=seed,
-        script=[parse_scripted_fault(item) for item in script],
-        retry_after_choices=[_retry_after({"retry_after": choice}) for choice in choices],
+        script=[Fault.from_json(item) for item in script],
+        retry_after_choices=[_retry_after(Fault, {"retry_after": choice}, None) for choice in choices],
         post_after_apply_share=_number(data, "post_after_apply_share", 0.0, minimum=0.0, maximum=1.0),
         echo_authorization=echo,
         **shares,
     )
 
 
-def parse_scripted_fault(data: object) -> ScriptedFault:
-    """
-    Read one scripted fault, such as ``{"fault": "error", "status": 503, "method": "POST"}``.
-
-    :param data: the decoded JSON object.
-    :raises SandboxInputError: naming the bad key and what is allowed.
-    """
-    if not isinstance(data, Mapping):
-        raise SandboxInputError(f"a scripted fault must be an object, got {data!r}")
-    kind = data.get("fault")
-    if kind not in FAULT_KINDS:
-        raise SandboxInputError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
-    status: int | None = None
-    if kind in _STATUS_KINDS:
-        status = data.get("status", _DEFAULT_STATUS[kind])
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise SandboxInputError(f"status of a {kind!r} fault must be an HTTP status, got {status!r}")
-        if kind in (FAULT_ERROR, FAULT_APPLY_THEN_ERROR) and status < 400:
-            raise SandboxInputError(f"status of an 'error' fault must be 400 to 599, got {status}")
-    elif kind == FAULT_RATE_LIMIT:
-        status = _DEFAULT_STATUS[kind]
-    method = data.get("method")
-    if method is not None and not isinstance(method, str):
-        raise SandboxInputError(f"method must be a string, got {method!r}")
-    path_regex = data.get("path_regex")
-    if path_regex is not None:
-        if not isinstance(path_regex, str):
-            raise SandboxInputError(f"path_regex must be a string, got {path_regex!r}")
-        try:
-            re.compile(path_regex)
-        except re.error as error:
-            raise SandboxInputError(f"path_regex {path_regex!r} is not a regular expression: {error}") from error
-    return ScriptedFault(
-        fault=str(kind),
-        status=status,
-        retry_after=_retry_after(data),
-        seconds=_number(data, "seconds", 0.0, minimum=0.0) if kind == FAULT_DELAY else 0.0,
-        method=method.upper() if method is not None else None,
-        path_regex=path_regex,
-    )
+# --- reading a fault's fields: one reader per field name ----------------------------------------
 
 
-def _retry_after(data: Mapping[str, Any]) -> float | str | None:
+def _status(kind: type[Fault], data: Mapping[str, Any], default: Any) -> int:
+    status = data.get("status", default)
+    if isinstance(status, bool) or not isinstance(status, int) or not kind.min_status <= status <= 599:
+        raise SandboxInputError(
+            f"status of a {kind.name!r} fault must be an HTTP status from {kind.min_status} to 599, got {status!r}"
+        )
+    return status
+
+
+def _retry_after(kind: type[Fault], data: Mapping[str, Any], default: Any) -> float | str | None:
     """A ``Retry-After``: ``None``, seconds, or a string (an HTTP date, sent as it is)."""
-    value = data.get("retry_after")
+    value = data.get("retry_after", default)
     if value is None or isinstance(value, str):
         return value
     return _number(data, "retry_after", 0.0, minimum=0.0)
+
+
+def _seconds(kind: type[Fault], data: Mapping[str, Any], default: Any) -> float:
+    return _number(data, "seconds", default, minimum=0.0)
+
+
+def _method(kind: type[Fault], data: Mapping[str, Any], default: Any) -> str | None:
+    method = data.get("method")
+    if method is not None and not isinstance(method, str):
+        raise SandboxInputError(f"method must be a string, got {method!r}")
+    return method.upper() if method is not None else None
+
+
+def _path_regex(kind: type[Fault], data: Mapping[str, Any], default: Any) -> str | None:
+    path_regex = data.get("path_regex")
+    if path_regex is None:
+        return None
+    if not isinstance(path_regex, str):
+        raise SandboxInputError(f"path_regex must be a string, got {path_regex!r}")
+    try:
+        re.compile(path_regex)
+    except re.error as error:
+        raise SandboxInputError(f"path_regex {path_regex!r} is not a regular expression: {error}") from error
+    return path_regex
+
+
+_FIELD_READERS = {
+    "status": _status,
+    "retry_after": _retry_after,
+    "seconds": _seconds,
+    "method": _method,
+    "path_regex": _path_regex,
+}
 
 
 def _number(
@@ -350,3 +424,11 @@ def _number(
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise SandboxInputError(f"{name} must be at least {minimum}{upper}, got {value!r}")
     return float(value)
+
+
+def _retry_after_header(value: float | str) -> str:
+    # Retry-After is whole seconds on the wire; fractions stay possible for fast tests; a string
+    # (an HTTP date) is sent as it is.
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if value == int(value) else f"{value:g}"

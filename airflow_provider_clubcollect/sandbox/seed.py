@@ -8,17 +8,14 @@ year before ``now`` so that age rules ("stale after 30 days") select some thread
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Final
 
-from airflow_provider_clubcollect import wire
-from airflow_provider_clubcollect.sandbox.state import TicketSpec, utc_now
-
 if TYPE_CHECKING:
-    from datetime import datetime
-
+    # For the annotation only: the state imports this module to seed itself, never the reverse.
     from airflow_provider_clubcollect.sandbox.state import SandboxState
 
 #: Human names for the companies, kept for printing only: the API never returns them.
@@ -82,21 +79,43 @@ def seed_state(state: SandboxState, seed: int, now: datetime | None = None) -> N
     :param now: the time the dates are relative to (all dates are before it); the current UTC
         time when ``None``.
     """
-    now = (now or utc_now()).replace(microsecond=0)
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    for company_id, name, invoices in _plan(seed):
+        state.add_company(company_id, name)
+        for invoice_id, tickets, archived in invoices:
+            thread = [
+                {"message": message, "sender": sender, "date": now - timedelta(seconds=ago), "ticket_id": ticket_id}
+                for message, sender, ago, ticket_id in tickets
+            ]
+            state.add_invoice(invoice_id, company_id, thread, archived=archived)
+
+
+_Ticket = tuple[str, str, int, str]  # message, sender, seconds before now, ticket_id
+
+
+@functools.lru_cache(maxsize=4)
+def _plan(seed: int) -> list[tuple[str, str, list[tuple[str, list[_Ticket], bool]]]]:
+    """
+    The seed's companies and threads, with dates as seconds before "now".
+
+    Cached (the pytest fixture reseeds before every test); the dates depend on "now" only by
+    subtraction, so one plan serves every "now".
+    """
     rng = random.Random(seed)
-    company_count = rng.randint(3, 5)
+    companies = []
     invoice_number = 0
-    for company_index in range(company_count):
-        company_id = seed_id(seed, "company", company_index)
-        state.add_company(company_id, COMPANY_NAMES[(seed + company_index) % len(COMPANY_NAMES)])
+    for company_index in range(rng.randint(3, 5)):
+        invoices = []
         for _ in range(rng.randint(60, 110)):
-            invoice_id = seed_id(seed, "invoice", invoice_number)
-            tickets, archived = _thread(rng, seed, invoice_number, now)
-            state.add_invoice(invoice_id, company_id, tickets, archived=archived)
+            tickets, archived = _thread(rng, seed, invoice_number)
+            invoices.append((seed_id(seed, "invoice", invoice_number), tickets, archived))
             invoice_number += 1
+        name = COMPANY_NAMES[(seed + company_index) % len(COMPANY_NAMES)]
+        companies.append((seed_id(seed, "company", company_index), name, invoices))
+    return companies
 
 
-def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -> tuple[list[TicketSpec], bool]:
+def _thread(rng: random.Random, seed: int, invoice_number: int) -> tuple[list[_Ticket], bool]:
     """One invoice's tickets and whether the thread is archived."""
     outcome = rng.random()
     if outcome < 0.08:
@@ -105,32 +124,25 @@ def _thread(rng: random.Random, seed: int, invoice_number: int, now: datetime) -
     count = rng.randint(1, 6)
     # Most threads end the way their outcome needs, but the senders in between vary: members
     # sometimes write twice before the club answers, clubs sometimes follow themselves up.
-    last = wire.SENDER_CUSTOMER if outcome < 0.44 else wire.SENDER_COMPANY
+    last = "CUSTOMER" if outcome < 0.44 else "COMPANY"
     if archived:
-        last = rng.choice(wire.SENDERS)
-    if last == wire.SENDER_COMPANY and count == 1:
+        last = rng.choice(("CUSTOMER", "COMPANY"))
+    if last == "COMPANY" and count == 1:
         count = 2  # a club rarely writes first in a ticket thread
-    senders = [wire.SENDER_CUSTOMER]
+    senders = ["CUSTOMER"]
     for _ in range(count - 2):
         previous = senders[-1]
-        other = wire.SENDER_COMPANY if previous == wire.SENDER_CUSTOMER else wire.SENDER_CUSTOMER
+        other = "COMPANY" if previous == "CUSTOMER" else "CUSTOMER"
         senders.append(previous if rng.random() < 0.25 else other)
     if count > 1:
         senders.append(last)
     # The first ticket anywhere in the last half year; the rest follow hours to days apart,
-    # never after now.
-    date = now - timedelta(seconds=rng.randint(3600, int(SPREAD.total_seconds())))
+    # never later than a minute before now.
+    ago = rng.randint(3600, int(SPREAD.total_seconds()))
     tickets = []
     for index, sender in enumerate(senders):
         if index:
-            date = min(date + timedelta(seconds=rng.randint(600, 6 * 24 * 3600)), now - timedelta(minutes=1))
-        messages = _CUSTOMER_MESSAGES if sender == wire.SENDER_CUSTOMER else _COMPANY_MESSAGES
-        tickets.append(
-            TicketSpec(
-                message=rng.choice(messages),
-                sender=sender,
-                date=date,
-                ticket_id=seed_id(seed, "ticket", invoice_number, index),
-            )
-        )
+            ago = max(ago - rng.randint(600, 6 * 24 * 3600), 60)
+        messages = _CUSTOMER_MESSAGES if sender == "CUSTOMER" else _COMPANY_MESSAGES
+        tickets.append((rng.choice(messages), sender, ago, seed_id(seed, "ticket", invoice_number, index)))
     return tickets, archived

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.sandbox.state import SandboxState
+from airflow_provider_clubcollect.sandbox.state import BASE_PATH, SandboxState
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -159,9 +159,7 @@ class SandboxServer:
     @property
     def base_url(self) -> str:
         """The API's base URL, e.g. ``http://127.0.0.1:8765/api``: what the connection's host gets."""
-        from airflow_provider_clubcollect import wire
-
-        return f"{self.root_url}{wire.BASE_PATH}"
+        return f"{self.root_url}{BASE_PATH}"
 
     @property
     def control_url(self) -> str:

@@ -23,11 +23,24 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError, SandboxNotFoundError
 from airflow_provider_clubcollect.sandbox.faults import FaultSettings, parse_fault_settings
+from airflow_provider_clubcollect.sandbox.seed import seed_state
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from airflow_provider_clubcollect.sandbox.faults import FaultDecision
+
+
+# The API's names, as its page states them (the Tickets API page, SPEC section 1), written out here
+# rather than imported from the provider's wire module: the sandbox is the API's stand-in, so a
+# wrong name in the provider fails against it.
+#: The API's base path (``https://app.clubcollect.com/api``).
+BASE_PATH = "/api"
+STATUSES = ("unanswered", "answered", "archived")
+SENDERS = ("CUSTOMER", "COMPANY")
+ACTIONS = ("archive", "assign_to_support")
+#: The largest ``page_size`` the API permits.
+MAX_PAGE_SIZE = 100
 
 
 def utc_now() -> datetime:
@@ -93,21 +106,19 @@ class TicketSpec:
             return data
         if not isinstance(data, Mapping):
             raise SandboxInputError(f"a ticket must be an object, got {data!r}")
-        message = data.get(wire.FIELD_MESSAGE)
+        message = data.get("message")
         if not isinstance(message, str):
-            raise SandboxInputError(f"ticket {wire.FIELD_MESSAGE} must be a string, got {message!r}")
-        sender = data.get(wire.FIELD_SENDER)
-        if sender not in wire.SENDERS:
-            raise SandboxInputError(
-                f"ticket {wire.FIELD_SENDER} must be one of {', '.join(wire.SENDERS)}, got {sender!r}"
-            )
-        ticket_id = data.get(wire.FIELD_TICKET_ID)
+            raise SandboxInputError(f"ticket message must be a string, got {message!r}")
+        sender = data.get("sender")
+        if sender not in SENDERS:
+            raise SandboxInputError(f"ticket sender must be one of {', '.join(SENDERS)}, got {sender!r}")
+        ticket_id = data.get("ticket_id")
         if ticket_id is not None and (not isinstance(ticket_id, str) or not ticket_id):
-            raise SandboxInputError(f"ticket {wire.FIELD_TICKET_ID} must be a non-empty string, got {ticket_id!r}")
+            raise SandboxInputError(f"ticket ticket_id must be a non-empty string, got {ticket_id!r}")
         return cls(
             message=message,
             sender=str(sender),
-            date=parse_date(data.get(wire.FIELD_DATE), f"ticket {wire.FIELD_DATE}"),
+            date=parse_date(data.get("date"), "ticket date"),
             ticket_id=ticket_id,
         )
 
@@ -123,10 +134,10 @@ class _Ticket:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            wire.FIELD_TICKET_ID: self.ticket_id,
-            wire.FIELD_MESSAGE: self.message,
-            wire.FIELD_SENDER: self.sender,
-            wire.FIELD_DATE: format_date(self.date),
+            "ticket_id": self.ticket_id,
+            "message": self.message,
+            "sender": self.sender,
+            "date": format_date(self.date),
         }
 
 
@@ -138,7 +149,7 @@ class _Invoice:
     archived: bool = False
     assigned_to_support: bool = False
     tickets_created: int = 0
-    actions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(wire.ACTIONS, 0))
+    actions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
 
     def ordered(self) -> list[_Ticket]:
         return sorted(self.tickets, key=lambda ticket: (ticket.date, ticket.seq))
@@ -147,18 +158,18 @@ class _Invoice:
         if not self.tickets:
             return None
         if self.archived:
-            return wire.STATUS_ARCHIVED
+            return "archived"
         newest = max(self.tickets, key=lambda ticket: (ticket.date, ticket.seq))
-        return wire.STATUS_UNANSWERED if newest.sender == wire.SENDER_CUSTOMER else wire.STATUS_ANSWERED
+        return "unanswered" if newest.sender == "CUSTOMER" else "answered"
 
     def to_json(self) -> dict[str, Any]:
         return {
-            wire.FIELD_INVOICE_ID: self.invoice_id,
+            "invoice_id": self.invoice_id,
             "company_id": self.company_id,
             "status": self.status(),
             "archived": self.archived,
             "assigned_to_support": self.assigned_to_support,
-            wire.FIELD_TICKETS: [ticket.to_json() for ticket in self.ordered()],
+            "tickets": [ticket.to_json() for ticket in self.ordered()],
             "tickets_created": self.tickets_created,
             "actions": dict(self.actions),
         }
@@ -179,6 +190,7 @@ class SandboxState:
         self._ticket_ids: set[str] = set()
         self._seq = 0
         self._requests: list[dict[str, Any]] = []
+        self._requests_forgotten = 0
         self._faults = FaultSettings()
         # Company lists are rebuilt only after a change: paging a large company then costs one
         # sort, not one per page.  Every change to tickets or thread status bumps the version.
@@ -208,13 +220,11 @@ class SandboxState:
             self._invoices.clear()
             self._ticket_ids.clear()
             self._seq = 0
-            self._requests.clear()
+            self._forget_requests()
             self._faults = FaultSettings()
             self._version += 1
             self._lists.clear()
         if seed is not None:
-            from airflow_provider_clubcollect.sandbox.seed import seed_state
-
             seed_state(self, seed, now=now)
 
     def snapshot(self) -> dict[str, Any]:
@@ -244,7 +254,7 @@ class SandboxState:
                     "company_id": company_id,
                     "name": name,
                     "invoices": 0,
-                    "tickets": dict.fromkeys(wire.STATUSES, 0),
+                    "tickets": dict.fromkeys(STATUSES, 0),
                 }
                 for company_id, name in self._companies.items()
             }
@@ -380,7 +390,7 @@ class SandboxState:
             # The API's answer is the thread's newest ticket, so the thread becomes answered even
             # when seeded tickets carry later dates (the future, or this second with microseconds).
             newest = max((ticket.date for ticket in invoice.tickets), default=date)
-            spec = TicketSpec(message=message, sender=wire.SENDER_COMPANY, date=max(date, newest))
+            spec = TicketSpec(message=message, sender="COMPANY", date=max(date, newest))
             (ticket,) = self._append(invoice, [spec])
             invoice.tickets_created += 1
             return ticket.to_json()
@@ -392,17 +402,17 @@ class SandboxState:
         Assigning to support only sets a flag: it does not change the thread's status.
 
         :param invoice_id: the invoice.
-        :param action: one of :data:`wire.ACTIONS`.
+        :param action: one of :data:`ACTIONS`.
         :return: ``False`` when the invoice does not exist.
         """
-        if action not in wire.ACTIONS:
-            raise SandboxInputError(f"unknown action {action!r}; allowed: {', '.join(wire.ACTIONS)}")
+        if action not in ACTIONS:
+            raise SandboxInputError(f"unknown action {action!r}; allowed: {', '.join(ACTIONS)}")
         with self._lock:
             invoice = self._invoices.get(invoice_id)
             if invoice is None:
                 return False
             invoice.actions[action] += 1
-            if action == wire.ACTION_ARCHIVE:
+            if action == "archive":
                 invoice.archived = True
                 self._version += 1
             else:
@@ -432,7 +442,7 @@ class SandboxState:
         Every ticket of a company's threads that are in ``status``, oldest first by (date, ticket_id).
 
         :param company_id: the company.
-        :param status: one of :data:`wire.STATUSES`.
+        :param status: one of :data:`STATUSES`.
         :return: CompanyTickets (tickets with ``invoice_id``), or ``None`` for an unknown company.
         """
         rows = self._company_list(company_id, status)
@@ -453,7 +463,7 @@ class SandboxState:
                 for ticket in invoice.tickets
             ]
             rows.sort(key=lambda row: (row[0], row[1]))
-            tickets = [{wire.FIELD_INVOICE_ID: invoice_id, **ticket.to_json()} for _, _, invoice_id, ticket in rows]
+            tickets = [{"invoice_id": invoice_id, **ticket.to_json()} for _, _, invoice_id, ticket in rows]
             self._lists[(company_id, status)] = (self._version, tickets)
             return tickets
 
@@ -464,9 +474,9 @@ class SandboxState:
         One page of :meth:`company_tickets`, as ``GET /v2/companies/{id}/tickets/{status}`` returns it.
 
         :param company_id: the company.
-        :param status: one of :data:`wire.STATUSES`.
+        :param status: one of :data:`STATUSES`.
         :param page_number: the page, from 1; past the last page gives an empty ``tickets`` list.
-        :param page_size: tickets per page, from 1 to :data:`wire.MAX_PAGE_SIZE`.
+        :param page_size: tickets per page, from 1 to :data:`MAX_PAGE_SIZE`.
         :return: ``{"tickets": [...], "page": {...}}``, or ``None`` for an unknown company.
         """
         tickets = self._company_list(company_id, status)
@@ -474,12 +484,12 @@ class SandboxState:
             return None
         start = (page_number - 1) * page_size
         return {
-            wire.FIELD_TICKETS: [dict(ticket) for ticket in tickets[start : start + page_size]],
-            wire.FIELD_PAGE: {
-                wire.FIELD_PAGE_NUMBER: page_number,
-                wire.FIELD_PAGE_SIZE: page_size,
-                wire.FIELD_TOTAL_ENTRIES: len(tickets),
-                wire.FIELD_TOTAL_PAGES: math.ceil(len(tickets) / page_size),
+            "tickets": [dict(ticket) for ticket in tickets[start : start + page_size]],
+            "page": {
+                "page_number": page_number,
+                "page_size": page_size,
+                "total_entries": len(tickets),
+                "total_pages": math.ceil(len(tickets) / page_size),
             },
         }
 
@@ -490,11 +500,11 @@ class SandboxState:
         Record an API request as it arrives; its status is filled in by :meth:`set_request_status`.
 
         :param entry: the request's description (never containing the API key).
-        :return: the entry's index, to pass to :meth:`set_request_status`.
+        :return: the entry's number, to pass to :meth:`set_request_status`.
         """
         with self._lock:
             self._requests.append(dict(entry))
-            return len(self._requests) - 1
+            return self._requests_forgotten + len(self._requests) - 1
 
     def set_request_status(self, index: int, status: int | None, fault: str | None = None) -> None:
         """
@@ -505,11 +515,13 @@ class SandboxState:
         :param fault: the injected fault, if any.
         """
         with self._lock:
-            # The log may have been cleared while the request was in flight.
-            if index < len(self._requests):
-                self._requests[index]["status"] = status
+            # Numbers run on across clears: a request still in flight when the log was cleared
+            # (a reset between tests) must not write its status onto a newer request's entry.
+            position = index - self._requests_forgotten
+            if 0 <= position < len(self._requests):
+                self._requests[position]["status"] = status
                 if fault is not None:
-                    self._requests[index]["fault"] = fault
+                    self._requests[position]["fault"] = fault
 
     def requests(self) -> list[dict[str, Any]]:
         """The API requests received, oldest first (copies)."""
@@ -519,7 +531,7 @@ class SandboxState:
     def clear_requests(self) -> None:
         """Forget the API requests received."""
         with self._lock:
-            self._requests.clear()
+            self._forget_requests()
 
     # --- faults ---------------------------------------------------------------------------------
 
@@ -558,6 +570,10 @@ class SandboxState:
             return self._faults.decide(method, path)
 
     # --- helpers (lock held) ----------------------------------------------------------------------
+
+    def _forget_requests(self) -> None:
+        self._requests_forgotten += len(self._requests)
+        self._requests.clear()
 
     def _check_new_ticket_ids(self, specs: Sequence[TicketSpec]) -> None:
         given = [spec.ticket_id for spec in specs if spec.ticket_id is not None]

@@ -1,30 +1,93 @@
+"""Real Airflow for the DAG tests: one migrated AIRFLOW_HOME for the session.
+
+DAGs run in this process with ``dag.test()``, a second or two each after the first.  That is what
+`airflow dags test` runs too (in its own process, which adds some ten seconds of start-up and
+nothing else): tasks in-process, deferred tasks' triggers in line, reschedules and task retries.
+"""
+
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from dev.airflow_runner import AirflowHome
 from tests.conftest import EXAMPLE_DAGS
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow.sdk import DAG
+
+
 TEST_DAGS = Path(__file__).parent / "dag_files"
 
 
 @pytest.fixture(scope="session")
-def example_airflow(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """A migrated AIRFLOW_HOME whose dags folder is example_dags/."""
-    home = AirflowHome(tmp_path_factory.mktemp("airflow-examples"), EXAMPLE_DAGS)
-    home.migrate()
+def airflow_db() -> Path:
+    """
+    The session's AIRFLOW_HOME (tests/conftest.py), its SQLite database created once, in-process,
+    with both DAG folders as bundles: ``dag.test()`` runs only DAGs a bundle holds.
+    """
+    from airflow.utils.db import initdb
+
+    bundles = [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path)},
+        }
+        for name, path in (("dags-folder", EXAMPLE_DAGS), ("test-dags", TEST_DAGS))
+    ]
+    # Airflow reads its configuration from the environment at each look-up; the home is the
+    # session's own, so the setting is left in place.
+    os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(bundles)
+    initdb()
+    home = Path(os.environ["AIRFLOW_HOME"])
+    assert (home / "airflow.db").is_file(), "tests/conftest.py points Airflow at AIRFLOW_HOME/airflow.db"
     return home
 
 
 @pytest.fixture(scope="session")
-def test_dags_airflow(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """A migrated AIRFLOW_HOME whose dags folder holds the test-only DAGs."""
-    home = AirflowHome(tmp_path_factory.mktemp("airflow-test-dags"), TEST_DAGS)
-    home.migrate()
-    return home
+def example_airflow(airflow_db: Path) -> AirflowHome:
+    """The session's Airflow home: in-process runs are read back from its database."""
+    return AirflowHome(airflow_db, EXAMPLE_DAGS)
 
 
-def conn_env(sandbox: object) -> dict[str, str]:
-    return {"AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": sandbox.conn_uri_json}  # type: ignore[attr-defined]
+@pytest.fixture(scope="session")
+def example_dags(airflow_db: Path) -> dict[str, DAG]:
+    """Every DAG in example_dags/ and tests/dags/dag_files/ by ID, parsed once."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = {}
+    for folder in (EXAMPLE_DAGS, TEST_DAGS):
+        bag = DagBag(dag_folder=str(folder))
+        assert bag.import_errors == {}
+        dags.update(bag.dags)
+    return dags
+
+
+@pytest.fixture
+def run_dag(
+    example_dags: dict[str, DAG], capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> Callable[..., tuple[str, str]]:
+    """
+    Run a DAG in this process (``dag.test()``: task retries included, each try with the task
+    state store) against the connection in the environment.
+
+    :return: a function of ``dag_id`` and optional ``conf`` giving the run's state and everything
+        the run printed (for checks that the key is nowhere).
+    """
+
+    def run(dag_id: str, conf: dict[str, Any] | None = None) -> tuple[str, str]:
+        capfd.readouterr()
+        caplog.clear()
+        dag_run = example_dags[dag_id].test(run_conf=conf)
+        out, err = capfd.readouterr()
+        # The tasks' logs reach the file descriptors; dag.test()'s own reach the logging records.
+        return str(dag_run.state), out + err + caplog.text
+
+    return run

@@ -12,9 +12,9 @@ import pytest
 
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsEventTrigger, UnansweredTicketsTrigger
 from tests.conftest import EXAMPLE_DAGS
-from tests.dags.conftest import conn_env
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
@@ -63,12 +63,11 @@ def test_a_deferral_trigger_cannot_serve_a_watcher() -> None:
 
 
 def test_dags_test_without_events_acknowledges_nothing_and_succeeds(
-    example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+    run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
 ) -> None:
-    done = example_airflow.dags_test(DAG_ID, env=conn_env(clubcollect_sandbox))
+    state, output = run_dag(DAG_ID)
 
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert example_airflow.last_run_state(DAG_ID) == "success"
+    assert state == "success", output[-4000:]
     assert example_airflow.task_states(DAG_ID) == {"invoices_to_acknowledge": "success", "acknowledge": "skipped"}
     assert example_airflow.xcom(DAG_ID, "invoices_to_acknowledge") == []
     assert [r for r in clubcollect_sandbox.requests() if r["method"] != "GET"] == []

@@ -9,6 +9,8 @@ from tests.conftest import EXAMPLE_DAGS
 from tests.dags.test_example_dags import EXAMPLE_COMPANIES, run_ok
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
     from dev.airflow_runner import AirflowHome
 
@@ -28,13 +30,13 @@ def _default_invoice_id() -> str:
 
 
 def test_answer_invoice_reads_the_thread_and_replies_once(
-    example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+    run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
 ) -> None:
     invoice_id = _default_invoice_id()
     before = clubcollect_sandbox.invoice(invoice_id)
     assert (before["company_id"], before["status"]) == (EXAMPLE_COMPANIES[2], "unanswered")
 
-    run_ok(example_airflow, clubcollect_sandbox, DAG_ID)
+    run_ok(run_dag, example_airflow, clubcollect_sandbox, DAG_ID)
 
     assert example_airflow.xcom(DAG_ID, "fetch_thread") == before["tickets"]
     reply = example_airflow.xcom(DAG_ID, "reply")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.dags.conftest import conn_env
 from tests.dags.test_example_dags import EXAMPLE_COMPANIES, assert_key_nowhere, company_tickets
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
@@ -22,12 +22,13 @@ ALIAS = "clubcollect_export.clubcollect_export_to_storage.export"
 
 
 def _asset_events(airflow: AirflowHome) -> list[tuple[str, dict[str, object], list[str]]]:
-    """(asset URI, event extra, names of the aliases it came through) of every asset event."""
+    """(asset URI, event extra, names of the aliases it came through) of each event of the newest run."""
     with sqlite3.connect(airflow.database) as db:
         rows = db.execute(
             "SELECT e.id, a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-            "WHERE e.source_dag_id = ? ORDER BY e.id",
-            (DAG_ID,),
+            "WHERE e.source_dag_id = ? AND e.source_run_id = "
+            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1) ORDER BY e.id",
+            (DAG_ID, DAG_ID),
         ).fetchall()
         return [
             (
@@ -46,23 +47,49 @@ def _asset_events(airflow: AirflowHome) -> list[tuple[str, dict[str, object], li
         ]
 
 
-def test_export_emits_an_asset_event_and_openlineage_datasets(
-    example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle, tmp_path: Path
-) -> None:
+@pytest.fixture
+def openlineage_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Airflow's OpenLineage listener, for this test, writing its events to a file (JSON lines)."""
     pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider needs Python 3.11+")
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.providers.openlineage.plugins.listener import OpenLineageListener
+    from airflow.sdk.listener import get_listener_manager as get_task_listener_manager
+
+    path = tmp_path / "openlineage.jsonl"
+    monkeypatch.setenv(
+        "AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps({"type": "file", "log_file_path": str(path), "append": True})
+    )
+    # The provider registers its listener when Airflow loads plugins, and only if it is configured
+    # then; this session loaded them unconfigured, so register one for this test, with both the
+    # scheduler side's manager (DAG runs) and the task runner's (task instances).
+    # (Run alone, the plugins load during the run, configured: then the provider's own listener is there.)
+    listener = OpenLineageListener()
+    managers = [
+        manager
+        for manager in (get_listener_manager(), get_task_listener_manager())
+        if not any(isinstance(plugin, OpenLineageListener) for plugin in manager.pm.get_plugins())
+    ]
+    for manager in managers:
+        manager.add_listener(listener)
+    yield path
+    for manager in managers:
+        manager.pm.unregister(listener)
+
+
+def test_export_emits_an_asset_event_and_openlineage_datasets(
+    run_dag: Callable[..., tuple[str, str]],
+    example_airflow: AirflowHome,
+    clubcollect_sandbox: SandboxHandle,
+    openlineage_file: Path,
+    tmp_path: Path,
+) -> None:
     company = EXAMPLE_COMPANIES[2]
     expected = company_tickets(clubcollect_sandbox, company, "unanswered")
-    lineage_file = tmp_path / "openlineage.jsonl"
-    transport = {"type": "file", "log_file_path": str(lineage_file), "append": True}
 
-    done = example_airflow.dags_test(
-        DAG_ID,
-        conf={"export_root": (tmp_path / "exports").as_uri()},
-        env={**conn_env(clubcollect_sandbox), "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport)},
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert_key_nowhere(example_airflow, clubcollect_sandbox, done.stdout + done.stderr)
+    state, output = run_dag(DAG_ID, conf={"export_root": (tmp_path / "exports").as_uri()})
 
+    assert state == "success", output[-4000:]
+    assert_key_nowhere(example_airflow, clubcollect_sandbox, output)
     result = example_airflow.xcom(DAG_ID, "export")
     assert result["count"] == len(expected) > 0
     assert result["path"].startswith((tmp_path / "exports" / company).as_uri() + "/unanswered-")
@@ -78,8 +105,10 @@ def test_export_emits_an_asset_event_and_openlineage_datasets(
     ]
 
     # OpenLineage (file transport): the company's ticket list in, the file out, with its row count.
-    events = [json.loads(line) for line in lineage_file.read_text().splitlines()]
-    (complete,) = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == f"{DAG_ID}.export"]
+    events = [json.loads(line) for line in openlineage_file.read_text().splitlines()]
+    complete_events = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == f"{DAG_ID}.export"]
+    assert len(complete_events) == 1, [(e["eventType"], e["job"]["name"]) for e in events]
+    (complete,) = complete_events
     host = clubcollect_sandbox.base_url.split("://", 1)[1].split("/", 1)[0]
     assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
         (f"clubcollect://{host}", f"companies/{company}/tickets/unanswered")
@@ -87,4 +116,4 @@ def test_export_emits_an_asset_event_and_openlineage_datasets(
     (output,) = complete["outputs"]
     assert (output["namespace"], "/" + output["name"]) == ("file", result["path"].removeprefix("file://"))
     assert output["outputFacets"]["outputStatistics"]["rowCount"] == len(expected)
-    assert clubcollect_sandbox.api_key not in lineage_file.read_text()
+    assert clubcollect_sandbox.api_key not in openlineage_file.read_text()

@@ -101,22 +101,26 @@ def sandbox_server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
-    """The session's sandbox, emptied (data, counters, request log, faults)."""
+def server(sandbox_server: SandboxServer) -> SandboxServer:
+    """
+    The session's sandbox server, emptied (data, counters, request log, faults).
+
+    Named ``server``, not ``sandbox``: elsewhere ``sandbox`` is the client handle of tests/conftest.py.
+    """
     sandbox_server.state.reset()
     return sandbox_server
 
 
 @pytest.fixture
-def api(sandbox: SandboxServer) -> Iterator[Api]:
+def api(server: SandboxServer) -> Iterator[Api]:
     """A raw client of the API, with a fresh connection pool."""
-    client = Api(sandbox)
+    client = Api(server)
     yield client
     client.session.close()
 
 
 @pytest.fixture
-def control(sandbox: SandboxServer) -> Iterator[SandboxClient]:
+def control(server: SandboxServer) -> Iterator[SandboxClient]:
     """A client of the control API."""
-    with SandboxClient(sandbox.control_url) as client:
+    with SandboxClient(server.control_url) as client:
         yield client

@@ -28,9 +28,9 @@ def company_path(company_id: str, status: str) -> str:
 
 
 @pytest.fixture
-def thread(sandbox):
+def thread(server):
     """An invoice "inv-1" of company "club-1" with one CUSTOMER ticket: unanswered."""
-    sandbox.state.add_invoice("inv-1", "club-1", [ticket("Ik wil niet betalen", "CUSTOMER", at(0), ticket_id="t1")])
+    server.state.add_invoice("inv-1", "club-1", [ticket("Ik wil niet betalen", "CUSTOMER", at(0), ticket_id="t1")])
     return "inv-1"
 
 
@@ -54,22 +54,22 @@ def test_requests_without_the_exact_api_key_header_are_refused(api, thread, auth
         assert response.json() == {"error": "unauthorized"}
 
 
-def test_a_refused_request_changes_nothing(api, sandbox, thread):
+def test_a_refused_request_changes_nothing(api, server, thread):
     api.post(invoice_path(thread), headers=api.headers(Authorization="Bearer x"), json={"message": "hi"})
     api.post(f"{invoice_path(thread)}/actions/archive", headers=api.headers(Authorization=None))
-    invoice = sandbox.state.invoice(thread)
+    invoice = server.state.invoice(thread)
     assert invoice["tickets_created"] == 0
     assert invoice["actions"] == {"archive": 0, "assign_to_support": 0}
     assert invoice["status"] == "unanswered"
 
 
-def test_deprecated_api_key_query_parameter_is_answered_but_recorded_without_the_key(api, sandbox, thread):
+def test_deprecated_api_key_query_parameter_is_answered_but_recorded_without_the_key(api, server, thread):
     response = api.get(invoice_path(thread), params={"api_key": api.api_key})
     assert response.status_code == 200
-    (entry,) = sandbox.state.requests()
+    (entry,) = server.state.requests()
     assert entry["api_key_in_query"] is True
     assert entry["query"] == {"api_key": "<redacted>"}
-    assert api.api_key not in json.dumps(sandbox.state.requests())
+    assert api.api_key not in json.dumps(server.state.requests())
 
 
 def test_the_query_parameter_alone_does_not_authenticate(api, thread):
@@ -79,13 +79,13 @@ def test_the_query_parameter_alone_does_not_authenticate(api, thread):
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
-def test_posts_without_json_content_type_are_refused(api, sandbox, thread, content_type):
+def test_posts_without_json_content_type_are_refused(api, server, thread, content_type):
     headers = api.headers(Content_Type=content_type)
     create = api.post(invoice_path(thread), headers=headers, data=json.dumps({"message": "hi"}))
     archive = api.post(f"{invoice_path(thread)}/actions/archive", headers=headers)
     assert (create.status_code, create.json()) == (415, {"error": "unsupported_media_type"})
     assert (archive.status_code, archive.json()) == (415, {"error": "unsupported_media_type"})
-    assert sandbox.state.invoice(thread)["tickets_created"] == 0
+    assert server.state.invoice(thread)["tickets_created"] == 0
 
 
 def test_json_content_type_with_parameters_is_accepted(api, thread):
@@ -100,8 +100,8 @@ def test_get_does_not_need_a_content_type(api, thread):
 # --- fetch an invoice's tickets -------------------------------------------------------------
 
 
-def test_fetch_invoice_tickets_oldest_first(api, sandbox):
-    sandbox.state.add_invoice(
+def test_fetch_invoice_tickets_oldest_first(api, server):
+    server.state.add_invoice(
         "inv-1",
         "club-1",
         [
@@ -130,8 +130,8 @@ def test_fetch_invoice_tickets_oldest_first(api, sandbox):
     }
 
 
-def test_fetch_tickets_of_an_invoice_without_tickets(api, sandbox):
-    sandbox.state.add_invoice("inv-empty", "club-1")
+def test_fetch_tickets_of_an_invoice_without_tickets(api, server):
+    server.state.add_invoice("inv-empty", "club-1")
     assert api.get(invoice_path("inv-empty")).json() == {"tickets": []}
 
 
@@ -140,16 +140,16 @@ def test_fetch_tickets_of_an_unknown_invoice(api):
     assert (response.status_code, response.json()) == (404, {"error": "invalid_invoice_id"})
 
 
-def test_ids_are_opaque_path_segments(api, sandbox):
+def test_ids_are_opaque_path_segments(api, server):
     # Partner-chosen IDs may hold characters that must be quoted; the sandbox reads them back decoded.
-    sandbox.state.add_invoice("inv 1+ü", "club-1", [ticket("hi", "CUSTOMER", at(0))])
+    server.state.add_invoice("inv 1+ü", "club-1", [ticket("hi", "CUSTOMER", at(0))])
     assert len(api.get(invoice_path("inv%201%2B%C3%BC")).json()["tickets"]) == 1
 
 
 # --- create a ticket ------------------------------------------------------------------------
 
 
-def test_create_ticket(api, sandbox, thread):
+def test_create_ticket(api, server, thread):
     before = datetime.now(timezone.utc).replace(microsecond=0)
     response = api.post(invoice_path(thread), json={"message": "Graag betalen vóór de 30e"})
     after = datetime.now(timezone.utc)
@@ -162,7 +162,7 @@ def test_create_ticket(api, sandbox, thread):
     assert created["date"].endswith("+00:00")
     assert before <= datetime.fromisoformat(created["date"]) <= after
     assert api.get(invoice_path(thread)).json()["tickets"][-1] == created
-    invoice = sandbox.state.invoice(thread)
+    invoice = server.state.invoice(thread)
     assert invoice["tickets_created"] == 1
     assert invoice["status"] == "answered"
 
@@ -183,10 +183,10 @@ def test_create_ticket(api, sandbox, thread):
         b"\xff\xfe",
     ],
 )
-def test_create_ticket_with_an_invalid_message(api, sandbox, thread, body):
+def test_create_ticket_with_an_invalid_message(api, server, thread, body):
     response = api.post(invoice_path(thread), data=body)
     assert (response.status_code, response.json()) == (422, {"error": "invalid_message"})
-    assert sandbox.state.invoice(thread)["tickets_created"] == 0
+    assert server.state.invoice(thread)["tickets_created"] == 0
 
 
 def test_create_ticket_on_an_unknown_invoice(api):
@@ -194,7 +194,7 @@ def test_create_ticket_on_an_unknown_invoice(api):
     assert (response.status_code, response.json()) == (404, {"error": "invalid_invoice_id"})
 
 
-def test_the_message_rule_is_the_providers(sandbox):
+def test_the_message_rule_is_the_providers(server):
     # The sandbox checks messages with wire's predicate (no Airflow-based error attached);
     # this keeps that predicate and wire.validate_message the same rule.
     from airflow_provider_clubcollect.wire import is_valid_message
@@ -212,19 +212,19 @@ def test_the_message_rule_is_the_providers(sandbox):
 
 
 @pytest.mark.parametrize("action", ["archive", "assign_to_support"])
-def test_actions_answer_204_every_time(api, sandbox, thread, action):
+def test_actions_answer_204_every_time(api, server, thread, action):
     for _ in range(3):
         response = api.post(f"{invoice_path(thread)}/actions/{action}")
         assert response.status_code == 204
         assert response.content == b""
-    assert sandbox.state.invoice(thread)["actions"][action] == 3
+    assert server.state.invoice(thread)["actions"][action] == 3
 
 
 @pytest.mark.parametrize("action", ["archive", "assign_to_support"])
-def test_actions_on_an_invoice_without_tickets(api, sandbox, action):
-    sandbox.state.add_invoice("inv-empty", "club-1")
+def test_actions_on_an_invoice_without_tickets(api, server, action):
+    server.state.add_invoice("inv-empty", "club-1")
     assert api.post(f"{invoice_path('inv-empty')}/actions/{action}").status_code == 204
-    assert sandbox.state.invoice("inv-empty")["status"] is None
+    assert server.state.invoice("inv-empty")["status"] is None
 
 
 @pytest.mark.parametrize("action", ["archive", "assign_to_support"])
@@ -261,8 +261,8 @@ def statuses(api, company_id: str) -> dict[str, list[str]]:
     }
 
 
-def test_every_thread_transition(api, sandbox, thread):
-    state = sandbox.state
+def test_every_thread_transition(api, server, thread):
+    state = server.state
     assert statuses(api, "club-1") == {"unanswered": [thread], "answered": [], "archived": []}
 
     # The club answers through the API: answered.
@@ -294,9 +294,9 @@ def test_every_thread_transition(api, sandbox, thread):
     assert statuses(api, "club-1") == {"unanswered": [], "answered": [thread], "archived": []}
 
 
-def test_company_ticket_in_an_unanswered_thread_is_listed_with_it(api, sandbox):
+def test_company_ticket_in_an_unanswered_thread_is_listed_with_it(api, server):
     # A status lists every ticket of the threads in it, whoever wrote them.
-    sandbox.state.add_invoice(
+    server.state.add_invoice(
         "inv-1",
         "club-1",
         [
@@ -313,8 +313,8 @@ def test_company_ticket_in_an_unanswered_thread_is_listed_with_it(api, sandbox):
 # --- company lists and paging ---------------------------------------------------------------
 
 
-def test_company_list_oldest_first_across_invoices_with_invoice_ids(api, sandbox):
-    state = sandbox.state
+def test_company_list_oldest_first_across_invoices_with_invoice_ids(api, server):
+    state = server.state
     state.add_invoice(
         "inv-a", "club-1", [ticket("a1", "CUSTOMER", at(5), "ta1"), ticket("a2", "CUSTOMER", at(20), "ta2")]
     )
@@ -333,14 +333,14 @@ def test_company_list_oldest_first_across_invoices_with_invoice_ids(api, sandbox
     assert body["page"] == {"page_number": 1, "page_size": 30, "total_entries": 4, "total_pages": 1}
 
 
-def test_invoices_without_tickets_are_in_no_list(api, sandbox):
-    sandbox.state.add_invoice("inv-empty", "club-1", archived=True)
+def test_invoices_without_tickets_are_in_no_list(api, server):
+    server.state.add_invoice("inv-empty", "club-1", archived=True)
     for status in wire.STATUSES:
         assert api.get(company_path("club-1", status)).json()["tickets"] == []
 
 
-def test_an_empty_company(api, sandbox):
-    sandbox.state.add_company("club-empty")
+def test_an_empty_company(api, server):
+    server.state.add_company("club-empty")
     body = api.get(company_path("club-empty", "unanswered")).json()
     assert body == {
         "tickets": [],
@@ -359,17 +359,17 @@ def test_unknown_status(api, thread, status):
     assert (response.status_code, response.json()) == (422, {"error": "invalid_action"})
 
 
-def add_single_ticket_threads(sandbox, count: int, company_id: str = "club-1") -> None:
+def add_single_ticket_threads(server, count: int, company_id: str = "club-1") -> None:
     for n in range(count):
-        sandbox.state.add_invoice(f"inv-{n:03d}", company_id, [ticket(f"m{n}", "CUSTOMER", at(n), f"t{n:03d}")])
+        server.state.add_invoice(f"inv-{n:03d}", company_id, [ticket(f"m{n}", "CUSTOMER", at(n), f"t{n:03d}")])
 
 
 @pytest.mark.parametrize(
     ("count", "page_size", "total_pages"),
     [(100, 100, 1), (101, 100, 2), (30, None, 1), (31, None, 2), (1, 1, 1), (7, 3, 3)],
 )
-def test_paging_totals(api, sandbox, count, page_size, total_pages):
-    add_single_ticket_threads(sandbox, count)
+def test_paging_totals(api, server, count, page_size, total_pages):
+    add_single_ticket_threads(server, count)
     params = {} if page_size is None else {"page_size": page_size}
     seen = []
     for page_number in range(1, total_pages + 1):
@@ -384,21 +384,21 @@ def test_paging_totals(api, sandbox, count, page_size, total_pages):
     assert seen == [f"t{n:03d}" for n in range(count)]
 
 
-def test_default_page_is_the_first_thirty(api, sandbox):
-    add_single_ticket_threads(sandbox, 45)
+def test_default_page_is_the_first_thirty(api, server):
+    add_single_ticket_threads(server, 45)
     body = api.get(company_path("club-1", "unanswered")).json()
     assert [t["ticket_id"] for t in body["tickets"]] == [f"t{n:03d}" for n in range(30)]
     assert body["page"]["page_size"] == wire.API_DEFAULT_PAGE_SIZE
 
 
-def test_the_last_of_101_is_alone_on_page_two(api, sandbox):
-    add_single_ticket_threads(sandbox, 101)
+def test_the_last_of_101_is_alone_on_page_two(api, server):
+    add_single_ticket_threads(server, 101)
     body = api.get(company_path("club-1", "unanswered"), params={"page_size": 100, "page_number": 2}).json()
     assert [t["ticket_id"] for t in body["tickets"]] == ["t100"]
 
 
-def test_a_page_past_the_end_is_empty(api, sandbox):
-    add_single_ticket_threads(sandbox, 5)
+def test_a_page_past_the_end_is_empty(api, server):
+    add_single_ticket_threads(server, 5)
     body = api.get(company_path("club-1", "unanswered"), params={"page_number": 3, "page_size": 5}).json()
     assert body == {"tickets": [], "page": {"page_number": 3, "page_size": 5, "total_entries": 5, "total_pages": 1}}
 
@@ -423,8 +423,8 @@ def test_invalid_paging(api, thread, params):
     assert (response.status_code, response.json()) == (422, {"error": "invalid_page"})
 
 
-def test_page_size_limits_come_from_wire(api, sandbox):
-    add_single_ticket_threads(sandbox, 3)
+def test_page_size_limits_come_from_wire(api, server):
+    add_single_ticket_threads(server, 3)
     ok = api.get(company_path("club-1", "unanswered"), params={"page_size": wire.MAX_PAGE_SIZE})
     too_big = api.get(company_path("club-1", "unanswered"), params={"page_size": wire.MAX_PAGE_SIZE + 1})
     assert (ok.status_code, too_big.status_code) == (200, 422)
@@ -433,7 +433,7 @@ def test_page_size_limits_come_from_wire(api, sandbox):
 # --- the request log ------------------------------------------------------------------------
 
 
-def test_request_log_records_api_requests_only(api, sandbox, control, thread):
+def test_request_log_records_api_requests_only(api, server, control, thread):
     api.get(invoice_path(thread), params={"x": "1"})
     api.post(invoice_path(thread), json={"message": "hi"})
     api.get(invoice_path(thread), headers=api.headers(Authorization="ApiKey wrong", User_Agent="curl/8"))

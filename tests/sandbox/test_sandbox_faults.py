@@ -18,8 +18,8 @@ from airflow_provider_clubcollect.sandbox.client import SandboxControlError, tic
 
 
 @pytest.fixture
-def invoice(sandbox):
-    sandbox.state.add_invoice(
+def invoice(server):
+    server.state.add_invoice(
         "inv-1", "club-1", [ticket("Ik wil niet betalen", "CUSTOMER", datetime(2026, 3, 1, tzinfo=timezone.utc))]
     )
     return "inv-1"
@@ -47,10 +47,10 @@ def test_scripted_error_defaults_to_500(api, control, invoice):
     assert (response.status_code, response.json()) == (500, {"error": "internal_server_error"})
 
 
-def test_an_error_answer_does_not_apply_the_post(api, sandbox, control, invoice):
+def test_an_error_answer_does_not_apply_the_post(api, server, control, invoice):
     control.set_faults(script=[{"fault": "error", "status": 502}])
     assert api.post(tickets_path(), json={"message": "hi"}).status_code == 502
-    assert sandbox.state.invoice(invoice)["tickets_created"] == 0
+    assert server.state.invoice(invoice)["tickets_created"] == 0
 
 
 @pytest.mark.parametrize(("retry_after", "header"), [(1, "1"), (0.25, "0.25"), (None, None)])
@@ -113,13 +113,13 @@ def test_a_scripted_delay_longer_than_the_clients_timeout(api, control, invoice)
 # --- dropped connections --------------------------------------------------------------------
 
 
-def test_drop_closes_the_connection_without_sending_a_byte(sandbox, control, invoice):
+def test_drop_closes_the_connection_without_sending_a_byte(server, control, invoice):
     control.set_faults(script=[{"fault": "drop"}])
     request = (
         f"GET /api/v2/invoices/inv-1/tickets HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: ApiKey {sandbox.api_key}\r\nAccept: application/json\r\n\r\n"
+        f"Authorization: ApiKey {server.api_key}\r\nAccept: application/json\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(request)
         received = b""
         while chunk := sock.recv(4096):
@@ -136,28 +136,28 @@ def test_drop_raises_connection_error_in_requests(api, control, invoice):
     assert isinstance(caught.value.args[0].args[1], RemoteDisconnected)
 
 
-def test_drop_raises_remote_protocol_error_in_httpx(sandbox, control, invoice):
+def test_drop_raises_remote_protocol_error_in_httpx(server, control, invoice):
     control.set_faults(script=[{"fault": "drop"}])
-    headers = {"Authorization": f"ApiKey {sandbox.api_key}"}
+    headers = {"Authorization": f"ApiKey {server.api_key}"}
     with httpx.Client() as client, pytest.raises(httpx.RemoteProtocolError):
-        client.get(f"{sandbox.base_url}/{tickets_path()}", headers=headers)
+        client.get(f"{server.base_url}/{tickets_path()}", headers=headers)
 
 
-def test_a_dropped_post_is_not_applied(api, sandbox, control, invoice):
+def test_a_dropped_post_is_not_applied(api, server, control, invoice):
     control.set_faults(script=[{"fault": "drop", "method": "POST"}])
     with pytest.raises(requests.ConnectionError):
         api.post(tickets_path(), json={"message": "hi"})
-    assert sandbox.state.invoice(invoice)["tickets_created"] == 0
-    assert len(sandbox.state.invoice(invoice)["tickets"]) == 1
+    assert server.state.invoice(invoice)["tickets_created"] == 0
+    assert len(server.state.invoice(invoice)["tickets"]) == 1
 
 
-def test_apply_then_drop_applies_the_post_and_sends_nothing(api, sandbox, control, invoice):
+def test_apply_then_drop_applies_the_post_and_sends_nothing(api, server, control, invoice):
     control.set_faults(script=[{"fault": "apply_then_drop"}, {"fault": "apply_then_drop"}])
     with pytest.raises(requests.ConnectionError):
         api.post(tickets_path(), json={"message": "Graag betalen vóór de 30e"})
     with pytest.raises(requests.ConnectionError):
         api.post(f"{tickets_path()}/actions/archive")
-    state = sandbox.state.invoice(invoice)
+    state = server.state.invoice(invoice)
     assert state["tickets_created"] == 1
     assert state["tickets"][-1]["message"] == "Graag betalen vóór de 30e"
     assert state["actions"]["archive"] == 1
@@ -212,12 +212,12 @@ def test_random_rate_limit_carries_the_configured_retry_after(api, control, invo
     assert "Retry-After" not in api.get(tickets_path()).headers
 
 
-def test_random_apply_then_drop_touches_only_posts(api, sandbox, control, invoice):
+def test_random_apply_then_drop_touches_only_posts(api, server, control, invoice):
     control.set_faults(apply_then_drop_rate=1.0)
     assert api.get(tickets_path()).status_code == 200
     with pytest.raises(requests.ConnectionError):
         api.post(tickets_path(), json={"message": "hi"})
-    assert sandbox.state.invoice(invoice)["tickets_created"] == 1
+    assert server.state.invoice(invoice)["tickets_created"] == 1
 
 
 def test_the_script_comes_before_random_faults(api, control, invoice):
@@ -226,14 +226,14 @@ def test_the_script_comes_before_random_faults(api, control, invoice):
     assert api.get(tickets_path()).status_code in (500, 503)
 
 
-def test_latency_overlaps_between_concurrent_requests(sandbox, control, invoice):
+def test_latency_overlaps_between_concurrent_requests(server, control, invoice):
     control.set_faults(latency_ms=300)
     durations: list[float] = []
-    headers = {"Authorization": f"ApiKey {sandbox.api_key}"}
+    headers = {"Authorization": f"ApiKey {server.api_key}"}
 
     def call() -> None:
         started = time.monotonic()
-        assert requests.get(f"{sandbox.base_url}/{tickets_path()}", headers=headers, timeout=10).status_code == 200
+        assert requests.get(f"{server.base_url}/{tickets_path()}", headers=headers, timeout=10).status_code == 200
         durations.append(time.monotonic() - started)
 
     started = time.monotonic()
@@ -250,6 +250,35 @@ def test_latency_overlaps_between_concurrent_requests(sandbox, control, invoice)
 def test_faults_leave_the_control_api_alone(control, invoice):
     control.set_faults(error_rate=1.0, latency_ms=0)
     assert control.state()["invoices"]["inv-1"]["status"] == "unanswered"
+
+
+def test_a_new_fault_is_one_class(api, server, control, invoice):
+    from dataclasses import dataclass
+
+    from airflow_provider_clubcollect.sandbox.faults import FAULTS, Answer, Fault
+
+    @dataclass(frozen=True)
+    class Teapot(Fault):
+        """Applies the POST, then answers 418 with a status of the script's choosing."""
+
+        name = "teapot"
+        applies = True
+        status: int = 418
+
+        def answer(self, echo):
+            return Answer(self.status, json.dumps({"error": "teapot"}))
+
+    try:
+        settings = control.set_faults(script=[{"fault": "teapot", "status": 499, "method": "POST"}])
+        assert settings["script"] == [{"fault": "teapot", "status": 499, "method": "POST"}]
+        response = api.post(tickets_path(), json={"message": "Hallo"})
+        assert (response.status_code, response.json()) == (499, {"error": "teapot"})
+        assert server.state.invoice("inv-1")["tickets_created"] == 1
+        assert [(e["status"], e["fault"]) for e in control.requests()] == [(499, "teapot")]
+    finally:
+        del FAULTS["teapot"]
+    with pytest.raises(SandboxControlError, match="teapot"):
+        control.set_faults(script=[{"fault": "teapot"}])
 
 
 # --- the fault settings themselves --------------------------------------------------------------

@@ -51,10 +51,22 @@ def test_fixture_handle_offers_the_control_api(clubcollect_sandbox):
     assert clubcollect_sandbox.sandbox_state is clubcollect_sandbox.server.state
 
 
-def test_fixture_resets_between_tests(clubcollect_sandbox):
-    # Runs after the test above, which added data and faults.
+@pytest.fixture
+def left_dirty(clubcollect_sandbox_server):
+    """What an earlier test may leave on the session's server: data, faults and logged requests."""
+    state = clubcollect_sandbox_server.state
+    state.add_invoice("inv-x", "club-x", [ticket("hi", "CUSTOMER", "2026-01-01T00:00:00Z")])
+    state.set_faults({"script": [{"fault": "drop"}], "latency_ms": 1})
+    state.log_request({"method": "GET", "path": "/api/v2/invoices/inv-x/tickets"})
+
+
+def test_fixture_resets_between_tests(left_dirty, clubcollect_sandbox):
+    # left_dirty is set up first (fixtures follow the signature's order): had clubcollect_sandbox
+    # not reset, inv-x and the fault would still be there.
     assert "inv-x" not in clubcollect_sandbox.state()["invoices"]
+    assert clubcollect_sandbox.companies()[0]["company_id"] == seed_id(0, "company", 0)
     assert clubcollect_sandbox.faults()["script"] == []
+    assert clubcollect_sandbox.faults()["latency_ms"] == 0
     assert clubcollect_sandbox.requests() == []
 
 

@@ -118,7 +118,7 @@ def test_duplicate_ticket_ids_are_refused_across_invoices(control):
     assert "inv-2" not in control.state()["invoices"]
 
 
-def test_reset_clears_data_counters_log_and_faults(api, control, sandbox):
+def test_reset_clears_data_counters_log_and_faults(api, control, server):
     control.add_invoice("inv-1", "club-1", [ticket("a", "CUSTOMER", T0)])
     api.post("v2/invoices/inv-1/tickets/actions/archive")
     control.set_faults(latency_ms=1, script=[{"fault": "drop"}])
@@ -137,8 +137,8 @@ def test_reset_with_a_seed_over_http(control, now):
     assert control.state() == state.snapshot()
 
 
-def test_control_requests_need_a_json_object(sandbox):
-    response = requests.post(f"{sandbox.control_url}/invoices", data="[]", timeout=5)
+def test_control_requests_need_a_json_object(server):
+    response = requests.post(f"{server.control_url}/invoices", data="[]", timeout=5)
     assert (response.status_code, response.json()["error"]) == (422, "invalid_request")
 
 
@@ -152,9 +152,9 @@ def test_a_created_ticket_is_the_threads_newest_even_against_future_dates():
     assert state.invoice("inv-1")["status"] == "answered"
 
 
-def test_reprs_never_show_the_key(sandbox, control):
-    assert sandbox.api_key not in repr(sandbox)
-    assert sandbox.api_key not in repr(sandbox.state)
+def test_reprs_never_show_the_key(server, control):
+    assert server.api_key not in repr(server)
+    assert server.api_key not in repr(server.state)
 
 
 # --- seeding --------------------------------------------------------------------------------
@@ -218,22 +218,22 @@ def test_some_company_list_needs_more_than_one_page(now):
 # --- concurrency ----------------------------------------------------------------------------
 
 
-def test_concurrent_posts_leave_consistent_state(sandbox):
-    state = sandbox.state
+def test_concurrent_posts_leave_consistent_state(server):
+    state = server.state
     state.add_invoice("inv-1", "club-1", [ticket("a", "CUSTOMER", T0)])
     state.add_invoice("inv-2", "club-1", [ticket("b", "CUSTOMER", T0)])
-    headers = {"Authorization": f"ApiKey {sandbox.api_key}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"ApiKey {server.api_key}", "Content-Type": "application/json"}
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
         try:
             with requests.Session() as session:
                 for i in range(15):
-                    url = f"{sandbox.base_url}/v2/invoices/inv-1/tickets"
+                    url = f"{server.base_url}/v2/invoices/inv-1/tickets"
                     assert (
                         session.post(url, json={"message": f"{n}-{i}"}, headers=headers, timeout=10).status_code == 200
                     )
-                    action = f"{sandbox.base_url}/v2/invoices/inv-2/tickets/actions/archive"
+                    action = f"{server.base_url}/v2/invoices/inv-2/tickets/actions/archive"
                     assert session.post(action, headers=headers, timeout=10).status_code == 204
         except BaseException as error:  # reported below: a thread's assertion would vanish
             errors.append(error)
@@ -253,3 +253,16 @@ def test_concurrent_posts_leave_consistent_state(sandbox):
     assert state.invoice("inv-2")["actions"]["archive"] == 120
     assert len(state.requests()) == 240
     assert all(entry["status"] in (200, 204) for entry in state.requests())
+
+
+def test_a_request_answered_after_a_reset_does_not_mark_a_newer_one():
+    # A request still in flight when a test's reset cleared the log (a delay past the client's
+    # timeout) is answered later: its status must not land on the next test's first request.
+    state = SandboxState(api_key="k")
+    stale = state.log_request({"method": "GET", "status": None, "fault": None})
+    state.reset()
+    fresh = state.log_request({"method": "POST", "status": None, "fault": None})
+    state.set_request_status(stale, 200, "delay")
+    assert state.requests() == [{"method": "POST", "status": None, "fault": None}]
+    state.set_request_status(fresh, None, "apply_then_drop")
+    assert state.requests() == [{"method": "POST", "status": None, "fault": "apply_then_drop"}]

@@ -189,7 +189,7 @@ def test_silent_fail_keeps_waiting_in_both_modes(sandbox: SandboxHandle) -> None
 
 
 def test_templated_values_are_not_checked_at_parse_time() -> None:
-    from airflow.sdk import DAG, task
+    from airflow.sdk import DAG, XComArg, task
 
     from airflow_provider_clubcollect.operators.tickets import (
         ArchiveTicketsOperator,
@@ -203,6 +203,20 @@ def test_templated_values_are_not_checked_at_parse_time() -> None:
         def compose() -> str:
             return "Hello"
 
-        CreateTicketOperator(task_id="c", invoice_id="i", message=compose())
-        FetchCompanyTicketsOperator(task_id="f", company_id=CO, status="{% if true %}answered{% endif %}")
-        ArchiveTicketsOperator(task_id="a", company_id=CO, status=compose(), inactive_for=timedelta(days=1))
+        create = CreateTicketOperator(task_id="c", invoice_id="i", message=compose())
+        fetch = FetchCompanyTicketsOperator(task_id="f", company_id=CO, status="{% if true %}answered{% endif %}")
+        archive = ArchiveTicketsOperator(task_id="a", company_id=CO, status=compose(), inactive_for=timedelta(days=1))
+        waiting = UnansweredTicketsSensor(task_id="s", company_id="{{ params.company_id }}")
+
+        # Kept as given, for Airflow to render when the task runs ...
+        assert isinstance(create.message, XComArg)
+        assert fetch.status == "{% if true %}answered{% endif %}"
+        assert isinstance(archive.status, XComArg)
+        assert waiting.company_id == "{{ params.company_id }}"
+        # ... while the same arguments given as plain values are checked when the file is parsed.
+        with pytest.raises(ClubCollectValidationError, match="message"):
+            CreateTicketOperator(task_id="c2", invoice_id="i", message="")
+        with pytest.raises(ClubCollectValidationError, match="status"):
+            FetchCompanyTicketsOperator(task_id="f2", company_id=CO, status="{answered}")
+        with pytest.raises(ClubCollectValidationError, match="status for archiving"):
+            ArchiveTicketsOperator(task_id="a2", company_id=CO, status="archived", inactive_for=timedelta(days=1))
