@@ -186,7 +186,7 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
         raise ClubCollectValidationError(
             f"{where}: a base URL must not carry a query, fragment or credentials; put the key in the password."
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ClubCollectValidationError(
             f"{where}: plain http:// would send the API key in clear text; it is allowed only for a "
             "loopback host (127.0.0.0/8, ::1, localhost). Use https://."
@@ -208,7 +208,12 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
     return f"{parts.scheme}://{netloc}{path}"
 
 
-def _is_loopback(hostname: str) -> bool:
+def is_loopback(hostname: str) -> bool:
+    """
+    Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``).
+
+    :param str hostname: a host name or IP address.
+    """
     if hostname.lower() == "localhost":
         return True
     try:

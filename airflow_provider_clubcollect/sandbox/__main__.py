@@ -7,7 +7,6 @@ points Airflow's default ClubCollect connection at it, then serves until Ctrl-C 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import sys
 import threading
@@ -83,6 +82,7 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
     :param out: where to print.
     """
     from airflow_provider_clubcollect import wire
+    from airflow_provider_clubcollect.connection import is_loopback
     from airflow_provider_clubcollect.sandbox.state import STATUSES
 
     lines = [
@@ -91,7 +91,7 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
         f"API key:     {server.api_key}",
         f"Control API: {server.control_url}",
     ]
-    if not _is_loopback(server.host):
+    if not is_loopback(server.host):
         lines.append(
             "WARNING: listening beyond loopback; the provider refuses plain http:// to other hosts, "
             "and anyone who can reach this address can use the sandbox."
@@ -110,15 +110,6 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), file=out, flush=True)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

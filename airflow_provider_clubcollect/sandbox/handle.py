@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect.sandbox.client import SandboxClient
+from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.server import SandboxServer
@@ -23,7 +24,7 @@ class SandboxHandle(SandboxClient):
     .. seealso:: :ref:`sandbox`
     """
 
-    def __init__(self, server: SandboxServer, conn_id: str = "clubcollect_default") -> None:
+    def __init__(self, server: SandboxServer, conn_id: str = DEFAULT_CONN_ID) -> None:
         super().__init__(server.control_url)
         self.server = server
         self.conn_id = conn_id

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
 ENTRY_POINT_NAME = "clubcollect"
 #: The seed every test starts from.
 DEFAULT_SEED = 0
-#: The connection the fixture points at the sandbox (the provider's default connection ID).
-DEFAULT_CONN_ID = "clubcollect_default"
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
