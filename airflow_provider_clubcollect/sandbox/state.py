@@ -179,6 +179,8 @@ class SandboxState:
         self._ticket_ids: set[str] = set()
         self._seq = 0
         self._requests: list[dict[str, Any]] = []
+        # API requests arrived and not yet answered, across resets: concurrency as the server sees it.
+        self._in_flight = 0
         self._faults = FaultSettings()
         # Company lists are rebuilt only after a change: paging a large company then costs one
         # sort, not one per page.  Every change to tickets or thread status bumps the version.
@@ -489,22 +491,29 @@ class SandboxState:
         """
         Record an API request as it arrives; its status is filled in by :meth:`set_request_status`.
 
+        The entry gets ``in_flight``: how many API requests were being served when it arrived,
+        itself included.
+
         :param entry: the request's description (never containing the API key).
         :return: the entry's index, to pass to :meth:`set_request_status`.
         """
         with self._lock:
-            self._requests.append(dict(entry))
+            self._in_flight += 1
+            self._requests.append({**entry, "in_flight": self._in_flight})
             return len(self._requests) - 1
 
     def set_request_status(self, index: int, status: int | None, fault: str | None = None) -> None:
         """
         Record the status an API request was answered with (``None`` when no answer was sent).
 
+        Called once per request, when its answer starts (or its connection is dropped).
+
         :param index: what :meth:`log_request` returned.
         :param status: the HTTP status, or ``None``.
         :param fault: the injected fault, if any.
         """
         with self._lock:
+            self._in_flight -= 1
             # The log may have been cleared while the request was in flight.
             if index < len(self._requests):
                 self._requests[index]["status"] = status

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
 from airflow_provider_clubcollect.threads import (
     awaiting_answer,
     check_duration,
@@ -18,7 +19,6 @@ from airflow_provider_clubcollect.threads import (
     run_reference_time,
     to_utc,
 )
-from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, UnansweredTicketsTrigger
 from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     :param reference_time: "now" for the selection (templated); default the current UTC time.
     :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param max_concurrency: pages in flight at once while polling, at least 1 (default 8).
     """
 
     template_fields: Sequence[str] = ("company_id", "reference_time")
@@ -67,6 +68,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         reference_time: datetime | str | None = None,
         deferrable: bool | None = None,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -80,11 +82,12 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         self.reference_time = reference_time
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.clubcollect_conn_id = clubcollect_conn_id
+        self.max_concurrency = check_concurrency(max_concurrency)
 
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
-        return ClubCollectHook(self.clubcollect_conn_id)
+        return ClubCollectHook(self.clubcollect_conn_id, pool_size=max(DEFAULT_POOL_SIZE, self.max_concurrency))
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -93,7 +96,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         :param context: the task context.
         """
         company_id = validate_id(self.company_id, "company_id")
-        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED)
+        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
         waiting = awaiting_answer(tickets, self.unanswered_for, run_reference_time(self.reference_time, context))
         self.log.info(
             "%d tickets of company %r await an answer%s; waiting for %d.",
@@ -155,6 +158,9 @@ class UnansweredTicketsSensor(BaseSensorOperator):
             if self.soft_fail:
                 raise AirflowSkipException(message)
             raise AirflowSensorTimeout(message)
+        # Imported here, not at module level: DAG files parse without it (it costs milliseconds).
+        from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=validate_id(self.company_id, "company_id"),
@@ -165,6 +171,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
                 else run_reference_time(self.reference_time, context).isoformat(),
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
+                max_concurrency=self.max_concurrency,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining_seconds),
@@ -178,6 +185,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         :param event: the trigger's event payload.
         :raises ClubCollectError: the subclass named in an error event, with the API's message.
         """
+        from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS
+
         if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR):
             raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r}.")
         if event["status"] == EVENT_ERROR:
@@ -191,6 +200,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         # soft_fail, while a poking sensor fails on the same API error.  Handle error events the
         # way the poking sensor handles a failed poke, so that both modes end the same;
         # timeouts still go through the base class and honour soft_fail.
+        from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR
+
         event = (next_kwargs or {}).get("event")
         if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == EVENT_ERROR:
             self._on_poke_error(ClubCollectError.from_payload(event))

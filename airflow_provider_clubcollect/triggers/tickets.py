@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.threads import awaiting_answer, to_utc
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.retry import RetryPolicy
     from airflow_provider_clubcollect.transport import AsyncTransport
+    from airflow_provider_clubcollect.wire import ApiRequest
 
 #: Event ``status`` values.
 EVENT_SUCCESS = "success"
@@ -45,6 +47,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
     :param poke_interval: seconds between two polls.
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
+    :param max_concurrency: pages in flight at once, at least 1 (default 8).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         reference_time: str | None = None,
         poke_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         super().__init__()
         self.company_id = company_id
@@ -64,6 +68,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         self.reference_time = reference_time
         self.poke_interval = poke_interval
         self.clubcollect_conn_id = clubcollect_conn_id
+        self.max_concurrency = check_concurrency(max_concurrency)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and plain keyword arguments: the connection id, never the key."""
@@ -76,6 +81,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 "reference_time": self.reference_time,
                 "poke_interval": self.poke_interval,
                 "clubcollect_conn_id": self.clubcollect_conn_id,
+                "max_concurrency": self.max_concurrency,
             },
         )
 
@@ -123,21 +129,56 @@ class UnansweredTicketsTrigger(BaseTrigger):
 
     async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
         """
-        Read every page once and select the tickets awaiting an answer.
+        Read every page (up to ``max_concurrency`` at a time) and select the tickets awaiting an answer.
 
         :param transport: the async transport.
         :param policy: the retry policy.
         :return: the tickets awaiting an answer, oldest first.
         """
-        from airflow_provider_clubcollect.transport import exchange, run_async
-
-        pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED)
-        tickets: list[dict[str, Any]] = []
-        while (request := pager.next_request()) is not None:
-            tickets.extend(pager.accept(request, await run_async(exchange(request, policy), transport.send)))
+        pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
+        tickets = await read_pages(pager, transport, policy)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
         # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
+
+
+async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
+    """
+    Read every page a pager asks for, up to its ``max_concurrency`` at a time, on the event loop.
+
+    The async twin of the hook's paging: the same pager, and one adaptive limiter for every
+    request of the read (a 429 halves the number in flight).
+
+    :param pager: a fresh pager.
+    :param transport: the async transport.
+    :param policy: the retry policy.
+    :return: every ticket, oldest first, each once.
+    """
+    from functools import partial
+
+    from airflow_provider_clubcollect.bulk import AdaptiveLimiter
+    from airflow_provider_clubcollect.transport import exchange, run_async
+
+    limiter = AdaptiveLimiter(pager.max_concurrency)
+    send = partial(limiter.asend, transport.send)
+    tickets: list[dict[str, Any]] = []
+    pending: dict[asyncio.Task[Any], ApiRequest] = {}
+    try:
+        while not pager.done:
+            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
+                pending[asyncio.create_task(run_async(exchange(request, policy), send))] = request
+            if not pending:  # pragma: no cover - a pager bug; never spin
+                raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
+            answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in answered:
+                pager.accept(pending.pop(task), task.result())
+            while (page := pager.pop()) is not None:
+                tickets.extend(page)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return tickets
 
 
 def _as_clubcollect_error(exc: Exception) -> ClubCollectError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigg
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
@@ -93,9 +95,14 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
     sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 9), ("COMPANY", 8)))
 
     with pytest.raises(TaskDeferred) as deferred:
-        sensor(deferrable=True, min_tickets=2, unanswered_for=timedelta(hours=1), poke_interval=7, timeout=600).execute(
-            {}
-        )
+        sensor(
+            deferrable=True,
+            min_tickets=2,
+            unanswered_for=timedelta(hours=1),
+            poke_interval=7,
+            timeout=600,
+            max_concurrency=3,
+        ).execute({})
 
     trigger = deferred.value.trigger
     assert isinstance(trigger, UnansweredTicketsTrigger)
@@ -106,6 +113,7 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
     assert kwargs["min_tickets"] == 2
     assert kwargs["unanswered_for_seconds"] == 3600
     assert kwargs["poke_interval"] == 7
+    assert kwargs["max_concurrency"] == 3
     assert sandbox.api_key not in repr(kwargs)
 
 
@@ -204,3 +212,18 @@ def test_templated_values_are_not_checked_at_parse_time() -> None:
         CreateTicketOperator(task_id="c", invoice_id="i", message=compose())
         FetchCompanyTicketsOperator(task_id="f", company_id=CO, status="{% if true %}answered{% endif %}")
         ArchiveTicketsOperator(task_id="a", company_id=CO, status=compose(), inactive_for=timedelta(days=1))
+
+
+def test_the_sensor_module_imports_the_trigger_only_when_it_defers() -> None:
+    """DAG files import the sensor at every parse; the trigger (and Airflow's trigger base) is
+    only needed when the sensor defers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_provider_clubcollect.sensors.tickets; "
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('airflow.triggers', 'airflow_provider_clubcollect.triggers'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
