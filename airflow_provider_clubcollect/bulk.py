@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -205,6 +204,8 @@ def run_bulk(
     :raises ClubCollectAuthError: when the API key was refused; names how many invoices were
         done and how many not tried.
     """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     result = BulkResult()
     if not invoice_ids:
         return result

@@ -320,9 +320,14 @@ class ClubCollectHook(BaseHook):
                 for future in answered:
                     pager.accept(pending.pop(future), future.result())
                 while (tickets := pager.pop()) is not None:
-                    self.log.info(
-                        "ClubCollect: %s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress()
-                    )
+                    # About ten progress lines per read, not one per page.
+                    if pager.done or pager.last_page_read % max(1, (pager.total_pages or 0) // 10) == 0:
+                        self.log.info(
+                            "ClubCollect: %s tickets of company %r: %s.",
+                            pager.status,
+                            pager.company_id,
+                            pager.progress(),
+                        )
                     # Keep the next pages coming while the consumer works on this one.
                     send_what_the_pager_allows()
                     yield from tickets

@@ -325,7 +325,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     :param status: the threads to consider, ``answered`` (default) or ``unanswered``.
     :param inactive_for: how long a thread must have been without activity.
     :param dry_run: only log and return what would be archived.
-    :param max_concurrency: archive requests in flight at once (default 8).
+    :param max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
     :param reference_time: "now" for the selection (templated); default the current UTC time.
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
@@ -384,7 +384,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     :param company_id: the company whose long-unanswered threads to escalate (templated).
     :param unanswered_for: how long a thread must have waited for an answer.
     :param dry_run: only log and return what would be escalated.
-    :param max_concurrency: requests in flight at once (default 8).
+    :param max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
     :param reference_time: "now" for the selection (templated); default the current UTC time.
     :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
