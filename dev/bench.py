@@ -133,7 +133,8 @@ def bench_paging(client: Any, base_url: str, api_key: str, rows: list[Row]) -> N
     import requests
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+    from airflow_provider_clubcollect.paging import CompanyTicketPager
+    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger, read_pages
 
     hook = ClubCollectHook()
     url = f"{base_url}/api/v2/companies/{COMPANY}/tickets/unanswered"
@@ -182,21 +183,28 @@ def bench_paging(client: Any, base_url: str, api_key: str, rows: list[Row]) -> N
     )
     hook_wall = wall
 
-    async def trigger_read() -> tuple[float, int]:
+    async def trigger_read() -> tuple[float, int, float]:
         trigger = UnansweredTicketsTrigger(COMPANY)
         transport, policy = await trigger._connect()
         try:
             await trigger.poll(transport, policy)  # warm
-            client.clear_requests()
             began = time.perf_counter()
             waiting = await trigger.poll(transport, policy)
-            return time.perf_counter() - began, len(waiting)
+            poll_wall = time.perf_counter() - began
+            assert len(waiting) == 10_000, len(waiting)
+            # The read alone, as the hook's figure is: what trigger.poll does before selecting.
+            client.clear_requests()
+            pager = CompanyTicketPager(COMPANY, "unanswered", max_concurrency=trigger.max_concurrency)
+            began = time.perf_counter()
+            tickets = await read_pages(pager, transport, policy)
+            return time.perf_counter() - began, len(tickets), poll_wall
         finally:
             await transport.aclose()
 
-    wall, count = asyncio.run(trigger_read())
+    wall, count, poll_wall = asyncio.run(trigger_read())
     sent = len(client.requests())
     assert count == 10_000, count
+    rows.append(Row("a. trigger.poll: the read and the selection of 10,000 tickets", f"{poll_wall:.2f} s"))
     rows.append(
         row(
             f"a. trigger: 10,000 tickets, {pages} pages, C={C}",
@@ -348,7 +356,7 @@ def bench_cpu(client: Any, base_url: str, rows: list[Row]) -> None:
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
-    invoice_id = f"{COMPANY}-00000"
+    invoice_id = f"{ARCHIVE_COMPANY}-00000"  # a thread of one ticket: the cost of a request, not of parsing
     client.clear_faults()  # CPU is what is measured: no need to wait for the latency
     hook = ClubCollectHook()
     session = requests.Session()
@@ -372,7 +380,7 @@ def bench_cpu(client: Any, base_url: str, rows: list[Row]) -> None:
 
     # Alternate to share out whatever else the machine is doing.
     hook_cpu, bare_cpu = [], []
-    for _ in range(3):
+    for _ in range(5):
         hook_cpu.append(cpu_per_request(lambda: hook.get_invoice_tickets(invoice_id)))
         bare_cpu.append(cpu_per_request(bare))
     hook_ms, bare_ms = min(hook_cpu) * 1000, min(bare_cpu) * 1000
