@@ -1,16 +1,31 @@
 # The two commands a new user runs: `make demo` and `make test`.
 PYTHON ?= python3
-VENV := .venv
+
+# --- Python versions and constraints ------------------------------------------------------------
+# Airflow 3.3 supports Python 3.10 to 3.13: each has a pinned constraints file, made by
+# `make constraints PYTHON=...`.  Python 3.11 uses .venv; any other version its own .venv-3.X,
+# so that several can live side by side.
+SUPPORTED_PYTHONS := 3.10 3.11 3.12 3.13
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(filter $(PYVER),$(SUPPORTED_PYTHONS)),)
+$(error PYTHON=$(PYTHON) is $(if $(PYVER),Python $(PYVER),not a Python that runs here). Airflow 3.3 and this provider support Python $(SUPPORTED_PYTHONS): run e.g. 'make test PYTHON=python3.12', or with pyenv 'make test PYTHON=$$(pyenv prefix 3.13.0)/bin/python3.13')
+endif
+VENV := $(if $(filter 3.11,$(PYVER)),.venv,.venv-$(PYVER))
 PY := $(VENV)/bin/python
-PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 CONSTRAINTS := constraints-$(PYVER).txt
+# A new constraints file holds Airflow at the version the reference file pins.
+REFERENCE_CONSTRAINTS := constraints-3.11.txt
+EXTRAS := test,docs
+# --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest demo sandbox constraints clean e2e
+.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
-	@test -f $(CONSTRAINTS) || { echo "No $(CONSTRAINTS): this Python ($(PYVER)) has no pinned constraints; use Python 3.11 or run 'make constraints'."; exit 1; }
+# __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
+# file gets the message below, not make's "No rule to make target".
+$(VENV)/.installed: pyproject.toml airflow_provider_clubcollect/__init__.py $(wildcard $(CONSTRAINTS))
+	@test -f $(CONSTRAINTS) || { echo "No $(CONSTRAINTS) for Python $(PYVER): create it with 'make constraints PYTHON=$(PYTHON)' (a full install, several minutes)."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[test]"
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[$(EXTRAS)]"
 	@touch $@
 
 install: $(VENV)/.installed
@@ -25,7 +40,11 @@ typecheck: install
 pytest: install
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+# The unit tests: everything but the tests that run DAGs with real Airflow (marker `dag`).
+unit: install
+	$(PY) -m pytest -m "not dag"
+
+test: lint typecheck docs-check pytest
 
 demo: install
 	$(PY) dev/demo.py
@@ -35,7 +54,7 @@ demo: install
 E2E_APT := postgresql redis-server chromium
 
 $(VENV)/.e2e-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[test,e2e]"
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[$(EXTRAS),e2e]"
 	@touch $@
 
 e2e: $(VENV)/.e2e-installed
@@ -56,12 +75,44 @@ bench: install
 sandbox: install
 	$(PY) -m airflow_provider_clubcollect.sandbox
 
-# Re-pin the full install (run after changing dependencies, in a fresh venv).
-constraints: install
-	{ echo "# Pinned install for Python $(PYVER) (Airflow's constraints convention)."; \
-	  echo "# Regenerate with: make constraints"; \
+# --- constraints ---------------------------------------------------------------------------------
+# Pin the full install for this Python.  With a constraints file, the install keeps its pins and
+# new dependencies get the newest release (run after changing dependencies); without one, the
+# install resolves afresh, with Airflow (apache-airflow, -core, -task-sdk) held at $(REFERENCE_CONSTRAINTS)'s
+# pins; its bundled providers may differ per Python (smtp 3.2.0 needs 3.11+).
+constraints:
+	$(PYTHON) -m venv $(VENV)
+	if test -f $(CONSTRAINTS); then cp $(CONSTRAINTS) $(VENV)/pins.txt; \
+	else grep -E '^apache-airflow(-core|-task-sdk)?==' $(REFERENCE_CONSTRAINTS) > $(VENV)/pins.txt; fi
+	$(PY) -m pip install --quiet --constraint $(VENV)/pins.txt --editable ".[$(EXTRAS)]"
+	{ echo "# Pinned install for Python $(PYVER), Airflow $$($(PY) -c 'from importlib.metadata import version; print(version("apache-airflow"))') (Airflow's constraints convention)."; \
+	  echo "# Regenerate with: make constraints PYTHON=python$(PYVER)"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -vi '^airflow-provider-clubcollect'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@touch $(VENV)/.installed
+# --- end of constraints --------------------------------------------------------------------------
+
+# --- docs ----------------------------------------------------------------------------------------
+# The Sphinx site, from scratch each time (an incremental build would not repeat the warnings of
+# unchanged pages), warnings as errors.  Autodoc imports the package, so it builds in the venv.
+DOCS_HTML := docs/_build/html
+CHROMIUM := /usr/bin/chromium
+
+docs: install
+	rm -rf docs/_build
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs $(DOCS_HTML)
+	@echo "Built $(DOCS_HTML)/index.html"
+
+# Debian's chromium, installed when missing (apt needs root).
+$(CHROMIUM):
+	@test "$$(id -u)" = 0 || { echo "$(CHROMIUM) is missing: install Debian's chromium (sudo apt-get install -y chromium)."; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# Headless Chromium opens the built pages: the connection form's screenshot, an operator guide's example.
+docs-check: docs $(CHROMIUM)
+	$(PY) dev/check_docs.py $(DOCS_HTML) --chromium $(CHROMIUM)
+# --- end of docs ---------------------------------------------------------------------------------
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo .e2e
+	rm -rf .venv .venv-3.* .mypy_cache .ruff_cache .pytest_cache .demo docs/_build .e2e

@@ -6,4 +6,4 @@ from airflow_provider_clubcollect.get_provider_info import get_provider_info
 
 __all__ = ["__version__", "get_provider_info"]
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"

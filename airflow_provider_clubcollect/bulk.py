@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.wire import RawResponse
+from airflow_provider_clubcollect.wire import RawResponse, shorten, shown
 
 if TYPE_CHECKING:
     import asyncio
@@ -30,6 +30,11 @@ DEFAULT_MAX_CONCURRENCY = 8
 #: :data:`PROGRESS_SECONDS` have passed since the last line: every 10% or every 10 s, whichever is rarer.
 PROGRESS_SHARE = 0.1
 PROGRESS_SECONDS = 10.0
+#: Failures named with their reason in a bulk error; later ones are named by ID only, so that
+#: the message stays readable and bounded however many invoices failed.
+DETAILED_FAILURES = 20
+#: Failures named at all in a bulk error; beyond them only their count is given.
+NAMED_FAILURES = 100
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,10 @@ class BulkResult:
 
     def raise_for_failures(self, verb: str) -> None:
         """
-        Raise one error naming every failed invoice and why, if any failed.
+        Raise one error naming the failed invoices and why, if any failed.
+
+        The first :data:`DETAILED_FAILURES` come with their reason, the next ones up to
+        :data:`NAMED_FAILURES` by ID, the rest by count: the message stays bounded.
 
         :param verb: what the action was, such as ``archive``.
         :raises ClubCollectError: when at least one invoice failed.
@@ -56,7 +64,16 @@ class BulkResult:
         if not self.failed:
             return
         total = len(self.done) + len(self.failed)
-        reasons = "; ".join(f"{invoice_id}: {reason}" for invoice_id, reason in sorted(self.failed.items()))
+        failed = sorted(self.failed.items())
+        reasons = "; ".join(
+            f"{invoice_id}: {shorten(reason, 300)}" for invoice_id, reason in failed[:DETAILED_FAILURES]
+        )
+        if len(failed) > DETAILED_FAILURES:
+            reasons += f"; and {len(failed) - DETAILED_FAILURES} more: " + ", ".join(
+                invoice_id for invoice_id, _ in failed[DETAILED_FAILURES:NAMED_FAILURES]
+            )
+        if len(failed) > NAMED_FAILURES:
+            reasons += f" and {len(failed) - NAMED_FAILURES} others"
         raise ClubCollectError(
             f"Could not {verb} {len(self.failed)} of {total} invoices ({len(self.done)} succeeded). "
             f"Failed: {reasons}. Re-running is safe: the action is idempotent."
@@ -71,7 +88,7 @@ def check_concurrency(value: object) -> int:
     :raises ClubCollectValidationError: otherwise.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ClubCollectValidationError(f"max_concurrency must be an integer of at least 1, got {value!r}.")
+        raise ClubCollectValidationError(f"max_concurrency must be an integer of at least 1, got {shown(value)}.")
     return value
 
 
@@ -222,7 +239,7 @@ def run_bulk(
             code = f"{exc.status_code} {exc.error_code}" if exc.status_code else type(exc).__name__
             return f"{code.strip()}: {exc}"
         except Exception as exc:  # a bug or an unexpected library error: still report every invoice
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {shorten(str(exc), 300)}"
         return None
 
     total = len(invoice_ids)

@@ -20,7 +20,10 @@ from airflow_provider_clubcollect.wire import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
     MAX_CONNECT_TIMEOUT_SECONDS,
+    MAX_RETRIES_LIMIT,
     request_headers,
+    shorten,
+    shown,
     user_agent,
 )
 
@@ -73,7 +76,34 @@ class ClientSettings:
 
         :param text: a message.
         """
-        return text.replace(self.api_key, "***") if self.api_key else text
+        for form in self._key_forms():
+            text = text.replace(form, "***")
+        return text
+
+    def scrub_body(self, body: bytes) -> bytes:
+        """
+        An answer's body with the API key replaced by ``***``, before anything reads it.
+
+        A gateway that echoes request headers puts the key into error pages; scrubbing the bytes
+        keeps it out of every message, log line, event and XCom value built from the answer.
+
+        :param body: the body bytes.
+        """
+        for form in self._key_forms():
+            body = body.replace(form.encode("utf-8"), b"***")
+        return body
+
+    def _key_forms(self) -> list[str]:
+        # The key as a server may echo it: as sent, escaped in JSON, in HTML or in a URL.
+        import html
+        import json
+        from urllib.parse import quote
+
+        if not self.api_key:
+            return []
+        key = self.api_key
+        forms = {key, json.dumps(key)[1:-1], json.dumps(key)[1:-1].replace("/", "\\/"), html.escape(key), quote(key)}
+        return sorted(forms, key=len, reverse=True)
 
 
 def settings_from_connection(
@@ -108,7 +138,12 @@ def settings_from_connection(
             f"Connection {conn_id!r}: the API key contains whitespace, control or non-ASCII characters, "
             "which cannot go into an HTTP header; check the connection's password."
         )
-    extra = extra or {}
+    extra = {} if extra is None else extra
+    if not isinstance(extra, dict):
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r}: extra must be a JSON object such as "
+            f'{{"{CONN_EXTRA_TIMEOUT}": 30, "{CONN_EXTRA_MAX_RETRIES}": 5}}, got {type(extra).__name__} {shown(extra)}.'
+        )
     if timeout is None:
         timeout = extra.get(CONN_EXTRA_TIMEOUT)
     if max_retries is None:
@@ -141,8 +176,8 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
     has_scheme = "://" in raw
     parts = urlsplit(raw if has_scheme else f"https://{raw}")
     # Name the host without its query or credentials: a misplaced key may sit there.
-    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
-    where = f"Connection {conn_id!r} host {shown!r}" if conn_id else f"Host {shown!r}"
+    named = shorten(repr(f"{parts.scheme}://{parts.hostname or ''}{parts.path}"))
+    where = f"Connection {conn_id!r} host {named}" if conn_id else f"Host {named}"
     if parts.scheme not in ("http", "https"):
         raise ClubCollectValidationError(f"{where}: the scheme must be https (or http on loopback).")
     if not parts.hostname:
@@ -156,8 +191,18 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
             f"{where}: plain http:// would send the API key in clear text; it is allowed only for a "
             "loopback host (127.0.0.0/8, ::1, localhost). Use https://."
         )
+    try:
+        url_port = parts.port
+    except ValueError:  # not a number, or past 65535
+        url_port = -1
+    for candidate in (url_port, port if not has_scheme else None):
+        if candidate is not None and (isinstance(candidate, bool) or not 1 <= candidate <= 65535):
+            got = parts.netloc.rpartition(":")[2] if candidate == url_port else candidate
+            raise ClubCollectValidationError(f"{where}: the port must be a number from 1 to 65535, got {shown(got)}.")
+    if any(char.isspace() or ord(char) < 32 for char in parts.netloc):
+        raise ClubCollectValidationError(f"{where}: the host must not contain whitespace or control characters.")
     netloc = parts.netloc
-    if not has_scheme and port and parts.port is None:
+    if not has_scheme and port and url_port is None:
         netloc = f"{netloc}:{port}"
     path = parts.path.rstrip("/") if (has_scheme or parts.path.strip("/")) else BASE_PATH
     return f"{parts.scheme}://{netloc}{path}"
@@ -181,7 +226,7 @@ def _positive_number(value: Any, default: float, name: str, conn_id: str) -> flo
         number = -1.0
     if isinstance(value, bool) or not number > 0 or number == float("inf"):
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: extra {name!r} must be a positive number of seconds, got {value!r}."
+            f"Connection {conn_id!r}: extra {name!r} must be a positive number of seconds, got {shown(value)}."
         )
     return number
 
@@ -193,9 +238,10 @@ def _non_negative_int(value: Any, default: int, name: str, conn_id: str) -> int:
         number = int(str(value).strip())
     except ValueError:
         number = -1
-    if isinstance(value, (bool, float)) or number < 0:
+    if isinstance(value, (bool, float)) or not 0 <= number <= MAX_RETRIES_LIMIT:
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: extra {name!r} must be a whole number of at least 0, got {value!r}."
+            f"Connection {conn_id!r}: extra {name!r} must be a whole number from 0 to {MAX_RETRIES_LIMIT}, "
+            f"got {shown(value)}."
         )
     return number
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import math
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.wire import DEFAULT_MAX_RETRIES, RawResponse
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from airflow_provider_clubcollect.wire import DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT, RawResponse, shown
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import ApiRequest
@@ -62,10 +64,12 @@ class RetryPolicy:
     the server did not apply them (429, a refused connection); otherwise the verdict is
     :attr:`Verdict.AMBIGUOUS` and the caller decides.
 
-    :param max_retries: retries after the first attempt; 0 disables retrying.
-    :param backoff_initial: the wait before the first retry, in seconds, before jitter.
-    :param backoff_max: the longest wait between two attempts, in seconds.
-    :param retry_after_max: the longest ``Retry-After`` honoured, in seconds; longer ones are capped.
+    :param int max_retries: retries after the first attempt, 0 (no retry) to 100.
+    :param float backoff_initial: the wait before the first retry, in seconds, before jitter.
+    :param float backoff_max: the longest wait between two attempts, in seconds.
+    :param float retry_after_max: the longest ``Retry-After`` honoured, in seconds; longer ones are capped.
+
+    .. seealso:: :ref:`retries`
     """
 
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -74,17 +78,26 @@ class RetryPolicy:
     retry_after_max: float = 120.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an integer of at least 0, got {self.max_retries!r}.")
-        if self.backoff_initial < 0 or self.backoff_max < 0 or self.retry_after_max < 0:
-            raise ValueError("backoff_initial, backoff_max and retry_after_max must not be negative.")
+        retries = self.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES_LIMIT:
+            raise ClubCollectValidationError(
+                f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}, got {shown(retries)}."
+            )
+        for name in ("backoff_initial", "backoff_max", "retry_after_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ClubCollectValidationError(
+                    f"{name} must be a number of seconds, 0 or more and finite, got {shown(value)}."
+                )
 
     def verdict(self, request: ApiRequest, outcome: Outcome) -> Verdict:
         """
         Judge one attempt's outcome.
 
-        :param request: the request that was sent.
-        :param outcome: its answer, or the failure to get one.
+        :param ApiRequest request: the request that was sent.
+        :param RawResponse | TransportFailure outcome: its answer, or the failure to get one.
+
+        .. seealso:: :ref:`retries`
         """
         if isinstance(outcome, TransportFailure):
             if outcome.maybe_applied and not request.idempotent:
@@ -101,8 +114,11 @@ class RetryPolicy:
         """
         How long to wait before a retry.
 
-        :param retry_number: 1 before the first retry, 2 before the second, ...
-        :param outcome: the outcome being retried; its ``Retry-After`` header wins when present.
+        :param int retry_number: 1 before the first retry, 2 before the second, ...
+        :param RawResponse | TransportFailure outcome: the outcome being retried; its ``Retry-After``
+            header wins when present.
+
+        .. seealso:: :ref:`retries`
         """
         if isinstance(outcome, RawResponse):
             retry_after = parse_retry_after(outcome.headers.get("retry-after"))
@@ -114,12 +130,32 @@ class RetryPolicy:
         """
         The exponential wait with jitter before a retry, when the server named no time.
 
-        :param retry_number: 1 before the first retry, 2 before the second, ...
+        :param int retry_number: 1 before the first retry, 2 before the second, ...
+
+        .. seealso:: :ref:`retries`
         """
-        ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** (retry_number - 1))
+        # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 times any wait is past any cap.
+        ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(max(retry_number - 1, 0), 64))
         # "Equal jitter": at least half the exponential wait, so retries keep backing off,
         # plus a random half, so that concurrent clients spread out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def split_retry_policy(retry_policy: object, kwargs: dict[str, Any]) -> tuple[RetryPolicy | None, dict[str, Any]]:
+    """
+    Tell a ClubCollect request policy from Airflow's task ``retry_policy``, for an operator's arguments.
+
+    Airflow 3.3's ``BaseOperator`` takes a ``retry_policy`` of its own (whether to retry the task);
+    the provider's operators take this module's :class:`RetryPolicy` under the same name.  A
+    :class:`RetryPolicy` is kept for the requests; anything else goes on to ``BaseOperator``.
+
+    :param retry_policy: what the operator was given as ``retry_policy``.
+    :param kwargs: the other keyword arguments for ``BaseOperator``.
+    :return: the request policy (or ``None``) and the keyword arguments for ``BaseOperator``.
+    """
+    if retry_policy is None or isinstance(retry_policy, RetryPolicy):
+        return retry_policy, kwargs
+    return None, {**kwargs, "retry_policy": retry_policy}
 
 
 def parse_retry_after(value: str | None) -> float | None:

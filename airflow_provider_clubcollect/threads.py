@@ -24,6 +24,7 @@ from airflow_provider_clubcollect.wire import (
     SENDER_COMPANY,
     SENDER_CUSTOMER,
     parse_iso_datetime,
+    shown,
     validate_id,
 )
 
@@ -42,13 +43,28 @@ def parse_date(value: Any) -> datetime:
     import pendulum
 
     try:
-        other = pendulum.parse(str(value), tz="UTC")
+        other = pendulum.parse(str(value)[:100], tz="UTC") if isinstance(value, str) else None
     except Exception as exc:
-        raise ClubCollectServerError(f"The API gave a ticket date that is not ISO 8601: {value!r}.") from exc
-    if not isinstance(other, datetime):
-        raise ClubCollectServerError(f"The API gave a ticket date that is not a date and time: {value!r}.")
-    result: datetime = other.astimezone(timezone.utc)
+        raise ClubCollectServerError(f"The API gave a ticket date that is not ISO 8601: {shown(value)}.") from exc
+    result = parse_iso_datetime(other)  # the same UTC conversion, edges of the calendar included
+    if result is None:
+        raise ClubCollectServerError(f"The API gave a ticket date that is not a date and time: {shown(value)}.")
     return result
+
+
+def ticket_date(ticket: Mapping[str, Any]) -> datetime:
+    """
+    A ticket's ``date`` as a timezone-aware UTC datetime.
+
+    :param ticket: a ticket dict.
+    :raises ClubCollectServerError: naming the ticket when it has no date or an unreadable one.
+    """
+    if FIELD_DATE not in ticket:
+        raise ClubCollectServerError(
+            f"The API gave ticket {shown(ticket.get(FIELD_TICKET_ID))} with no {FIELD_DATE!r}: "
+            "its thread cannot be judged by time."
+        )
+    return parse_date(ticket[FIELD_DATE])
 
 
 def to_utc(value: datetime | str | None) -> datetime:
@@ -64,7 +80,7 @@ def to_utc(value: datetime | str | None) -> datetime:
         return parse_date(value)
     except ClubCollectServerError as exc:
         raise ClubCollectValidationError(
-            f"reference_time must be a datetime or an ISO 8601 string, got {value!r}."
+            f"reference_time must be a datetime or an ISO 8601 string, got {shown(value)}."
         ) from exc
 
 
@@ -96,7 +112,7 @@ def check_duration(value: Any, name: str) -> timedelta:
     :raises ClubCollectValidationError: for anything else.
     """
     if not isinstance(value, timedelta) or value < timedelta(0):
-        raise ClubCollectValidationError(f"{name} must be a timedelta of zero or more, got {value!r}.")
+        raise ClubCollectValidationError(f"{name} must be a timedelta of zero or more, got {shown(value)}.")
     return value
 
 
@@ -131,7 +147,7 @@ class Thread:
     @property
     def last_activity(self) -> datetime:
         """The newest ticket's date."""
-        return parse_date(self.tickets[-1][FIELD_DATE])
+        return ticket_date(self.tickets[-1])
 
     def awaiting_answer(self) -> list[dict[str, Any]]:
         """The CUSTOMER tickets newer than the newest COMPANY ticket, oldest first."""
@@ -147,7 +163,7 @@ class Thread:
     def unanswered_since(self) -> datetime | None:
         """The date of the oldest CUSTOMER ticket after the newest COMPANY ticket, if any."""
         waiting = self.awaiting_answer()
-        return parse_date(waiting[0][FIELD_DATE]) if waiting else None
+        return ticket_date(waiting[0]) if waiting else None
 
 
 def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
@@ -159,10 +175,12 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     """
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for ticket in tickets:
-        by_invoice.setdefault(str(ticket[FIELD_INVOICE_ID]), []).append(dict(ticket))
+        invoice_id = ticket.get(FIELD_INVOICE_ID) if isinstance(ticket, Mapping) else None
+        if not isinstance(invoice_id, str):
+            raise ClubCollectServerError(f"The API gave a company ticket without an invoice ID: {shown(ticket)}.")
+        by_invoice.setdefault(invoice_id, []).append(dict(ticket))
     return [
-        Thread(invoice_id, tuple(sorted(items, key=lambda t: parse_date(t[FIELD_DATE]))))
-        for invoice_id, items in sorted(by_invoice.items())
+        Thread(invoice_id, tuple(sorted(items, key=ticket_date))) for invoice_id, items in sorted(by_invoice.items())
     ]
 
 
@@ -203,7 +221,7 @@ def awaiting_answer(
     :param now: the reference time.
     """
     waiting = [ticket for t in _unanswered_threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
-    return sorted(waiting, key=lambda t: (parse_date(t[FIELD_DATE]), str(t.get(FIELD_TICKET_ID))))
+    return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get(FIELD_TICKET_ID))))
 
 
 def _unanswered_threads(
@@ -254,14 +272,14 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
     if not _is_list_like(value):
         raise ClubCollectValidationError(
             f"{name} must be a list of invoice ID strings or of ticket dicts, "
-            f"got {type(value).__name__} {value!r:.200}."
+            f"got {type(value).__name__} {shown(value)}."
         )
     items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
     ids: set[str] = set()
     for item in items:
         if isinstance(item, Mapping):
             if FIELD_INVOICE_ID not in item:
-                raise ClubCollectValidationError(f"{name}: a ticket dict without {FIELD_INVOICE_ID!r}: {item!r:.200}.")
+                raise ClubCollectValidationError(f"{name}: a ticket dict without {FIELD_INVOICE_ID!r}: {shown(item)}.")
             item = item[FIELD_INVOICE_ID]
         ids.add(validate_id(item, f"an invoice ID in {name}"))
     return sorted(ids)
@@ -269,3 +287,31 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
 
 def _is_list_like(value: Any) -> bool:
     return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+
+
+def awaiting_answer_due(
+    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """
+    The tickets that await an answer, each with the moment it became due, ordered by that moment.
+
+    A ticket becomes due when it awaits an answer and its thread has been unanswered for longer
+    than ``unanswered_for``: at ``max(ticket date, unanswered since + unanswered_for)``.  Without
+    ``unanswered_for`` that is the ticket's date.  The event trigger keeps its watermark on this
+    moment, so that a thread which only now has waited long enough is reported even when its
+    tickets are older than tickets reported before.
+
+    :param tickets: the company's unanswered tickets.
+    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
+    :param now: the reference time.
+    :return: ``(due, ticket)`` pairs, sorted by due, then date, then ticket ID.
+    """
+    due: list[tuple[datetime, datetime, dict[str, Any]]] = []
+    for thread in _unanswered_threads(tickets, unanswered_for, now):
+        since = thread.unanswered_since
+        assert since is not None  # _unanswered_threads keeps only threads awaiting an answer
+        for ticket in thread.awaiting_answer():
+            date = parse_date(ticket[FIELD_DATE])
+            due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))
+    due.sort(key=lambda item: (item[0], item[1], str(item[2].get(FIELD_TICKET_ID))))
+    return [(moment, ticket) for moment, _, ticket in due]

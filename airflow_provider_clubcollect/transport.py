@@ -159,8 +159,9 @@ def _read_timeout(settings: ClientSettings) -> TransportFailure:
     return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
 
 
-def _raw(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> RawResponse:
-    return RawResponse(status, {name.lower(): value for name, value in headers}, body)
+def _raw(settings: ClientSettings, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> RawResponse:
+    # The key is scrubbed from the body before anything reads it (see ClientSettings.scrub_body).
+    return RawResponse(status, {name.lower(): value for name, value in headers}, settings.scrub_body(body))
 
 
 class SyncTransport:
@@ -212,7 +213,7 @@ class SyncTransport:
             return TransportFailure(self.settings.scrub(reason), maybe_applied)
         except requests.exceptions.RequestException as exc:
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
-        return _raw(response.status_code, response.headers.items(), response.content)
+        return _raw(self.settings, response.status_code, response.headers.items(), response.content)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -273,7 +274,7 @@ class AsyncTransport:
             return _read_timeout(self.settings)
         except httpx.TransportError as exc:
             return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
-        return _raw(response.status_code, response.headers.items(), response.content)
+        return _raw(self.settings, response.status_code, response.headers.items(), response.content)
 
     async def aclose(self) -> None:
         """Close the client and its connections."""

@@ -29,6 +29,8 @@ DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 #: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
 MAX_CONNECT_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_MAX_RETRIES: Final = 5
+#: The most retries allowed: more would wait for hours and only hide an outage.
+MAX_RETRIES_LIMIT: Final = 100
 
 # --- the API ----------------------------------------------------------------------------------
 
@@ -83,6 +85,34 @@ ERROR_INVALID_MESSAGE: Final = "invalid_message"
 ERROR_NOT_FOUND: Final = "not_found"
 ERROR_INVALID_ACTION: Final = "invalid_action"
 
+#: The longest text quoted from a value or an answer in a message, and the longest message.
+MAX_QUOTED_CHARS: Final = 200
+MAX_MESSAGE_CHARS: Final = 20_000
+
+
+def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """
+    ``repr(value)``, cut to at most ``limit`` characters, for naming a value in a message.
+
+    :param value: the value, such as a bad ID of any size.
+    :param limit: the most characters to keep.
+    """
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested deeper than repr goes
+        text = f"<{type(value).__name__} nested too deep to show>"
+    return shorten(text, limit)
+
+
+def shorten(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """
+    ``text`` cut to at most ``limit`` characters, saying so with ``...`` at the end.
+
+    :param text: any text, such as one built from an answer.
+    :param limit: the most characters to keep.
+    """
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
 
 def invoice_tickets_path(invoice_id: str) -> str:
     """
@@ -101,7 +131,7 @@ def invoice_action_path(invoice_id: str, action: str) -> str:
     :param action: one of :data:`ACTIONS`.
     """
     if action not in ACTIONS:
-        raise _invalid(f"Unknown ticket action {action!r}; allowed: {', '.join(ACTIONS)}.")
+        raise _invalid(f"Unknown ticket action {shown(action)}; allowed: {', '.join(ACTIONS)}.")
     return f"{invoice_tickets_path(invoice_id)}/actions/{action}"
 
 
@@ -132,15 +162,19 @@ def validate_id(value: object, name: str) -> str:
     :raises ClubCollectValidationError: when the ID is not a usable path segment.
     """
     if not isinstance(value, str):
-        raise _invalid(f"{name} must be a string, got {type(value).__name__} {value!r}.")
+        raise _invalid(f"{name} must be a string, got {type(value).__name__} {shown(value)}.")
     if not value.strip():
-        raise _invalid(f"{name} must not be empty or whitespace, got {value!r}.")
+        raise _invalid(f"{name} must not be empty or whitespace, got {shown(value)}.")
+    if value != value.strip():
+        # Refused rather than stripped: an ID is opaque, so a padded one is a bug upstream
+        # (a template or a file) that should be seen, not silently turned into another ID.
+        raise _invalid(f"{name} must not start or end with whitespace, got {shown(value)}.")
     if "/" in value or "\\" in value:
-        raise _invalid(f"{name} must not contain '/' or '\\', got {value!r}.")
+        raise _invalid(f"{name} must not contain '/' or '\\', got {shown(value)}.")
     if value in (".", ".."):
         raise _invalid(f"{name} must not be '.' or '..' (HTTP clients collapse them out of a path), got {value!r}.")
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise _invalid(f"{name} must not contain control characters, got {value!r}.")
+        raise _invalid(f"{name} must not contain control characters, got {shown(value)}.")
     return value
 
 
@@ -153,7 +187,7 @@ def validate_status(status: object) -> str:
     :raises ClubCollectValidationError: when it is not one of :data:`STATUSES`.
     """
     if status not in STATUSES:
-        raise _invalid(f"Unknown ticket status {status!r}; allowed: {', '.join(STATUSES)}.")
+        raise _invalid(f"Unknown ticket status {shown(status)}; allowed: {', '.join(STATUSES)}.")
     return str(status)
 
 
@@ -166,7 +200,7 @@ def validate_page_size(page_size: object) -> int:
     :raises ClubCollectValidationError: unless it is an integer from 1 to :data:`MAX_PAGE_SIZE`.
     """
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise _invalid(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {page_size!r}.")
+        raise _invalid(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {shown(page_size)}.")
     return page_size
 
 
@@ -179,7 +213,7 @@ def validate_page_number(page_number: object) -> int:
     :raises ClubCollectValidationError: unless it is an integer of at least 1.
     """
     if isinstance(page_number, bool) or not isinstance(page_number, int) or page_number < 1:
-        raise _invalid(f"page_number must be an integer of at least 1, got {page_number!r}.")
+        raise _invalid(f"page_number must be an integer of at least 1, got {shown(page_number)}.")
     return page_number
 
 
@@ -203,7 +237,7 @@ def validate_message(message: object) -> str:
     :raises ClubCollectValidationError: when it is not a string with some non-whitespace text.
     """
     if not is_valid_message(message):
-        raise _invalid(f"message must be a non-empty string with text other than whitespace, got {message!r}.")
+        raise _invalid(f"message must be a non-empty string with text other than whitespace, got {shown(message)}.")
     return message
 
 
@@ -234,6 +268,8 @@ class ApiRequest:
     :param idempotent: whether sending it twice has the effect of sending it once; only
         idempotent requests are retried after an answer that may have been lost.
     :param expect_body: whether success carries a JSON body (200) or none (204).
+    :param not_found_code: the error code the API documents for this call's 404; a 404 without it
+        comes from something else than the API, most likely a base URL that does not end in ``/api``.
     """
 
     method: str
@@ -243,6 +279,7 @@ class ApiRequest:
     body: dict[str, Any] | None = field(default=None, repr=False)
     idempotent: bool = True
     expect_body: bool = True
+    not_found_code: str = ERROR_INVALID_INVOICE_ID
 
 
 def get_invoice_tickets_request(invoice_id: str) -> ApiRequest:
@@ -251,7 +288,7 @@ def get_invoice_tickets_request(invoice_id: str) -> ApiRequest:
 
     :param invoice_id: the invoice.
     """
-    return ApiRequest("GET", invoice_tickets_path(invoice_id), f"fetch tickets of invoice {invoice_id!r}")
+    return ApiRequest("GET", invoice_tickets_path(invoice_id), f"fetch tickets of invoice {shown(invoice_id)}")
 
 
 def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
@@ -264,7 +301,7 @@ def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
     return ApiRequest(
         "POST",
         invoice_tickets_path(invoice_id),
-        f"create a ticket on invoice {invoice_id!r}",
+        f"create a ticket on invoice {shown(invoice_id)}",
         body={FIELD_MESSAGE: validate_message(message)},
         idempotent=False,
     )
@@ -283,7 +320,7 @@ def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
     return ApiRequest(
         "POST",
         invoice_action_path(invoice_id, action),
-        f"{verb} tickets of invoice {invoice_id!r}",
+        f"{verb} tickets of invoice {shown(invoice_id)}",
         body=None,
         expect_body=False,
     )
@@ -306,8 +343,9 @@ def company_tickets_page_request(
     return ApiRequest(
         "GET",
         path,
-        f"fetch page {page_number} of {status} tickets of company {company_id!r}",
+        f"fetch page {page_number} of {status} tickets of company {shown(company_id)}",
         params=((PARAM_PAGE_NUMBER, str(page_number)), (PARAM_PAGE_SIZE, str(page_size))),
+        not_found_code=ERROR_NOT_FOUND,
     )
 
 
@@ -359,7 +397,13 @@ def parse_iso_datetime(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        # At the edge of the calendar (0001-01-01T00:00+00:01, 9999-12-31T23:59-01:00) the
+        # same moment in UTC falls outside it: take the calendar's first or last moment.
+        edge = datetime.min if parsed.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
 
 
 def user_agent() -> str:
@@ -432,6 +476,8 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
 
     status = response.status
     code = error_code_of(response.body)
+    if code is not None:
+        code = shorten(code, 100)
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     detail = f"HTTP {status}" + (f" {code}" if code else "")
     if code is None and response.body:
@@ -445,6 +491,15 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
             error_code=code,
         )
     if status == 404:
+        if code != request.not_found_code:
+            # The API answers its 404s with a documented code; anything else (an HTML page, an
+            # empty body, another code) is most likely a web server answering for a wrong path.
+            return ClubCollectNotFoundError(
+                f"{prefix} Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
+                f"is the connection's base URL right (it should end in {BASE_PATH})?",
+                status_code=status,
+                error_code=code,
+            )
         return ClubCollectNotFoundError(
             f"{prefix} It does not exist, or this API key may not see it.",
             status_code=status,
@@ -498,7 +553,7 @@ def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -
     required = (FIELD_TICKET_ID, FIELD_INVOICE_ID) if company else (FIELD_TICKET_ID,)
     for ticket in tickets:
         if not isinstance(ticket, dict) or any(not isinstance(ticket.get(key), str) for key in required):
-            raise _malformed(request, f"a ticket without {' and '.join(required)}: {str(ticket)[:200]}")
+            raise _malformed(request, f"a ticket without {' and '.join(required)}: {shown(ticket)}")
     return tickets
 
 
@@ -511,7 +566,7 @@ def parse_ticket(request: ApiRequest, payload: Any) -> dict[str, Any]:
     :raises ClubCollectServerError: when the body is not a ticket.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get(FIELD_TICKET_ID), str):
-        raise _malformed(request, f"not a ticket: {str(payload)[:200]}")
+        raise _malformed(request, f"not a ticket: {shown(payload)}")
     return payload
 
 
@@ -545,7 +600,7 @@ def parse_page_info(request: ApiRequest, payload: Any) -> PageInfo:
     if not isinstance(page, dict) or any(
         isinstance(page.get(name), bool) or not isinstance(page.get(name), int) for name in names
     ):
-        raise _malformed(request, f"no valid {FIELD_PAGE!r} object: {str(page)[:200]}")
+        raise _malformed(request, f"no valid {FIELD_PAGE!r} object: {shown(page)}")
     return PageInfo(*(int(page[name]) for name in names))
 
 
@@ -563,7 +618,8 @@ _NOT_JSON: Final = object()
 def _decode_json(body: bytes) -> Any:
     try:
         return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a body nested deeper than Python's parser goes ("[" * 100_000).
         return _NOT_JSON
 
 

@@ -21,6 +21,7 @@ from dev.airflow_runner import AirflowHome  # noqa: E402
 
 EXAMPLE_DAGS = REPO / "example_dags"
 DEMO_HOME = REPO / ".demo" / "airflow"
+WAITS_FOR_A_PERSON = {"clubcollect_review_before_escalation"}
 
 
 def main() -> int:
@@ -31,7 +32,8 @@ def main() -> int:
     print(f"Preparing Airflow in {DEMO_HOME} (airflow db migrate) ...", flush=True)
     airflow.migrate()
 
-    dag_ids = sorted(path.stem for path in EXAMPLE_DAGS.glob("*.py"))
+    # A DAG that waits for a person cannot run unattended: make e2e answers it through the REST API.
+    dag_ids = sorted(path.stem for path in EXAMPLE_DAGS.glob("*.py") if path.stem not in WAITS_FOR_A_PERSON)
     results: dict[str, bool] = {}
     with SandboxServer(seed=0) as sandbox:
         before = sandbox.state.snapshot()
@@ -56,6 +58,7 @@ def main() -> int:
         print(f"{len(failed)} of {len(results)} example DAGs failed: {', '.join(failed)}.")
         return 1
     print(f"All {len(results)} example DAGs succeeded against the sandbox.")
+    print(f"Not run here, as they wait for a person (make e2e answers them): {', '.join(sorted(WAITS_FOR_A_PERSON))}.")
     return 0
 
 

@@ -36,6 +36,7 @@ with DAG(
     params={"company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1)},
     tags=["clubcollect", "example"],
 ):
+    # [START howto_operator_archive_tickets]
     ArchiveTicketsOperator(
         task_id="archive_stale_answered",
         company_id="{{ params.company_id }}",
@@ -43,3 +44,4 @@ with DAG(
         inactive_for=timedelta(days=30),
         reference_time="{{ dag_run.run_after }}",
     )
+    # [END howto_operator_archive_tickets]

@@ -35,6 +35,7 @@ with DAG(
     params={"company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1)},
     tags=["clubcollect", "example"],
 ):
+    # [START howto_sensor_unanswered_tickets_deferrable]
     waiting = UnansweredTicketsSensor(
         task_id="wait_for_unanswered",
         company_id="{{ params.company_id }}",
@@ -43,4 +44,7 @@ with DAG(
         poke_interval=300,
         timeout=timedelta(hours=12).total_seconds(),
     )
+    # [END howto_sensor_unanswered_tickets_deferrable]
+    # [START howto_operator_escalate_tickets]
     EscalateTicketsOperator(task_id="assign_to_support", invoice_ids=waiting.output)
+    # [END howto_operator_escalate_tickets]

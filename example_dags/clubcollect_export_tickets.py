@@ -48,7 +48,9 @@ with DAG(
     params={"company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1)},
     tags=["clubcollect", "example"],
 ):
+    # [START howto_operator_fetch_company_tickets]
     fetched = FetchCompanyTicketsOperator(
         task_id="fetch_unanswered", company_id="{{ params.company_id }}", status="unanswered"
     )
     summarize(fetched.output)
+    # [END howto_operator_fetch_company_tickets]

@@ -42,7 +42,9 @@ with DAG(
     catchup=False,
     tags=["clubcollect", "example"],
 ):
+    # [START howto_operator_fetch_company_tickets_mapped]
     fetched = FetchCompanyTicketsOperator.partial(task_id="fetch_unanswered", status="unanswered").expand(
         company_id=COMPANY_IDS
     )
     totals(fetched.output)
+    # [END howto_operator_fetch_company_tickets_mapped]

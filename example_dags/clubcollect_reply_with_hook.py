@@ -2,7 +2,8 @@
 
 Shows: the hook used directly from TaskFlow tasks, a pattern for logic the operators do not
 cover.  The first task reads every unanswered ticket and picks the thread waiting longest; the
-second posts a reply (never twice, even if the answer to the POST is lost) and archives it.
+second posts a reply (never twice, even if the answer to the POST is lost or the task is retried
+after posting) and archives it.
 The server-changing calls run in their own task, so a retry of the read never repeats them.
 
 Run it against the local sandbox::
@@ -26,6 +27,7 @@ SANDBOX_COMPANY_ID = "6f946b943e8c341e6b7c904b61c811924144f485"
 REPLY = "Thank you for your message. We have looked at your invoice and will contact you this week."
 
 
+# [START howto_hook_clubcollect]
 @task
 def oldest_unanswered_thread(company_id: str) -> str | None:
     """The invoice whose thread has waited longest for an answer (lists are oldest first)."""
@@ -36,15 +38,22 @@ def oldest_unanswered_thread(company_id: str) -> str | None:
     return waiting[0]["invoice_id"] if waiting else None
 
 
-@task
+@task(retries=2)
 def reply_and_archive(invoice_id: str | None) -> dict[str, Any] | None:
-    """Post the reply on the thread, then archive it."""
+    """Post the reply on the thread, then archive it.
+
+    If the archive fails, Airflow retries the whole task: the hook finds the reply it posted in
+    the task's state store (Airflow 3.3+) and returns it instead of posting it again.
+    """
     if invoice_id is None:
         return None
     with ClubCollectHook() as hook:
         ticket = hook.create_ticket(invoice_id, REPLY)
         hook.archive_tickets(invoice_id)
     return {"invoice_id": invoice_id, "reply_ticket_id": ticket["ticket_id"]}
+
+
+# [END howto_hook_clubcollect]
 
 
 with DAG(

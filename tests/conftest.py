@@ -52,3 +52,11 @@ def sandbox(clubcollect_sandbox: SandboxHandle) -> SandboxHandle:
     """The sandbox, emptied: each test adds exactly the companies and threads it needs."""
     clubcollect_sandbox.reset(seed=None)
     return clubcollect_sandbox
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/dags ``dag``: they run DAGs with real Airflow (`make unit` skips them)."""
+    dags = REPO_ROOT / "tests" / "dags"
+    for item in items:
+        if dags in item.path.parents:
+            item.add_marker(pytest.mark.dag)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectNotFoundError,
     ClubCollectServerError,
+    ClubCollectValidationError,
 )
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
@@ -59,12 +61,14 @@ class ClubCollectHook(BaseHook):
             for ticket in hook.iter_company_tickets(company_id, "unanswered"):
                 ...
 
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
         API key; its host the base URL (optional); its extras ``timeout`` and ``max_retries``.
-    :param timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
-    :param max_retries: retries per request; overrides the connection's ``max_retries`` extra.
-    :param retry_policy: back-off settings; its ``max_retries`` is replaced by the one above.
-    :param pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
+    :param float | None timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
+    :param int | None max_retries: retries per request; overrides the connection's ``max_retries`` extra.
+    :param RetryPolicy | None retry_policy: back-off settings; its ``max_retries`` is replaced by the one above.
+    :param int pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
+
+    .. seealso:: :ref:`hook`, and :ref:`connection` for the connection it reads.
     """
 
     conn_name_attr = "clubcollect_conn_id"
@@ -124,11 +128,17 @@ class ClubCollectHook(BaseHook):
         The hook's ``requests.Session``, already carrying the headers every request needs.
 
         :return: the session; use :meth:`close` (or the hook as a context manager) to release it.
+
+        .. seealso:: :ref:`hook`
         """
         return self._get_transport().session
 
     def close(self) -> None:
-        """Close the session and its pooled connections."""
+        """
+        Close the session and its pooled connections.
+
+        .. seealso:: :ref:`hook`
+        """
         with self._lock:
             if self._transport is not None:
                 self._transport.close()
@@ -163,14 +173,16 @@ class ClubCollectHook(BaseHook):
         """
         Read an invoice's tickets (its thread).
 
-        :param invoice_id: the invoice.
+        :param str invoice_id: the invoice.
         :return: the tickets, as the API returns them.
         :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
+
+        .. seealso:: :ref:`hook`
         """
         request = wire.get_invoice_tickets_request(invoice_id)
         return wire.parse_tickets(request, self._call(request))
 
-    def create_ticket(self, invoice_id: str, message: str) -> dict[str, Any]:
+    def create_ticket(self, invoice_id: str, message: str, *, task_state_store: Any = None) -> dict[str, Any]:
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
 
@@ -178,15 +190,63 @@ class ClubCollectHook(BaseHook):
         5xx after the request was sent), the hook waits (the retry back-off), then reads the
         invoice's tickets: if a company ticket with this exact message is dated since the call
         began (less :data:`CLOCK_SKEW`, for the API's clock), that is the one created and it is
-        returned; only otherwise is the message posted again, right after that read.  An identical
-        message posted by someone else within those minutes is therefore taken as ours.
+        returned; only otherwise is the message posted again, right after that read.
 
-        :param invoice_id: the invoice.
-        :param message: the ticket's text; must not be empty or whitespace.
+        Inside a running Airflow 3.3+ task, the task's state store (``task_state_store``, which
+        survives the task's retries) remembers the call: before posting, that it is about to post
+        (invoice, message digest, time); after, the created ticket.  A retry of the task (an
+        operator's, or a ``@task`` that posts and then fails) then returns the recorded ticket
+        without posting, or, when only the intent was recorded, reads the thread since that time.
+        So an identical message someone else posts later is never taken for ours once our ticket
+        is recorded.  Without a store (outside a task, Airflow 3.2) the thread read alone guards
+        the call, and an identical message posted by someone else within those minutes is taken
+        as ours.
+
+        :param str invoice_id: the invoice.
+        :param str message: the ticket's text; must not be empty or whitespace.
+        :param Any task_state_store: a task state store (``get``/``set``); by default the running
+            task's, when there is one.
         :return: the created ticket.
         :raises ClubCollectNotFoundError: for an unknown invoice.
         :raises ClubCollectValidationError: for an empty message, or one the API refuses.
+
+        .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
+        record = _CreateRecord.of(task_state_store, invoice_id, wire.validate_message(message))
+        if record is not None:
+            earlier = record.load()
+            if earlier.get("ticket"):
+                self.log.info(
+                    "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
+                    invoice_id,
+                    earlier["ticket"].get(wire.FIELD_TICKET_ID),
+                )
+                return dict(earlier["ticket"])
+            if earlier.get("intent_at"):
+                since = datetime.fromisoformat(earlier["intent_at"]) - CLOCK_SKEW
+                posted = self.find_posted_ticket(invoice_id, message, since=since)
+                if posted is not None:
+                    self.log.info(
+                        "An earlier try of this task posted this message on invoice %r (ticket_id %s) but lost "
+                        "the answer; not posting again.",
+                        invoice_id,
+                        posted.get(wire.FIELD_TICKET_ID),
+                    )
+                    record.save(earlier["intent_at"], posted)
+                    return posted
+            record.save(datetime.now(timezone.utc).isoformat(), None)
+        try:
+            ticket = self._create_ticket(invoice_id, message)
+        except (ClubCollectAuthError, ClubCollectNotFoundError, ClubCollectValidationError):
+            # Refused for certain: nothing was created, so a retry may post without looking.
+            if record is not None:
+                record.forget()
+            raise
+        if record is not None:
+            record.save(record.intent_at, ticket)
+        return ticket
+
+    def _create_ticket(self, invoice_id: str, message: str) -> dict[str, Any]:
         request = wire.create_ticket_request(invoice_id, message)
         policy = self.retry_policy
         since = datetime.now(timezone.utc) - CLOCK_SKEW
@@ -215,9 +275,13 @@ class ClubCollectHook(BaseHook):
                     )
                     return posted
                 if attempt > policy.max_retries:
+                    if exc.status_code is not None:
+                        last = f"HTTP {exc.status_code}"
+                    else:
+                        last = "no answer in time" if exc.timed_out else "the connection was lost"
                     raise ClubCollectServerError(
-                        f"Could not {request.description}: the answer was lost {attempt} times and the "
-                        "ticket is not on the invoice.",
+                        f"Could not {request.description}: the answer was lost {attempt} times (the last "
+                        f"attempt got {last}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
@@ -226,10 +290,12 @@ class ClubCollectHook(BaseHook):
         """
         Find a company ticket with exactly this message, dated at or after ``since``.
 
-        :param invoice_id: the invoice.
-        :param message: the message text to look for.
-        :param since: the earliest date it may carry (timezone-aware).
+        :param str invoice_id: the invoice.
+        :param str message: the message text to look for.
+        :param datetime since: the earliest date it may carry (timezone-aware).
         :return: the newest such ticket, or ``None``.
+
+        .. seealso:: :ref:`hook`
         """
         return find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
 
@@ -237,8 +303,10 @@ class ClubCollectHook(BaseHook):
         """
         Archive an invoice's tickets.  Idempotent: archiving twice is archiving once.
 
-        :param invoice_id: the invoice.
+        :param str invoice_id: the invoice.
         :raises ClubCollectNotFoundError: for an unknown invoice.
+
+        .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
         """
         self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ARCHIVE))
 
@@ -246,8 +314,10 @@ class ClubCollectHook(BaseHook):
         """
         Hand an invoice's tickets to ClubCollect's support team.  Idempotent.
 
-        :param invoice_id: the invoice.
+        :param str invoice_id: the invoice.
         :raises ClubCollectNotFoundError: for an unknown invoice.
+
+        .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
         """
         self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ASSIGN_TO_SUPPORT))
 
@@ -259,12 +329,14 @@ class ClubCollectHook(BaseHook):
         """
         Read one page of a company's tickets in one status.
 
-        :param company_id: the company.
-        :param status: ``unanswered``, ``answered`` or ``archived``.
-        :param page_number: the page, counted from 1.
-        :param page_size: tickets per page, 1 to 100.
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_number: the page, counted from 1.
+        :param int page_size: tickets per page, 1 to 100.
         :return: ``{"tickets": [...], "page": {...}}`` as the API returns it.
         :raises ClubCollectNotFoundError: for an unknown company (``not_found``).
+
+        .. seealso:: :ref:`hook`
         """
         request = wire.company_tickets_page_request(company_id, status, page_number, page_size)
         payload = self._call(request)
@@ -289,11 +361,13 @@ class ClubCollectHook(BaseHook):
         time).  If the list changes while it is read, the pages that may have shifted are read
         again so that no ticket is skipped or returned twice (see :mod:`~airflow_provider_clubcollect.paging`).
 
-        :param company_id: the company.
-        :param status: ``unanswered``, ``answered`` or ``archived``.
-        :param page_size: tickets per page, 1 to 100.
-        :param max_concurrency: pages in flight at once, at least 1 (default 8, as for bulk
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_size: tickets per page, 1 to 100.
+        :param int max_concurrency: pages in flight at once, at least 1 (default 8, as for bulk
             actions); keep it at most the hook's ``pool_size``, or connections are not reused.
+
+        .. seealso:: :ref:`hook` ("Paging")
         """
         # Validates every argument before any request.
         pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
@@ -349,10 +423,12 @@ class ClubCollectHook(BaseHook):
         """
         Every ticket of a company in one status, as a list: see :meth:`iter_company_tickets`.
 
-        :param company_id: the company.
-        :param status: ``unanswered``, ``answered`` or ``archived``.
-        :param page_size: tickets per page, 1 to 100.
-        :param max_concurrency: pages in flight at once, at least 1.
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_size: tickets per page, 1 to 100.
+        :param int max_concurrency: pages in flight at once, at least 1.
+
+        .. seealso:: :ref:`hook` ("Paging")
         """
         return list(self.iter_company_tickets(company_id, status, page_size, max_concurrency=max_concurrency))
 
@@ -366,6 +442,8 @@ class ClubCollectHook(BaseHook):
         ``invalid_invoice_id``; a bad one 401 or 403.
 
         :return: ``(ok, message)``; never raises.
+
+        .. seealso:: :ref:`connection` ("Testing the connection")
         """
         try:
             # One retry at most: a person is waiting on the answer in the UI.
@@ -378,10 +456,8 @@ class ClubCollectHook(BaseHook):
                     f"Connection works: {self.settings.base_url} accepted the API key "
                     f"(a test invoice answered 404 {wire.ERROR_INVALID_INVOICE_ID}, as expected)."
                 )
-            return False, (
-                f"{self.settings.base_url} answered 404 without the API's {wire.ERROR_INVALID_INVOICE_ID} "
-                "code: is the base URL right?"
-            )
+            # The error's message says what the 404 was and asks whether the base URL is right.
+            return False, f"{self.settings.base_url}: {exc}"
         except ClubCollectAuthError as exc:
             return (
                 False,
@@ -392,3 +468,44 @@ class ClubCollectHook(BaseHook):
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
+
+
+class _CreateRecord:
+    """
+    What a task remembers, across its retries, of one create: when it was about to post, and the
+    ticket it created.  Kept in the task's state store under a key of the invoice and message.
+    """
+
+    def __init__(self, store: Any, invoice_id: str, message: str) -> None:
+        self.store = store
+        digest = hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
+        self.key = f"clubcollect.create_ticket.{digest}"
+        self.intent_at = ""
+
+    @classmethod
+    def of(cls, store: Any, invoice_id: str, message: str) -> _CreateRecord | None:
+        """The record in ``store``, or in the running task's store; ``None`` where there is none."""
+        if store is None:
+            store = _running_task_state_store()
+        return None if store is None else cls(store, invoice_id, message)
+
+    def load(self) -> dict[str, Any]:
+        value = self.store.get(self.key)
+        return value if isinstance(value, dict) else {}
+
+    def save(self, intent_at: str, ticket: dict[str, Any] | None) -> None:
+        self.intent_at = intent_at
+        self.store.set(self.key, {"intent_at": intent_at, "ticket": ticket})
+
+    def forget(self) -> None:
+        self.store.set(self.key, {})
+
+
+def _running_task_state_store() -> Any:
+    """The running task's state store (Airflow 3.3+), or ``None`` outside a task or before 3.3."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context().get("task_state_store")
+    except Exception:  # no running task, or an Airflow without get_current_context
+        return None

@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW, DEFAULT_POOL_SIZE, ClubCollectHook
+from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     check_duration,
     human_duration,
@@ -56,19 +57,28 @@ class ClubCollectBaseOperator(BaseOperator):
     """
     Base of the ClubCollect operators: holds the connection id and builds the hook.
 
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
+        requests (back-off; the count comes from the connection); an Airflow task retry policy is passed on
+        to Airflow.
+
+    .. seealso:: :ref:`operators`
     """
 
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
+        request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
         super().__init__(**kwargs)
         self.clubcollect_conn_id = clubcollect_conn_id
+        self.clubcollect_retry_policy = request_policy
 
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
-        return ClubCollectHook(self.clubcollect_conn_id, pool_size=self._pool_size())
+        return ClubCollectHook(
+            self.clubcollect_conn_id, pool_size=self._pool_size(), retry_policy=self.clubcollect_retry_policy
+        )
 
     def _pool_size(self) -> int:
         return DEFAULT_POOL_SIZE
@@ -82,13 +92,15 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     tickets are then streamed there as JSON lines, one write per page, holding only the pages
     read ahead in memory, and only ``{"path": ..., "count": N}`` goes to XCom.
 
-    :param company_id: the company (templated).
-    :param status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
-    :param page_size: tickets per request, 1 to 100.
-    :param output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
+    :param str company_id: the company (templated).
+    :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
+    :param int page_size: tickets per request, 1 to 100.
+    :param str | None output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
-    :param max_concurrency: pages in flight at once, at least 1 (default 8).
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8).
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+
+    .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator`
     """
 
     template_fields: Sequence[str] = ("company_id", "status", "output_path")
@@ -163,8 +175,10 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch an invoice's tickets (its thread).
 
-    :param invoice_id: the invoice (templated).
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param str invoice_id: the invoice (templated).
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+
+    .. seealso:: :ref:`howto/operator:FetchInvoiceTicketsOperator`
     """
 
     template_fields: Sequence[str] = ("invoice_id",)
@@ -184,13 +198,17 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     Post a ticket (a reply from the company) on an invoice, never twice.
 
     Posting is not idempotent, so a lost answer is never retried blindly: the hook reads the
-    thread and posts again only if the message is not there.  When Airflow retries the task, the
-    operator first looks for the message among the company's tickets since the DAG run began, so
-    a try whose answer was lost is not posted a second time either.
+    thread and posts again only if the message is not there.  When Airflow retries the task, a
+    try whose answer was lost is not posted a second time either: on Airflow 3.3+ the task's
+    state store remembers the intent and the created ticket (see ``ClubCollectHook.create_ticket``);
+    without one, the operator looks for the message among the invoice's tickets since the DAG
+    run began.
 
-    :param invoice_id: the invoice (templated).
-    :param message: the ticket's text (templated); must not be empty.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param str invoice_id: the invoice (templated).
+    :param str message: the ticket's text (templated); must not be empty.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+
+    .. seealso:: :ref:`howto/operator:CreateTicketOperator`
     """
 
     template_fields: Sequence[str] = ("invoice_id", "message")
@@ -205,7 +223,10 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
         message = validate_message(self.message)
-        since = self._earlier_try_started(context)
+        # Airflow 3.3+: the task's state store remembers what an earlier try posted (the hook
+        # reads and writes it).  Without one, look for the message since the run began.
+        store = context.get("task_state_store")
+        since = None if store is not None else self._earlier_try_started(context)
         if since is not None:
             posted = self.hook.find_posted_ticket(invoice_id, message, since=since)
             if posted is not None:
@@ -215,7 +236,7 @@ class CreateTicketOperator(ClubCollectBaseOperator):
                     posted.get(FIELD_TICKET_ID),
                 )
                 return posted
-        ticket = self.hook.create_ticket(invoice_id, message)
+        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=store)
         self.log.info("Posted ticket %s on invoice %r.", ticket.get(FIELD_TICKET_ID), invoice_id)
         return ticket
 
@@ -320,15 +341,17 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     activity is older than ``inactive_for`` is archived.  All pages are read before the first
     archive, so archiving cannot make the paging skip tickets.
 
-    :param invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
-    :param company_id: the company whose stale threads to archive (templated).
-    :param status: the threads to consider, ``answered`` (default) or ``unanswered``.
-    :param inactive_for: how long a thread must have been without activity.
-    :param dry_run: only log and return what would be archived.
-    :param max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
-    :param reference_time: "now" for the selection (templated); default the current UTC time.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
+    :param str | None company_id: the company whose stale threads to archive (templated).
+    :param str status: the threads to consider, ``answered`` (default) or ``unanswered`` (templated).
+    :param timedelta | None inactive_for: how long a thread must have been without activity.
+    :param bool dry_run: only log and return what would be archived.
+    :param int max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
+
+    .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
     """
 
     template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "status")
@@ -380,14 +403,16 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     then every unanswered thread whose oldest unanswered customer ticket is older than
     ``unanswered_for`` is assigned to support.
 
-    :param invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
-    :param company_id: the company whose long-unanswered threads to escalate (templated).
-    :param unanswered_for: how long a thread must have waited for an answer.
-    :param dry_run: only log and return what would be escalated.
-    :param max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
-    :param reference_time: "now" for the selection (templated); default the current UTC time.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
+    :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
+    :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
+    :param bool dry_run: only log and return what would be escalated.
+    :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
+
+    .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
     """
 
     verb = "assign to support"

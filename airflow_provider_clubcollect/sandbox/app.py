@@ -30,6 +30,7 @@ from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError, SandboxNotFoundError
 from airflow_provider_clubcollect.sandbox.faults import (
     FAULT_APPLY_THEN_DROP,
+    FAULT_APPLY_THEN_ERROR,
     FAULT_DELAY,
     FAULT_DROP,
     FAULT_ERROR,
@@ -107,13 +108,13 @@ class SandboxApp(FastAPI):
             state.set_request_status(index, None, fault)
             await _drop_connection(scope, receive, send)
             return
+
+        async def discard(message: Message) -> None:
+            # The request is applied, but no byte of its own answer leaves the server.
+            return None
+
         if fault == FAULT_APPLY_THEN_DROP:
             state.set_request_status(index, None, fault)
-
-            async def discard(message: Message) -> None:
-                # The request is applied, but no byte of the answer may leave the server.
-                return None
-
             await super().__call__(scope, receive, discard)
             await _drop_connection(scope, receive, send)
             return
@@ -123,9 +124,14 @@ class SandboxApp(FastAPI):
                 state.set_request_status(index, int(message["status"]), fault)
             await send(message)
 
+        authorization = _header(scope, wire.AUTH_HEADER) if decision.echo_authorization else None
+        if fault == FAULT_APPLY_THEN_ERROR:
+            await super().__call__(scope, receive, discard)
+            await _fault_response(decision, authorization)(scope, receive, recording_send)
+            return
         if fault is not None and fault != FAULT_DELAY:  # a delay has been served: answer normally
             await _drain_body(receive)
-            await _fault_response(decision)(scope, receive, recording_send)
+            await _fault_response(decision, authorization)(scope, receive, recording_send)
             return
         await super().__call__(scope, receive, recording_send)
 
@@ -310,28 +316,45 @@ def _add_error_handlers(app: FastAPI) -> None:
 # --- faults ---------------------------------------------------------------------------------
 
 
-def _fault_response(decision: FaultDecision) -> Response:
-    """The answer of an error, rate-limit, HTML or not-JSON fault."""
+def _fault_response(decision: FaultDecision, authorization: str | None = None) -> Response:
+    """
+    The answer of an error, rate-limit, HTML or not-JSON fault.
+
+    :param decision: the fault.
+    :param authorization: the request's ``Authorization`` value, to quote in the answer as a
+        header-echoing gateway would; ``None`` quotes nothing.
+    """
     status = decision.status or 500
+    echo = "" if authorization is None else f" (request headers: Authorization: {authorization})"
     if decision.fault == FAULT_RATE_LIMIT:
         headers = {} if decision.retry_after is None else {"Retry-After": _seconds(decision.retry_after)}
         return JSONResponse(
-            {wire.FIELD_ERROR: ERROR_RATE_LIMITED, "detail": "Too many requests; slow down."},
+            {wire.FIELD_ERROR: ERROR_RATE_LIMITED, "detail": f"Too many requests; slow down.{echo}"},
             status_code=429,
             headers=headers,
         )
     if decision.fault == FAULT_HTML:
-        return Response(_FIREWALL_PAGE.format(status=status), status_code=status, media_type="text/html")
+        page = _FIREWALL_PAGE.format(status=status).replace("</body>", f"<p>{echo}</p></body>")
+        return Response(page, status_code=status, media_type="text/html")
     if decision.fault == FAULT_NOT_JSON:
-        return Response("Service temporarily degraded; try again.", status_code=status, media_type="text/plain")
-    if decision.fault != FAULT_ERROR:
+        return Response(f"Service temporarily degraded; try again.{echo}", status_code=status, media_type="text/plain")
+    if decision.fault not in (FAULT_ERROR, FAULT_APPLY_THEN_ERROR):
         raise AssertionError(f"no answer for fault {decision.fault!r}")
-    code = "service_unavailable" if status == 503 else "internal_server_error"
+    # An echoing gateway puts what it saw into the error itself, where a client quotes it.
+    code = ("service_unavailable" if status == 503 else "internal_server_error") + echo
     return _error(status, code)
 
 
-def _seconds(value: float) -> str:
-    # Retry-After is whole seconds on the wire; fractions stay possible for fast tests.
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.lower().encode("latin-1")
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key.lower() == wanted), None)
+
+
+def _seconds(value: float | str) -> str:
+    # Retry-After is whole seconds on the wire; fractions stay possible for fast tests; a string
+    # (an HTTP date) is sent as it is.
+    if isinstance(value, str):
+        return value
     return str(int(value)) if value == int(value) else f"{value:g}"
 
 

@@ -17,8 +17,10 @@ class SandboxHandle(SandboxClient):
     control API's calls (:class:`~.client.SandboxClient`: ``reset``, ``add_invoice``,
     ``add_tickets``, ``state``, ``invoice``, ``requests``, ``set_faults``, ...).
 
-    :param server: the running sandbox.
-    :param conn_id: the Airflow connection ID pointed at it.
+    :param SandboxServer server: the running sandbox.
+    :param str conn_id: the Airflow connection ID pointed at it.
+
+    .. seealso:: :ref:`sandbox`
     """
 
     def __init__(self, server: SandboxServer, conn_id: str = "clubcollect_default") -> None:

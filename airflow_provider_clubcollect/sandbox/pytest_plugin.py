@@ -54,6 +54,8 @@ def clubcollect_sandbox_server() -> Iterator[SandboxServer]:
     One sandbox for the whole test session, on a free loopback port, started on first use.
 
     Tests normally use :func:`clubcollect_sandbox`, which resets it before each test.
+
+    .. seealso:: :ref:`sandbox`
     """
     from airflow_provider_clubcollect.sandbox.server import SandboxServer
 
@@ -74,6 +76,8 @@ def clubcollect_sandbox(
     ``clubcollect_default`` pointed at it (``AIRFLOW_CONN_CLUBCOLLECT_DEFAULT``) for this test.
 
     Faults and the request log start empty and are cleared again after the test.
+
+    .. seealso:: :ref:`sandbox`
     """
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 

@@ -12,6 +12,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     awaiting_answer,
     check_duration,
@@ -47,13 +48,18 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     worker slot; it ends the same way in every mode: same XCom value, same errors, same
     ``timeout`` and ``soft_fail`` behaviour.
 
-    :param company_id: the company (templated).
-    :param min_tickets: how many tickets must await an answer (default 1).
-    :param unanswered_for: count only threads unanswered for longer than this ``timedelta``.
-    :param reference_time: "now" for the selection (templated); default the current UTC time.
-    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param max_concurrency: pages in flight at once while polling, at least 1 (default 8).
+    :param str company_id: the company (templated).
+    :param int min_tickets: how many tickets must await an answer (default 1).
+    :param timedelta | None unanswered_for: count only threads unanswered for longer than this ``timedelta``.
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current
+        UTC time; a value that renders to nothing means the run's ``run_after``.
+    :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
+        requests, also handed to the trigger; an Airflow task retry policy is passed on to Airflow.
+    :param int max_concurrency: pages in flight at once while polling, at least 1 (default 8).
+
+    .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
 
     template_fields: Sequence[str] = ("company_id", "reference_time")
@@ -68,10 +74,13 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         reference_time: datetime | str | None = None,
         deferrable: bool | None = None,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        retry_policy: Any = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
+        request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
         super().__init__(**kwargs)
+        self.clubcollect_retry_policy = request_policy
         if isinstance(min_tickets, bool) or not isinstance(min_tickets, int) or min_tickets < 1:
             raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
         if unanswered_for is not None:
@@ -87,17 +96,25 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
-        return ClubCollectHook(self.clubcollect_conn_id, pool_size=max(DEFAULT_POOL_SIZE, self.max_concurrency))
+        return ClubCollectHook(
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, self.max_concurrency),
+            retry_policy=self.clubcollect_retry_policy,
+        )
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
         Read every page of the company's unanswered tickets and count those awaiting an answer.
 
-        :param context: the task context.
+        :param Context context: the task context.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         company_id = validate_id(self.company_id, "company_id")
+        # A bad rendered value fails before any page is read.
+        now = run_reference_time(self.reference_time, context)
         tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
-        waiting = awaiting_answer(tickets, self.unanswered_for, run_reference_time(self.reference_time, context))
+        waiting = awaiting_answer(tickets, self.unanswered_for, now)
         self.log.info(
             "%d tickets of company %r await an answer%s; waiting for %d.",
             len(waiting),
@@ -150,14 +167,22 @@ class UnansweredTicketsSensor(BaseSensorOperator):
             raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
         raise exc
 
-    def _defer(self, context: Context, remaining_seconds: float) -> None:
-        if remaining_seconds <= 0:
-            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+    def _timed_out(self) -> None:
+        from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-            message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
-            if self.soft_fail:
-                raise AirflowSkipException(message)
-            raise AirflowSensorTimeout(message)
+        message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
+        if self.soft_fail:
+            raise AirflowSkipException(message)
+        raise AirflowSensorTimeout(message)
+
+    def _defer(self, context: Context, remaining_seconds: float) -> None:
+        from datetime import datetime, timezone
+
+        if remaining_seconds <= 0:
+            self._timed_out()
+        # The trigger carries its own deadline, so that it ends even where nothing enforces the
+        # deferral's timeout (``airflow dags test`` runs triggers in line, with no timeout).
+        timeout_at = datetime.now(timezone.utc) + timedelta(seconds=remaining_seconds)
         # Imported here, not at module level: DAG files parse without it (it costs milliseconds).
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
@@ -171,6 +196,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
                 else run_reference_time(self.reference_time, context).isoformat(),
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
+                retry_policy=self.clubcollect_retry_policy,
+                timeout_at=timeout_at.isoformat(),
                 max_concurrency=self.max_concurrency,
             ),
             method_name="execute_complete",
@@ -181,16 +208,20 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         """
         Finish after the trigger fired: return the tickets, or raise the error the trigger met.
 
-        :param context: the task context.
-        :param event: the trigger's event payload.
+        :param Context context: the task context.
+        :param dict[str, Any] | None event: the trigger's event payload.
         :raises ClubCollectError: the subclass named in an error event, with the API's message.
-        """
-        from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS
 
-        if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR):
-            raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r}.")
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
+        from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
+
+        if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR, EVENT_TIMEOUT):
+            raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r:.500}.")
         if event["status"] == EVENT_ERROR:
             raise ClubCollectError.from_payload(event)
+        if event["status"] == EVENT_TIMEOUT:
+            self._timed_out()
         tickets: list[dict[str, Any]] = list(event.get("tickets") or [])
         self.log.info("%d tickets of company %r await an answer.", len(tickets), self.company_id)
         return tickets

@@ -1,35 +1,56 @@
-"""The trigger that waits, in the triggerer, for tickets awaiting an answer.
+"""The triggers that wait, in the triggerer, for tickets awaiting an answer.
 
-It only reads (GET): nothing that changes ClubCollect runs here, where a triggerer restart can run
-the same code twice.  It uses the same request flow, retry policy, paging and selection as the
-sync hook, over ``httpx.AsyncClient``, and never blocks the event loop: the connection is read
-with ``aget_connection`` and waits are ``asyncio.sleep``.
+:class:`UnansweredTicketsTrigger` serves the deferrable sensor; :class:`UnansweredTicketsEventTrigger`
+serves asset watchers.  They only read (GET): nothing that changes ClubCollect runs here, where a
+triggerer restart can run the same code twice.  They use the same request flow, retry policy,
+paging and selection as the sync hook, over ``httpx.AsyncClient``, and never block the event
+loop: the connection is read with ``aget_connection`` and waits are ``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
-from airflow_provider_clubcollect.exceptions import ClubCollectError
+from airflow_provider_clubcollect.exceptions import (
+    ClubCollectError,
+    ClubCollectRateLimitError,
+    ClubCollectServerError,
+    ClubCollectValidationError,
+)
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.threads import awaiting_answer, to_utc
-from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED
+from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.threads import awaiting_answer, awaiting_answer_due, parse_date, to_utc
+from airflow_provider_clubcollect.wire import (
+    DEFAULT_CONN_ID,
+    FIELD_DATE,
+    FIELD_INVOICE_ID,
+    FIELD_TICKET_ID,
+    STATUS_UNANSWERED,
+    shorten,
+    validate_id,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Hashable
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
     from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.wire import ApiRequest
 
 #: Event ``status`` values.
 EVENT_SUCCESS = "success"
 EVENT_ERROR = "error"
+#: The trigger's own deadline (``timeout_at``) passed: the sensor ends as a timed-out poking sensor does.
+EVENT_TIMEOUT = "timeout"
 
 
 class UnansweredTicketsTrigger(BaseTrigger):
@@ -37,17 +58,26 @@ class UnansweredTicketsTrigger(BaseTrigger):
     Poll a company's unanswered tickets until at least ``min_tickets`` await an answer.
 
     Fires one event: ``{"status": "success", "tickets": [...]}`` with the tickets that await an
-    answer (oldest first), or ``{"status": "error", "error_class": ..., "message": ...,
-    "status_code": ..., "error_code": ...}`` when the API fails after every retry.
+    answer (oldest first), ``{"status": "error", "error_class": ..., "message": ...,
+    "status_code": ..., "error_code": ...}`` when the API fails after every retry, or
+    ``{"status": "timeout", "message": ...}`` once ``timeout_at`` has passed.
 
-    :param company_id: the company.
-    :param min_tickets: how many tickets must await an answer.
-    :param unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
-    :param reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current time at each poll.
-    :param poke_interval: seconds between two polls.
-    :param clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
+    :param str company_id: the company.
+    :param int min_tickets: how many tickets must await an answer.
+    :param float | None unanswered_for_seconds: count only threads unanswered for longer than this; ``None`` for all.
+    :param str | None reference_time: fixed ISO 8601 "now" for the selection; ``None`` for the current
+        time at each poll.
+    :param float poke_interval: seconds between two polls.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
-    :param max_concurrency: pages in flight at once, at least 1 (default 8).
+    :param RetryPolicy | dict | None retry_policy: back-off settings, a
+        :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
+        serialized); the connection's ``max_retries`` sets the count.
+    :param str | None timeout_at: ISO 8601 moment after which the trigger stops polling and fires a timeout
+        event; the sensor sets it from its ``timeout``.  ``None`` polls until cancelled.
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8).
+
+    .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
 
     def __init__(
@@ -59,9 +89,13 @@ class UnansweredTicketsTrigger(BaseTrigger):
         reference_time: str | None = None,
         poke_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        retry_policy: RetryPolicy | dict[str, Any] | None = None,
+        timeout_at: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         super().__init__()
+        self.retry_policy = RetryPolicy(**retry_policy) if isinstance(retry_policy, dict) else retry_policy
+        self.timeout_at = timeout_at
         self.company_id = company_id
         self.min_tickets = min_tickets
         self.unanswered_for_seconds = unanswered_for_seconds
@@ -71,7 +105,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         self.max_concurrency = check_concurrency(max_concurrency)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and plain keyword arguments: the connection id, never the key."""
+        """
+        The class path and plain keyword arguments: the connection id, never the key.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -81,19 +119,36 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 "reference_time": self.reference_time,
                 "poke_interval": self.poke_interval,
                 "clubcollect_conn_id": self.clubcollect_conn_id,
+                "retry_policy": None if self.retry_policy is None else dataclasses.asdict(self.retry_policy),
+                "timeout_at": self.timeout_at,
                 "max_concurrency": self.max_concurrency,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until enough tickets await an answer, then fire one event."""
+        """
+        Poll until enough tickets await an answer, then fire one event.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
+        """
         transport: AsyncTransport | None = None
         try:
+            deadline = None if self.timeout_at is None else to_utc(self.timeout_at)
             transport, policy = await self._connect()
             while True:
-                waiting = await self.poll(transport, policy)
-                if len(waiting) >= self.min_tickets:
+                try:
+                    # A poll is read-only, so cutting one short at the deadline loses nothing.
+                    waiting = await asyncio.wait_for(self.poll(transport, policy), _seconds_until(deadline))
+                except asyncio.TimeoutError:
+                    waiting = None
+                if waiting is not None and len(waiting) >= self.min_tickets:
                     yield TriggerEvent({"status": EVENT_SUCCESS, "tickets": waiting})
+                    return
+                left = _seconds_until(deadline)
+                if waiting is None or (left is not None and left <= 0):
+                    yield TriggerEvent(
+                        {"status": EVENT_TIMEOUT, "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
+                    )
                     return
                 self.log.info(
                     "%d tickets of company %r await an answer; waiting for %d. Next poll in %g s.",
@@ -102,7 +157,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
                     self.min_tickets,
                     self.poke_interval,
                 )
-                await asyncio.sleep(self.poke_interval)
+                await asyncio.sleep(self.poke_interval if left is None else min(self.poke_interval, left))
         except Exception as exc:
             # Every failure, a missing connection included, becomes an error event, so that the
             # sensor handles it as a failed poke (a crashed trigger would reach the task as a
@@ -114,32 +169,56 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 await asyncio.shield(transport.aclose())
 
     async def _connect(self) -> tuple[AsyncTransport, RetryPolicy]:
-        from airflow.sdk import BaseHook
-
-        from airflow_provider_clubcollect.connection import amask_secret, settings_from_airflow_connection
-        from airflow_provider_clubcollect.retry import RetryPolicy
-        from airflow_provider_clubcollect.transport import AsyncTransport
-
-        conn = await BaseHook.aget_connection(self.clubcollect_conn_id)
-        settings = settings_from_airflow_connection(conn)
-        await amask_secret(settings.api_key)
-        # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
-        transport = await asyncio.to_thread(AsyncTransport, settings)
-        return transport, RetryPolicy(max_retries=settings.max_retries)
+        return await _aconnect(self.clubcollect_conn_id, self.retry_policy)
 
     async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
         """
         Read every page (up to ``max_concurrency`` at a time) and select the tickets awaiting an answer.
 
-        :param transport: the async transport.
-        :param policy: the retry policy.
+        :param AsyncTransport transport: the async transport.
+        :param RetryPolicy policy: the retry policy.
         :return: the tickets awaiting an answer, oldest first.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
         tickets = await read_pages(pager, transport, policy)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
         # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
+
+
+def _seconds_until(deadline: datetime | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds())
+
+
+def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
+    if isinstance(exc, ClubCollectError):
+        return exc
+    return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {shorten(str(exc), 1000)}")
+
+
+async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tuple[AsyncTransport, RetryPolicy]:
+    """
+    Read and check the connection without blocking the loop, and build the async transport.
+
+    :param conn_id: the Airflow connection of type ``clubcollect``.
+    :param retry_policy: back-off settings; its ``max_retries`` is replaced by the connection's, as in the hook.
+    :return: the transport and the retry policy to use with it.
+    """
+    from airflow.sdk import BaseHook
+
+    from airflow_provider_clubcollect.connection import amask_secret, settings_from_airflow_connection
+    from airflow_provider_clubcollect.transport import AsyncTransport
+
+    conn = await BaseHook.aget_connection(conn_id)
+    settings = settings_from_airflow_connection(conn)
+    await amask_secret(settings.api_key)
+    # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
+    transport = await asyncio.to_thread(AsyncTransport, settings)
+    return transport, dataclasses.replace(retry_policy or RetryPolicy(), max_retries=settings.max_retries)
 
 
 async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
@@ -149,9 +228,9 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
     The async twin of the hook's paging: the same pager, and one adaptive limiter for every
     request of the read (a 429 halves the number in flight).
 
-    :param pager: a fresh pager.
-    :param transport: the async transport.
-    :param policy: the retry policy.
+    :param CompanyTicketPager pager: a fresh pager.
+    :param AsyncTransport transport: the async transport.
+    :param RetryPolicy policy: the retry policy, applied to each page request.
     :return: every ticket, oldest first, each once.
     """
     from functools import partial
@@ -181,7 +260,397 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
     return tickets
 
 
-def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
-    if isinstance(exc, ClubCollectError):
-        return exc
-    return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {exc}")
+#: How far behind the newest reported ticket a ticket that shows up late is still recognised as
+#: new (clock skew between the triggerer and ClubCollect, writes that become visible late).
+LOOKBACK = timedelta(minutes=10)
+#: The most reported tickets remembered above the watermark; older ones fold into the watermark.
+#: Bounds the stored state to about 35 KB, under Airflow's 64 KB default for a stored value.
+MAX_RECENT = 300
+#: The asset state store's key column holds 512 characters.
+_MAX_STATE_KEY = 512
+_STATE_VERSION = 1
+
+#: A reported ticket in the state: (due, date, ticket_id), ISO dates in UTC with microseconds, so
+#: that comparing the strings compares the moments.
+_Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class _Poll:
+    """One read of a company's unanswered list: what the shared poll hands every watcher."""
+
+    polled_at: datetime
+    tickets: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class _Reported:
+    """
+    What a watcher has reported: every key at or below ``watermark``, and each key in ``recent``.
+
+    ``recent`` holds the keys reported above the watermark within :data:`LOOKBACK` of the newest:
+    this tells apart tickets that share a date (or arrive a little late) which a plain watermark
+    would skip.  Older keys fold into the watermark, and at most :data:`MAX_RECENT` are kept.
+    """
+
+    watermark: _Key | None = None
+    recent: frozenset[_Key] = frozenset()
+
+    def __contains__(self, key: _Key) -> bool:
+        return (self.watermark is not None and key <= self.watermark) or key in self.recent
+
+    def add(self, key: _Key) -> _Reported:
+        """This state with ``key`` reported, folded to stay within its bound."""
+        recent = sorted(self.recent | {key})
+        try:
+            horizon = _iso(datetime.fromisoformat(recent[-1][0]) - LOOKBACK)
+        except OverflowError:  # the newest is within LOOKBACK of the calendar's start: nothing is older
+            horizon = ""
+        folded = recent[: max(0, len(recent) - MAX_RECENT)]
+        folded += [k for k in recent[len(folded) :] if k[0] < horizon]
+        if not folded:
+            return _Reported(self.watermark, frozenset(recent))
+        watermark = max(folded[-1], self.watermark) if self.watermark is not None else folded[-1]
+        return _Reported(watermark, frozenset(k for k in recent if k > watermark))
+
+    def to_json(self) -> dict[str, Any]:
+        """The state as plain JSON, for the asset state store."""
+        return {
+            "version": _STATE_VERSION,
+            "watermark": list(self.watermark) if self.watermark else None,
+            "recent": [list(k) for k in sorted(self.recent)],
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> _Reported:
+        """
+        Read a state written by :meth:`to_json`.
+
+        :param value: the stored value, ``None`` when nothing was stored yet.
+        :param where: the store key, for the error.
+        :raises ClubCollectError: for a value this version cannot read; reporting everything again
+            would flood the DAG, so the watcher stops instead.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, dict) and value.get("version") == _STATE_VERSION:
+            try:
+                watermark = value["watermark"]
+                return cls(
+                    _as_key(watermark) if watermark is not None else None,
+                    frozenset(_as_key(k) for k in value["recent"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                pass
+        raise ClubCollectError(
+            f"The asset state store holds an unreadable record under {where!r} ({value!r:.200}); "
+            "delete that key to start over (tickets awaiting an answer will then be reported again)."
+        )
+
+
+def _as_key(value: Any) -> _Key:
+    if not isinstance(value, list) or len(value) != 3 or not all(isinstance(part, str) for part in value):
+        raise ValueError(value)
+    return (value[0], value[1], value[2])
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class UnansweredTicketsEventTrigger(BaseEventTrigger):
+    """
+    Fire one event per ticket that newly awaits an answer, to schedule DAGs through an asset watcher.
+
+    Use it in an ``AssetWatcher`` so that a DAG runs when a member writes (or, with
+    ``unanswered_for_seconds``, when a thread has waited too long), instead of a sensor holding a
+    DAG run open or a schedule that polls.  It polls the company's unanswered list every
+    ``poll_interval`` seconds, with the request layer, retry policy, pager and selection of
+    :class:`UnansweredTicketsTrigger`, and only reads (GET).
+
+    Each event's payload is ``{"ticket_id", "invoice_id", "ticket"}`` (the CompanyTicket dict), in
+    the order the tickets became due (oldest first).  Use ``ticket_id`` to de-duplicate: Airflow may
+    fold several events into one DAG run, and may deliver one again.
+
+    **Reported once.**  A ticket becomes *due* when it awaits an answer and its thread has been
+    unanswered for longer than ``unanswered_for_seconds``: at ``max(date, unanswered since +
+    unanswered_for_seconds)``; without ``unanswered_for_seconds``, at its date.  The watcher
+    remembers what it reported by that moment, not by the ticket's date, so a thread that only now
+    has waited long enough is reported even when its tickets are older than ones reported before.
+    The record is a watermark (every ``(due, date, ticket_id)`` at or below it counts as reported)
+    plus the tickets reported above it within :data:`LOOKBACK` of the newest, which tells apart
+    tickets sharing a date and tickets that show up a little late; older entries fold into the
+    watermark and at most :data:`MAX_RECENT` are kept, so the record stays small however long the
+    watcher runs.  A ticket that appears more than :data:`LOOKBACK` behind the newest reported one
+    may be taken as reported.  On Airflow 3.3+ the record lives in the asset state store that the
+    triggerer injects (``self.asset_state_store``), under a key naming the connection, company and
+    ``unanswered_for_seconds``, and is written **before** each event is yielded: a triggerer
+    restart repeats no event, and a crash between the write and the event being stored loses at
+    most that one event.  Without a store (Airflow 3.2, or a watcher on several assets) the record
+    is kept in memory, and a restart reports every ticket that awaits an answer again.
+
+    **Shared poll.**  Watchers with the same connection, company, ``poll_interval``,
+    ``max_concurrency`` and ``retry_policy`` share one poll loop in the triggerer (Airflow 3.3+):
+    one read of the list per interval, which each watcher filters with its own
+    ``unanswered_for_seconds``, ``since`` and record.
+
+    **Stays up.**  429s, 5xx and lost connections are retried by the retry policy; when a poll still
+    fails, it logs a warning and polls again after a back-off.  What cannot heal ends the watcher
+    with a :class:`~airflow_provider_clubcollect.exceptions.ClubCollectError` in the triggerer's
+    log: a refused key (401/403), an unknown company (404), a missing connection or one that fails
+    validation.
+
+    .. seealso:: :doc:`/event-driven` and the example DAG
+        ``example_dags/clubcollect_acknowledge_new_messages.py``.
+
+    :param str company_id: the company.
+    :param float | None unanswered_for_seconds: report a ticket once its thread has been unanswered for longer
+        than this many seconds; ``None`` to report each ticket as soon as it awaits an answer.
+    :param str | None since: ISO 8601 date; only tickets dated after it are reported.  ``None`` reports every
+        ticket awaiting an answer at the first poll.
+    :param float poll_interval: seconds between two polls.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
+        from it in the triggerer and never serialized.
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8); a 429 halves it for the
+        rest of that poll.
+    :param RetryPolicy | dict | None retry_policy: back-off settings, a
+        :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
+        serialized); the connection's ``max_retries`` sets the count, as in the hook.
+    """
+
+    def __init__(
+        self,
+        company_id: str,
+        *,
+        unanswered_for_seconds: float | None = None,
+        since: str | None = None,
+        poll_interval: float = 60.0,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.company_id = validate_id(company_id, "company_id")
+        if unanswered_for_seconds is not None:
+            unanswered_for_seconds = _seconds(unanswered_for_seconds, "unanswered_for_seconds", minimum_inclusive=True)
+        self.unanswered_for_seconds = unanswered_for_seconds
+        self.since = None if since is None else _iso_since(since)
+        self.poll_interval = _seconds(poll_interval, "poll_interval", minimum_inclusive=False)
+        if not isinstance(clubcollect_conn_id, str) or not clubcollect_conn_id.strip():
+            raise ClubCollectValidationError(
+                f"clubcollect_conn_id must be a connection id, got {clubcollect_conn_id!r}."
+            )
+        self.clubcollect_conn_id = clubcollect_conn_id
+        self.max_concurrency = check_concurrency(max_concurrency)
+        self.retry_policy = _retry_policy(retry_policy)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and the configuration: the connection id, never the key, and no state."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "company_id": self.company_id,
+                "unanswered_for_seconds": self.unanswered_for_seconds,
+                "since": self.since,
+                "poll_interval": self.poll_interval,
+                "clubcollect_conn_id": self.clubcollect_conn_id,
+                "max_concurrency": self.max_concurrency,
+                "retry_policy": None if self.retry_policy is None else dataclasses.asdict(self.retry_policy),
+            },
+        )
+
+    def shared_stream_key(self) -> Hashable:
+        """Watchers reading the same list the same way share one poll (Airflow 3.3+)."""
+        return (
+            type(self).__qualname__,
+            self.clubcollect_conn_id,
+            self.company_id,
+            self.poll_interval,
+            self.max_concurrency,
+            self.retry_policy,
+        )
+
+    @classmethod
+    async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[_Poll]:
+        """
+        Poll the company's unanswered list forever, yielding each read.
+
+        Runs once per group of watchers sharing a :meth:`shared_stream_key`, so it uses only the
+        fields that make up the key.  Failures that may heal are logged and polled through; the
+        others end the stream, and every watcher of the group, with a ``ClubCollectError``.
+
+        :param kwargs: one watcher's serialized keyword arguments.
+        """
+        watcher = cls(**kwargs)
+        transport: AsyncTransport | None = None
+        try:
+            try:
+                transport, policy = await _aconnect(watcher.clubcollect_conn_id, watcher.retry_policy)
+            except Exception as exc:
+                raise watcher._stopped(exc) from exc
+            failures = 0
+            while True:
+                polled_at = datetime.now(timezone.utc)
+                try:
+                    pager = CompanyTicketPager(
+                        watcher.company_id, STATUS_UNANSWERED, max_concurrency=watcher.max_concurrency
+                    )
+                    tickets = await read_pages(pager, transport, policy)
+                except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
+                    failures += 1
+                    wait = max(watcher.poll_interval, policy.backoff(failures))
+                    watcher.log.warning(
+                        "Watching company %r: the poll failed (%s); still watching, next poll in %.1f s.",
+                        watcher.company_id,
+                        exc.message,
+                        wait,
+                    )
+                    await asyncio.sleep(wait)
+                    continue
+                except Exception as exc:
+                    raise watcher._stopped(exc) from exc
+                failures = 0
+                yield _Poll(polled_at, tuple(tickets))
+                await asyncio.sleep(watcher.poll_interval)
+        finally:
+            # Also runs when the triggerer cancels the poll (the last watcher left, or shutdown).
+            if transport is not None:
+                await asyncio.shield(transport.aclose())
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        """
+        Turn each read of the list into one event per ticket newly due, recording it first.
+
+        :param shared_stream: the reads (:class:`_Poll`) from :meth:`open_shared_stream`.
+        """
+        store = self._store()
+        reported: _Reported | None = None if store is not None else _Reported()
+        async for poll in shared_stream:
+            if reported is None:
+                loaded = await self._load(store)
+                if loaded is None:
+                    continue  # the store could not be read: report nothing until it can
+                reported, store = loaded
+            fresh = await asyncio.to_thread(self._newly_due, poll, reported)
+            if fresh:
+                self.log.info("%d tickets of company %r newly await an answer.", len(fresh), self.company_id)
+            for key, ticket in fresh:
+                updated = reported.add(key)
+                if not await self._save(store, updated):
+                    break  # not recorded, so not reported: the next poll tries again
+                reported = updated
+                yield TriggerEvent(
+                    {
+                        FIELD_TICKET_ID: ticket[FIELD_TICKET_ID],
+                        FIELD_INVOICE_ID: ticket[FIELD_INVOICE_ID],
+                        "ticket": ticket,
+                    }
+                )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll on its own and yield an event per ticket newly due (the path without a shared poll)."""
+        async for event in self.filter_shared_stream(self.open_shared_stream(self.serialize()[1])):
+            yield event
+
+    @property
+    def state_key(self) -> str:
+        """The asset state store key of this watcher's record: connection, company, ``unanswered_for_seconds``."""
+        wait = "any" if self.unanswered_for_seconds is None else f"{self.unanswered_for_seconds:g}s"
+        key = f"clubcollect.unanswered:{self.clubcollect_conn_id}:{self.company_id}:{wait}"
+        if len(key) <= _MAX_STATE_KEY:
+            return key
+        return f"clubcollect.unanswered:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def _newly_due(self, poll: _Poll, reported: _Reported) -> list[tuple[_Key, dict[str, Any]]]:
+        unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
+        since = None if self.since is None else to_utc(self.since)
+        fresh = []
+        for due, ticket in awaiting_answer_due(poll.tickets, unanswered_for, poll.polled_at):
+            date = parse_date(ticket[FIELD_DATE])
+            key = (_iso(due), _iso(date), str(ticket[FIELD_TICKET_ID]))
+            if (since is None or date > since) and key not in reported:
+                fresh.append((key, ticket))
+        return fresh
+
+    def _store(self) -> Any:
+        # Airflow 3.3+ injects the store into a watcher's trigger; 3.2 has no such attribute.
+        store = getattr(self, "asset_state_store", None)
+        if store is None:
+            self.log.warning(
+                "No asset state store (Airflow before 3.3, or not run by a watcher): what this watcher "
+                "reported is kept in memory, so a triggerer restart reports every waiting ticket again."
+            )
+        return store
+
+    async def _load(self, store: Any) -> tuple[_Reported, Any] | None:
+        """The record and the store to keep it in, or ``None`` when the store cannot be read now."""
+        try:
+            value = await store.aget(self.state_key)
+        except ValueError as exc:
+            # The accessor of a trigger watching several assets cannot tell which one to use.
+            self.log.warning("Cannot use the asset state store (%s); keeping the record in memory.", exc)
+            return _Reported(), None
+        except Exception as exc:
+            self.log.warning("Could not read the asset state store (%s); trying again at the next poll.", exc)
+            return None
+        return _Reported.from_json(value, self.state_key), store
+
+    async def _save(self, store: Any, reported: _Reported) -> bool:
+        if store is None:
+            return True
+        try:
+            await store.aset(self.state_key, reported.to_json())
+        except Exception as exc:
+            self.log.warning("Could not write the asset state store (%s); trying again at the next poll.", exc)
+            return False
+        return True
+
+    def _stopped(self, exc: Exception) -> ClubCollectError:
+        """The error that ends the watcher; logged here too, so that the triggerer's log shows it."""
+        if isinstance(exc, ClubCollectError):
+            cls, reason, status, code = type(exc), exc.message, exc.status_code, exc.error_code
+        else:  # a missing connection raises Airflow's own error: name it, bounded
+            cls, reason, status, code = ClubCollectError, f"{type(exc).__name__}: {exc!s:.500}", None, None
+        message = (
+            f"{type(self).__name__} stopped watching company {self.company_id!r}: {reason} "
+            "Waiting will not heal this: fix the cause."
+        )
+        self.log.error("%s", message)
+        return cls(message, status_code=status, error_code=code)
+
+
+def _seconds(value: Any, name: str, *, minimum_inclusive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        number = None
+    else:
+        number = float(value)
+    if number is None or number < 0 or (number == 0 and not minimum_inclusive):
+        allowed = "zero or more" if minimum_inclusive else "more than zero"
+        raise ClubCollectValidationError(f"{name} must be a number of seconds, {allowed}, got {value!r}.")
+    return number
+
+
+def _iso_since(value: Any) -> str:
+    if isinstance(value, datetime):
+        return _iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    if isinstance(value, str) and value.strip():
+        try:
+            return _iso(parse_date(value))
+        except ClubCollectError:
+            pass
+    raise ClubCollectValidationError(
+        f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {value!r}."
+    )
+
+
+def _retry_policy(value: Any) -> RetryPolicy | None:
+    from airflow_provider_clubcollect.retry import RetryPolicy
+
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return RetryPolicy(**value)
+        except (TypeError, ValueError) as exc:
+            raise ClubCollectValidationError(f"retry_policy: {exc}") from exc
+    raise ClubCollectValidationError(f"retry_policy must be a RetryPolicy or a dict of its fields, got {value!r:.200}.")

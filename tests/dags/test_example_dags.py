@@ -4,6 +4,7 @@ on SQLite against the sandbox; assertions read the sandbox's end state and the r
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -40,10 +41,29 @@ def company_tickets(sandbox: SandboxHandle, company_id: str, status: str) -> lis
 
 
 def run_ok(airflow: AirflowHome, sandbox: SandboxHandle, dag_id: str, **kwargs: object) -> None:
+    # The first request meets a gateway that quotes the Authorization header in a 503: retried,
+    # and the key must still appear nowhere.
+    sandbox.set_faults(echo_authorization=True, script=[{"fault": "error", "status": 503}])
     done = airflow.dags_test(dag_id, env=conn_env(sandbox), **kwargs)  # type: ignore[arg-type]
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert airflow.last_run_state(dag_id) == "success", airflow.task_states(dag_id)
-    assert sandbox.api_key not in done.stdout + done.stderr, "the API key reached the task log"
+    assert_key_nowhere(airflow, sandbox, done.stdout + done.stderr)
+
+
+def assert_key_nowhere(airflow: AirflowHome, sandbox: SandboxHandle, output: str) -> None:
+    """The key is in no output, no file Airflow wrote and no URL the sandbox received.
+
+    The files are the run's database (XCom, rendered fields, serialized triggers and trigger
+    events as next_kwargs, task instance notes) and the task log files.
+    """
+    from tests.test_secrets import key_fragments, key_nowhere
+
+    key_nowhere(sandbox, output)
+    fragments = [fragment.encode() for fragment in key_fragments(sandbox.api_key)]
+    for path in airflow.home.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(fragment in content for fragment in fragments), f"the API key reached {path}"
 
 
 def run_until_polled(
@@ -181,6 +201,7 @@ def test_deferrable_sensor_resumes_when_tickets_arrive(
     returncode, output = run_until_polled(test_dags_airflow, sandbox, dag_id, polls=3, then=member_writes)
     assert returncode == 0, output[-4000:]
     assert "deferred" in output.lower()
+    assert_key_nowhere(test_dags_airflow, sandbox, output)
     assert test_dags_airflow.last_run_state(dag_id) == "success"
     waiting = test_dags_airflow.xcom(dag_id, "wait")
     assert [t["message"] for t in waiting] == ["Nog steeds niet"]
@@ -216,3 +237,38 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
     assert "UP_FOR_RESCHEDULE" in output
     assert test_dags_airflow.last_run_state(dag_id) == "success"
     assert [t["message"] for t in test_dags_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
+
+
+def test_never_twice_across_airflow_task_retries(
+    test_dags_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
+) -> None:
+    # Real Airflow (`airflow dags test` runs retries and gives tasks their state store).
+    sandbox = clubcollect_sandbox
+    sandbox.reset(seed=None)
+    old = (datetime.now(timezone.utc) - timedelta(days=2)).isoformat()
+    for invoice_id in ("inv-hook", "inv-operator"):
+        sandbox.add_invoice(invoice_id, "club-1", [{"message": "Waarom?", "sender": "CUSTOMER", "date": old}])
+    # The operator's first POST is applied but its answer lost, and the read that would find it
+    # fails: try 1 fails with the intent recorded, and only the task's retry can find the ticket.
+    sandbox.set_faults(
+        script=[
+            {"fault": "apply_then_drop", "method": "POST", "path_regex": "inv-operator"},
+            {"fault": "error", "status": 500, "method": "GET", "path_regex": "inv-operator"},
+        ]
+    )
+    dag_id = "clubcollect_test_retried_reply"
+    env = {
+        "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
+            {**json.loads(sandbox.conn_uri_json), "extra": {"max_retries": 0}}
+        )
+    }
+
+    done = test_dags_airflow.dags_test(dag_id, env=env)
+
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert test_dags_airflow.task_states(dag_id) == {"reply_then_fail": "success", "create": "success"}
+    for invoice_id, task_id in (("inv-hook", "reply_then_fail"), ("inv-operator", "create")):
+        invoice = sandbox.invoice(invoice_id)
+        assert invoice["tickets_created"] == 1, f"{task_id}: posted {invoice['tickets_created']} times"
+        assert test_dags_airflow.xcom(dag_id, task_id)["ticket_id"] == invoice["tickets"][-1]["ticket_id"]
+    assert done.stdout.count("An earlier try of this task posted this message") == 2, "both retries used the record"

@@ -561,7 +561,7 @@ def test_test_connection_wrong_base_url(hook, api: HTTPServer) -> None:
 
     ok, message = hook.test_connection()
     assert ok is False
-    assert "is the base URL right?" in message
+    assert "is the connection's base URL right (it should end in /api)?" in message
 
 
 def test_test_connection_never_raises_on_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -256,7 +256,7 @@ def test_reads_no_further_than_the_window_ahead(sandbox: SandboxHandle) -> None:
 def test_bad_max_concurrency_fails_before_any_request(sandbox: SandboxHandle, bad: Any) -> None:
     from airflow_provider_clubcollect.operators.tickets import FetchCompanyTicketsOperator
     from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
-    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsEventTrigger, UnansweredTicketsTrigger
 
     message = rf"max_concurrency must be an integer of at least 1, got {bad!r}"
     hook = ClubCollectHook()
@@ -266,6 +266,7 @@ def test_bad_max_concurrency_fails_before_any_request(sandbox: SandboxHandle, ba
         lambda: FetchCompanyTicketsOperator(task_id="f", company_id=CO, max_concurrency=bad),
         lambda: UnansweredTicketsSensor(task_id="s", company_id=CO, max_concurrency=bad),
         lambda: UnansweredTicketsTrigger(CO, max_concurrency=bad),
+        lambda: UnansweredTicketsEventTrigger(CO, max_concurrency=bad),
     ]
     for call in calls:
         with pytest.raises(ClubCollectValidationError, match=message):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -179,6 +179,74 @@ def test_create_applied_then_dropped_is_not_posted_twice(hook: ClubCollectHook, 
 
     assert sandbox.invoice("inv-1")["tickets_created"] == 1
     assert ticket["message"] == "Eén keer"
+
+
+class DictStore:
+    """The task state store's interface (``get``/``set``), in memory: Airflow's needs a running task."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        assert value is not None
+        json.dumps(value)  # what Airflow stores must be JSON
+        self.values[key] = value
+
+
+def test_task_retry_returns_the_recorded_ticket_not_someone_elses(
+    hook: ClubCollectHook, sandbox: SandboxHandle
+) -> None:
+    sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
+    store = DictStore()
+    ours = hook.create_ticket("inv-1", "We bellen u", task_state_store=store)
+    # The task fails after posting; before its retry a colleague posts the very same text.
+    sandbox.add_tickets("inv-1", [{"message": "We bellen u", "sender": "COMPANY", "date": datetime.now(timezone.utc)}])
+    sandbox.clear_requests()
+
+    again = hook.create_ticket("inv-1", "We bellen u", task_state_store=store)
+
+    assert again == ours
+    assert sandbox.requests() == [], "answered from the record: no read, no post"
+    # Without a store the thread read is all there is, and it takes the colleague's for ours.
+    guessed = hook.find_posted_ticket("inv-1", "We bellen u", since=datetime.now(timezone.utc) - timedelta(minutes=5))
+    assert guessed is not None
+    assert guessed["ticket_id"] != ours["ticket_id"]
+
+
+def test_task_retry_after_a_lost_answer_reads_the_thread_since_the_intent(
+    hook: ClubCollectHook, sandbox: SandboxHandle
+) -> None:
+    sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
+    store = DictStore()
+    # Try 1: the POST is applied, its answer lost, and the read that would find it fails.
+    sandbox.set_faults(
+        script=[
+            {"fault": "apply_then_drop", "method": "POST"},
+            *[{"fault": "error", "status": 500, "method": "GET"}] * 6,
+        ]
+    )
+    with pytest.raises(ClubCollectServerError):
+        hook.create_ticket("inv-1", "Eén keer", task_state_store=store)
+    (record,) = store.values.values()
+    assert record["ticket"] is None
+    assert record["intent_at"]
+    sandbox.clear_faults()
+
+    ticket = hook.create_ticket("inv-1", "Eén keer", task_state_store=store)
+
+    assert sandbox.invoice("inv-1")["tickets_created"] == 1
+    assert ticket["ticket_id"] == sandbox.invoice("inv-1")["tickets"][-1]["ticket_id"]
+    assert store.values == {next(iter(store.values)): {"intent_at": record["intent_at"], "ticket": ticket}}
+
+
+def test_a_refused_create_forgets_its_intent(hook: ClubCollectHook, sandbox: SandboxHandle) -> None:
+    store = DictStore()
+    with pytest.raises(ClubCollectNotFoundError):
+        hook.create_ticket("inv-missing", "Hallo", task_state_store=store)
+    assert list(store.values.values()) == [{}], "nothing was created: a retry posts without looking"
 
 
 def test_firewall_html_403_is_auth_error(hook: ClubCollectHook, sandbox: SandboxHandle) -> None:

@@ -379,3 +379,23 @@ def test_bulk_action_retries_through_5xx_and_429(sandbox: SandboxHandle) -> None
         inv(n) for n in range(1, 6)
     ]
     assert all(i["assigned_to_support"] for i in sandbox.state()["invoices"].values())
+
+
+# --- retry_policy: the provider's for requests, Airflow's for the task ------------------------------------
+
+
+def test_retry_policy_tunes_requests_and_an_airflow_policy_goes_to_airflow(sandbox: SandboxHandle) -> None:
+    from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    from airflow_provider_clubcollect.retry import RetryPolicy
+
+    ours = RetryPolicy(backoff_initial=0.001)
+    theirs = ExceptionRetryPolicy(rules=[RetryRule(exception=ClubCollectValidationError, action=RetryAction.FAIL)])
+
+    requests_tuned = ArchiveTicketsOperator(task_id="a", invoice_ids=["i"], retry_policy=ours)
+    task_tuned = ArchiveTicketsOperator(task_id="b", invoice_ids=["i"], retry_policy=theirs)
+
+    assert requests_tuned.retry_policy is None
+    assert requests_tuned.hook.retry_policy.backoff_initial == 0.001
+    assert task_tuned.retry_policy is theirs
+    assert task_tuned.hook.retry_policy.backoff_initial == RetryPolicy().backoff_initial

@@ -133,6 +133,8 @@ def test_serialize_round_trip_holds_no_key(sandbox: SandboxHandle) -> None:
         "reference_time": None,
         "poke_interval": 5.0,
         "clubcollect_conn_id": "clubcollect_default",
+        "retry_policy": None,
+        "timeout_at": None,
         "max_concurrency": 3,
     }
     assert sandbox.api_key not in json.dumps(kwargs)

@@ -1,0 +1,41 @@
+"""Test DAG: never twice across Airflow task retries, remembered in the task state store.
+
+``reply_then_fail`` posts through the hook inside a ``@task`` and then fails, so Airflow retries
+it; ``create`` is a CreateTicketOperator whose first try loses the POST's answer and then fails
+(the sandbox's faults do that), so Airflow retries it too.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, get_current_context, task
+
+from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.operators.tickets import CreateTicketOperator
+
+
+@task(retries=1, retry_delay=timedelta(seconds=0))
+def reply_then_fail(invoice_id: str) -> dict[str, Any]:
+    with ClubCollectHook() as hook:
+        ticket = hook.create_ticket(invoice_id, "Reply from a task that is retried")
+    if get_current_context()["ti"].try_number == 1:
+        raise RuntimeError("failing after the post, as a later step of the same task might")
+    return ticket
+
+
+with DAG(
+    dag_id="clubcollect_test_retried_reply",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+):
+    reply_then_fail("inv-hook")
+    CreateTicketOperator(
+        task_id="create",
+        invoice_id="inv-operator",
+        message="Reply from an operator",
+        retries=1,
+        retry_delay=timedelta(seconds=0),
+    )

@@ -1,0 +1,158 @@
+# ruff: noqa: E501  (the catalogue is a table: one bad input per line)
+"""A catalogue of bad inputs: each fails before any request reaches the server, with a
+``ClubCollectValidationError`` whose message names the value and what is allowed.
+
+Operator arguments fail when the DAG is parsed; templated values fail when the rendered value is
+used, before the first request; connection fields and extras fail when the connection is read.
+The sandbox's request log proves that nothing was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.operators.tickets import (
+    ArchiveTicketsOperator,
+    CreateTicketOperator,
+    EscalateTicketsOperator,
+    FetchCompanyTicketsOperator,
+    FetchInvoiceTicketsOperator,
+)
+from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
+CO = "club-1"
+DAY = timedelta(days=1)
+STATUSES = "allowed: unanswered, answered, archived"
+ID_TYPE = "must be a string"
+
+
+def rendered(operator: Any, **values: Any) -> Callable[[], Any]:
+    """Run ``operator`` as if its templated fields had rendered to ``values``."""
+    for name, value in values.items():
+        setattr(operator, name, value)
+    return lambda: operator.execute({})
+
+
+def invoice(value: object) -> Callable[[], Any]:
+    return lambda: ClubCollectHook().get_invoice_tickets(value)  # type: ignore[arg-type]
+
+
+#: (what is bad, how to use it, texts the message must hold: the value and what is allowed)
+ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
+    # operator arguments, refused at parse time
+    ("status", lambda: FetchCompanyTicketsOperator(task_id="t", company_id=CO, status="closed"), ("'closed'", STATUSES)),
+    ("page-size-0", lambda: FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=0), ("got 0", "1 to 100")),
+    ("page-size-101", lambda: FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=101), ("got 101", "1 to 100")),
+    ("page-size-str", lambda: FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size="10"), ("got '10'", "integer")),
+    ("page-size-bool", lambda: FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=True), ("got True", "integer")),
+    ("blank-message", lambda: CreateTicketOperator(task_id="t", invoice_id="i", message=" \t"), ("got ' \\t'", "non-empty string")),
+    ("inactive-for-int", lambda: ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=30), ("got 30", "timedelta of zero or more")),
+    ("inactive-for-negative", lambda: ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=-DAY), ("days=-1", "timedelta of zero or more")),
+    ("archive-status-archived", lambda: ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=DAY, status="archived"), ("got 'archived'", "'answered' or 'unanswered'")),
+    ("unanswered-for-str", lambda: EscalateTicketsOperator(task_id="t", company_id=CO, unanswered_for="7d"), ("got '7d'", "timedelta")),
+    ("concurrency-0", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids=["i"], max_concurrency=0), ("got 0", "at least 1")),
+    ("concurrency-str", lambda: EscalateTicketsOperator(task_id="t", invoice_ids=["i"], max_concurrency="8"), ("got '8'", "at least 1")),
+    ("concurrency-float", lambda: EscalateTicketsOperator(task_id="t", invoice_ids=["i"], max_concurrency=2.5), ("got 2.5", "integer")),
+    ("min-tickets-0", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, min_tickets=0), ("got 0", "at least 1")),
+    ("min-tickets-float", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, min_tickets=1.5), ("got 1.5", "integer")),
+    ("sensor-unanswered-for", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, unanswered_for=-DAY), ("days=-1", "timedelta of zero or more")),
+    ("neither-ids-nor-company", lambda: ArchiveTicketsOperator(task_id="t"), ("not neither", "either invoice_ids or company_id")),
+    # retry counts and back-off
+    ("retry-policy-count", lambda: RetryPolicy(max_retries=101), ("got 101", "from 0 to 100")),
+    ("retry-policy-negative", lambda: RetryPolicy(max_retries=-1), ("got -1", "from 0 to 100")),
+    ("retry-policy-nan", lambda: RetryPolicy(backoff_initial=float("nan")), ("got nan", "0 or more and finite")),
+    ("retry-policy-infinite", lambda: RetryPolicy(backoff_max=float("inf")), ("got inf", "0 or more and finite")),
+    # IDs: path characters, whitespace, control characters, wrong types
+    ("id-slash", invoice("a/b"), ("got 'a/b'", "must not contain '/'")),
+    ("id-backslash", invoice("a\\b"), ("got 'a\\\\b'", "must not contain '/' or '\\'")),
+    ("id-dot", invoice("."), ("got '.'", "must not be '.' or '..'")),
+    ("id-dotdot", invoice(".."), ("got '..'", "must not be '.' or '..'")),
+    ("id-empty", invoice(""), ("got ''", "must not be empty")),
+    ("id-blank", invoice("   "), ("got '   '", "must not be empty or whitespace")),
+    ("id-leading-space", invoice(" inv-1"), ("got ' inv-1'", "must not start or end with whitespace")),
+    ("id-trailing-newline", invoice("inv-1\n"), ("got 'inv-1\\n'", "must not start or end with whitespace")),
+    ("id-newline", invoice("inv\n1"), ("got 'inv\\n1'", "control characters")),
+    ("id-nul", invoice("inv\x001"), ("got 'inv\\x001'", "control characters")),
+    ("id-del", invoice("inv\x7f1"), ("got 'inv\\x7f1'", "control characters")),
+    ("id-int", invoice(123), ("got int 123", ID_TYPE)),
+    ("id-none", invoice(None), ("got NoneType None", ID_TYPE)),
+    ("company-id-list", lambda: ClubCollectHook().get_company_tickets(["c"], "answered"), ("got list ['c']", ID_TYPE)),  # type: ignore[arg-type]
+    ("hook-status", lambda: ClubCollectHook().get_company_tickets(CO, "UNANSWERED"), ("'UNANSWERED'", STATUSES)),
+    ("hook-page-number", lambda: ClubCollectHook().get_company_tickets_page(CO, "answered", page_number=0), ("got 0", "at least 1")),
+    ("hook-max-retries", lambda: ClubCollectHook(max_retries=500).get_invoice_tickets("i"), ("got 500", "from 0 to 100")),
+    ("invoice-ids-str", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids="inv-1").execute({}), ("got str 'inv-1'", "must be a list")),
+    ("invoice-ids-dict", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids=[{"ticket_id": "x"}]).execute({}), ("{'ticket_id': 'x'}", "without 'invoice_id'")),
+    ("invoice-ids-path", lambda: EscalateTicketsOperator(task_id="t", invoice_ids=["ok", "../x"]).execute({}), ("got '../x'", "must not contain '/'")),
+    # templated values that render to nonsense
+    ("rendered-status", rendered(FetchCompanyTicketsOperator(task_id="t", company_id=CO, status="{{ s }}"), status="None"), ("'None'", STATUSES)),
+    ("rendered-company", rendered(FetchCompanyTicketsOperator(task_id="t", company_id="{{ c }}"), company_id=""), ("got ''", "must not be empty")),
+    ("rendered-invoice", rendered(FetchInvoiceTicketsOperator(task_id="t", invoice_id="{{ i }}"), invoice_id="inv 1 "), ("got 'inv 1 '", "must not start or end with whitespace")),
+    ("rendered-message", rendered(CreateTicketOperator(task_id="t", invoice_id="i", message="{{ m }}"), message=""), ("got ''", "non-empty string")),
+    ("rendered-reference-time", rendered(ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=DAY, reference_time="{{ r }}"), reference_time="not-a-date"), ("got 'not-a-date'", "a datetime or an ISO 8601 string")),
+    ("rendered-sensor-time", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, reference_time="yesterday").poke({}), ("got 'yesterday'", "ISO 8601")),
+    ("rendered-id-list", rendered(EscalateTicketsOperator(task_id="t", invoice_ids="{{ ids }}"), invoice_ids="['a', 'b']"), ("got str \"['a', 'b']\"", "must be a list")),
+    ("rendered-archive-status", rendered(ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=DAY, status="{{ s }}"), status="archived"), ("got 'archived'", "'answered' or 'unanswered'")),
+]  # fmt: skip
+
+#: (what is bad, the connection's fields, texts the message must hold)
+CONNECTIONS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    ("no-key", {"password": None}, ("'clubcollect_default' has no API key", "password")),
+    ("key-with-space", {"password": "my key"}, ("'clubcollect_default'", "whitespace, control or non-ASCII")),
+    ("scheme", {"host": "ftp://example.com/api"}, ("'ftp://example.com/api'", "scheme must be https")),
+    ("plain-http", {"host": "http://example.com/api"}, ("'http://example.com/api'", "only for a loopback host")),
+    ("port-too-big", {"host": "http://127.0.0.1:99999/api"}, ("got '99999'", "from 1 to 65535")),
+    ("port-not-a-number", {"host": "https://example.com:https/api"}, ("got 'https'", "from 1 to 65535")),
+    ("port-field", {"host": "example.com", "port": 70000}, ("got 70000", "from 1 to 65535")),
+    ("credentials", {"host": "https://user:pw@example.com/api"}, ("'https://example.com/api'", "must not carry")),
+    ("query", {"host": "https://example.com/api?api_key=x"}, ("'https://example.com/api'", "must not carry a query")),
+    ("host-with-space", {"host": "https://exa mple.com/api"}, ("'https://exa mple.com/api'", "whitespace")),
+    ("timeout-zero", {"extra": {"timeout": 0}}, ("got 0", "positive number of seconds")),
+    ("timeout-text", {"extra": {"timeout": "soon"}}, ("got 'soon'", "positive number of seconds")),
+    ("timeout-negative", {"extra": {"timeout": -5}}, ("got -5", "positive number of seconds")),
+    ("max-retries-negative", {"extra": {"max_retries": -1}}, ("got -1", "from 0 to 100")),
+    ("max-retries-huge", {"extra": {"max_retries": 1000}}, ("got 1000", "from 0 to 100")),
+    ("max-retries-fraction", {"extra": {"max_retries": 2.5}}, ("got 2.5", "from 0 to 100")),
+    ("extra-list", {"extra": ["timeout", 5]}, ("got list ['timeout', 5]", "must be a JSON object")),
+]
+
+
+def assert_refused(sandbox: SandboxHandle, call: Callable[[], Any], texts: tuple[str, ...]) -> None:
+    with pytest.raises(ClubCollectValidationError) as info:
+        call()
+    message = str(info.value)
+    for text in texts:
+        assert text in message, f"{text!r} is not in {message!r}"
+    assert sandbox.requests() == [], "a request reached the server"
+
+
+def test_the_catalogue_holds_at_least_40_bad_inputs() -> None:
+    assert len(ARGUMENTS) + len(CONNECTIONS) >= 40
+
+
+@pytest.mark.parametrize(("call", "texts"), [case[1:] for case in ARGUMENTS], ids=[case[0] for case in ARGUMENTS])
+def test_bad_argument_fails_before_any_request(
+    sandbox: SandboxHandle, call: Callable[[], Any], texts: tuple[str, ...]
+) -> None:
+    assert_refused(sandbox, call, texts)
+
+
+@pytest.mark.parametrize(("fields", "texts"), [case[1:] for case in CONNECTIONS], ids=[case[0] for case in CONNECTIONS])
+def test_bad_connection_fails_before_any_request(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], texts: tuple[str, ...]
+) -> None:
+    conn = {"conn_type": "clubcollect", "password": sandbox.api_key, "host": sandbox.base_url, **fields}
+    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(conn))
+
+    assert_refused(sandbox, lambda: ClubCollectHook().get_invoice_tickets("inv-1"), texts)

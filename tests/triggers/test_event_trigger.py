@@ -1,0 +1,548 @@
+"""UnansweredTicketsEventTrigger under a real event loop against the sandbox (no mocked HTTP).
+
+The asset state store is Airflow's own accessor (``AssetStateStoreAccessors``, built as the
+triggerer builds it for a watcher); only the supervisor behind it, which would write to the
+metadata database, is replaced by an in-memory one that round-trips values through JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_clubcollect.exceptions import (
+    ClubCollectAuthError,
+    ClubCollectError,
+    ClubCollectNotFoundError,
+    ClubCollectValidationError,
+)
+from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.triggers.tickets import (
+    LOOKBACK,
+    MAX_RECENT,
+    UnansweredTicketsEventTrigger,
+    _Reported,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
+CO = "club-1"
+ASSET_URI = f"clubcollect://{CO}/unanswered"
+#: Tiny back-offs, so that fault tests do not sleep.
+FAST = {"backoff_initial": 0.001, "backoff_max": 0.005, "retry_after_max": 0.005}
+
+
+def ago(**delta: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(**delta)).isoformat()
+
+
+def customer(message: str, **delta: float) -> dict[str, Any]:
+    return {"message": message, "sender": "CUSTOMER", "date": ago(**delta)}
+
+
+def company(message: str, **delta: float) -> dict[str, Any]:
+    return {"message": message, "sender": "COMPANY", "date": ago(**delta)}
+
+
+def watcher(**kwargs: Any) -> UnansweredTicketsEventTrigger:
+    kwargs.setdefault("poll_interval", 0.02)
+    kwargs.setdefault("retry_policy", FAST)
+    return UnansweredTicketsEventTrigger(CO, **kwargs)
+
+
+class InMemorySupervisor:
+    """Answers the asset state store messages the way the triggerer's supervisor does, from a dict."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str | None, str], str] = {}
+        self.writes = 0
+        self.fail_writes = False
+
+    async def asend(self, msg: Any) -> Any:
+        from airflow.sdk.exceptions import ErrorType
+        from airflow.sdk.execution_time.comms import AssetStateStoreResult, ErrorResponse
+
+        asset = getattr(msg, "name", None) or getattr(msg, "uri", None)
+        kind = type(msg).__name__
+        if kind.startswith("GetAssetStateStore"):
+            row = self.rows.get((asset, msg.key))
+            if row is None:
+                return ErrorResponse(error=ErrorType.ASSET_STORE_NOT_FOUND)
+            return AssetStateStoreResult(value=json.loads(row))
+        if kind.startswith("SetAssetStateStore"):
+            if self.fail_writes:
+                raise ConnectionError("the API server is away")
+            self.writes += 1
+            self.rows[(asset, msg.key)] = json.dumps(msg.value)  # what the database column holds
+            return None
+        raise AssertionError(f"unexpected message {msg!r}")
+
+
+@pytest.fixture
+def supervisor(monkeypatch: pytest.MonkeyPatch) -> InMemorySupervisor:
+    from airflow.sdk.execution_time import task_runner
+
+    comms = InMemorySupervisor()
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    return comms
+
+
+def with_store(trigger: UnansweredTicketsEventTrigger) -> UnansweredTicketsEventTrigger:
+    """What the triggerer does for a watcher of one asset (triggerer_job_runner.create_triggers)."""
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import AssetStateStoreAccessors
+
+    trigger.asset_state_store = AssetStateStoreAccessors(inlets=[Asset(name=ASSET_URI, uri=ASSET_URI)])
+    return trigger
+
+
+def company_reads(sandbox: SandboxHandle) -> int:
+    return sum(1 for r in sandbox.requests() if "/companies/" in r["path"])
+
+
+async def watch(
+    sandbox: SandboxHandle,
+    trigger: UnansweredTicketsEventTrigger,
+    *,
+    polls: int,
+    between: Callable[[int], None] | None = None,
+    timeout: float = 30,
+) -> list[dict[str, Any]]:
+    """
+    Run the trigger until the sandbox has answered ``polls`` more reads of the list, then cancel it.
+
+    :param between: called (in a thread) after each of those reads with the number of reads so far.
+    :return: the events' payloads.
+    """
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in trigger.run():
+            events.append(dict(event.payload))
+
+    start = await asyncio.to_thread(company_reads, sandbox)
+    task = asyncio.ensure_future(consume())
+    try:
+        seen = start
+        deadline = asyncio.get_running_loop().time() + timeout  # asyncio.timeout needs Python 3.11
+        while seen - start < polls:
+            assert asyncio.get_running_loop().time() < deadline, f"fewer than {polls} polls in {timeout} s"
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()  # re-raise what ended the trigger
+                raise AssertionError("the trigger ended on its own")
+            now = await asyncio.to_thread(company_reads, sandbox)
+            for reads in range(seen - start + 1, now - start + 1):
+                if between is not None:
+                    await asyncio.to_thread(between, reads)
+            seen = now
+        # One more poll interval, so that the events of the last read were yielded.
+        await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    return events
+
+
+def ids(events: list[dict[str, Any]]) -> list[str]:
+    return [e["ticket"]["message"] for e in events]
+
+
+def test_one_event_per_ticket_awaiting_an_answer_oldest_first(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("a1", days=3), company("answer", days=2), customer("a2", days=1)])
+    sandbox.add_invoice("inv-2", CO, [customer("b1", days=5), customer("b2", hours=1)])
+    sandbox.add_invoice("inv-3", CO, [customer("c1", days=4), company("answered", days=3)])
+
+    events = asyncio.run(watch(sandbox, watcher(), polls=4))
+
+    assert ids(events) == ["b1", "a2", "b2"], "once each, oldest first, none of the answered thread"
+    first = events[0]
+    assert set(first) == {"ticket_id", "invoice_id", "ticket"}
+    assert first["invoice_id"] == "inv-2"
+    assert first["ticket_id"] == first["ticket"]["ticket_id"]
+    assert first["ticket"]["sender"] == "CUSTOMER"
+    json.dumps(events)
+    assert {r["method"] for r in sandbox.requests()} == {"GET"}, "a trigger only reads"
+
+
+def test_tickets_added_mid_run_are_reported_on_a_later_poll(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("first", hours=2)])
+    sandbox.add_invoice("inv-2", CO, [customer("q", hours=3), company("answered", hours=2)])
+
+    def member_writes(reads: int) -> None:
+        if reads == 2:
+            sandbox.add_tickets("inv-1", [customer("second", seconds=0)])
+            sandbox.add_tickets("inv-2", [customer("reopened", seconds=0)])
+        if reads == 4:
+            # The club answers inv-1; then its member writes again: a new ticket, a new event.
+            sandbox.add_tickets("inv-1", [company("answer", seconds=0)])
+            sandbox.add_tickets("inv-1", [customer("third", seconds=-0.001)])
+
+    events = asyncio.run(watch(sandbox, watcher(), polls=7, between=member_writes))
+
+    assert ids(events) == ["first", "second", "reopened", "third"]
+
+
+def test_a_restart_with_the_same_store_reports_nothing_twice(
+    sandbox: SandboxHandle, supervisor: InMemorySupervisor
+) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
+    sandbox.add_invoice("inv-2", CO, [customer("b", hours=2)])
+    first = with_store(watcher())
+
+    before = asyncio.run(watch(sandbox, first, polls=3))
+    assert ids(before) == ["a", "b"]
+    assert supervisor.writes == 2, "one write per event, before it is yielded"
+
+    sandbox.add_tickets("inv-1", [customer("c", seconds=0)])
+    # The triggerer restarts: a new instance from the serialized kwargs, the same store.
+    _classpath, kwargs = first.serialize()
+    again = with_store(UnansweredTicketsEventTrigger(**kwargs))
+    after = asyncio.run(watch(sandbox, again, polls=3))
+
+    assert ids(after) == ["c"]
+    stored = json.loads(supervisor.rows[(ASSET_URI, first.state_key)])
+    assert stored["version"] == 1
+    # a and b are hours older than c: folded into the watermark; c is remembered above it.
+    assert stored["watermark"][2] == before[1]["ticket_id"]
+    assert [k[2] for k in stored["recent"]] == [after[0]["ticket_id"]]
+
+
+def test_the_record_is_written_before_the_event_and_a_failed_write_holds_it_back(
+    sandbox: SandboxHandle, supervisor: InMemorySupervisor
+) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
+    supervisor.fail_writes = True
+
+    def store_comes_back(reads: int) -> None:
+        if reads == 3:
+            supervisor.fail_writes = False
+
+    events = asyncio.run(watch(sandbox, with_store(watcher()), polls=5, between=store_comes_back))
+
+    assert ids(events) == ["a"], "not reported while it could not be recorded, then once"
+    assert supervisor.writes == 1
+
+
+def test_a_trigger_watching_two_assets_keeps_its_record_in_memory(
+    sandbox: SandboxHandle, supervisor: InMemorySupervisor
+) -> None:
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import AssetStateStoreAccessors
+
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
+    trigger = watcher()
+    # The same trigger on two assets: the triggerer gives it an accessor for both.
+    trigger.asset_state_store = AssetStateStoreAccessors(inlets=[Asset(name=f"{ASSET_URI}/{n}") for n in (1, 2)])
+
+    def member_writes(reads: int) -> None:
+        if reads == 2:
+            sandbox.add_tickets("inv-1", [customer("b", seconds=0)])
+
+    events = asyncio.run(watch(sandbox, trigger, polls=5, between=member_writes))
+
+    assert ids(events) == ["a", "b"], "still one event per ticket, from memory"
+    assert supervisor.rows == {}
+
+
+def test_without_a_store_the_record_is_in_memory_and_a_restart_repeats(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
+    trigger = watcher()
+    assert trigger.asset_state_store is None
+
+    assert ids(asyncio.run(watch(sandbox, trigger, polls=3))) == ["a"]
+    assert ids(asyncio.run(watch(sandbox, watcher(), polls=3))) == ["a"], "documented: a restart repeats"
+
+
+def test_since_reports_only_tickets_dated_after_it(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("old", days=2), customer("new", hours=1)])
+    sandbox.add_invoice("inv-2", CO, [customer("older", days=3)])
+
+    events = asyncio.run(watch(sandbox, watcher(since=ago(days=1)), polls=3))
+
+    assert ids(events) == ["new"]
+
+
+def test_unanswered_for_reports_a_thread_once_it_has_waited_long_enough(sandbox: SandboxHandle) -> None:
+    hour = 3600.0
+    # Thread A waits since 2 hours and its member wrote twice since: all three are due now.
+    sandbox.add_invoice("inv-a", CO, [customer("a1", hours=2), customer("a2", minutes=30), customer("a3", minutes=5)])
+    # Thread B waits since just under an hour: due within a second, with no new ticket.  Its
+    # ticket is older than a2, which is already folded into the watermark (more than LOOKBACK
+    # behind a3): a record keyed on ticket dates would take b1 as reported and never fire.
+    sandbox.add_invoice("inv-b", CO, [customer("b1", seconds=hour - 1.0)])
+    # Thread C was answered: never reported.
+    sandbox.add_invoice("inv-c", CO, [customer("c1", hours=5), company("answer", hours=4)])
+
+    trigger = watcher(unanswered_for_seconds=hour, poll_interval=0.2)
+    events = asyncio.run(watch(sandbox, trigger, polls=12))
+
+    assert ids(events) == ["a1", "a2", "a3", "b1"]
+
+
+def test_unanswered_for_none_and_zero_agree(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=1)])
+
+    assert ids(asyncio.run(watch(sandbox, watcher(unanswered_for_seconds=0), polls=2))) == ["a"]
+
+
+def test_pages_are_read_up_to_max_concurrency_at_a_time(sandbox: SandboxHandle) -> None:
+    for n in range(450):  # 5 pages of 100
+        sandbox.sandbox_state.add_invoice(f"inv-{n:03d}", CO, [customer(f"m{n:03d}", hours=1000 - n)])
+    sandbox.set_faults(latency_ms=50)
+
+    events = asyncio.run(watch(sandbox, watcher(max_concurrency=3), polls=5))
+
+    assert ids(events) == [f"m{n:03d}" for n in range(450)], "each once, oldest first"
+    reads = [r for r in sandbox.requests() if "/companies/" in r["path"]]
+    assert reads[0]["query"]["page_number"] == "1"
+    assert reads[0]["in_flight"] == 1, "page 1 is read alone: it gives the total"
+    assert sorted(r["query"]["page_number"] for r in reads[:5]) == ["1", "2", "3", "4", "5"]
+    assert 1 < max(r["in_flight"] for r in reads[:5]) <= 3, "the other pages are read 3 at a time, not more"
+
+
+def test_serialize_holds_configuration_only(sandbox: SandboxHandle) -> None:
+    trigger = with_store(
+        UnansweredTicketsEventTrigger(
+            CO,
+            unanswered_for_seconds=3600,
+            since="2026-06-01T00:00:00Z",
+            poll_interval=5,
+            max_concurrency=2,
+            retry_policy=RetryPolicy(max_retries=2, backoff_initial=0.1),
+        )
+    )
+    classpath, kwargs = trigger.serialize()
+
+    assert classpath == "airflow_provider_clubcollect.triggers.tickets.UnansweredTicketsEventTrigger"
+    assert kwargs == {
+        "company_id": CO,
+        "unanswered_for_seconds": 3600.0,
+        "since": "2026-06-01T00:00:00.000000+00:00",
+        "poll_interval": 5.0,
+        "clubcollect_conn_id": "clubcollect_default",
+        "max_concurrency": 2,
+        "retry_policy": {"max_retries": 2, "backoff_initial": 0.1, "backoff_max": 30.0, "retry_after_max": 120.0},
+    }
+    text = json.dumps(kwargs)
+    assert sandbox.api_key not in text
+    assert sandbox.api_key not in repr(trigger)
+    again = UnansweredTicketsEventTrigger(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert again.shared_stream_key() == trigger.shared_stream_key()
+    # Airflow identifies a watcher's trigger by this hash: it must not change between parses.
+    assert trigger.hash(classpath, kwargs) == again.hash(*again.serialize())
+
+
+def test_watchers_differing_only_in_selection_share_one_poll() -> None:
+    base = UnansweredTicketsEventTrigger(CO, poll_interval=30)
+    slow = UnansweredTicketsEventTrigger(CO, poll_interval=30, unanswered_for_seconds=86400, since="2026-01-01")
+    other_company = UnansweredTicketsEventTrigger("club-2", poll_interval=30)
+    other_interval = UnansweredTicketsEventTrigger(CO, poll_interval=60)
+
+    assert base.shared_stream_key() == slow.shared_stream_key()
+    assert base.shared_stream_key() != other_company.shared_stream_key()
+    assert base.shared_stream_key() != other_interval.shared_stream_key()
+    assert base.state_key != slow.state_key, "each selection keeps its own record"
+    hash(base.shared_stream_key())
+
+
+async def through_shared_stream(
+    triggers: list[UnansweredTicketsEventTrigger], until: Callable[[list[list[str]]], bool]
+) -> list[list[str]]:
+    """Run the triggers as the triggerer does for a shared key: Airflow's SharedStreamManager."""
+    from airflow.triggers.shared_stream import SharedStreamManager
+
+    manager = SharedStreamManager()
+    seen: list[list[str]] = [[] for _ in triggers]
+
+    async def one(index: int, trigger: UnansweredTicketsEventTrigger) -> None:
+        stream = manager.subscribe(trigger_id=index, trigger=trigger, key=trigger.shared_stream_key())
+        async for event in trigger.filter_shared_stream(stream):
+            seen[index].append(event.payload["ticket"]["message"])
+
+    tasks = [asyncio.ensure_future(one(i, t)) for i, t in enumerate(triggers)]
+    try:
+        deadline = asyncio.get_running_loop().time() + 30  # asyncio.timeout needs Python 3.11
+        while not until(seen):
+            assert asyncio.get_running_loop().time() < deadline, f"the watchers saw only {seen} in 30 s"
+            await asyncio.sleep(0.01)
+            for task in tasks:
+                if task.done():
+                    task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for index, trigger in enumerate(triggers):
+            await manager.unsubscribe(index, trigger.shared_stream_key())
+    return seen
+
+
+def test_one_shared_poll_feeds_two_watchers_with_their_own_selection(sandbox: SandboxHandle) -> None:
+    sandbox.add_invoice("inv-old", CO, [customer("old", days=2)])
+    sandbox.add_invoice("inv-new", CO, [customer("new", minutes=5)])
+    every = watcher(poll_interval=0.3)
+    day = watcher(poll_interval=0.3, unanswered_for_seconds=86400)
+    assert every.shared_stream_key() == day.shared_stream_key()
+
+    def both_done_and_polled_thrice(seen: list[list[str]]) -> bool:
+        return len(seen[0]) == 2 and len(seen[1]) == 1 and company_reads(sandbox) >= 3
+
+    every_seen, day_seen = asyncio.run(through_shared_stream([every, day], both_done_and_polled_thrice))
+
+    assert every_seen == ["old", "new"]
+    assert day_seen == ["old"]
+    reads = company_reads(sandbox)
+    assert 3 <= reads <= 4, f"one read per interval for both watchers, not one each ({reads})"
+
+
+def test_an_error_that_cannot_heal_ends_every_watcher_of_a_shared_poll(sandbox: SandboxHandle) -> None:
+    triggers = [
+        UnansweredTicketsEventTrigger("no-such-club", poll_interval=0.01, unanswered_for_seconds=s) for s in (1, 2)
+    ]
+
+    with pytest.raises(ClubCollectNotFoundError, match="stopped watching company 'no-such-club'"):
+        asyncio.run(through_shared_stream(triggers, lambda seen: False))
+    assert company_reads(sandbox) == 1, "one read for the group, and it ended the group"
+
+
+def test_a_storm_of_5xx_429_and_drops_does_not_end_the_watcher(
+    sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.add_invoice("inv-1", CO, [customer("a", hours=1)])
+    # The default connection allows 5 retries: 6 failures in a row exhaust a poll, twice over.
+    storm = [{"fault": "error", "status": 503}] * 3 + [{"fault": "drop"}] * 3
+    storm += [{"fault": "rate_limit", "retry_after": 0}] * 3 + [{"fault": "error", "status": 500}] * 3
+    sandbox.set_faults(script=storm)
+
+    with caplog.at_level(logging.WARNING):
+        events = asyncio.run(watch(sandbox, watcher(), polls=len(storm) + 2))
+
+    assert ids(events) == ["a"]
+    assert [r["status"] for r in sandbox.requests()][: len(storm)].count(200) == 0
+    # The trigger logs through Airflow's structlog set-up (stdout here, the triggerer's log in Airflow).
+    logged = capsys.readouterr().out + "\n".join(r.getMessage() for r in caplog.records)
+    stayed = [line for line in logged.splitlines() if "still watching" in line]
+    assert len(stayed) == 2, "each exhausted poll is a warning, not the end"
+    assert "connection lost" in stayed[0]
+    assert "after 6 attempts" in stayed[0]
+    assert "HTTP 500" in stayed[1]
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "words"),
+    [
+        ("bad_key", ClubCollectAuthError, ["HTTP 401", "check the API key"]),
+        ("unknown_company", ClubCollectNotFoundError, ["HTTP 404", "no-such-club"]),
+        ("bad_connection", ClubCollectValidationError, ["plain http://", "clear text"]),
+        ("missing_connection", ClubCollectError, ["missing_conn"]),
+    ],
+)
+def test_what_cannot_heal_ends_the_watcher_with_a_clear_error(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, setup: str, error: type[Exception], words: list[str]
+) -> None:
+    company_id, conn_id = CO, "clubcollect_default"
+    if setup == "bad_key":
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
+            json.dumps({"conn_type": "clubcollect", "password": "wrong", "host": sandbox.base_url}),
+        )
+    elif setup == "unknown_company":
+        company_id = "no-such-club"
+    elif setup == "bad_connection":
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
+            json.dumps({"conn_type": "clubcollect", "password": "k", "host": "http://clubcollect.example/api"}),
+        )
+    else:
+        conn_id = "missing_conn"
+    trigger = UnansweredTicketsEventTrigger(company_id, poll_interval=0.01, clubcollect_conn_id=conn_id)
+
+    async def first() -> None:
+        async for _ in trigger.run():
+            raise AssertionError("no event expected")
+
+    with pytest.raises(error) as caught:
+        asyncio.run(asyncio.wait_for(first(), 30))
+
+    message = str(caught.value)
+    assert message.startswith(f"UnansweredTicketsEventTrigger stopped watching company {company_id!r}:")
+    for word in words:
+        assert word in message
+    assert sandbox.api_key not in message
+    assert len(message) < 2000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"company_id": ""}, ["company_id"]),
+        ({"company_id": "a/b"}, ["company_id"]),
+        ({"unanswered_for_seconds": -1}, ["unanswered_for_seconds", "zero or more", "-1"]),
+        ({"unanswered_for_seconds": True}, ["unanswered_for_seconds"]),
+        ({"since": "yesterday"}, ["since", "ISO 8601", "yesterday"]),
+        ({"poll_interval": 0}, ["poll_interval", "more than zero"]),
+        ({"poll_interval": float("nan")}, ["poll_interval"]),
+        ({"max_concurrency": 0}, ["max_concurrency", "at least 1"]),
+        ({"retry_policy": {"backoff_initial": -1}}, ["retry_policy"]),
+        ({"retry_policy": {"nope": 1}}, ["retry_policy", "nope"]),
+        ({"clubcollect_conn_id": ""}, ["clubcollect_conn_id"]),
+    ],
+)
+def test_bad_configuration_fails_at_construction(kwargs: dict[str, Any], words: list[str]) -> None:
+    arguments: dict[str, Any] = {"company_id": CO, **kwargs}
+
+    with pytest.raises(ClubCollectValidationError) as caught:
+        UnansweredTicketsEventTrigger(**arguments)
+
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_the_record_stays_bounded_however_long_it_runs() -> None:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    reported = _Reported()
+    keys = []
+    for n in range(5000):
+        moment = (start + timedelta(seconds=n)).isoformat(timespec="microseconds")
+        key = (moment, moment, f"t{n:05d}")
+        keys.append(key)
+        reported = reported.add(key)
+        assert len(reported.recent) <= MAX_RECENT
+        assert key in reported
+
+    assert all(key in reported for key in keys), "nothing reported is ever forgotten"
+    assert len(json.dumps(reported.to_json())) < 64_000, "under Airflow's default limit for a stored value"
+    assert _Reported.from_json(json.loads(json.dumps(reported.to_json())), "k") == reported
+    late = (start + timedelta(seconds=4999) - LOOKBACK / 2).isoformat(timespec="microseconds")
+    assert (late, late, "z-late") not in reported, "a late ticket within the lookback is still new"
+
+
+def test_tickets_sharing_a_date_are_told_apart() -> None:
+    same = "2026-01-01T00:00:00.000000+00:00"
+    reported = _Reported().add((same, same, "b"))
+
+    assert (same, same, "a") not in reported, "a ticket sharing the newest date, with a smaller id"
+    assert (same, same, "b") in reported
+
+
+def test_an_unreadable_record_stops_the_watcher_rather_than_flooding() -> None:
+    with pytest.raises(ClubCollectError, match="delete that key"):
+        _Reported.from_json({"version": 99}, "clubcollect.unanswered:x")
+
+
+def test_a_date_at_the_start_of_the_calendar_does_not_overflow() -> None:
+    start = "0001-01-01T00:00:00.000000+00:00"
+    reported = _Reported().add((start, start, "t-start"))
+
+    assert (start, start, "t-start") in reported
