@@ -181,12 +181,18 @@ class CompanyTicketPager:
         assert self.total_pages is not None
         self.last_page_read = self._next_out
         self._next_out += 1
-        fresh = []
-        for ticket in tickets:
-            ticket_id = ticket[FIELD_TICKET_ID]
-            if ticket_id not in self._seen:
-                self._seen.add(ticket_id)
-                fresh.append(ticket)
+        seen = self._seen
+        ids = {ticket[FIELD_TICKET_ID] for ticket in tickets}
+        if len(ids) == len(tickets) and seen.isdisjoint(ids):
+            seen |= ids
+            fresh = tickets  # the common case, in set operations: every ticket new, none twice in the page
+        else:
+            fresh = []
+            for ticket in tickets:
+                ticket_id = ticket[FIELD_TICKET_ID]
+                if ticket_id not in seen:
+                    seen.add(ticket_id)
+                    fresh.append(ticket)
         if not tickets or self.last_page_read >= self.total_pages:
             self._done = True
         return fresh

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_clubcollect import bulk
 from airflow_provider_clubcollect.bulk import AdaptiveLimiter, run_bulk
-from airflow_provider_clubcollect.exceptions import ClubCollectAuthError
+from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.retry import RetryPolicy
 from tests.conftest import thread
@@ -80,3 +80,19 @@ def test_a_refused_key_stops_the_action_early(sandbox: SandboxHandle, monkeypatc
     assert len(message) < 1000
     assert "revoked-key" not in message
     assert {sandbox.invoice(i)["status"] for i in ids} == {"unanswered"}
+
+
+def test_the_failure_message_stays_bounded_however_many_failed() -> None:
+    reason = "404 invalid_invoice_id: Could not archive the tickets of invoice: HTTP 404. " + "x" * 400
+    result = bulk.BulkResult(done=["ok-1"], failed={f"inv-{n:04d}": reason for n in range(5000)})
+
+    with pytest.raises(ClubCollectError) as info:
+        result.raise_for_failures("archive")
+
+    message = str(info.value)
+    assert message.startswith("Could not archive 5000 of 5001 invoices (1 succeeded). Failed: inv-0000: 404")
+    assert message.count("invalid_invoice_id") == bulk.DETAILED_FAILURES, "the first ones with their reason"
+    assert "inv-0099" in message, "then the next ones by ID"
+    assert "inv-0100" not in message
+    assert "and 4900 others" in message, "then the count"
+    assert len(message) < 8_000

@@ -16,7 +16,6 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW, DEFAULT_POOL_SIZE, ClubCollectHook
 from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     check_duration,
@@ -47,6 +46,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
 
 def _is_literal(value: Any) -> bool:
     """Whether a templated field's value is final at DAG parse time (no Jinja, no XComArg)."""
@@ -76,12 +77,18 @@ class ClubCollectBaseOperator(BaseOperator):
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
+        # Imported here: a DAG file that only builds operators does not load the request layer.
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+
         return ClubCollectHook(
-            self.clubcollect_conn_id, pool_size=self._pool_size(), retry_policy=self.clubcollect_retry_policy
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, self._in_flight()),
+            retry_policy=self.clubcollect_retry_policy,
         )
 
-    def _pool_size(self) -> int:
-        return DEFAULT_POOL_SIZE
+    def _in_flight(self) -> int:
+        """The most requests this operator has in flight at once: its connection pool holds as many."""
+        return 1
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
@@ -136,8 +143,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             return result
         return self._stream(tickets, str(self.output_path))
 
-    def _pool_size(self) -> int:
-        return max(DEFAULT_POOL_SIZE, self.max_concurrency)
+    def _in_flight(self) -> int:
+        return self.max_concurrency
 
     def _stream(self, tickets: Iterable[dict[str, Any]], url: str) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
@@ -251,6 +258,8 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         dag_run = context.get("dag_run")
         times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")] if dag_run else []
         known = [to_utc(value) for value in times if value is not None]
+        from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW
+
         return (min(known) if known else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
 
 
@@ -283,8 +292,8 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         self.max_concurrency = check_concurrency(max_concurrency)
         self.reference_time = reference_time
 
-    def _pool_size(self) -> int:
-        return max(DEFAULT_POOL_SIZE, self.max_concurrency)
+    def _in_flight(self) -> int:
+        return self.max_concurrency
 
     def execute(self, context: Context) -> list[str]:
         if self.invoice_ids is not None:

@@ -11,7 +11,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
 from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     awaiting_answer,
@@ -27,6 +26,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from airflow.sdk import Context
+
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
 
 def _default_deferrable() -> bool:
@@ -96,6 +97,9 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
+        # Imported here: a DAG file that only builds the sensor does not load the request layer.
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+
         return ClubCollectHook(
             self.clubcollect_conn_id,
             pool_size=max(DEFAULT_POOL_SIZE, self.max_concurrency),
