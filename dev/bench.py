@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 LATENCY_MS = 20
 C = 8
+#: Sandbox processes serving the API (see start_sandboxes).
+SERVERS = 2
 COMPANY = "bench-company-10k"
 BIG_COMPANY = "bench-company-100k"
 ARCHIVE_COMPANY = "bench-company-archive"
@@ -74,40 +76,106 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_sandbox(api_key: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_sandboxes(api_key: str) -> tuple[list[subprocess.Popen[bytes]], str, Sandboxes]:
+    """
+    :data:`SERVERS` sandbox processes sharing one API port (``SO_REUSEPORT``), each seeded alike.
+
+    ClubCollect serves concurrent requests in parallel; one sandbox process serves them on one
+    event loop, one after the other, so the latency of the last of C requests would include the
+    server's CPU for the C - 1 before it, a cost no client can avoid.  The kernel spreads the
+    client's connections over the processes.  Each also listens on a port of its own, for the
+    control API (faults and the request log are per process).
+    """
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_clubcollect.sandbox",
-            "--port",
-            str(port),
-            "--empty",
-            "--api-key",
-            api_key,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    processes, controls = [], []
+    for _ in range(SERVERS):
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(api_key.encode() + b"\n")  # not on the command line, where ps shows it
+        process.stdin.close()
+        processes.append(process)
+    for process in processes:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith(b"control port "):
+            raise RuntimeError(f"a sandbox did not start (exit status {process.wait()})")
+        controls.append(int(line.split()[-1]))
+    from airflow_provider_clubcollect.sandbox.client import SandboxClient
+
+    clients = [SandboxClient(f"http://127.0.0.1:{control}/_sandbox") for control in controls]
+    return processes, f"http://127.0.0.1:{port}", Sandboxes(clients)
+
+
+class Sandboxes:
+    """The control API of every sandbox process at once."""
+
+    def __init__(self, clients: list[Any]) -> None:
+        self.clients = clients
+
+    def set_faults(self, **settings: Any) -> None:
+        for client in self.clients:
+            client.set_faults(**settings)
+
+    def clear_faults(self) -> None:
+        for client in self.clients:
+            client.clear_faults()
+
+    def clear_requests(self) -> None:
+        for client in self.clients:
+            client.clear_requests()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [request for client in self.clients for request in client.requests()]
+
+
+def serve(port: int) -> None:
+    """One sandbox process of :func:`start_sandboxes`: seeded in memory, then serving until stopped."""
+    import uvicorn
+
+    from airflow_provider_clubcollect.sandbox.app import create_app
+    from airflow_provider_clubcollect.sandbox.state import SandboxState
+
+    state = SandboxState(api_key=sys.stdin.readline().strip())
+    seed(state, COMPANY, 100, 100)
+    seed(state, BIG_COMPANY, 200, 500)
+    seed(state, ARCHIVE_COMPANY, 1000, 1)
+    shared = socket.socket()
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    shared.bind(("127.0.0.1", port))
+    control = socket.socket()
+    control.bind(("127.0.0.1", 0))
+    for sock in (shared, control):
+        sock.listen(128)
+    print(f"control port {control.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(
+        create_app(state), log_level="warning", lifespan="off", http="h11", proxy_headers=False, access_log=False
     )
-    assert process.stdout is not None
-    for raw in process.stdout:
-        if b"listening on" in raw:
-            return process, f"http://127.0.0.1:{port}"
-    raise RuntimeError(f"the sandbox did not start (exit status {process.wait()})")
+    uvicorn.Server(config).run(sockets=[shared, control])
 
 
-def seed(client: Any, company: str, invoices: int, tickets_each: int) -> None:
+def seed(state: Any, company: str, invoices: int, tickets_each: int) -> None:
+    """The same tickets, with the same IDs, in every sandbox process."""
     from datetime import datetime, timedelta, timezone
 
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for n in range(invoices):
+        invoice_id = f"{company}-{n:05d}"
         tickets = [
-            {"message": f"Vraag {k}", "sender": "CUSTOMER", "date": start + timedelta(minutes=n * tickets_each + k)}
+            {
+                "message": f"Vraag {k}",
+                "sender": "CUSTOMER",
+                "date": (start + timedelta(minutes=n * tickets_each + k)).isoformat(),
+                "ticket_id": f"{invoice_id}-{k}",
+            }
             for k in range(tickets_each)
         ]
-        client.add_invoice(f"{company}-{n:05d}", company, tickets)
+        state.add_invoice(invoice_id, company, tickets)
 
 
 def median_seconds(call: Callable[[], object], times: int = 7) -> float:
@@ -450,21 +518,15 @@ def main() -> int:
     api_key = secrets.token_hex(20)
     home = tempfile.mkdtemp(prefix="clubcollect-bench-airflow-")
     os.environ.update({"AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
-    process, base_url = start_sandbox(api_key)
+    processes, base_url, client = start_sandboxes(api_key)
     try:
         os.environ["AIRFLOW_CONN_CLUBCOLLECT_DEFAULT"] = (
             f'{{"conn_type": "clubcollect", "password": "{api_key}", "host": "{base_url}/api"}}'
         )
-        from airflow_provider_clubcollect.sandbox.client import SandboxClient
-
-        client = SandboxClient(f"{base_url}/_sandbox")
         print(
-            f"Sandbox {base_url} (pid {process.pid}); seeding 10,000 + 100,000 tickets and 1,000 invoices ...",
+            f"Sandbox {base_url}: {SERVERS} processes, each with 10,000 + 100,000 tickets and 1,000 invoices.",
             flush=True,
         )
-        seed(client, COMPANY, 100, 100)
-        seed(client, BIG_COMPANY, 200, 500)
-        seed(client, ARCHIVE_COMPANY, 1000, 1)
         client.set_faults(latency_ms=LATENCY_MS)
         rows: list[Row] = []
         for step in (
@@ -484,11 +546,16 @@ def main() -> int:
         print("\nEvery target met." if ok else "\nSome targets were missed (see FAIL).")
         return 0 if ok else 1
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(10)
+        for process in processes:
+            os.killpg(process.pid, 15)
+        for process in processes:
+            process.wait(10)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]))
+        sys.exit(0)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
