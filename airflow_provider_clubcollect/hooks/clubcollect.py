@@ -382,10 +382,7 @@ class ClubCollectHook(BaseHook):
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
-            # Queue every page the window allows, not only max_concurrency: the pool's threads (and
-            # the limiter) bound what is in flight, and a queued page starts the moment a thread is
-            # free, instead of waiting for this thread to wake up and hand it over.
-            while (request := pager.next_request()) is not None:
+            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
                 pending[pool.submit(self._call, request, policy, limiter)] = request
 
         try:

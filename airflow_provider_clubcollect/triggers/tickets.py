@@ -244,9 +244,7 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
     pending: dict[asyncio.Task[Any], ApiRequest] = {}
     try:
         while not pager.done:
-            # Every page the window allows gets its task: the limiter bounds what is in flight, and a
-            # waiting task starts the moment an answer frees a slot.
-            while (request := pager.next_request()) is not None:
+            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
                 pending[asyncio.create_task(run_async(exchange(request, policy), send))] = request
             if not pending:  # pragma: no cover - a pager bug; never spin
                 raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
