@@ -68,6 +68,12 @@ e2e: $(VENV)/.e2e-installed
 	fi
 	$(PY) dev/e2e.py
 
+# How close paging, bulk actions, imports and streaming come to their bounds (a benchmark, not a
+# test: not part of make test). Prints one table with PASS/FAIL per target; see dev/bench.py.
+.PHONY: bench
+bench: install
+	$(PY) dev/bench.py
+
 # A local ClubCollect in the foreground, for trying DAGs by hand.
 sandbox: install
 	$(PY) -m airflow_provider_clubcollect.sandbox

@@ -7,23 +7,34 @@ never stops the rest.  The caller then fails loudly, naming each failed invoice 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.wire import shorten, shown
+from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError, ClubCollectValidationError
+from airflow_provider_clubcollect.wire import RawResponse, shorten, shown
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    import asyncio
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from airflow_provider_clubcollect.retry import Outcome
+    from airflow_provider_clubcollect.wire import ApiRequest
 
 #: Requests in flight at once for bulk actions.  Eight keeps a 1,000-invoice archive at 20 ms
 #: latency near 2.5 s while staying far from rate limits a partner API is likely to have; raise it
 #: when ClubCollect allows, lower it when you see 429s.
 DEFAULT_MAX_CONCURRENCY = 8
+#: A running bulk action logs its progress when both this share of the invoices and
+#: :data:`PROGRESS_SECONDS` have passed since the last line: every 10% or every 10 s, whichever is rarer.
+PROGRESS_SHARE = 0.1
+PROGRESS_SECONDS = 10.0
 #: Failures named with their reason in a bulk error; later ones are named by ID only, so that
 #: the message stays readable and bounded however many invoices failed.
 DETAILED_FAILURES = 20
+#: Failures named at all in a bulk error; beyond them only their count is given.
+NAMED_FAILURES = 100
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +53,10 @@ class BulkResult:
 
     def raise_for_failures(self, verb: str) -> None:
         """
-        Raise one error naming every failed invoice and why, if any failed.
+        Raise one error naming the failed invoices and why, if any failed.
+
+        The first :data:`DETAILED_FAILURES` come with their reason, the next ones up to
+        :data:`NAMED_FAILURES` by ID, the rest by count: the message stays bounded.
 
         :param verb: what the action was, such as ``archive``.
         :raises ClubCollectError: when at least one invoice failed.
@@ -56,8 +70,10 @@ class BulkResult:
         )
         if len(failed) > DETAILED_FAILURES:
             reasons += f"; and {len(failed) - DETAILED_FAILURES} more: " + ", ".join(
-                invoice_id for invoice_id, _ in failed[DETAILED_FAILURES:]
+                invoice_id for invoice_id, _ in failed[DETAILED_FAILURES:NAMED_FAILURES]
             )
+        if len(failed) > NAMED_FAILURES:
+            reasons += f" and {len(failed) - NAMED_FAILURES} others"
         raise ClubCollectError(
             f"Could not {verb} {len(self.failed)} of {total} invoices ({len(self.done)} succeeded). "
             f"Failed: {reasons}. Re-running is safe: the action is idempotent."
@@ -76,11 +92,125 @@ def check_concurrency(value: object) -> int:
     return value
 
 
+class AdaptiveLimiter:
+    """
+    How many requests of one read or one bulk action may be in flight, lowered by 429 answers.
+
+    Every attempt of every request of the read or action goes through one limiter, from threads
+    (:meth:`send`) or from tasks on one event loop (:meth:`asend`).  It starts at
+    ``max_concurrency``.  A 429 halves the limit (not below 1), once per round: 429s of requests
+    already in flight when it was lowered do not lower it again.  Then every ``limit``
+    successful answers raise it by one, back up to ``max_concurrency`` (additive increase,
+    multiplicative decrease, as TCP does).  The wait a 429 asks for (``Retry-After``) is the
+    retry policy's business, per request.
+
+    :param max_concurrency: the most requests in flight, at least 1.
+    """
+
+    def __init__(self, max_concurrency: int) -> None:
+        self.max_concurrency = check_concurrency(max_concurrency)
+        self.limit = self.max_concurrency
+        #: Every limit taken, in order, starting with ``max_concurrency``.
+        self.limits = [self.limit]
+        self.in_flight = 0
+        self._round = 0
+        self._successes = 0
+        self._closed = False
+        self._condition = threading.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def _has_room(self) -> bool:
+        return self._closed or self.in_flight < self.limit
+
+    def _start(self) -> int:
+        if self._closed:
+            raise ClubCollectError("The read or bulk action this request belonged to was abandoned.")
+        self.in_flight += 1
+        return self._round
+
+    def _finish(self, started_in: int, outcome: Outcome | None) -> None:
+        self.in_flight -= 1
+        if not isinstance(outcome, RawResponse):
+            return
+        if outcome.status == 429:
+            if started_in == self._round and self.limit > 1:
+                self.limit = max(1, self.limit // 2)
+                self.limits.append(self.limit)
+                log.warning(
+                    "ClubCollect answered 429 (too many requests): at most %d requests in flight now.", self.limit
+                )
+            self._round += 1
+            self._successes = 0
+        elif outcome.status < 400 and self.limit < self.max_concurrency:
+            self._successes += 1
+            if self._successes >= self.limit:
+                self.limit += 1
+                self.limits.append(self.limit)
+                self._successes = 0
+
+    def send(self, send: Callable[[ApiRequest], Outcome], request: ApiRequest) -> Outcome:
+        """
+        Send one attempt from a thread once there is room, and learn from its outcome.
+
+        :param send: the transport's ``send``.
+        :param request: what to send.
+        """
+        with self._condition:
+            self._condition.wait_for(self._has_room)
+            started_in = self._start()
+        outcome = None
+        try:
+            outcome = send(request)
+            return outcome
+        finally:
+            with self._condition:
+                self._finish(started_in, outcome)
+                self._condition.notify_all()
+
+    async def asend(self, send: Callable[[ApiRequest], Awaitable[Outcome]], request: ApiRequest) -> Outcome:
+        """
+        Send one attempt from a task once there is room, and learn from its outcome.
+
+        The tasks of one limiter share one event loop, so no lock is needed here.
+
+        :param send: the async transport's ``send``.
+        :param request: what to send.
+        """
+        import asyncio
+
+        while not self._has_room():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        started_in = self._start()
+        outcome = None
+        try:
+            outcome = await send(request)
+            return outcome
+        finally:
+            # Also when the task is cancelled: the slot is given back.
+            self._finish(started_in, outcome)
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def close(self) -> None:
+        """Refuse every attempt not yet started: the read or action was abandoned."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
 def run_bulk(
     action: Callable[[str], None], invoice_ids: Sequence[str], *, max_concurrency: int, verb: str
 ) -> BulkResult:
     """
     Apply ``action`` to every invoice, at most ``max_concurrency`` at a time.
+
+    Progress is logged while it runs (every 10% or every 10 s, whichever is rarer).  A refused key
+    (401 or 403) would fail every invoice the same way, so the first one stops the action: what
+    is running finishes, the rest is not tried, and :class:`ClubCollectAuthError` says so.
 
     :param action: the call for one invoice, such as ``hook.archive_tickets``; it must be safe to
         call from several threads (the hook is).
@@ -88,29 +218,64 @@ def run_bulk(
     :param max_concurrency: requests in flight at once.
     :param verb: what the action is, for the log (``archive``, ``assign to support``).
     :return: which invoices succeeded and which failed, and why.
+    :raises ClubCollectAuthError: when the API key was refused; names how many invoices were
+        done and how many not tried.
     """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     result = BulkResult()
     if not invoice_ids:
         return result
+    refused: list[ClubCollectAuthError] = []
 
-    def attempt(invoice_id: str) -> tuple[str, str | None]:
+    def attempt(invoice_id: str) -> str | None:
+        if refused:
+            return _NOT_TRIED
         try:
             action(invoice_id)
         except ClubCollectError as exc:
+            if isinstance(exc, ClubCollectAuthError):
+                refused.append(exc)
             code = f"{exc.status_code} {exc.error_code}" if exc.status_code else type(exc).__name__
-            return invoice_id, f"{code.strip()}: {exc}"
+            return f"{code.strip()}: {exc}"
         except Exception as exc:  # a bug or an unexpected library error: still report every invoice
-            return invoice_id, f"{type(exc).__name__}: {shorten(str(exc), 300)}"
-        return invoice_id, None
+            return f"{type(exc).__name__}: {shorten(str(exc), 300)}"
+        return None
 
-    workers = min(check_concurrency(max_concurrency), len(invoice_ids))
+    total = len(invoice_ids)
+    not_tried: list[str] = []
+    workers = min(check_concurrency(max_concurrency), total)
+    started = last_time = time.monotonic()
+    last_count = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clubcollect") as pool:
-        for invoice_id, error in pool.map(attempt, invoice_ids):
+        futures = {pool.submit(attempt, invoice_id): invoice_id for invoice_id in invoice_ids}
+        for finished, future in enumerate(as_completed(futures), start=1):
+            invoice_id, error = futures[future], future.result()
             if error is None:
                 result.done.append(invoice_id)
+            elif error is _NOT_TRIED:
+                not_tried.append(invoice_id)
             else:
                 result.failed[invoice_id] = error
+            now = time.monotonic()
+            if (
+                finished < total
+                and finished - last_count >= total * PROGRESS_SHARE
+                and now - last_time >= PROGRESS_SECONDS
+            ):
+                log.info(
+                    "ClubCollect: %s: %d of %d invoices handled (%d%%, %d failed) in %.0f s.",
+                    verb,
+                    finished,
+                    total,
+                    100 * finished // total,
+                    len(result.failed),
+                    now - started,
+                )
+                last_time, last_count = now, finished
     result.done.sort()
+    if refused:
+        raise _refused(refused[0], verb, result, sorted(not_tried), total)
     summary = f"ClubCollect: {verb}: {len(result.done)} of {len(invoice_ids)} invoices done"
     if result.failed:
         first = "; ".join(f"{i} ({r[:120]})" for i, r in list(sorted(result.failed.items()))[:10])
@@ -119,3 +284,21 @@ def run_bulk(
     else:
         log.info("%s.", summary)
     return result
+
+
+#: What ``attempt`` returns for an invoice it did not try (compared by identity).
+_NOT_TRIED = "not tried"
+
+
+def _refused(exc: ClubCollectAuthError, verb: str, result: BulkResult, not_tried: list[str], total: int) -> Exception:
+    first = ", ".join(not_tried[:5])
+    more = f" and {len(not_tried) - 5} more" if len(not_tried) > 5 else ""
+    message = (
+        f"Stopped the {verb} of {total} invoices: ClubCollect refused the API key (HTTP {exc.status_code}), "
+        "so every other invoice would fail the same way. Check the connection's password (the API key) "
+        f"and its rights. {len(result.done)} done, {len(result.failed)} failed, {len(not_tried)} not tried"
+        f"{f' ({first}{more})' if not_tried else ''}; none of those not tried was done. "
+        "Re-running is safe: the action is idempotent."
+    )
+    log.error("ClubCollect: %s", message)
+    return ClubCollectAuthError(message, status_code=exc.status_code, error_code=exc.error_code)

@@ -550,9 +550,14 @@ def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -
     tickets = payload.get(FIELD_TICKETS) if isinstance(payload, dict) else None
     if not isinstance(tickets, list):
         raise _malformed(request, f"no {FIELD_TICKETS!r} list")
-    required = (FIELD_TICKET_ID, FIELD_INVOICE_ID) if company else (FIELD_TICKET_ID,)
     for ticket in tickets:
-        if not isinstance(ticket, dict) or any(not isinstance(ticket.get(key), str) for key in required):
+        # One expression, no generator: this runs for every ticket of every page.
+        if not (
+            isinstance(ticket, dict)
+            and isinstance(ticket.get(FIELD_TICKET_ID), str)
+            and (not company or isinstance(ticket.get(FIELD_INVOICE_ID), str))
+        ):
+            required = (FIELD_TICKET_ID, FIELD_INVOICE_ID) if company else (FIELD_TICKET_ID,)
             raise _malformed(request, f"a ticket without {' and '.join(required)}: {shown(ticket)}")
     return tickets
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_clubcollect import wire
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.connection import mask_secret, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
@@ -28,12 +31,13 @@ from airflow_provider_clubcollect.transport import SyncTransport, exchange, run_
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from concurrent.futures import Future
 
     import requests
 
     from airflow_provider_clubcollect.connection import ClientSettings
 
-#: Connections kept open per hook: enough for the default bulk concurrency.
+#: Connections kept open per hook: enough for the default concurrency of paging and bulk actions.
 DEFAULT_POOL_SIZE = 10
 #: An invoice ID that cannot exist, read by ``test_connection`` to prove the key without changing anything.
 CONNECTION_TEST_INVOICE_ID = "airflow-provider-clubcollect-connection-test"
@@ -91,6 +95,7 @@ class ClubCollectHook(BaseHook):
         self._settings: ClientSettings | None = None
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
+        self._limiter: AdaptiveLimiter | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
@@ -145,9 +150,22 @@ class ClubCollectHook(BaseHook):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(self, request: wire.ApiRequest, policy: RetryPolicy | None = None) -> Any:
+    def _call(
+        self, request: wire.ApiRequest, policy: RetryPolicy | None = None, limiter: AdaptiveLimiter | None = None
+    ) -> Any:
         transport = self._get_transport()
-        return run_sync(exchange(request, policy or self.retry_policy), transport.send)
+        limiter = limiter or self._limiter
+        send = transport.send if limiter is None else functools.partial(limiter.send, transport.send)
+        return run_sync(exchange(request, policy or self.retry_policy), send)
+
+    @contextlib.contextmanager
+    def _limited(self, limiter: AdaptiveLimiter) -> Iterator[AdaptiveLimiter]:
+        """Every request of this hook inside the block, from any thread, goes through ``limiter``."""
+        self._limiter = limiter
+        try:
+            yield limiter
+        finally:
+            self._limiter = None
 
     # --- invoices ------------------------------------------------------------------------------
 
@@ -337,33 +355,80 @@ class ClubCollectHook(BaseHook):
         return dict(payload)
 
     def iter_company_tickets(
-        self, company_id: str, status: str, page_size: int = wire.MAX_PAGE_SIZE
+        self,
+        company_id: str,
+        status: str,
+        page_size: int = wire.MAX_PAGE_SIZE,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> Iterator[dict[str, Any]]:
         """
-        Every ticket of a company in one status, page after page, oldest first, each once.
+        Every ticket of a company in one status, oldest first, each once.
 
-        Pages are read lazily as the iterator advances.  If the list shrinks while it is read,
-        pages are read again so that no ticket is skipped.
+        Page 1 is read first; the other pages are then read up to ``max_concurrency`` at a time,
+        lazily: never more than ``2 x max_concurrency`` pages ahead of the ticket being consumed.
+        A 429 halves the number in flight for the rest of the read (it grows back one step at a
+        time).  If the list changes while it is read, the pages that may have shifted are read
+        again so that no ticket is skipped or returned twice (see :mod:`~airflow_provider_clubcollect.paging`).
 
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_size: tickets per page, 1 to 100.
+        :param int max_concurrency: pages in flight at once, at least 1 (default 8, as for bulk
+            actions); keep it at most the hook's ``pool_size``, or connections are not reused.
 
         .. seealso:: :ref:`hook` ("Paging")
         """
-        pager = CompanyTicketPager(company_id, status, page_size)  # validates before any request
+        # Validates every argument before any request.
+        pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
         return self._iter_pages(pager)
 
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[dict[str, Any]]:
-        while (request := pager.next_request()) is not None:
-            tickets = pager.accept(request, self._call(request))
-            self.log.info(
-                "ClubCollect: %s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress()
-            )
-            yield from tickets
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        policy = self.retry_policy
+        limiter = AdaptiveLimiter(pager.max_concurrency)
+        pool = ThreadPoolExecutor(max_workers=pager.max_concurrency, thread_name_prefix="clubcollect-page")
+        pending: dict[Future[Any], wire.ApiRequest] = {}
+
+        def send_what_the_pager_allows() -> None:
+            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
+                pending[pool.submit(self._call, request, policy, limiter)] = request
+
+        try:
+            while not pager.done:
+                send_what_the_pager_allows()
+                if not pending:  # pragma: no cover - a pager bug; never spin
+                    raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
+                answered, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in answered:
+                    pager.accept(pending.pop(future), future.result())
+                while (tickets := pager.pop()) is not None:
+                    # About ten progress lines per read, not one per page.
+                    if pager.done or pager.last_page_read % max(1, (pager.total_pages or 0) // 10) == 0:
+                        self.log.info(
+                            "ClubCollect: %s tickets of company %r: %s.",
+                            pager.status,
+                            pager.company_id,
+                            pager.progress(),
+                        )
+                    # Keep the next pages coming while the consumer works on this one.
+                    send_what_the_pager_allows()
+                    yield from tickets
+        finally:
+            # Requests no longer needed (sent before a restart, or past an empty page) are dropped
+            # and their retries refused.  A finished read waits for the few still in flight, so
+            # that nothing of it runs on; after an error, or when the consumer stopped, nobody waits.
+            limiter.close()
+            pool.shutdown(wait=pager.done, cancel_futures=True)
 
     def get_company_tickets(
-        self, company_id: str, status: str, page_size: int = wire.MAX_PAGE_SIZE
+        self,
+        company_id: str,
+        status: str,
+        page_size: int = wire.MAX_PAGE_SIZE,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> list[dict[str, Any]]:
         """
         Every ticket of a company in one status, as a list: see :meth:`iter_company_tickets`.
@@ -371,10 +436,11 @@ class ClubCollectHook(BaseHook):
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_size: tickets per page, 1 to 100.
+        :param int max_concurrency: pages in flight at once, at least 1.
 
         .. seealso:: :ref:`hook` ("Paging")
         """
-        return list(self.iter_company_tickets(company_id, status, page_size))
+        return list(self.iter_company_tickets(company_id, status, page_size, max_concurrency=max_concurrency))
 
     # --- connection test -----------------------------------------------------------------------
 

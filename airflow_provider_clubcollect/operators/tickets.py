@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency, run_bulk
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW, DEFAULT_POOL_SIZE, ClubCollectHook
 from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     check_duration,
@@ -47,6 +46,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
 
 def _is_literal(value: Any) -> bool:
     """Whether a templated field's value is final at DAG parse time (no Jinja, no XComArg)."""
@@ -76,12 +77,18 @@ class ClubCollectBaseOperator(BaseOperator):
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
+        # Imported here: a DAG file that only builds operators does not load the request layer.
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+
         return ClubCollectHook(
-            self.clubcollect_conn_id, pool_size=self._pool_size(), retry_policy=self.clubcollect_retry_policy
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, self._in_flight()),
+            retry_policy=self.clubcollect_retry_policy,
         )
 
-    def _pool_size(self) -> int:
-        return DEFAULT_POOL_SIZE
+    def _in_flight(self) -> int:
+        """The most requests this operator has in flight at once: its connection pool holds as many."""
+        return 1
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
@@ -89,8 +96,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     Fetch every ticket of a company in one status, all pages, oldest first, each once.
 
     The tickets go to XCom as a list of dicts.  For large exports give ``output_path``: the
-    tickets are then streamed there as JSON lines, page by page, and only
-    ``{"path": ..., "count": N}`` goes to XCom.
+    tickets are then streamed there as JSON lines, one write per page, holding only the pages
+    read ahead in memory, and only ``{"path": ..., "count": N}`` goes to XCom.
 
     An export is data other DAGs depend on, so with ``output_path`` the task emits an asset event
     for the file (extra: ``company_id``, ``status``, ``count``) when it succeeds.  A fixed path is
@@ -104,6 +111,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     :param int page_size: tickets per request, 1 to 100.
     :param str | None output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
 
     .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator` and :ref:`lineage`
@@ -120,6 +128,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         status: str = STATUS_UNANSWERED,
         page_size: int = MAX_PAGE_SIZE,
         output_path: str | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +136,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self.status = status
         self.page_size = validate_page_size(page_size)
         self.output_path = output_path
+        self.max_concurrency = check_concurrency(max_concurrency)
         self.export_alias = None
         self._exported: dict[str, Any] | None = None
         if _is_literal(status):
@@ -147,7 +157,9 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
         company_id = validate_id(self.company_id, "company_id")
         status = validate_status(self.status)
-        tickets = self.hook.iter_company_tickets(company_id, status, self.page_size)
+        tickets = self.hook.iter_company_tickets(
+            company_id, status, self.page_size, max_concurrency=self.max_concurrency
+        )
         if not self.output_path:
             result = list(tickets)
             self.log.info("Fetched %d %s tickets of company %r.", len(result), status, company_id)
@@ -207,18 +219,30 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         )
         return OperatorLineage(inputs=[source], outputs=[export])
 
+    def _in_flight(self) -> int:
+        return self.max_concurrency
+
     def _stream(self, tickets: Iterable[dict[str, Any]], url: str) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
         path = ObjectStoragePath(url)
         if path.protocol in ("file", "local", ""):
             path.parent.mkdir(parents=True, exist_ok=True)
+        encode = json.JSONEncoder(ensure_ascii=False).encode
         count = 0
+        lines: list[str] = []
         try:
             with path.open("w", encoding="utf-8") as sink:  # type: ignore[no-untyped-call]
+                # One write per page: a write through ObjectStoragePath costs far more than a line.
                 for ticket in tickets:
-                    sink.write(json.dumps(ticket, ensure_ascii=False) + "\n")
-                    count += 1
+                    lines.append(encode(ticket))
+                    if len(lines) == self.page_size:
+                        sink.write("\n".join(lines) + "\n")
+                        count += len(lines)
+                        lines.clear()
+                if lines:
+                    sink.write("\n".join(lines) + "\n")
+                    count += len(lines)
         except BaseException:
             # Never leave a partial export where a downstream task could mistake it for a whole one.
             try:
@@ -310,6 +334,8 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         dag_run = context.get("dag_run")
         times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")] if dag_run else []
         known = [to_utc(value) for value in times if value is not None]
+        from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW
+
         return (min(known) if known else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
 
 
@@ -342,8 +368,8 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         self.max_concurrency = check_concurrency(max_concurrency)
         self.reference_time = reference_time
 
-    def _pool_size(self) -> int:
-        return max(DEFAULT_POOL_SIZE, self.max_concurrency)
+    def _in_flight(self) -> int:
+        return self.max_concurrency
 
     def execute(self, context: Context) -> list[str]:
         if self.invoice_ids is not None:
@@ -358,14 +384,16 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
                 self.log.info("Dry run: would %s invoice %s.", self.verb, invoice_id)
             self.log.info("Dry run: would %s %d invoices; nothing changed.", self.verb, len(invoice_ids))
             return invoice_ids
-        result = run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
+        # One limiter for every request of the action: a 429 slows all of them down.
+        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
+            result = run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
         result.raise_for_failures(self.verb)
         return result.done
 
     def _select(self, company_id: str, now: datetime) -> list[str]:
         # Every page is read before the first action, so acting cannot make the paging skip tickets.
         status = self._status()
-        tickets = list(self.hook.iter_company_tickets(company_id, status))
+        tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
         chosen, rule = self._choose(tickets, now)
         self.log.info(
             "%d of %d %s threads of company %r %s (now = %s).",
@@ -403,7 +431,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     :param str status: the threads to consider, ``answered`` (default) or ``unanswered`` (templated).
     :param timedelta | None inactive_for: how long a thread must have been without activity.
     :param bool dry_run: only log and return what would be archived.
-    :param int max_concurrency: archive requests in flight at once (default 8).
+    :param int max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
     :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
@@ -464,7 +492,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
     :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
     :param bool dry_run: only log and return what would be escalated.
-    :param int max_concurrency: requests in flight at once (default 8).
+    :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
     :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).

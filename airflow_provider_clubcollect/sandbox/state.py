@@ -191,6 +191,8 @@ class SandboxState:
         self._seq = 0
         self._requests: list[dict[str, Any]] = []
         self._requests_forgotten = 0
+        # API requests arrived and not yet answered, across resets: concurrency as the server sees it.
+        self._in_flight = 0
         self._faults = FaultSettings()
         # Company lists are rebuilt only after a change: paging a large company then costs one
         # sort, not one per page.  Every change to tickets or thread status bumps the version.
@@ -499,22 +501,29 @@ class SandboxState:
         """
         Record an API request as it arrives; its status is filled in by :meth:`set_request_status`.
 
+        The entry gets ``in_flight``: how many API requests were being served when it arrived,
+        itself included.
+
         :param entry: the request's description (never containing the API key).
         :return: the entry's number, to pass to :meth:`set_request_status`.
         """
         with self._lock:
-            self._requests.append(dict(entry))
+            self._in_flight += 1
+            self._requests.append({**entry, "in_flight": self._in_flight})
             return self._requests_forgotten + len(self._requests) - 1
 
     def set_request_status(self, index: int, status: int | None, fault: str | None = None) -> None:
         """
         Record the status an API request was answered with (``None`` when no answer was sent).
 
+        Called once per request, when its answer starts (or its connection is dropped).
+
         :param index: what :meth:`log_request` returned.
         :param status: the HTTP status, or ``None``.
         :param fault: the injected fault, if any.
         """
         with self._lock:
+            self._in_flight -= 1
             # Numbers run on across clears: a request still in flight when the log was cleared
             # (a reset between tests) must not write its status onto a newer request's entry.
             position = index - self._requests_forgotten

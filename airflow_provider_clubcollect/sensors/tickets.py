@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.threads import (
     awaiting_answer,
@@ -19,12 +19,6 @@ from airflow_provider_clubcollect.threads import (
     run_reference_time,
     to_utc,
 )
-from airflow_provider_clubcollect.triggers.tickets import (
-    EVENT_ERROR,
-    EVENT_SUCCESS,
-    EVENT_TIMEOUT,
-    UnansweredTicketsTrigger,
-)
 from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
 
 if TYPE_CHECKING:
@@ -32,6 +26,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from airflow.sdk import Context
+
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
 
 def _default_deferrable() -> bool:
@@ -62,6 +58,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
         requests, also handed to the trigger; an Airflow task retry policy is passed on to Airflow.
+    :param int max_concurrency: pages in flight at once while polling, at least 1 (default 8).
 
     .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
@@ -79,6 +76,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         deferrable: bool | None = None,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
         retry_policy: Any = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
         request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
@@ -94,11 +92,19 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         self.reference_time = reference_time
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.clubcollect_conn_id = clubcollect_conn_id
+        self.max_concurrency = check_concurrency(max_concurrency)
 
     @cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run."""
-        return ClubCollectHook(self.clubcollect_conn_id, retry_policy=self.clubcollect_retry_policy)
+        # Imported here: a DAG file that only builds the sensor does not load the request layer.
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+
+        return ClubCollectHook(
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, self.max_concurrency),
+            retry_policy=self.clubcollect_retry_policy,
+        )
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -111,7 +117,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         company_id = validate_id(self.company_id, "company_id")
         # A bad rendered value fails before any page is read.
         now = run_reference_time(self.reference_time, context)
-        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED)
+        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
         waiting = awaiting_answer(tickets, self.unanswered_for, now)
         self.log.info(
             "%d tickets of company %r await an answer%s; waiting for %d.",
@@ -181,6 +187,9 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         # The trigger carries its own deadline, so that it ends even where nothing enforces the
         # deferral's timeout (``airflow dags test`` runs triggers in line, with no timeout).
         timeout_at = datetime.now(timezone.utc) + timedelta(seconds=remaining_seconds)
+        # Imported here, not at module level: DAG files parse without it (it costs milliseconds).
+        from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=validate_id(self.company_id, "company_id"),
@@ -193,6 +202,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
                 clubcollect_conn_id=self.clubcollect_conn_id,
                 retry_policy=self.clubcollect_retry_policy,
                 timeout_at=timeout_at.isoformat(),
+                max_concurrency=self.max_concurrency,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining_seconds),
@@ -208,6 +218,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
+        from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
+
         if not isinstance(event, dict) or event.get("status") not in (EVENT_SUCCESS, EVENT_ERROR, EVENT_TIMEOUT):
             raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r:.500}.")
         if event["status"] == EVENT_ERROR:
@@ -223,6 +235,8 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         # soft_fail, while a poking sensor fails on the same API error.  Handle error events the
         # way the poking sensor handles a failed poke, so that both modes end the same;
         # timeouts still go through the base class and honour soft_fail.
+        from airflow_provider_clubcollect.triggers.tickets import EVENT_ERROR
+
         event = (next_kwargs or {}).get("event")
         if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == EVENT_ERROR:
             self._on_poke_error(ClubCollectError.from_payload(event))

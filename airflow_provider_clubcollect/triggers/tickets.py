@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
+from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
 
     from airflow_provider_clubcollect.transport import AsyncTransport
+    from airflow_provider_clubcollect.wire import ApiRequest
 
 #: Event ``status`` values.
 EVENT_SUCCESS = "success"
@@ -73,6 +75,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         serialized); the connection's ``max_retries`` sets the count.
     :param str | None timeout_at: ISO 8601 moment after which the trigger stops polling and fires a timeout
         event; the sensor sets it from its ``timeout``.  ``None`` polls until cancelled.
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8).
 
     .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
@@ -88,6 +91,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
         retry_policy: RetryPolicy | dict[str, Any] | None = None,
         timeout_at: str | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         super().__init__()
         self.retry_policy = RetryPolicy(**retry_policy) if isinstance(retry_policy, dict) else retry_policy
@@ -98,6 +102,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         self.reference_time = reference_time
         self.poke_interval = poke_interval
         self.clubcollect_conn_id = clubcollect_conn_id
+        self.max_concurrency = check_concurrency(max_concurrency)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """
@@ -116,6 +121,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 "clubcollect_conn_id": self.clubcollect_conn_id,
                 "retry_policy": None if self.retry_policy is None else dataclasses.asdict(self.retry_policy),
                 "timeout_at": self.timeout_at,
+                "max_concurrency": self.max_concurrency,
             },
         )
 
@@ -167,7 +173,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
 
     async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
         """
-        Read every page once and select the tickets awaiting an answer.
+        Read every page (up to ``max_concurrency`` at a time) and select the tickets awaiting an answer.
 
         :param AsyncTransport transport: the async transport.
         :param RetryPolicy policy: the retry policy.
@@ -175,7 +181,8 @@ class UnansweredTicketsTrigger(BaseTrigger):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        tickets = await _read_unanswered(transport, policy, self.company_id)
+        pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
+        tickets = await read_pages(pager, transport, policy)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
         # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
@@ -214,21 +221,42 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     return transport, dataclasses.replace(retry_policy or RetryPolicy(), max_retries=settings.max_retries)
 
 
-async def _read_unanswered(transport: AsyncTransport, policy: RetryPolicy, company_id: str) -> list[dict[str, Any]]:
+async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
     """
-    Read every page of a company's unanswered list once, with the pager the hook uses.
+    Read every page a pager asks for, up to its ``max_concurrency`` at a time, on the event loop.
 
-    :param transport: the async transport.
-    :param policy: the retry policy, applied to each page request.
-    :param company_id: the company.
-    :return: the tickets, oldest first, each once.
+    The async twin of the hook's paging: the same pager, and one adaptive limiter for every
+    request of the read (a 429 halves the number in flight).
+
+    :param CompanyTicketPager pager: a fresh pager.
+    :param AsyncTransport transport: the async transport.
+    :param RetryPolicy policy: the retry policy, applied to each page request.
+    :return: every ticket, oldest first, each once.
     """
+    from functools import partial
+
+    from airflow_provider_clubcollect.bulk import AdaptiveLimiter
     from airflow_provider_clubcollect.transport import exchange, run_async
 
-    pager = CompanyTicketPager(company_id, STATUS_UNANSWERED)
+    limiter = AdaptiveLimiter(pager.max_concurrency)
+    send = partial(limiter.asend, transport.send)
     tickets: list[dict[str, Any]] = []
-    while (request := pager.next_request()) is not None:
-        tickets.extend(pager.accept(request, await run_async(exchange(request, policy), transport.send)))
+    pending: dict[asyncio.Task[Any], ApiRequest] = {}
+    try:
+        while not pager.done:
+            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
+                pending[asyncio.create_task(run_async(exchange(request, policy), send))] = request
+            if not pending:  # pragma: no cover - a pager bug; never spin
+                raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
+            answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in answered:
+                pager.accept(pending.pop(task), task.result())
+            while (page := pager.pop()) is not None:
+                tickets.extend(page)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return tickets
 
 
@@ -383,7 +411,8 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
     :param float poll_interval: seconds between two polls.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
-    :param int max_concurrency: pages in flight at once, at least 1 (pages are read one at a time for now).
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8); a 429 halves it for the
+        rest of that poll.
     :param RetryPolicy | dict | None retry_policy: back-off settings, a
         :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
         serialized); the connection's ``max_retries`` sets the count, as in the hook.
@@ -397,11 +426,9 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         since: str | None = None,
         poll_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        max_concurrency: int = 1,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
     ) -> None:
-        from airflow_provider_clubcollect.bulk import check_concurrency
-
         super().__init__()
         self.company_id = validate_id(company_id, "company_id")
         if unanswered_for_seconds is not None:
@@ -465,7 +492,10 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
             while True:
                 polled_at = datetime.now(timezone.utc)
                 try:
-                    tickets = await _read_unanswered(transport, policy, watcher.company_id)
+                    pager = CompanyTicketPager(
+                        watcher.company_id, STATUS_UNANSWERED, max_concurrency=watcher.max_concurrency
+                    )
+                    tickets = await read_pages(pager, transport, policy)
                 except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
                     failures += 1
                     wait = max(watcher.poll_interval, policy.backoff(failures))

@@ -67,11 +67,38 @@ def test_fetch_company_tickets_streams_to_output_path(sandbox: SandboxHandle, tm
     assert [t["invoice_id"] for t in lines] == [inv(n) for n in range(40)]
 
 
+def test_fetch_company_tickets_writes_a_page_at_a_time(
+    sandbox: SandboxHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    for n in range(40):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 50 - n)))
+    writes: list[int] = []
+    real_open = ObjectStoragePath.open
+
+    def counting_open(self: Any, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        real_write = handle.write
+        handle.write = lambda text: writes.append(text.count("\n")) or real_write(text)
+        return handle
+
+    monkeypatch.setattr(ObjectStoragePath, "open", counting_open)
+    target = tmp_path / "tickets.jsonl"
+
+    FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=15, output_path=f"file://{target}").execute({})
+
+    assert writes == [15, 15, 10], "one write per page"
+    assert len(target.read_text().splitlines()) == 40
+
+
 def test_fetch_company_tickets_removes_a_partial_export_on_failure(sandbox: SandboxHandle, tmp_path: Path) -> None:
     for n in range(40):
         sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 50 - n)))
     target = tmp_path / "tickets.jsonl"
-    operator = FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=15, output_path=f"file://{target}")
+    operator = FetchCompanyTicketsOperator(
+        task_id="t", company_id=CO, page_size=15, output_path=f"file://{target}", max_concurrency=1
+    )
     # The key is revoked after the first page was written: page 2 is answered 401 (never retried).
     sandbox.set_faults(
         script=[

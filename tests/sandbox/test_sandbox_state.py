@@ -263,6 +263,7 @@ def test_a_request_answered_after_a_reset_does_not_mark_a_newer_one():
     state.reset()
     fresh = state.log_request({"method": "POST", "status": None, "fault": None})
     state.set_request_status(stale, 200, "delay")
-    assert state.requests() == [{"method": "POST", "status": None, "fault": None}]
+    # in_flight: the stale request was still being served when the fresh one arrived.
+    assert state.requests() == [{"method": "POST", "status": None, "fault": None, "in_flight": 2}]
     state.set_request_status(fresh, None, "apply_then_drop")
-    assert state.requests() == [{"method": "POST", "status": None, "fault": "apply_then_drop"}]
+    assert state.requests() == [{"method": "POST", "status": None, "fault": "apply_then_drop", "in_flight": 2}]

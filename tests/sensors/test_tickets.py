@@ -95,9 +95,14 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
     sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 9), ("COMPANY", 8)))
 
     with pytest.raises(TaskDeferred) as deferred:
-        sensor(deferrable=True, min_tickets=2, unanswered_for=timedelta(hours=1), poke_interval=7, timeout=600).execute(
-            {}
-        )
+        sensor(
+            deferrable=True,
+            min_tickets=2,
+            unanswered_for=timedelta(hours=1),
+            poke_interval=7,
+            timeout=600,
+            max_concurrency=3,
+        ).execute({})
 
     trigger = deferred.value.trigger
     assert isinstance(trigger, UnansweredTicketsTrigger)
@@ -108,6 +113,7 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
     assert kwargs["min_tickets"] == 2
     assert kwargs["unanswered_for_seconds"] == 3600
     assert kwargs["poke_interval"] == 7
+    assert kwargs["max_concurrency"] == 3
     assert sandbox.api_key not in repr(kwargs)
 
 
@@ -220,3 +226,18 @@ def test_templated_values_are_not_checked_at_parse_time() -> None:
             FetchCompanyTicketsOperator(task_id="f2", company_id=CO, status="{answered}")
         with pytest.raises(ClubCollectValidationError, match="status for archiving"):
             ArchiveTicketsOperator(task_id="a2", company_id=CO, status="archived", inactive_for=timedelta(days=1))
+
+
+def test_the_sensor_module_imports_the_trigger_only_when_it_defers() -> None:
+    """DAG files import the sensor at every parse; the trigger (and Airflow's trigger base) is
+    only needed when the sensor defers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_provider_clubcollect.sensors.tickets; "
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('airflow.triggers', 'airflow_provider_clubcollect.triggers'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -295,6 +295,21 @@ def test_unanswered_for_none_and_zero_agree(sandbox: SandboxHandle) -> None:
     assert ids(asyncio.run(watch(sandbox, watcher(unanswered_for_seconds=0), polls=2))) == ["a"]
 
 
+def test_pages_are_read_up_to_max_concurrency_at_a_time(sandbox: SandboxHandle) -> None:
+    for n in range(450):  # 5 pages of 100
+        sandbox.sandbox_state.add_invoice(f"inv-{n:03d}", CO, [customer(f"m{n:03d}", hours=1000 - n)])
+    sandbox.set_faults(latency_ms=50)
+
+    events = asyncio.run(watch(sandbox, watcher(max_concurrency=3), polls=5))
+
+    assert ids(events) == [f"m{n:03d}" for n in range(450)], "each once, oldest first"
+    reads = [r for r in sandbox.requests() if "/companies/" in r["path"]]
+    assert reads[0]["query"]["page_number"] == "1"
+    assert reads[0]["in_flight"] == 1, "page 1 is read alone: it gives the total"
+    assert sorted(r["query"]["page_number"] for r in reads[:5]) == ["1", "2", "3", "4", "5"]
+    assert 1 < max(r["in_flight"] for r in reads[:5]) <= 3, "the other pages are read 3 at a time, not more"
+
+
 def test_serialize_holds_configuration_only(sandbox: SandboxHandle) -> None:
     trigger = with_store(
         UnansweredTicketsEventTrigger(

@@ -121,7 +121,7 @@ def test_retries_through_faults_like_the_hook(sandbox: SandboxHandle, monkeypatc
 
 def test_serialize_round_trip_holds_no_key(sandbox: SandboxHandle) -> None:
     trigger = UnansweredTicketsTrigger(
-        CO, min_tickets=2, unanswered_for_seconds=3600.0, reference_time=None, poke_interval=5.0
+        CO, min_tickets=2, unanswered_for_seconds=3600.0, reference_time=None, poke_interval=5.0, max_concurrency=3
     )
 
     classpath, kwargs = trigger.serialize()
@@ -136,6 +136,7 @@ def test_serialize_round_trip_holds_no_key(sandbox: SandboxHandle) -> None:
         "clubcollect_conn_id": "clubcollect_default",
         "retry_policy": None,
         "timeout_at": None,
+        "max_concurrency": 3,
     }
     assert sandbox.api_key not in json.dumps(kwargs)
     assert sandbox.api_key not in repr(trigger)

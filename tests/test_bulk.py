@@ -1,0 +1,98 @@
+"""Bulk actions at scale against the sandbox: one adaptive limit shared by every request of the
+action (a 429 halves it), progress in the log, and a refused key stopping the action early."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_provider_clubcollect import bulk
+from airflow_provider_clubcollect.bulk import AdaptiveLimiter, run_bulk
+from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError
+from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.retry import RetryPolicy
+from tests.conftest import thread
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
+CO = "club-1"
+FAST = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
+
+
+def invoices(sandbox: SandboxHandle, count: int) -> list[str]:
+    ids = [f"inv-{n:03d}" for n in range(count)]
+    for invoice_id in ids:
+        sandbox.sandbox_state.add_invoice(invoice_id, CO, thread(("CUSTOMER", 3)))
+    return ids
+
+
+def test_a_429_halves_the_limit_for_the_rest_of_the_action(sandbox: SandboxHandle) -> None:
+    ids = invoices(sandbox, 60)
+    # The first archive is refused with 429: every request of the action slows down, not only that one.
+    sandbox.set_faults(latency_ms=50, script=[{"fault": "rate_limit", "retry_after": 0, "method": "POST"}])
+    limiter = AdaptiveLimiter(8)
+
+    with ClubCollectHook(retry_policy=FAST) as hook, hook._limited(limiter):
+        result = run_bulk(hook.archive_tickets, ids, max_concurrency=8, verb="archive")
+
+    assert result.done == ids
+    assert {sandbox.invoice(i)["status"] for i in ids} == {"archived"}
+    assert limiter.limits[:2] == [8, 4], "halved once, not once per 429 of the same round"
+    assert limiter.limits[2:5] == [5, 6, 7], "then raised one step at a time"
+    posts = [r for r in sandbox.requests() if r["method"] == "POST"]
+    assert max(r["in_flight"] for r in posts) <= 8
+    assert [r["status"] for r in posts].count(429) == 1
+
+
+def test_progress_is_logged_while_it_runs(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = invoices(sandbox, 50)
+    monkeypatch.setattr(bulk, "PROGRESS_SECONDS", 0.0)  # so only the 10% steps count
+
+    with caplog.at_level(logging.INFO, logger="airflow_provider_clubcollect.bulk"), ClubCollectHook() as hook:
+        run_bulk(hook.archive_tickets, ids, max_concurrency=4, verb="archive")
+
+    lines = [r.getMessage() for r in caplog.records if "invoices handled" in r.getMessage()]
+    assert [line.split(": ", 2)[2].split(" invoices")[0] for line in lines] == [f"{n} of 50" for n in range(5, 50, 5)]
+
+
+def test_a_refused_key_stops_the_action_early(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = invoices(sandbox, 200)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
+        json.dumps({"conn_type": "clubcollect", "password": "revoked-key", "host": sandbox.base_url}),
+    )
+
+    with ClubCollectHook() as hook, pytest.raises(ClubCollectAuthError) as info:
+        run_bulk(hook.archive_tickets, ids, max_concurrency=8, verb="archive")
+
+    sent = len(sandbox.requests())
+    assert sent <= 16, f"{sent} doomed requests sent"
+    message = str(info.value)
+    assert info.value.status_code == 401
+    assert "ClubCollect refused the API key (HTTP 401)" in message
+    assert f"0 done, {sent} failed, {200 - sent} not tried" in message
+    assert len(message) < 1000
+    assert "revoked-key" not in message
+    assert {sandbox.invoice(i)["status"] for i in ids} == {"unanswered"}
+
+
+def test_the_failure_message_stays_bounded_however_many_failed() -> None:
+    reason = "404 invalid_invoice_id: Could not archive the tickets of invoice: HTTP 404. " + "x" * 400
+    result = bulk.BulkResult(done=["ok-1"], failed={f"inv-{n:04d}": reason for n in range(5000)})
+
+    with pytest.raises(ClubCollectError) as info:
+        result.raise_for_failures("archive")
+
+    message = str(info.value)
+    assert message.startswith("Could not archive 5000 of 5001 invoices (1 succeeded). Failed: inv-0000: 404")
+    assert message.count("invalid_invoice_id") == bulk.DETAILED_FAILURES, "the first ones with their reason"
+    assert "inv-0099" in message, "then the next ones by ID"
+    assert "inv-0100" not in message
+    assert "and 4900 others" in message, "then the count"
+    assert len(message) < 8_000
