@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError
 from airflow_provider_clubcollect.wire import (
-    FIELD_TICKET_ID,
     MAX_PAGE_SIZE,
     company_tickets_page_request,
     parse_page_info,
@@ -44,10 +43,7 @@ from airflow_provider_clubcollect.wire import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_clubcollect.wire import (
-        ApiRequest,
-        PageInfo,
-    )
+    from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket, Page
 
 #: How often the pager may start over before it gives up on a list that will not hold still.
 MAX_REWINDS = 50
@@ -98,7 +94,7 @@ class CompanyTicketPager:
         self._epoch = 0
         self._next_request = 1
         self._next_out = 1
-        self._ready: dict[int, list[dict[str, Any]]] = {}
+        self._ready: dict[int, list[CompanyTicket]] = {}
         # id(request) -> (request, page, epoch); the request is kept so that its id stays unique.
         self._sent: dict[int, tuple[ApiRequest, int, int]] = {}
         self._seen: set[str] = set()
@@ -144,13 +140,13 @@ class CompanyTicketPager:
         tickets = parse_tickets(request, payload, company=True)
         info = parse_page_info(request, payload)
         if self.total_entries is None:
-            self.total_entries, self.total_pages = info.total_entries, info.total_pages
-        elif info.total_entries != self.total_entries:
+            self.total_entries, self.total_pages = info["total_entries"], info["total_pages"]
+        elif info["total_entries"] != self.total_entries:
             self._restart(info)
             return
         self._ready[page] = tickets
 
-    def _restart(self, info: PageInfo) -> None:
+    def _restart(self, info: Page) -> None:
         assert self.total_entries is not None
         self.rewinds += 1
         if self.rewinds > MAX_REWINDS:
@@ -160,16 +156,16 @@ class CompanyTicketPager:
             )
         # Tickets moved by at most the change in the total (see the module's blind spot), so
         # every ticket not yet handed out is on this page or later.
-        shift = math.ceil(abs(info.total_entries - self.total_entries) / self.page_size)
+        shift = math.ceil(abs(info["total_entries"] - self.total_entries) / self.page_size)
         start = max(1, self._next_out - shift)
         self._epoch += 1
         self._ready.clear()
         self._next_request = self._next_out = start
-        self.total_entries, self.total_pages = info.total_entries, info.total_pages
+        self.total_entries, self.total_pages = info["total_entries"], info["total_pages"]
         # Shrunk below the pages handed out: every ticket still in the list was handed out.
-        self._done = start > info.total_pages
+        self._done = start > info["total_pages"]
 
-    def pop(self) -> list[dict[str, Any]] | None:
+    def pop(self) -> list[CompanyTicket] | None:
         """
         The next page's tickets not handed out before, in the API's order; ``None`` until it is read.
 
@@ -182,14 +178,14 @@ class CompanyTicketPager:
         self.last_page_read = self._next_out
         self._next_out += 1
         seen = self._seen
-        ids = {ticket[FIELD_TICKET_ID] for ticket in tickets}
+        ids = {ticket["ticket_id"] for ticket in tickets}
         if len(ids) == len(tickets) and seen.isdisjoint(ids):
             seen |= ids
             fresh = tickets  # the common case, in set operations: every ticket new, none twice in the page
         else:
             fresh = []
             for ticket in tickets:
-                ticket_id = ticket[FIELD_TICKET_ID]
+                ticket_id = ticket["ticket_id"]
                 if ticket_id not in seen:
                     seen.add(ticket_id)
                     fresh.append(ticket)

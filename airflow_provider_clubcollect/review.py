@@ -13,8 +13,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.threads import group_threads, human_duration, invoice_ids_from, to_utc
-from airflow_provider_clubcollect.wire import FIELD_MESSAGE
+from airflow_provider_clubcollect.selection import group_threads, human_duration, invoice_ids_from, to_utc
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -64,7 +63,7 @@ def review_body(
         since = thread.unanswered_since
         if since is None or (wanted is not None and thread.invoice_id not in wanted):
             continue
-        rows.append((since, thread.invoice_id, str(waiting[-1].get(FIELD_MESSAGE, ""))))
+        rows.append((since, thread.invoice_id, str(waiting[-1].get("message", ""))))
     if not rows:
         return "No thread awaits an answer."
     rows.sort()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeGuard, cast
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -63,22 +63,6 @@ PARAM_PAGE_SIZE: Final = "page_size"
 API_DEFAULT_PAGE_SIZE: Final = 30
 MAX_PAGE_SIZE: Final = 100
 
-# Body fields.
-FIELD_TICKETS: Final = "tickets"
-FIELD_PAGE: Final = "page"
-FIELD_MESSAGE: Final = "message"
-FIELD_TICKET_ID: Final = "ticket_id"
-FIELD_INVOICE_ID: Final = "invoice_id"
-FIELD_SENDER: Final = "sender"
-FIELD_DATE: Final = "date"
-FIELD_PAGE_NUMBER: Final = "page_number"
-FIELD_PAGE_SIZE: Final = "page_size"
-FIELD_TOTAL_ENTRIES: Final = "total_entries"
-FIELD_TOTAL_PAGES: Final = "total_pages"
-FIELD_ERROR: Final = "error"
-#: ClubCollect's company page documents ``{"errors": "not_found"}``: read both keys.
-FIELD_ERRORS: Final = "errors"
-
 # Documented error codes.
 ERROR_INVALID_INVOICE_ID: Final = "invalid_invoice_id"
 ERROR_INVALID_MESSAGE: Final = "invalid_message"
@@ -88,6 +72,36 @@ ERROR_INVALID_ACTION: Final = "invalid_action"
 #: The longest text quoted from a value or an answer in a message, and the longest message.
 MAX_QUOTED_CHARS: Final = 200
 MAX_MESSAGE_CHARS: Final = 20_000
+
+
+class Ticket(TypedDict):
+    """
+    A ticket as the API returns it: one message of an invoice's thread.
+
+    Import it for your own type hints: ``from airflow_provider_clubcollect.wire import Ticket``.
+    """
+
+    ticket_id: str
+    message: str
+    #: ``CUSTOMER`` (the member) or ``COMPANY`` (the club, or ClubCollect on its behalf).
+    sender: str
+    #: ISO 8601 date and time.
+    date: str
+
+
+class CompanyTicket(Ticket):
+    """A ticket from a company's list: it also names its invoice."""
+
+    invoice_id: str
+
+
+class Page(TypedDict):
+    """The ``page`` object of a company's ticket list."""
+
+    page_number: int
+    page_size: int
+    total_entries: int
+    total_pages: int
 
 
 def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
@@ -302,7 +316,7 @@ def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
         "POST",
         invoice_tickets_path(invoice_id),
         f"create a ticket on invoice {shown(invoice_id)}",
-        body={FIELD_MESSAGE: validate_message(message)},
+        body={"message": validate_message(message)},
         idempotent=False,
     )
 
@@ -529,7 +543,8 @@ def error_code_of(body: bytes) -> str | None:
     payload = _decode_json(body)
     if not isinstance(payload, dict):
         return None
-    for key in (FIELD_ERROR, FIELD_ERRORS):
+    # ClubCollect's company page documents ``{"errors": "not_found"}``: read both keys.
+    for key in ("error", "errors"):
         value = payload.get(key)
         if isinstance(value, str) and value:
             return value
@@ -538,31 +553,32 @@ def error_code_of(body: bytes) -> str | None:
     return None
 
 
-def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[dict[str, Any]]:
+def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
     """
     The ``tickets`` list of an answer, checked to be what the API documents.
 
     :param request: the request the answer belongs to, for the error message.
     :param payload: the decoded JSON body.
     :param company: whether tickets must carry ``invoice_id`` (company lists do).
+    :return: the :class:`Ticket` (``company``: :class:`CompanyTicket`) dicts.
     :raises ClubCollectServerError: when the body is not the documented shape.
     """
-    tickets = payload.get(FIELD_TICKETS) if isinstance(payload, dict) else None
+    tickets = payload.get("tickets") if isinstance(payload, dict) else None
     if not isinstance(tickets, list):
-        raise _malformed(request, f"no {FIELD_TICKETS!r} list")
+        raise _malformed(request, "no 'tickets' list")
     for ticket in tickets:
         # One expression, no generator: this runs for every ticket of every page.
         if not (
             isinstance(ticket, dict)
-            and isinstance(ticket.get(FIELD_TICKET_ID), str)
-            and (not company or isinstance(ticket.get(FIELD_INVOICE_ID), str))
+            and isinstance(ticket.get("ticket_id"), str)
+            and (not company or isinstance(ticket.get("invoice_id"), str))
         ):
-            required = (FIELD_TICKET_ID, FIELD_INVOICE_ID) if company else (FIELD_TICKET_ID,)
+            required = ("ticket_id", "invoice_id") if company else ("ticket_id",)
             raise _malformed(request, f"a ticket without {' and '.join(required)}: {shown(ticket)}")
     return tickets
 
 
-def parse_ticket(request: ApiRequest, payload: Any) -> dict[str, Any]:
+def parse_ticket(request: ApiRequest, payload: Any) -> Ticket:
     """
     A single ticket (the answer to creating one), checked to be what the API documents.
 
@@ -570,29 +586,12 @@ def parse_ticket(request: ApiRequest, payload: Any) -> dict[str, Any]:
     :param payload: the decoded JSON body.
     :raises ClubCollectServerError: when the body is not a ticket.
     """
-    if not isinstance(payload, dict) or not isinstance(payload.get(FIELD_TICKET_ID), str):
+    if not isinstance(payload, dict) or not isinstance(payload.get("ticket_id"), str):
         raise _malformed(request, f"not a ticket: {shown(payload)}")
-    return payload
+    return cast("Ticket", payload)
 
 
-@dataclass(frozen=True)
-class PageInfo:
-    """
-    The ``page`` object of a company list.
-
-    :param page_number: the page this is.
-    :param page_size: tickets per page.
-    :param total_entries: tickets in the whole list.
-    :param total_pages: pages in the whole list.
-    """
-
-    page_number: int
-    page_size: int
-    total_entries: int
-    total_pages: int
-
-
-def parse_page_info(request: ApiRequest, payload: Any) -> PageInfo:
+def parse_page_info(request: ApiRequest, payload: Any) -> Page:
     """
     The ``page`` object of a company list, checked.
 
@@ -600,13 +599,18 @@ def parse_page_info(request: ApiRequest, payload: Any) -> PageInfo:
     :param payload: the decoded JSON body.
     :raises ClubCollectServerError: when it is missing or not made of integers.
     """
-    page = payload.get(FIELD_PAGE) if isinstance(payload, dict) else None
-    names = (FIELD_PAGE_NUMBER, FIELD_PAGE_SIZE, FIELD_TOTAL_ENTRIES, FIELD_TOTAL_PAGES)
+    page = payload.get("page") if isinstance(payload, dict) else None
+    names = ("page_number", "page_size", "total_entries", "total_pages")
     if not isinstance(page, dict) or any(
         isinstance(page.get(name), bool) or not isinstance(page.get(name), int) for name in names
     ):
-        raise _malformed(request, f"no valid {FIELD_PAGE!r} object: {shown(page)}")
-    return PageInfo(*(int(page[name]) for name in names))
+        raise _malformed(request, f"no valid 'page' object: {shown(page)}")
+    return Page(
+        page_number=page["page_number"],
+        page_size=page["page_size"],
+        total_entries=page["total_entries"],
+        total_pages=page["total_pages"],
+    )
 
 
 def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:

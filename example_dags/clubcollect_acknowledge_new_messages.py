@@ -56,7 +56,7 @@ UNANSWERED = Asset(
 def invoices_to_acknowledge(triggering_asset_events: Any = None) -> list[str]:
     """The invoices whose thread holds a triggering ticket that still awaits an answer."""
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.threads import group_threads
+    from airflow_provider_clubcollect.selection import group_threads
 
     # Each event's extra is {"from_trigger": True, "payload": {"ticket_id", "invoice_id", "ticket"}}.
     events = triggering_asset_events.get(UNANSWERED, ()) if triggering_asset_events else ()

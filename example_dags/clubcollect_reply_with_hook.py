@@ -31,7 +31,7 @@ REPLY = "Thank you for your message. We have looked at your invoice and will con
 @task
 def oldest_unanswered_thread(company_id: str) -> str | None:
     """The invoice whose thread has waited longest for an answer (lists are oldest first)."""
-    from airflow_provider_clubcollect.threads import awaiting_answer, to_utc
+    from airflow_provider_clubcollect.selection import awaiting_answer, to_utc
 
     with ClubCollectHook() as hook:
         waiting = awaiting_answer(hook.iter_company_tickets(company_id, "unanswered"), None, to_utc(None))

@@ -19,7 +19,7 @@ from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
-from airflow_provider_clubcollect.threads import (
+from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     find_ticket,
     invoice_ids_from,
@@ -65,39 +65,37 @@ date_strings = st.one_of(
 )
 field_values = st.one_of(json_values, date_strings, st.sampled_from(list(wire.SENDERS)))
 tickets = st.dictionaries(
-    st.sampled_from(
-        [wire.FIELD_TICKET_ID, wire.FIELD_INVOICE_ID, wire.FIELD_SENDER, wire.FIELD_DATE, wire.FIELD_MESSAGE]
-    ),
+    st.sampled_from(["ticket_id", "invoice_id", "sender", "date", "message"]),
     field_values,
     max_size=5,
 )
 plausible_tickets = st.fixed_dictionaries(
     {
-        wire.FIELD_TICKET_ID: st.text(min_size=1, max_size=8),
-        wire.FIELD_INVOICE_ID: st.sampled_from(["inv-1", "inv-2", "inv-3"]),
-        wire.FIELD_SENDER: st.sampled_from([*wire.SENDERS, "OTHER"]),
-        wire.FIELD_DATE: date_strings,
+        "ticket_id": st.text(min_size=1, max_size=8),
+        "invoice_id": st.sampled_from(["inv-1", "inv-2", "inv-3"]),
+        "sender": st.sampled_from([*wire.SENDERS, "OTHER"]),
+        "date": date_strings,
     }
 )
 page_objects = st.one_of(
     json_values,
     st.fixed_dictionaries(
         {
-            wire.FIELD_PAGE_NUMBER: st.integers(-2, 5),
-            wire.FIELD_PAGE_SIZE: st.integers(-2, 200),
-            wire.FIELD_TOTAL_ENTRIES: st.integers(-5, 10**12),
-            wire.FIELD_TOTAL_PAGES: st.integers(-2, 10**9),
+            "page_number": st.integers(-2, 5),
+            "page_size": st.integers(-2, 200),
+            "total_entries": st.integers(-5, 10**12),
+            "total_pages": st.integers(-2, 10**9),
         }
     ),
 )
 shaped = st.fixed_dictionaries(
     {},
     optional={
-        wire.FIELD_TICKETS: st.one_of(json_values, st.lists(st.one_of(tickets, plausible_tickets), max_size=6)),
-        wire.FIELD_PAGE: page_objects,
-        wire.FIELD_ERROR: st.one_of(json_values, st.text(max_size=50)),
-        wire.FIELD_ERRORS: json_values,
-        wire.FIELD_TICKET_ID: json_values,
+        "tickets": st.one_of(json_values, st.lists(st.one_of(tickets, plausible_tickets), max_size=6)),
+        "page": page_objects,
+        "error": st.one_of(json_values, st.text(max_size=50)),
+        "errors": json_values,
+        "ticket_id": json_values,
     },
 )
 bodies = st.one_of(
@@ -189,7 +187,7 @@ durations = st.timedeltas(min_value=timedelta(0))
 def test_selection_gives_invoice_ids_or_a_bounded_clubcollect_error(
     given_tickets: list[dict[str, Any]], now: datetime, duration: timedelta
 ) -> None:
-    known = {t[wire.FIELD_INVOICE_ID] for t in given_tickets if isinstance(t.get(wire.FIELD_INVOICE_ID), str)}
+    known = {t["invoice_id"] for t in given_tickets if isinstance(t.get("invoice_id"), str)}
     for select in (select_inactive, select_unanswered):
         try:
             chosen = select(given_tickets, duration, now)
@@ -202,7 +200,7 @@ def test_selection_gives_invoice_ids_or_a_bounded_clubcollect_error(
     except ClubCollectError as error:
         bounded(error)
     else:
-        assert all(t.get(wire.FIELD_SENDER) == wire.SENDER_CUSTOMER for t in waiting)
+        assert all(t.get("sender") == wire.SENDER_CUSTOMER for t in waiting)
     try:
         find_ticket(given_tickets, "m", sender=wire.SENDER_COMPANY, since=now)
     except ClubCollectError as error:  # pragma: no cover - find_ticket reads unreadable dates as recent
@@ -214,16 +212,16 @@ def test_selection_gives_invoice_ids_or_a_bounded_clubcollect_error(
 def test_plausible_tickets_with_readable_dates_are_always_selected_without_error(
     given_tickets: list[dict[str, Any]], now: datetime, duration: timedelta
 ) -> None:
-    readable = [t for t in given_tickets if wire.parse_iso_datetime(t[wire.FIELD_DATE]) is not None]
+    readable = [t for t in given_tickets if wire.parse_iso_datetime(t["date"]) is not None]
 
     chosen = select_unanswered(readable, duration, now)
 
     for invoice_id in chosen:
         thread = sorted(
-            (t for t in readable if t[wire.FIELD_INVOICE_ID] == invoice_id),
-            key=lambda t: wire.parse_iso_datetime(t[wire.FIELD_DATE]),  # type: ignore[arg-type, return-value]
+            (t for t in readable if t["invoice_id"] == invoice_id),
+            key=lambda t: wire.parse_iso_datetime(t["date"]),  # type: ignore[arg-type, return-value]
         )
-        assert thread[-1][wire.FIELD_SENDER] != wire.SENDER_COMPANY
+        assert thread[-1]["sender"] != wire.SENDER_COMPANY
 
 
 @EXAMPLES

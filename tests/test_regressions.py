@@ -127,7 +127,7 @@ def test_3_dates_at_the_edge_of_the_calendar_select_without_overflow(api: HTTPSe
 
     assert chosen == ["old"], "the year-1 thread is stale, the year-9999 one is not"
     edge = UnansweredTicketsSensor(task_id="t", company_id="x", reference_time="9999-12-31T23:59:59-01:00")
-    from airflow_provider_clubcollect.threads import to_utc
+    from airflow_provider_clubcollect.selection import to_utc
 
     assert to_utc(edge.reference_time) == datetime.max.replace(tzinfo=timezone.utc)
 

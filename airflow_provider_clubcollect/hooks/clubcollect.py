@@ -9,7 +9,7 @@ import hashlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook
 
@@ -26,11 +26,11 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
-from airflow_provider_clubcollect.threads import find_ticket
+from airflow_provider_clubcollect.selection import find_ticket
 from airflow_provider_clubcollect.transport import SyncTransport, exchange, run_sync
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
     from concurrent.futures import Future
 
     import requests
@@ -169,7 +169,7 @@ class ClubCollectHook(BaseHook):
 
     # --- invoices ------------------------------------------------------------------------------
 
-    def get_invoice_tickets(self, invoice_id: str) -> list[dict[str, Any]]:
+    def get_invoice_tickets(self, invoice_id: str) -> list[wire.Ticket]:
         """
         Read an invoice's tickets (its thread).
 
@@ -182,7 +182,7 @@ class ClubCollectHook(BaseHook):
         request = wire.get_invoice_tickets_request(invoice_id)
         return wire.parse_tickets(request, self._call(request))
 
-    def create_ticket(self, invoice_id: str, message: str, *, task_state_store: Any = None) -> dict[str, Any]:
+    def create_ticket(self, invoice_id: str, message: str, *, task_state_store: Any = None) -> wire.Ticket:
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
 
@@ -219,9 +219,9 @@ class ClubCollectHook(BaseHook):
                 self.log.info(
                     "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
                     invoice_id,
-                    earlier["ticket"].get(wire.FIELD_TICKET_ID),
+                    earlier["ticket"].get("ticket_id"),
                 )
-                return dict(earlier["ticket"])
+                return cast("wire.Ticket", dict(earlier["ticket"]))
             if earlier.get("intent_at"):
                 since = datetime.fromisoformat(earlier["intent_at"]) - CLOCK_SKEW
                 posted = self.find_posted_ticket(invoice_id, message, since=since)
@@ -230,7 +230,7 @@ class ClubCollectHook(BaseHook):
                         "An earlier try of this task posted this message on invoice %r (ticket_id %s) but lost "
                         "the answer; not posting again.",
                         invoice_id,
-                        posted.get(wire.FIELD_TICKET_ID),
+                        posted.get("ticket_id"),
                     )
                     record.save(earlier["intent_at"], posted)
                     return posted
@@ -246,7 +246,7 @@ class ClubCollectHook(BaseHook):
             record.save(record.intent_at, ticket)
         return ticket
 
-    def _create_ticket(self, invoice_id: str, message: str) -> dict[str, Any]:
+    def _create_ticket(self, invoice_id: str, message: str) -> wire.Ticket:
         request = wire.create_ticket_request(invoice_id, message)
         policy = self.retry_policy
         since = datetime.now(timezone.utc) - CLOCK_SKEW
@@ -281,7 +281,7 @@ class ClubCollectHook(BaseHook):
                 if posted is not None:
                     self.log.info(
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
-                        posted.get(wire.FIELD_TICKET_ID),
+                        posted.get("ticket_id"),
                     )
                     return posted
                 if posts > policy.max_retries:
@@ -296,7 +296,7 @@ class ClubCollectHook(BaseHook):
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
 
-    def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> dict[str, Any] | None:
+    def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
         """
         Find a company ticket with exactly this message, dated at or after ``since``.
 
@@ -307,7 +307,8 @@ class ClubCollectHook(BaseHook):
 
         .. seealso:: :ref:`hook`
         """
-        return find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
+        found = find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
+        return cast("wire.Ticket | None", found)
 
     def archive_tickets(self, invoice_id: str) -> None:
         """
@@ -361,7 +362,7 @@ class ClubCollectHook(BaseHook):
         page_size: int = wire.MAX_PAGE_SIZE,
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[wire.CompanyTicket]:
         """
         Every ticket of a company in one status, oldest first, each once.
 
@@ -383,7 +384,7 @@ class ClubCollectHook(BaseHook):
         pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
         return self._iter_pages(pager)
 
-    def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[dict[str, Any]]:
+    def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         policy = self.retry_policy
@@ -429,7 +430,7 @@ class ClubCollectHook(BaseHook):
         page_size: int = wire.MAX_PAGE_SIZE,
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> list[dict[str, Any]]:
+    ) -> list[wire.CompanyTicket]:
         """
         Every ticket of a company in one status, as a list: see :meth:`iter_company_tickets`.
 
@@ -503,7 +504,7 @@ class _CreateRecord:
         value = self.store.get(self.key)
         return value if isinstance(value, dict) else {}
 
-    def save(self, intent_at: str, ticket: dict[str, Any] | None) -> None:
+    def save(self, intent_at: str, ticket: Mapping[str, Any] | None) -> None:
         self.intent_at = intent_at
         self.store.set(self.key, {"intent_at": intent_at, "ticket": ticket})
 

@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.retry import split_retry_policy
-from airflow_provider_clubcollect.threads import (
+from airflow_provider_clubcollect.selection import (
     check_duration,
     human_duration,
     invoice_ids_from,
@@ -28,8 +28,6 @@ from airflow_provider_clubcollect.threads import (
 )
 from airflow_provider_clubcollect.wire import (
     DEFAULT_CONN_ID,
-    FIELD_INVOICE_ID,
-    FIELD_TICKET_ID,
     MAX_PAGE_SIZE,
     STATUS_ANSWERED,
     STATUS_ARCHIVED,
@@ -41,12 +39,13 @@ from airflow_provider_clubcollect.wire import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
     from airflow.sdk import Context
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+    from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
 def _is_literal(value: Any) -> bool:
@@ -154,7 +153,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self.export_alias = f"clubcollect_export.{owner}{self.task_id}"
         return AssetAlias(self.export_alias)
 
-    def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
+    def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
         company_id = validate_id(self.company_id, "company_id")
         status = validate_status(self.status)
         tickets = self.hook.iter_company_tickets(
@@ -222,7 +221,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     def _in_flight(self) -> int:
         return self.max_concurrency
 
-    def _stream(self, tickets: Iterable[dict[str, Any]], url: str) -> dict[str, Any]:
+    def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
         path = ObjectStoragePath(url)
@@ -270,7 +269,7 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
         super().__init__(**kwargs)
         self.invoice_id = invoice_id
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
+    def execute(self, context: Context) -> list[Ticket]:
         tickets = self.hook.get_invoice_tickets(validate_id(self.invoice_id, "invoice_id"))
         self.log.info("Fetched %d tickets of invoice %r.", len(tickets), self.invoice_id)
         return tickets
@@ -303,7 +302,7 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         if _is_literal(message):
             validate_message(message)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Ticket:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
         message = validate_message(self.message)
         # Airflow 3.3+: the task's state store remembers what an earlier try posted (the hook
@@ -316,11 +315,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
                 self.log.info(
                     "An earlier try already posted this message on invoice %r (ticket_id %s); not posting again.",
                     invoice_id,
-                    posted.get(FIELD_TICKET_ID),
+                    posted.get("ticket_id"),
                 )
                 return posted
         ticket = self.hook.create_ticket(invoice_id, message, task_state_store=store)
-        self.log.info("Posted ticket %s on invoice %r.", ticket.get(FIELD_TICKET_ID), invoice_id)
+        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
         return ticket
 
     @staticmethod
@@ -398,7 +397,7 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         self.log.info(
             "%d of %d %s threads of company %r %s (now = %s).",
             len(chosen),
-            len({t[FIELD_INVOICE_ID] for t in tickets}),
+            len({t["invoice_id"] for t in tickets}),
             status,
             company_id,
             rule,
@@ -409,7 +408,7 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
     def _status(self) -> str:
         raise NotImplementedError
 
-    def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
+    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         """The invoices to act on, and the rule that chose them, for the log."""
         raise NotImplementedError
 
@@ -460,7 +459,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     def _status(self) -> str:
         return _check_archivable(self.status)
 
-    def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
+    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         inactive_for = check_duration(self.inactive_for, "inactive_for")
         return select_inactive(
             tickets, inactive_for, now
@@ -511,7 +510,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     def _status(self) -> str:
         return STATUS_UNANSWERED
 
-    def _choose(self, tickets: list[dict[str, Any]], now: datetime) -> tuple[list[str], str]:
+    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         unanswered_for = check_duration(self.unanswered_for, "unanswered_for")
         return select_unanswered(tickets, unanswered_for, now), f"waited for more than {human_duration(unanswered_for)}"
 

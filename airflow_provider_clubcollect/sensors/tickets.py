@@ -12,7 +12,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.retry import split_retry_policy
-from airflow_provider_clubcollect.threads import (
+from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     check_duration,
     human_duration,

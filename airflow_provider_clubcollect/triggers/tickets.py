@@ -29,12 +29,9 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
-from airflow_provider_clubcollect.threads import awaiting_answer, awaiting_answer_due, parse_date, to_utc
+from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, parse_date, to_utc
 from airflow_provider_clubcollect.wire import (
     DEFAULT_CONN_ID,
-    FIELD_DATE,
-    FIELD_INVOICE_ID,
-    FIELD_TICKET_ID,
     STATUS_UNANSWERED,
     shorten,
     validate_id,
@@ -44,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
 
     from airflow_provider_clubcollect.transport import AsyncTransport
-    from airflow_provider_clubcollect.wire import ApiRequest
+    from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
 
 #: Event ``status`` values.
 EVENT_SUCCESS = "success"
@@ -221,7 +218,7 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     return transport, dataclasses.replace(retry_policy or RetryPolicy(), max_retries=settings.max_retries)
 
 
-async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
+async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, policy: RetryPolicy) -> list[CompanyTicket]:
     """
     Read every page a pager asks for, up to its ``max_concurrency`` at a time, on the event loop.
 
@@ -240,7 +237,7 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
 
     limiter = AdaptiveLimiter(pager.max_concurrency)
     send = partial(limiter.asend, transport.send)
-    tickets: list[dict[str, Any]] = []
+    tickets: list[CompanyTicket] = []
     pending: dict[asyncio.Task[Any], ApiRequest] = {}
     try:
         while not pager.done:
@@ -280,7 +277,7 @@ class _Poll:
     """One read of a company's unanswered list: what the shared poll hands every watcher."""
 
     polled_at: datetime
-    tickets: tuple[dict[str, Any], ...]
+    tickets: tuple[CompanyTicket, ...]
 
 
 @dataclass(frozen=True)
@@ -541,8 +538,8 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 reported = updated
                 yield TriggerEvent(
                     {
-                        FIELD_TICKET_ID: ticket[FIELD_TICKET_ID],
-                        FIELD_INVOICE_ID: ticket[FIELD_INVOICE_ID],
+                        "ticket_id": ticket["ticket_id"],
+                        "invoice_id": ticket["invoice_id"],
                         "ticket": ticket,
                     }
                 )
@@ -566,8 +563,8 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         since = None if self.since is None else to_utc(self.since)
         fresh = []
         for due, ticket in awaiting_answer_due(poll.tickets, unanswered_for, poll.polled_at):
-            date = parse_date(ticket[FIELD_DATE])
-            key = (_iso(due), _iso(date), str(ticket[FIELD_TICKET_ID]))
+            date = parse_date(ticket["date"])
+            key = (_iso(due), _iso(date), str(ticket["ticket_id"]))
             if (since is None or date > since) and key not in reported:
                 fresh.append((key, ticket))
         return fresh

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_clubcollect.threads import select_inactive, select_unanswered
+from airflow_provider_clubcollect.selection import select_inactive, select_unanswered
 from tests.conftest import EXAMPLE_DAGS
 
 if TYPE_CHECKING:

@@ -16,11 +16,6 @@ from typing import Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError
 from airflow_provider_clubcollect.wire import (
-    FIELD_DATE,
-    FIELD_INVOICE_ID,
-    FIELD_MESSAGE,
-    FIELD_SENDER,
-    FIELD_TICKET_ID,
     SENDER_COMPANY,
     SENDER_CUSTOMER,
     parse_iso_datetime,
@@ -59,12 +54,11 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
     :param ticket: a ticket dict.
     :raises ClubCollectServerError: naming the ticket when it has no date or an unreadable one.
     """
-    if FIELD_DATE not in ticket:
+    if "date" not in ticket:
         raise ClubCollectServerError(
-            f"The API gave ticket {shown(ticket.get(FIELD_TICKET_ID))} with no {FIELD_DATE!r}: "
-            "its thread cannot be judged by time."
+            f"The API gave ticket {shown(ticket.get('ticket_id'))} with no 'date': its thread cannot be judged by time."
         )
-    return parse_date(ticket[FIELD_DATE])
+    return parse_date(ticket["date"])
 
 
 def to_utc(value: datetime | str | None) -> datetime:
@@ -153,9 +147,9 @@ class Thread:
         """The CUSTOMER tickets newer than the newest COMPANY ticket, oldest first."""
         waiting: list[dict[str, Any]] = []
         for ticket in reversed(self.tickets):
-            if ticket.get(FIELD_SENDER) == SENDER_COMPANY:
+            if ticket.get("sender") == SENDER_COMPANY:
                 break
-            if ticket.get(FIELD_SENDER) == SENDER_CUSTOMER:
+            if ticket.get("sender") == SENDER_CUSTOMER:
                 waiting.append(ticket)
         return waiting[::-1]
 
@@ -175,7 +169,7 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     """
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for ticket in tickets:
-        invoice_id = ticket.get(FIELD_INVOICE_ID) if isinstance(ticket, Mapping) else None
+        invoice_id = ticket.get("invoice_id") if isinstance(ticket, Mapping) else None
         if not isinstance(invoice_id, str):
             raise ClubCollectServerError(f"The API gave a company ticket without an invoice ID: {shown(ticket)}.")
         by_invoice.setdefault(invoice_id, []).append(dict(ticket))
@@ -221,7 +215,7 @@ def awaiting_answer(
     :param now: the reference time.
     """
     waiting = [ticket for t in _unanswered_threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
-    return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get(FIELD_TICKET_ID))))
+    return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get("ticket_id"))))
 
 
 def _unanswered_threads(
@@ -248,9 +242,9 @@ def find_ticket(
     """
     found = None
     for ticket in tickets:
-        if ticket.get(FIELD_SENDER) == sender and ticket.get(FIELD_MESSAGE) == message:
+        if ticket.get("sender") == sender and ticket.get("message") == message:
             try:
-                recent = parse_date(ticket.get(FIELD_DATE)) >= since
+                recent = parse_date(ticket.get("date")) >= since
             except ClubCollectServerError:
                 recent = True  # an unreadable date must not make us post twice
             if recent:
@@ -278,9 +272,9 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
     ids: set[str] = set()
     for item in items:
         if isinstance(item, Mapping):
-            if FIELD_INVOICE_ID not in item:
-                raise ClubCollectValidationError(f"{name}: a ticket dict without {FIELD_INVOICE_ID!r}: {shown(item)}.")
-            item = item[FIELD_INVOICE_ID]
+            if "invoice_id" not in item:
+                raise ClubCollectValidationError(f"{name}: a ticket dict without 'invoice_id': {shown(item)}.")
+            item = item["invoice_id"]
         ids.add(validate_id(item, f"an invoice ID in {name}"))
     return sorted(ids)
 
@@ -311,7 +305,7 @@ def awaiting_answer_due(
         since = thread.unanswered_since
         assert since is not None  # _unanswered_threads keeps only threads awaiting an answer
         for ticket in thread.awaiting_answer():
-            date = parse_date(ticket[FIELD_DATE])
+            date = parse_date(ticket["date"])
             due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))
-    due.sort(key=lambda item: (item[0], item[1], str(item[2].get(FIELD_TICKET_ID))))
+    due.sort(key=lambda item: (item[0], item[1], str(item[2].get("ticket_id"))))
     return [(moment, ticket) for moment, _, ticket in due]
