@@ -136,22 +136,21 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self.page_size = validate_page_size(page_size)
         self.output_path = output_path
         self.max_concurrency = check_concurrency(max_concurrency)
-        self.export_alias = None
         self._exported: dict[str, Any] | None = None
         if _is_literal(status):
             validate_status(status)
+        # The export's outlet: its asset when the path is fixed, else an alias named after the task.
+        self.export_alias = None
         if output_path:
-            self.outlets = [*self.outlets, self._export_outlet(output_path)]
+            from airflow.sdk import Asset, AssetAlias
 
-    def _export_outlet(self, output_path: str) -> Any:
-        """The outlet the export is emitted through: its asset when the path is fixed, else an alias."""
-        from airflow.sdk import Asset, AssetAlias
-
-        if _is_literal(output_path):
-            return Asset(output_path)
-        owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
-        self.export_alias = f"clubcollect_export.{owner}{self.task_id}"
-        return AssetAlias(self.export_alias)
+            if _is_literal(output_path):
+                outlet: Asset | AssetAlias = Asset(output_path)
+            else:
+                owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
+                self.export_alias = f"clubcollect_export.{owner}{self.task_id}"
+                outlet = AssetAlias(self.export_alias)
+            self.outlets = [*self.outlets, outlet]
 
     def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
         company_id = validate_id(self.company_id, "company_id")
@@ -330,11 +329,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         # run_after survives clearing the task (start_date is reset to the time of the clear),
         # and for a scheduled run it is the end of its interval, so earlier runs' identical
         # messages do not count.
+        from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW
+
         dag_run = context.get("dag_run")
         times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")] if dag_run else []
         known = [to_utc(value) for value in times if value is not None]
-        from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW
-
         return (min(known) if known else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
 
 

@@ -34,6 +34,7 @@ from airflow_provider_clubcollect.wire import (
     DEFAULT_CONN_ID,
     STATUS_UNANSWERED,
     shorten,
+    shown,
     validate_id,
 )
 
@@ -636,7 +637,7 @@ def _iso_since(value: Any) -> str:
         except ClubCollectError:
             pass
     raise ClubCollectValidationError(
-        f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {value!r}."
+        f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
     )
 
 
