@@ -9,11 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.wire import RawResponse, shorten, shown
+from airflow_provider_clubcollect.exceptions import (
+    ClubCollectAuthError,
+    ClubCollectError,
+    ClubCollectValidationError,
+    shorten,
+    shown,
+)
+from airflow_provider_clubcollect.wire import RawResponse
 
 if TYPE_CHECKING:
     import asyncio
@@ -39,7 +44,6 @@ NAMED_FAILURES = 100
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class BulkResult:
     """
     What a bulk action did.
@@ -48,8 +52,9 @@ class BulkResult:
     :param failed: invoice ID to the reason it failed.
     """
 
-    done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    def __init__(self, done: list[str] | None = None, failed: dict[str, str] | None = None) -> None:
+        self.done = [] if done is None else done
+        self.failed = {} if failed is None else failed
 
     def raise_for_failures(self, verb: str) -> None:
         """

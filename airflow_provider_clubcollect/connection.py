@@ -6,33 +6,34 @@ extras, and refuse the same unsafe base URLs, before any request is sent.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-from airflow_provider_clubcollect.wire import (
-    BASE_PATH,
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shorten, shown
+from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
-    DEFAULT_BASE_URL,
+    DEFAULT_CONN_ID,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
-    MAX_CONNECT_TIMEOUT_SECONDS,
+    DISTRIBUTION_NAME,
     MAX_RETRIES_LIMIT,
-    request_headers,
-    shorten,
-    shown,
-    user_agent,
 )
+from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.wire import BASE_PATH, DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
-@dataclass(frozen=True)
-class ClientSettings:
+#: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
+MAX_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+class ClientSettings(NamedTuple):
     """
     Everything a transport needs to talk to ClubCollect.
 
@@ -47,9 +48,15 @@ class ClientSettings:
 
     conn_id: str
     base_url: str
-    api_key: str = field(repr=False)
+    api_key: str
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, "
+            f"timeout={self.timeout!r}, max_retries={self.max_retries!r})"
+        )
 
     @property
     def connect_timeout(self) -> float:
@@ -65,8 +72,18 @@ class ClientSettings:
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
-        """Headers for every request, the key in ``Authorization`` only."""
-        return request_headers(self.api_key, user_agent())
+        """
+        Headers for every request: the key in ``Authorization`` and nowhere else; JSON both ways;
+        a ``User-Agent`` naming the provider (a firewall in front of the API blocks some default agents).
+        """
+        from airflow_provider_clubcollect import __version__
+
+        return {
+            "Authorization": f"ApiKey {self.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"{DISTRIBUTION_NAME}/{__version__}",
+        }
 
     def scrub(self, text: str) -> str:
         """
@@ -76,7 +93,7 @@ class ClientSettings:
 
         :param text: a message.
         """
-        for form in self._key_forms():
+        for form in _key_forms(self.api_key):
             text = text.replace(form, "***")
         return text
 
@@ -89,21 +106,24 @@ class ClientSettings:
 
         :param body: the body bytes.
         """
-        for form in self._key_forms():
+        for form in _key_forms(self.api_key):
             body = body.replace(form.encode("utf-8"), b"***")
         return body
 
-    def _key_forms(self) -> list[str]:
-        # The key as a server may echo it: as sent, escaped in JSON, in HTML or in a URL.
-        import html
-        import json
-        from urllib.parse import quote
 
-        if not self.api_key:
-            return []
-        key = self.api_key
-        forms = {key, json.dumps(key)[1:-1], json.dumps(key)[1:-1].replace("/", "\\/"), html.escape(key), quote(key)}
-        return sorted(forms, key=len, reverse=True)
+@functools.lru_cache(maxsize=16)
+def _key_forms(key: str) -> tuple[str, ...]:
+    # The key as a server may echo it: as sent, escaped in JSON, in HTML or in a URL.  Cached:
+    # every answer is scrubbed, and building these costs more than the scrubbing itself.
+    import html
+    import json
+    from urllib.parse import quote
+
+    if not key:
+        return ()
+    escaped = json.dumps(key)[1:-1]
+    forms = {key, escaped, escaped.replace("/", "\\/"), html.escape(key), quote(key)}
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def settings_from_connection(
@@ -273,26 +293,33 @@ def settings_from_airflow_connection(
     )
 
 
-def mask_secret(secret: str) -> None:
+class ClubCollectConnectionMixin:
     """
-    Register the key with Airflow's secrets masker, so no log line can show it.
+    What the operators and the sensor share: the connection they use and the hook they build.
 
-    Airflow masks connection passwords it hands out; registering again also covers keys
-    stripped of whitespace and connections built outside a task.
-
-    :param secret: the API key.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
+        requests (back-off; the count comes from the connection).  Airflow 3.3's ``BaseOperator`` takes a
+        ``retry_policy`` of its own (whether to retry the task): anything that is not a ``RetryPolicy``
+        is passed on to it.
     """
-    from airflow.sdk.log import mask_secret as _mask_secret
 
-    _mask_secret(secret)
+    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            kwargs["retry_policy"] = retry_policy
+            retry_policy = None
+        super().__init__(**kwargs)
+        self.clubcollect_conn_id = clubcollect_conn_id
+        self.clubcollect_retry_policy: RetryPolicy | None = retry_policy
 
+    @functools.cached_property
+    def hook(self) -> ClubCollectHook:
+        """The hook, built once per task run, with a connection pool for every request in flight."""
+        # Imported here: a DAG file that only builds operators does not load the request layer.
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
 
-async def amask_secret(secret: str) -> None:
-    """
-    :func:`mask_secret` for code on an event loop (the triggerer), which must not block it.
-
-    :param secret: the API key.
-    """
-    from airflow.sdk.log import amask_secret as _amask_secret
-
-    await _amask_secret(secret)
+        return ClubCollectHook(
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
+            retry_policy=self.clubcollect_retry_policy,
+        )

@@ -7,11 +7,41 @@ input, fix the key, or wait.  No error ever contains the API key.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any, Final
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_clubcollect.wire import MAX_MESSAGE_CHARS, shorten
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.wire import ApiRequest, RawResponse
+
+#: The longest text quoted from a value or an answer in a message, and the longest message.
+MAX_QUOTED_CHARS: Final = 200
+MAX_MESSAGE_CHARS: Final = 20_000
+
+
+def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """
+    ``repr(value)``, cut to at most ``limit`` characters, for naming a value in a message.
+
+    :param value: the value, such as a bad ID of any size.
+    :param limit: the most characters to keep.
+    """
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested deeper than repr goes
+        text = f"<{type(value).__name__} nested too deep to show>"
+    return shorten(text, limit)
+
+
+def shorten(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """
+    ``text`` cut to at most ``limit`` characters, saying so with ``...`` at the end.
+
+    :param text: any text, such as one built from an answer.
+    :param limit: the most characters to keep.
+    """
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
 class ClubCollectError(AirflowException):
@@ -156,3 +186,98 @@ _ERROR_CLASSES: dict[str, type[ClubCollectError]] = {
         ClubCollectAmbiguousError,
     )
 }
+
+
+def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
+    """
+    The error an unsuccessful answer stands for.
+
+    :param request: the request the answer belongs to.
+    :param response: the answer (any status outside 2xx).
+    :param attempts: how many times the request was sent, for the message.
+    """
+    status = response.status
+    code = error_code_of(response.body)
+    if code is not None:
+        code = shorten(code, 100)
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    detail = f"HTTP {status}" + (f" {code}" if code else "")
+    if code is None and response.body:
+        detail += f" ({snippet(response.body)})"
+    prefix = f"Could not {request.description}: {detail}{tried}."
+    cls: type[ClubCollectError] = ClubCollectError
+    advice = ""
+    if status in (401, 403):
+        cls, advice = (
+            ClubCollectAuthError,
+            (
+                " The API refused the key: check the API key in the connection "
+                "(a firewall's 403 may also mean the request was blocked)."
+            ),
+        )
+    elif status == 404 and code != request.not_found_code:
+        # The API answers its 404s with a documented code; anything else (an HTML page, an
+        # empty body, another code) is most likely a web server answering for a wrong path.
+        cls, advice = (
+            ClubCollectNotFoundError,
+            (
+                f" Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
+                "is the connection's base URL right (it should end in /api)?"
+            ),
+        )
+    elif status == 404:
+        cls, advice = ClubCollectNotFoundError, " It does not exist, or this API key may not see it."
+    elif status == 422:
+        cls, advice = ClubCollectValidationError, " The API refused the input."
+    elif status == 429:
+        cls, advice = ClubCollectRateLimitError, " The API is rate limiting: wait, or lower max_concurrency."
+    elif status >= 500:
+        cls, advice = ClubCollectServerError, " ClubCollect is failing; try again later."
+    return cls(prefix + advice, status_code=status, error_code=code)
+
+
+def error_code_of(body: bytes) -> str | None:
+    """
+    The API's error code in an error body: ``{"error": code}`` or ``{"errors": code}``.
+
+    :param body: the body bytes; an HTML page or anything else gives ``None``.
+    """
+    payload = decode_json(body)
+    if not isinstance(payload, dict):
+        return None
+    # ClubCollect's company page documents ``{"errors": "not_found"}``: read both keys.
+    for key in ("error", "errors"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            return ",".join(value)
+    return None
+
+
+#: What :func:`decode_json` returns for a body that is not JSON (compared by identity).
+NOT_JSON: Final = object()
+
+
+def decode_json(body: bytes) -> Any:
+    """
+    An answer's JSON value, or :data:`NOT_JSON`.
+
+    :param body: the body bytes.
+    """
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a body nested deeper than Python's parser goes ("[" * 100_000).
+        return NOT_JSON
+
+
+def snippet(body: bytes, limit: int = 120) -> str:
+    """
+    The start of an answer's body, whitespace collapsed, quoted for a message.
+
+    :param body: the body bytes.
+    :param limit: the most characters to keep.
+    """
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))

@@ -2,22 +2,25 @@
 
 The connection form is declared here as data (``conn-fields`` and ``ui-field-behaviour``), the way
 Airflow 3.2+ reads it without importing the hook; the hook defines none of the deprecated form
-methods.  Defaults shown in the form come from the same constants the hook uses.
+methods.  Defaults shown in the form are the constants below, which the hook uses too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from airflow_provider_clubcollect.wire import (
-    CONN_EXTRA_MAX_RETRIES,
-    CONN_EXTRA_TIMEOUT,
-    CONN_TYPE,
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT_SECONDS,
-    DISTRIBUTION_NAME,
-)
+# The distribution and its connection, defined here because Airflow reads this module (through
+# the package's entry point) without importing the hook, and the hook, the sandbox and the
+# connection form all name the same things.  Plain values only: importing this must never import Airflow.
+DISTRIBUTION_NAME: Final = "airflow-provider-clubcollect"
+CONN_TYPE: Final = "clubcollect"
+DEFAULT_CONN_ID: Final = "clubcollect_default"
+CONN_EXTRA_TIMEOUT: Final = "timeout"
+CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
+DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+DEFAULT_MAX_RETRIES: Final = 5
+#: The most retries allowed: more would wait for hours and only hide an outage.
+MAX_RETRIES_LIMIT: Final = 100
 
 _INTEGRATION = "ClubCollect"
 
@@ -88,6 +91,7 @@ def get_provider_info() -> dict[str, Any]:
                             "type": ["integer", "null"],
                             "default": DEFAULT_MAX_RETRIES,
                             "minimum": 0,
+                            "maximum": MAX_RETRIES_LIMIT,
                         },
                         "description": "Retries after a connection error, 429 or 5xx, "
                         "with exponential back-off; Retry-After is honoured.",
@@ -97,7 +101,7 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema", "login", "port", "extra"],
                     "relabeling": {"password": "API key", "host": "Base URL"},
                     "placeholders": {
-                        "host": f"{DEFAULT_BASE_URL} (default), sandbox.clubcollect.com, or http://127.0.0.1:8765/api",
+                        "host": "https://app.clubcollect.com/api (default), sandbox.clubcollect.com, or http://127.0.0.1:8765/api",
                         "password": "ClubCollect partner API key",
                     },
                 },

@@ -8,23 +8,22 @@ the transports do, with ``time.sleep`` or ``asyncio.sleep``.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import math
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NamedTuple
 
-from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-from airflow_provider_clubcollect.wire import DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT, RawResponse, shown
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT
+from airflow_provider_clubcollect.wire import RawResponse
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import ApiRequest
 
 
-@dataclass(frozen=True)
-class TransportFailure:
+class TransportFailure(NamedTuple):
     """
     No HTTP answer arrived.
 
@@ -141,23 +140,6 @@ class RetryPolicy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def split_retry_policy(retry_policy: object, kwargs: dict[str, Any]) -> tuple[RetryPolicy | None, dict[str, Any]]:
-    """
-    Tell a ClubCollect request policy from Airflow's task ``retry_policy``, for an operator's arguments.
-
-    Airflow 3.3's ``BaseOperator`` takes a ``retry_policy`` of its own (whether to retry the task);
-    the provider's operators take this module's :class:`RetryPolicy` under the same name.  A
-    :class:`RetryPolicy` is kept for the requests; anything else goes on to ``BaseOperator``.
-
-    :param retry_policy: what the operator was given as ``retry_policy``.
-    :param kwargs: the other keyword arguments for ``BaseOperator``.
-    :return: the request policy (or ``None``) and the keyword arguments for ``BaseOperator``.
-    """
-    if retry_policy is None or isinstance(retry_policy, RetryPolicy):
-        return retry_policy, kwargs
-    return None, {**kwargs, "retry_policy": retry_policy}
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """
     Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
@@ -171,6 +153,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value.strip()))
     except ValueError:
         pass
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError):

@@ -10,41 +10,11 @@ sync and async paths always agree.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
-from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError
-from airflow_provider_clubcollect.wire import (
-    SENDER_COMPANY,
-    SENDER_CUSTOMER,
-    parse_iso_datetime,
-    shown,
-    validate_id,
-)
-
-
-def parse_date(value: Any) -> datetime:
-    """
-    Read a ticket's ISO 8601 date as a timezone-aware UTC datetime.
-
-    :param value: the ``date`` field; a date without offset is taken as UTC.
-    :raises ClubCollectServerError: when it is not an ISO 8601 date.
-    """
-    parsed = parse_iso_datetime(value)
-    if parsed is not None:
-        return parsed
-    # The fast path above reads what the API sends; pendulum reads the rest of ISO 8601.
-    import pendulum
-
-    try:
-        other = pendulum.parse(str(value)[:100], tz="UTC") if isinstance(value, str) else None
-    except Exception as exc:
-        raise ClubCollectServerError(f"The API gave a ticket date that is not ISO 8601: {shown(value)}.") from exc
-    result = parse_iso_datetime(other)  # the same UTC conversion, edges of the calendar included
-    if result is None:
-        raise ClubCollectServerError(f"The API gave a ticket date that is not a date and time: {shown(value)}.")
-    return result
+from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
+from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, parse_iso_datetime, validate_id
 
 
 def ticket_date(ticket: Mapping[str, Any]) -> datetime:
@@ -54,28 +24,29 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
     :param ticket: a ticket dict.
     :raises ClubCollectServerError: naming the ticket when it has no date or an unreadable one.
     """
-    if "date" not in ticket:
+    date = parse_iso_datetime(ticket.get("date"))
+    if date is None:
+        got = f"a 'date' that is not ISO 8601 ({shown(ticket['date'])})" if "date" in ticket else "no 'date'"
         raise ClubCollectServerError(
-            f"The API gave ticket {shown(ticket.get('ticket_id'))} with no 'date': its thread cannot be judged by time."
+            f"The API gave ticket {shown(ticket.get('ticket_id'))} with {got}: its thread cannot be judged by time."
         )
-    return parse_date(ticket["date"])
+    return date
 
 
-def to_utc(value: datetime | str | None) -> datetime:
+def to_utc(value: datetime | str | None, name: str = "reference_time") -> datetime:
     """
     The reference time "now" for a selection: current UTC time, or a given (templated) one.
 
     :param value: ``None`` for now; a datetime or ISO 8601 string otherwise (naive means UTC).
+    :param name: the parameter's name, for the error.
     :raises ClubCollectValidationError: for a string that is not ISO 8601.
     """
     if value is None or value == "":
         return datetime.now(timezone.utc)
-    try:
-        return parse_date(value)
-    except ClubCollectServerError as exc:
-        raise ClubCollectValidationError(
-            f"reference_time must be a datetime or an ISO 8601 string, got {shown(value)}."
-        ) from exc
+    moment = parse_iso_datetime(value)
+    if moment is None:
+        raise ClubCollectValidationError(f"{name} must be a datetime or an ISO 8601 string, got {shown(value)}.")
+    return moment
 
 
 def run_reference_time(value: datetime | str | None, context: Mapping[str, Any]) -> datetime:
@@ -126,8 +97,7 @@ def human_duration(duration: timedelta) -> str:
     return " ".join(parts)
 
 
-@dataclass(frozen=True)
-class Thread:
+class Thread(NamedTuple):
     """
     The tickets of one invoice, oldest first.
 
@@ -243,11 +213,9 @@ def find_ticket(
     found = None
     for ticket in tickets:
         if ticket.get("sender") == sender and ticket.get("message") == message:
-            try:
-                recent = parse_date(ticket.get("date")) >= since
-            except ClubCollectServerError:
-                recent = True  # an unreadable date must not make us post twice
-            if recent:
+            date = parse_iso_datetime(ticket.get("date"))
+            # An unreadable date must not make us post twice: it counts as recent.
+            if date is None or date >= since:
                 found = dict(ticket)
     return found
 
@@ -305,7 +273,7 @@ def awaiting_answer_due(
         since = thread.unanswered_since
         assert since is not None  # _unanswered_threads keeps only threads awaiting an answer
         for ticket in thread.awaiting_answer():
-            date = parse_date(ticket["date"])
+            date = ticket_date(ticket)
             due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))
     due.sort(key=lambda item: (item[0], item[1], str(item[2].get("ticket_id"))))
     return [(moment, ticket) for moment, _, ticket in due]

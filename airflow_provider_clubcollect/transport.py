@@ -1,13 +1,12 @@
 """One request layer for the sync hook and the async trigger.
 
-A call is a *flow* (:func:`exchange`): a generator that yields the request to send or a pause to
-take, receives each attempt's outcome, applies the :class:`~airflow_provider_clubcollect.retry.RetryPolicy`
-and finally returns the parsed answer or raises the typed error.  Two small drivers run a flow:
-:func:`run_sync` over ``requests`` and :func:`run_async` over ``httpx``.  So retries, waits,
-error mapping and parsing exist once, and only the socket work differs.
-
-``requests`` and ``httpx`` are imported inside the transports, not at module level, to keep DAG
-parsing fast.
+:func:`call_sync` and :func:`call_async` send a request until it has an answer, waiting between
+attempts as the :class:`~airflow_provider_clubcollect.retry.RetryPolicy` says, then parse it or
+raise its typed error.  Both ask one function, :func:`_next_wait`, what to do after each
+attempt, so retries, waits, error mapping and parsing exist once and only the socket work (and
+``time.sleep`` against ``asyncio.sleep``) differs.  The transports send one attempt each:
+:class:`SyncTransport` over ``requests``, :class:`AsyncTransport` over ``httpx``, both imported
+when a transport is built, not at module level, to keep DAG parsing fast.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError
+from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError, error_for
 from airflow_provider_clubcollect.retry import TransportFailure, Verdict
-from airflow_provider_clubcollect.wire import RawResponse, error_for, parse_response
+from airflow_provider_clubcollect.wire import RawResponse, parse_response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -36,117 +33,86 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Pause:
+def call_sync(request: ApiRequest, policy: RetryPolicy, send: Callable[[ApiRequest], Outcome]) -> Any:
     """
-    A wait between two attempts.
-
-    :param seconds: how long.
-    """
-
-    seconds: float
-
-
-#: A flow yields what to do next, receives the outcome (``None`` after a pause), returns the answer.
-Flow = Generator["ApiRequest | Pause", "Outcome | None", Any]
-
-
-def exchange(request: ApiRequest, policy: RetryPolicy) -> Flow:
-    """
-    The flow of one API call: send, judge, wait and retry, then parse.
+    One API call with blocking I/O: send, and retry as the policy says, then parse.
 
     :param request: what to send.
     :param policy: when to retry and how long to wait.
-    :return: (as the generator's return value) the parsed JSON answer, or ``None`` for a 204.
+    :param send: sends one attempt and returns its outcome.
+    :return: the parsed JSON answer, or ``None`` for a 204.
     :raises ClubCollectError: the typed error of the final outcome.
     :raises ClubCollectAmbiguousError: when a non-idempotent request may have been applied.
     """
-    attempt = 0
+    attempt = 1
     while True:
+        outcome = send(request)
+        wait = _next_wait(request, policy, outcome, attempt)
+        if wait is None:
+            return parse_response(request, _answer(outcome), attempts=attempt)
+        time.sleep(wait)
         attempt += 1
-        outcome = yield request
-        if outcome is None:  # pragma: no cover - a driver bug, not a runtime condition
-            raise RuntimeError("A flow must receive the outcome of the request it yielded.")
-        verdict = policy.verdict(request, outcome)
-        if verdict is Verdict.FINAL:
-            assert isinstance(outcome, RawResponse)
-            return parse_response(request, outcome, attempts=attempt)
-        if verdict is Verdict.AMBIGUOUS:
-            raise ClubCollectAmbiguousError(
-                f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
-                "applied, so it was not sent again blindly.",
-                status_code=outcome.status if isinstance(outcome, RawResponse) else None,
-                timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
-            )
-        if attempt > policy.max_retries:
-            raise _exhausted(request, outcome, attempt)
-        wait = policy.wait_seconds(attempt, outcome)
-        log.warning(
-            "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
-            request.description,
-            _describe(outcome),
-            attempt,
-            policy.max_retries + 1,
-            wait,
+
+
+async def call_async(request: ApiRequest, policy: RetryPolicy, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Any:
+    """
+    :func:`call_sync` on an event loop, never blocking it.
+
+    :param request: what to send.
+    :param policy: when to retry and how long to wait.
+    :param send: sends one attempt and returns its outcome.
+    """
+    attempt = 1
+    while True:
+        outcome = await send(request)
+        wait = _next_wait(request, policy, outcome, attempt)
+        if wait is None:
+            return parse_response(request, _answer(outcome), attempts=attempt)
+        await asyncio.sleep(wait)
+        attempt += 1
+
+
+def _next_wait(request: ApiRequest, policy: RetryPolicy, outcome: Outcome, attempt: int) -> float | None:
+    """Seconds to wait before sending again; ``None`` when the outcome is the answer.  Raises when giving up."""
+    verdict = policy.verdict(request, outcome)
+    if verdict is Verdict.FINAL:
+        return None
+    if verdict is Verdict.AMBIGUOUS:
+        raise ClubCollectAmbiguousError(
+            f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
+            "applied, so it was not sent again blindly.",
+            status_code=outcome.status if isinstance(outcome, RawResponse) else None,
+            timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
         )
-        yield Pause(wait)
+    if attempt > policy.max_retries:
+        if isinstance(outcome, RawResponse):
+            raise error_for(request, outcome, attempts=attempt)
+        raise ClubCollectServerError(
+            f"Could not {request.description}: {outcome.reason}, after {attempt} attempts. "
+            "ClubCollect could not be reached; check the base URL and the network, or try again later."
+        )
+    wait = policy.wait_seconds(attempt, outcome)
+    log.warning(
+        "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
+        request.description,
+        _describe(outcome),
+        attempt,
+        policy.max_retries + 1,
+        wait,
+    )
+    return wait
+
+
+def _answer(outcome: Outcome) -> RawResponse:
+    # A final outcome is always an answer: every transport failure is retried or ambiguous.
+    assert isinstance(outcome, RawResponse)
+    return outcome
 
 
 def _describe(outcome: Outcome) -> str:
     if isinstance(outcome, TransportFailure):
         return outcome.reason
     return f"HTTP {outcome.status}"
-
-
-def _exhausted(request: ApiRequest, outcome: Outcome, attempts: int) -> Exception:
-    if isinstance(outcome, RawResponse):
-        return error_for(request, outcome, attempts=attempts)
-    return ClubCollectServerError(
-        f"Could not {request.description}: {outcome.reason}, after {attempts} attempts. "
-        "ClubCollect could not be reached; check the base URL and the network, or try again later."
-    )
-
-
-def run_sync(flow: Flow, send: Callable[[ApiRequest], Outcome]) -> Any:
-    """
-    Drive a flow with blocking I/O.
-
-    :param flow: the flow, such as :func:`exchange` returns.
-    :param send: sends one request and returns its outcome.
-    :return: the flow's return value.
-    """
-    step = next(flow)
-    while True:
-        reply: Outcome | None = None
-        if isinstance(step, Pause):
-            time.sleep(step.seconds)
-        else:
-            reply = send(step)
-        try:
-            step = flow.send(reply)
-        except StopIteration as stop:
-            return stop.value
-
-
-async def run_async(flow: Flow, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Any:
-    """
-    Drive a flow on an event loop, never blocking it.
-
-    :param flow: the flow, such as :func:`exchange` returns.
-    :param send: sends one request and returns its outcome.
-    :return: the flow's return value.
-    """
-    step = next(flow)
-    while True:
-        reply: Outcome | None = None
-        if isinstance(step, Pause):
-            await asyncio.sleep(step.seconds)
-        else:
-            reply = await send(step)
-        try:
-            step = flow.send(reply)
-        except StopIteration as stop:
-            return stop.value
 
 
 def _connect_timeout(settings: ClientSettings) -> TransportFailure:
@@ -199,7 +165,8 @@ class SyncTransport:
             response = self.session.request(
                 request.method,
                 self.settings.url(request.path),
-                params=list(request.params),
+                # None rather than an empty list: requests merges even empty params, at a cost per call.
+                params=request.params or None,
                 json=request.body,
                 timeout=(self.settings.connect_timeout, self.settings.timeout),
                 allow_redirects=False,
@@ -263,7 +230,7 @@ class AsyncTransport:
             response = await self.client.request(
                 request.method,
                 self.settings.url(request.path),
-                params=list(request.params),
+                params=request.params or None,
                 json=request.body,
             )
         except httpx.ConnectTimeout:

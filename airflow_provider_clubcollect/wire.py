@@ -1,47 +1,32 @@
-"""The ClubCollect Tickets API on the wire: every name, path and code, in one module.
+"""The ClubCollect Tickets API on the wire: its paths, names and codes, in one module.
 
-Request building (:class:`ApiRequest` and its constructors) and response parsing
-(:func:`parse_response`) live here and are shared by the sync hook, the async trigger and the
-sandbox, so that the three can never drift apart.  This module does no I/O and does not import
-Airflow at module level (the errors are imported where raised): ``get_provider_info`` reads its
-constants while Airflow itself is still importing, and the sandbox runs without Airflow loaded.
+Request building (:class:`ApiRequest` and its constructors), input validation and response
+parsing live here and are shared by the sync hook and the async trigger, so that the two can
+never drift apart.  This module does no I/O.  The distribution's and the connection's names
+(``clubcollect``, ``clubcollect_default``, the extras) are in
+:mod:`~airflow_provider_clubcollect.get_provider_info`, which Airflow reads without importing this.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeGuard, cast
+from typing import Any, Final, NamedTuple, TypedDict, cast
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectServerError
-
-# --- the distribution and the Airflow connection --------------------------------------------
-
-DISTRIBUTION_NAME: Final = "airflow-provider-clubcollect"
-CONN_TYPE: Final = "clubcollect"
-DEFAULT_CONN_ID: Final = "clubcollect_default"
-CONN_EXTRA_TIMEOUT: Final = "timeout"
-CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
-DEFAULT_TIMEOUT_SECONDS: Final = 30.0
-#: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
-MAX_CONNECT_TIMEOUT_SECONDS: Final = 10.0
-DEFAULT_MAX_RETRIES: Final = 5
-#: The most retries allowed: more would wait for hours and only hide an outage.
-MAX_RETRIES_LIMIT: Final = 100
-
-# --- the API ----------------------------------------------------------------------------------
+from airflow_provider_clubcollect.exceptions import (
+    NOT_JSON,
+    ClubCollectServerError,
+    ClubCollectValidationError,
+    decode_json,
+    error_for,
+    shown,
+    snippet,
+)
 
 DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
 #: The path every base URL gets when the connection names only a host.
 BASE_PATH: Final = "/api"
 API_VERSION_PREFIX: Final = "v2"
-
-AUTH_HEADER: Final = "Authorization"
-AUTH_SCHEME: Final = "ApiKey"
-JSON_MEDIA_TYPE: Final = "application/json"
 
 STATUS_UNANSWERED: Final = "unanswered"
 STATUS_ANSWERED: Final = "answered"
@@ -56,22 +41,13 @@ ACTION_ARCHIVE: Final = "archive"
 ACTION_ASSIGN_TO_SUPPORT: Final = "assign_to_support"
 ACTIONS: Final = (ACTION_ARCHIVE, ACTION_ASSIGN_TO_SUPPORT)
 
-#: The deprecated query parameter that puts the key into URLs and access logs: never sent.
-PARAM_API_KEY_DEPRECATED: Final = "api_key"
-PARAM_PAGE_NUMBER: Final = "page_number"
-PARAM_PAGE_SIZE: Final = "page_size"
+#: The API's default page size (the provider always asks for :data:`MAX_PAGE_SIZE`), and its most.
 API_DEFAULT_PAGE_SIZE: Final = 30
 MAX_PAGE_SIZE: Final = 100
 
-# Documented error codes.
+# Documented error codes; a 404 without its call's code comes from something else than the API.
 ERROR_INVALID_INVOICE_ID: Final = "invalid_invoice_id"
-ERROR_INVALID_MESSAGE: Final = "invalid_message"
 ERROR_NOT_FOUND: Final = "not_found"
-ERROR_INVALID_ACTION: Final = "invalid_action"
-
-#: The longest text quoted from a value or an answer in a message, and the longest message.
-MAX_QUOTED_CHARS: Final = 200
-MAX_MESSAGE_CHARS: Final = 20_000
 
 
 class Ticket(TypedDict):
@@ -104,30 +80,6 @@ class Page(TypedDict):
     total_pages: int
 
 
-def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
-    """
-    ``repr(value)``, cut to at most ``limit`` characters, for naming a value in a message.
-
-    :param value: the value, such as a bad ID of any size.
-    :param limit: the most characters to keep.
-    """
-    try:
-        text = repr(value)
-    except RecursionError:  # a value nested deeper than repr goes
-        text = f"<{type(value).__name__} nested too deep to show>"
-    return shorten(text, limit)
-
-
-def shorten(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
-    """
-    ``text`` cut to at most ``limit`` characters, saying so with ``...`` at the end.
-
-    :param text: any text, such as one built from an answer.
-    :param limit: the most characters to keep.
-    """
-    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
-
-
 def invoice_tickets_path(invoice_id: str) -> str:
     """
     Path of an invoice's tickets, relative to the base URL.
@@ -135,29 +87,6 @@ def invoice_tickets_path(invoice_id: str) -> str:
     :param invoice_id: the invoice; validated and quoted as one path segment.
     """
     return f"{API_VERSION_PREFIX}/invoices/{_segment(invoice_id, 'invoice_id')}/tickets"
-
-
-def invoice_action_path(invoice_id: str, action: str) -> str:
-    """
-    Path of an action on an invoice's tickets, relative to the base URL.
-
-    :param invoice_id: the invoice; validated and quoted as one path segment.
-    :param action: one of :data:`ACTIONS`.
-    """
-    if action not in ACTIONS:
-        raise _invalid(f"Unknown ticket action {shown(action)}; allowed: {', '.join(ACTIONS)}.")
-    return f"{invoice_tickets_path(invoice_id)}/actions/{action}"
-
-
-def company_tickets_path(company_id: str, status: str) -> str:
-    """
-    Path of a company's tickets in one status, relative to the base URL.
-
-    :param company_id: the company; validated and quoted as one path segment.
-    :param status: one of :data:`STATUSES`.
-    """
-    company = _segment(company_id, "company_id")
-    return f"{API_VERSION_PREFIX}/companies/{company}/tickets/{validate_status(status)}"
 
 
 # --- validation: before any request is sent ---------------------------------------------------
@@ -176,19 +105,21 @@ def validate_id(value: object, name: str) -> str:
     :raises ClubCollectValidationError: when the ID is not a usable path segment.
     """
     if not isinstance(value, str):
-        raise _invalid(f"{name} must be a string, got {type(value).__name__} {shown(value)}.")
+        raise ClubCollectValidationError(f"{name} must be a string, got {type(value).__name__} {shown(value)}.")
     if not value.strip():
-        raise _invalid(f"{name} must not be empty or whitespace, got {shown(value)}.")
+        raise ClubCollectValidationError(f"{name} must not be empty or whitespace, got {shown(value)}.")
     if value != value.strip():
         # Refused rather than stripped: an ID is opaque, so a padded one is a bug upstream
         # (a template or a file) that should be seen, not silently turned into another ID.
-        raise _invalid(f"{name} must not start or end with whitespace, got {shown(value)}.")
+        raise ClubCollectValidationError(f"{name} must not start or end with whitespace, got {shown(value)}.")
     if "/" in value or "\\" in value:
-        raise _invalid(f"{name} must not contain '/' or '\\', got {shown(value)}.")
+        raise ClubCollectValidationError(f"{name} must not contain '/' or '\\', got {shown(value)}.")
     if value in (".", ".."):
-        raise _invalid(f"{name} must not be '.' or '..' (HTTP clients collapse them out of a path), got {value!r}.")
+        raise ClubCollectValidationError(
+            f"{name} must not be '.' or '..' (HTTP clients collapse them out of a path), got {value!r}."
+        )
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise _invalid(f"{name} must not contain control characters, got {shown(value)}.")
+        raise ClubCollectValidationError(f"{name} must not contain control characters, got {shown(value)}.")
     return value
 
 
@@ -201,7 +132,7 @@ def validate_status(status: object) -> str:
     :raises ClubCollectValidationError: when it is not one of :data:`STATUSES`.
     """
     if status not in STATUSES:
-        raise _invalid(f"Unknown ticket status {shown(status)}; allowed: {', '.join(STATUSES)}.")
+        raise ClubCollectValidationError(f"Unknown ticket status {shown(status)}; allowed: {', '.join(STATUSES)}.")
     return str(status)
 
 
@@ -214,7 +145,9 @@ def validate_page_size(page_size: object) -> int:
     :raises ClubCollectValidationError: unless it is an integer from 1 to :data:`MAX_PAGE_SIZE`.
     """
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise _invalid(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {shown(page_size)}.")
+        raise ClubCollectValidationError(
+            f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {shown(page_size)}."
+        )
     return page_size
 
 
@@ -227,19 +160,8 @@ def validate_page_number(page_number: object) -> int:
     :raises ClubCollectValidationError: unless it is an integer of at least 1.
     """
     if isinstance(page_number, bool) or not isinstance(page_number, int) or page_number < 1:
-        raise _invalid(f"page_number must be an integer of at least 1, got {shown(page_number)}.")
+        raise ClubCollectValidationError(f"page_number must be an integer of at least 1, got {shown(page_number)}.")
     return page_number
-
-
-def is_valid_message(message: object) -> TypeGuard[str]:
-    """
-    Whether the API accepts a ticket message: a string with text other than whitespace.
-
-    The rule itself, with no error attached, so that the sandbox can apply it without Airflow.
-
-    :param message: the message text.
-    """
-    return isinstance(message, str) and bool(message.strip())
 
 
 def validate_message(message: object) -> str:
@@ -250,15 +172,11 @@ def validate_message(message: object) -> str:
     :return: the message, unchanged.
     :raises ClubCollectValidationError: when it is not a string with some non-whitespace text.
     """
-    if not is_valid_message(message):
-        raise _invalid(f"message must be a non-empty string with text other than whitespace, got {shown(message)}.")
+    if not isinstance(message, str) or not message.strip():
+        raise ClubCollectValidationError(
+            f"message must be a non-empty string with text other than whitespace, got {shown(message)}."
+        )
     return message
-
-
-def _invalid(message: str) -> Exception:
-    from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-
-    return ClubCollectValidationError(message)
 
 
 def _segment(value: object, name: str) -> str:
@@ -269,8 +187,7 @@ def _segment(value: object, name: str) -> str:
 # --- requests -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ApiRequest:
+class ApiRequest(NamedTuple):
     """
     One call to the API, described as data so that sync and async transports send it the same way.
 
@@ -290,7 +207,7 @@ class ApiRequest:
     path: str
     description: str
     params: tuple[tuple[str, str], ...] = ()
-    body: dict[str, Any] | None = field(default=None, repr=False)
+    body: dict[str, Any] | None = None
     idempotent: bool = True
     expect_body: bool = True
     not_found_code: str = ERROR_INVALID_INVOICE_ID
@@ -330,10 +247,12 @@ def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
     :param invoice_id: the invoice.
     :param action: one of :data:`ACTIONS`.
     """
+    if action not in ACTIONS:
+        raise ClubCollectValidationError(f"Unknown ticket action {shown(action)}; allowed: {', '.join(ACTIONS)}.")
     verb = "archive" if action == ACTION_ARCHIVE else "assign to support"
     return ApiRequest(
         "POST",
-        invoice_action_path(invoice_id, action),
+        f"{invoice_tickets_path(invoice_id)}/actions/{action}",
         f"{verb} tickets of invoice {shown(invoice_id)}",
         body=None,
         expect_body=False,
@@ -351,47 +270,24 @@ def company_tickets_page_request(
     :param page_number: the page, counted from 1.
     :param page_size: tickets per page, 1 to :data:`MAX_PAGE_SIZE`.
     """
-    path = company_tickets_path(company_id, status)
+    path = f"{API_VERSION_PREFIX}/companies/{_segment(company_id, 'company_id')}/tickets/{validate_status(status)}"
     page_number = validate_page_number(page_number)
     page_size = validate_page_size(page_size)
     return ApiRequest(
         "GET",
         path,
         f"fetch page {page_number} of {status} tickets of company {shown(company_id)}",
-        params=((PARAM_PAGE_NUMBER, str(page_number)), (PARAM_PAGE_SIZE, str(page_size))),
+        params=(("page_number", str(page_number)), ("page_size", str(page_size))),
         not_found_code=ERROR_NOT_FOUND,
     )
-
-
-def request_headers(api_key: str, user_agent: str) -> dict[str, str]:
-    """
-    Headers sent with every request.
-
-    :param api_key: the partner API key; it goes into the ``Authorization`` header and nowhere else.
-    :param user_agent: the ``User-Agent``; a firewall in front of the API blocks some default agents.
-    """
-    return {
-        AUTH_HEADER: authorization_value(api_key),
-        "Content-Type": JSON_MEDIA_TYPE,
-        "Accept": JSON_MEDIA_TYPE,
-        "User-Agent": user_agent,
-    }
-
-
-def authorization_value(api_key: str) -> str:
-    """
-    The ``Authorization`` header's value for a key: ``ApiKey <key>``.
-
-    :param api_key: the partner API key.
-    """
-    return f"{AUTH_SCHEME} {api_key}"
 
 
 def parse_iso_datetime(value: object) -> datetime | None:
     """
     An ISO 8601 date and time as an aware UTC datetime; a value without offset is taken as UTC.
 
-    The one reader of the API's ``date`` fields, for the provider and the sandbox alike.
+    The one date reader of the provider: the API's ``date`` fields and the dates users give
+    (``reference_time``, ``since``).  Callers raise the error that fits when it gives ``None``.
 
     :param value: a string such as ``2026-05-01T10:00:00+00:00`` (or ``...Z``), or a datetime.
     :return: the datetime, or ``None`` when the value is not one.
@@ -406,7 +302,17 @@ def parse_iso_datetime(value: object) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            return None
+            # The fast path reads what the API sends; pendulum reads the rest of ISO 8601
+            # (week dates, ordinal dates, basic format).
+            import pendulum
+
+            try:
+                other = pendulum.parse(text[:100], tz="UTC")
+            except Exception:
+                return None
+            if not isinstance(other, datetime):  # a duration, or a time without a date
+                return None
+            parsed = other
     else:
         return None
     if parsed.tzinfo is None:
@@ -420,18 +326,10 @@ def parse_iso_datetime(value: object) -> datetime | None:
         return edge.replace(tzinfo=timezone.utc)
 
 
-def user_agent() -> str:
-    """The ``User-Agent`` naming the provider and its version."""
-    from airflow_provider_clubcollect import __version__
-
-    return f"{DISTRIBUTION_NAME}/{__version__}"
-
-
 # --- responses ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RawResponse:
+class RawResponse(NamedTuple):
     """
     An HTTP answer as the transport received it, before any interpretation.
 
@@ -442,7 +340,7 @@ class RawResponse:
 
     status: int
     headers: dict[str, str]
-    body: bytes = field(repr=False)
+    body: bytes
 
 
 def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> Any:
@@ -458,99 +356,15 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
     if 200 <= response.status < 300:
         if not request.expect_body:
             return None
-        payload = _decode_json(response.body)
-        if payload is _NOT_JSON:
-            from airflow_provider_clubcollect.exceptions import ClubCollectServerError
-
+        payload = decode_json(response.body)
+        if payload is NOT_JSON:
             raise ClubCollectServerError(
                 f"Could not {request.description}: the API answered {response.status} with a body that is "
-                f"not JSON ({_snippet(response.body)}).",
+                f"not JSON ({snippet(response.body)}).",
                 status_code=response.status,
             )
         return payload
     raise error_for(request, response, attempts=attempts)
-
-
-def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
-    """
-    The error an unsuccessful answer stands for.
-
-    :param request: the request the answer belongs to.
-    :param response: the answer (any status outside 2xx).
-    :param attempts: how many times the request was sent, for the message.
-    """
-    from airflow_provider_clubcollect.exceptions import (
-        ClubCollectAuthError,
-        ClubCollectError,
-        ClubCollectNotFoundError,
-        ClubCollectRateLimitError,
-        ClubCollectServerError,
-        ClubCollectValidationError,
-    )
-
-    status = response.status
-    code = error_code_of(response.body)
-    if code is not None:
-        code = shorten(code, 100)
-    tried = f" after {attempts} attempts" if attempts > 1 else ""
-    detail = f"HTTP {status}" + (f" {code}" if code else "")
-    if code is None and response.body:
-        detail += f" ({_snippet(response.body)})"
-    prefix = f"Could not {request.description}: {detail}{tried}."
-    if status in (401, 403):
-        return ClubCollectAuthError(
-            f"{prefix} The API refused the key: check the API key in the connection "
-            "(a firewall's 403 may also mean the request was blocked).",
-            status_code=status,
-            error_code=code,
-        )
-    if status == 404:
-        if code != request.not_found_code:
-            # The API answers its 404s with a documented code; anything else (an HTML page, an
-            # empty body, another code) is most likely a web server answering for a wrong path.
-            return ClubCollectNotFoundError(
-                f"{prefix} Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
-                f"is the connection's base URL right (it should end in {BASE_PATH})?",
-                status_code=status,
-                error_code=code,
-            )
-        return ClubCollectNotFoundError(
-            f"{prefix} It does not exist, or this API key may not see it.",
-            status_code=status,
-            error_code=code,
-        )
-    if status == 422:
-        return ClubCollectValidationError(f"{prefix} The API refused the input.", status_code=status, error_code=code)
-    if status == 429:
-        return ClubCollectRateLimitError(
-            f"{prefix} The API is rate limiting: wait, or lower max_concurrency.",
-            status_code=status,
-            error_code=code,
-        )
-    if status >= 500:
-        return ClubCollectServerError(
-            f"{prefix} ClubCollect is failing; try again later.", status_code=status, error_code=code
-        )
-    return ClubCollectError(prefix, status_code=status, error_code=code)
-
-
-def error_code_of(body: bytes) -> str | None:
-    """
-    The API's error code in an error body: ``{"error": code}`` or ``{"errors": code}``.
-
-    :param body: the body bytes; an HTML page or anything else gives ``None``.
-    """
-    payload = _decode_json(body)
-    if not isinstance(payload, dict):
-        return None
-    # ClubCollect's company page documents ``{"errors": "not_found"}``: read both keys.
-    for key in ("error", "errors"):
-        value = payload.get(key)
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            return ",".join(value)
-    return None
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
@@ -614,24 +428,6 @@ def parse_page_info(request: ApiRequest, payload: Any) -> Page:
 
 
 def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
-    from airflow_provider_clubcollect.exceptions import ClubCollectServerError
-
     return ClubCollectServerError(
         f"Could not {request.description}: the API's answer is not what it documents ({what})."
     )
-
-
-_NOT_JSON: Final = object()
-
-
-def _decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        # RecursionError: a body nested deeper than Python's parser goes ("[" * 100_000).
-        return _NOT_JSON
-
-
-def _snippet(body: bytes, limit: int = 120) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))

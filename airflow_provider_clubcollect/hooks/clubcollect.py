@@ -15,7 +15,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
-from airflow_provider_clubcollect.connection import mask_secret, settings_from_airflow_connection
+from airflow_provider_clubcollect.connection import settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -24,10 +24,11 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectServerError,
     ClubCollectValidationError,
 )
+from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.selection import find_ticket
-from airflow_provider_clubcollect.transport import SyncTransport, exchange, run_sync
+from airflow_provider_clubcollect.transport import SyncTransport, call_sync
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -72,13 +73,13 @@ class ClubCollectHook(BaseHook):
     """
 
     conn_name_attr = "clubcollect_conn_id"
-    default_conn_name = wire.DEFAULT_CONN_ID
-    conn_type = wire.CONN_TYPE
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
     hook_name = "ClubCollect"
 
     def __init__(
         self,
-        clubcollect_conn_id: str = wire.DEFAULT_CONN_ID,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
@@ -93,6 +94,7 @@ class ClubCollectHook(BaseHook):
         self._retry_policy = retry_policy or RetryPolicy()
         self._pool_size = pool_size
         self._settings: ClientSettings | None = None
+        self._policy: RetryPolicy | None = None
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
         self._limiter: AdaptiveLimiter | None = None
@@ -106,16 +108,21 @@ class ClubCollectHook(BaseHook):
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
         if self._settings is None:
+            from airflow.sdk.log import mask_secret
+
             conn = self.get_connection(self.clubcollect_conn_id)
             settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
+            # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
             mask_secret(settings.api_key)
             self._settings = settings
         return self._settings
 
     @property
     def retry_policy(self) -> RetryPolicy:
-        """The retry policy every request of this hook follows."""
-        return dataclasses.replace(self._retry_policy, max_retries=self.settings.max_retries)
+        """The retry policy every request of this hook follows: the connection sets ``max_retries``."""
+        if self._policy is None:
+            self._policy = dataclasses.replace(self._retry_policy, max_retries=self.settings.max_retries)
+        return self._policy
 
     def _get_transport(self) -> SyncTransport:
         with self._lock:
@@ -156,7 +163,7 @@ class ClubCollectHook(BaseHook):
         transport = self._get_transport()
         limiter = limiter or self._limiter
         send = transport.send if limiter is None else functools.partial(limiter.send, transport.send)
-        return run_sync(exchange(request, policy or self.retry_policy), send)
+        return call_sync(request, policy or self.retry_policy, send)
 
     @contextlib.contextmanager
     def _limited(self, limiter: AdaptiveLimiter) -> Iterator[AdaptiveLimiter]:
@@ -259,11 +266,11 @@ class ClubCollectHook(BaseHook):
             return transport.send(request)
 
         while True:
-            # One budget for the whole call: the POSTs retried inside exchange() (429s, refused
+            # One budget for the whole call: the POSTs retried inside call_sync() (429s, refused
             # connections) and those sent again here after a lost answer are max_retries + 1 in all.
             remaining = dataclasses.replace(policy, max_retries=policy.max_retries - posts)
             try:
-                return wire.parse_ticket(request, run_sync(exchange(request, remaining), send))
+                return wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
                 # Wait first: a request whose answer was lost may still be being applied.  Then

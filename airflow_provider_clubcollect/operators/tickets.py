@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
+from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-from airflow_provider_clubcollect.retry import split_retry_policy
 from airflow_provider_clubcollect.selection import (
     check_duration,
     human_duration,
@@ -27,7 +26,6 @@ from airflow_provider_clubcollect.selection import (
     to_utc,
 )
 from airflow_provider_clubcollect.wire import (
-    DEFAULT_CONN_ID,
     MAX_PAGE_SIZE,
     STATUS_ANSWERED,
     STATUS_ARCHIVED,
@@ -44,7 +42,6 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
@@ -53,7 +50,7 @@ def _is_literal(value: Any) -> bool:
     return isinstance(value, str) and not any(marker in value for marker in ("{{", "{%", "{#"))
 
 
-class ClubCollectBaseOperator(BaseOperator):
+class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     """
     Base of the ClubCollect operators: holds the connection id and builds the hook.
 
@@ -66,28 +63,6 @@ class ClubCollectBaseOperator(BaseOperator):
     """
 
     ui_color = "#e8f4ea"
-
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
-        request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
-        super().__init__(**kwargs)
-        self.clubcollect_conn_id = clubcollect_conn_id
-        self.clubcollect_retry_policy = request_policy
-
-    @cached_property
-    def hook(self) -> ClubCollectHook:
-        """The hook, built once per task run."""
-        # Imported here: a DAG file that only builds operators does not load the request layer.
-        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
-
-        return ClubCollectHook(
-            self.clubcollect_conn_id,
-            pool_size=max(DEFAULT_POOL_SIZE, self._in_flight()),
-            retry_policy=self.clubcollect_retry_policy,
-        )
-
-    def _in_flight(self) -> int:
-        """The most requests this operator has in flight at once: its connection pool holds as many."""
-        return 1
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
@@ -216,9 +191,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])},
         )
         return OperatorLineage(inputs=[source], outputs=[export])
-
-    def _in_flight(self) -> int:
-        return self.max_concurrency
 
     def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
@@ -365,9 +337,6 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         self.is_dry_run = bool(dry_run)
         self.max_concurrency = check_concurrency(max_concurrency)
         self.reference_time = reference_time
-
-    def _in_flight(self) -> int:
-        return self.max_concurrency
 
     def execute(self, context: Context) -> list[str]:
         if self.invoice_ids is not None:

@@ -81,8 +81,8 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
     :param server: the running sandbox.
     :param out: where to print.
     """
-    from airflow_provider_clubcollect import wire
     from airflow_provider_clubcollect.connection import is_loopback
+    from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
     from airflow_provider_clubcollect.sandbox.state import STATUSES
 
     lines = [
@@ -103,7 +103,7 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
         lines.append(
             f"  {company['company_id']}  {company['name']}  ({company['invoices']} invoices; tickets: {counts})"
         )
-    env_var = f"AIRFLOW_CONN_{wire.DEFAULT_CONN_ID.upper()}"
+    env_var = f"AIRFLOW_CONN_{DEFAULT_CONN_ID.upper()}"
     lines += [
         "Point Airflow's default ClubCollect connection at it (in the shell that runs Airflow, export this):",
         f"{env_var}='{server.connection_json()}'",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.sandbox.client import SandboxClient
-from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.server import SandboxServer

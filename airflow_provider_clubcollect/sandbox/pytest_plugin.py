@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

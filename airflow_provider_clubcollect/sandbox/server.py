@@ -186,10 +186,10 @@ class SandboxServer:
         """
         import json
 
-        from airflow_provider_clubcollect import wire
+        from airflow_provider_clubcollect.get_provider_info import CONN_TYPE
 
         connection: dict[str, Any] = {
-            "conn_type": conn_type or wire.CONN_TYPE,
+            "conn_type": conn_type or CONN_TYPE,
             "password": self.api_key,
             "host": self.base_url,
         }

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError, SandboxNotFoundError
 from airflow_provider_clubcollect.sandbox.faults import FaultSettings, parse_fault_settings
 from airflow_provider_clubcollect.sandbox.seed import seed_state
@@ -67,10 +66,18 @@ def parse_date(value: object, name: str = "date") -> datetime:
     :param name: what it is, for the error message.
     :raises SandboxInputError: when it is not a date.
     """
-    parsed = wire.parse_iso_datetime(value)
-    if parsed is None:
+    parsed = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not read a trailing "Z"
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = None
+    if not isinstance(parsed, datetime):
         raise SandboxInputError(f"{name} must be an ISO 8601 date, got {value!r}")
-    return parsed
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def new_id() -> str:

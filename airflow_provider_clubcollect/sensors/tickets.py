@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
+from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
-from airflow_provider_clubcollect.retry import split_retry_policy
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     check_duration,
@@ -19,15 +19,13 @@ from airflow_provider_clubcollect.selection import (
     run_reference_time,
     to_utc,
 )
-from airflow_provider_clubcollect.wire import DEFAULT_CONN_ID, STATUS_UNANSWERED, validate_id
+from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, validate_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
     from airflow.sdk import Context
-
-    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
 
 def _default_deferrable() -> bool:
@@ -36,7 +34,7 @@ def _default_deferrable() -> bool:
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
-class UnansweredTicketsSensor(BaseSensorOperator):
+class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     """
     Wait until at least ``min_tickets`` tickets of a company await an answer.
 
@@ -79,9 +77,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
-        request_policy, kwargs = split_retry_policy(retry_policy, kwargs)
-        super().__init__(**kwargs)
-        self.clubcollect_retry_policy = request_policy
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, retry_policy=retry_policy, **kwargs)
         if isinstance(min_tickets, bool) or not isinstance(min_tickets, int) or min_tickets < 1:
             raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
         if unanswered_for is not None:
@@ -91,20 +87,7 @@ class UnansweredTicketsSensor(BaseSensorOperator):
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        self.clubcollect_conn_id = clubcollect_conn_id
         self.max_concurrency = check_concurrency(max_concurrency)
-
-    @cached_property
-    def hook(self) -> ClubCollectHook:
-        """The hook, built once per task run."""
-        # Imported here: a DAG file that only builds the sensor does not load the request layer.
-        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
-
-        return ClubCollectHook(
-            self.clubcollect_conn_id,
-            pool_size=max(DEFAULT_POOL_SIZE, self.max_concurrency),
-            retry_policy=self.clubcollect_retry_policy,
-        )
 
     def poke(self, context: Context) -> PokeReturnValue:
         """

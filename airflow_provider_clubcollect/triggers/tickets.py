@@ -14,9 +14,8 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
@@ -26,17 +25,14 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectRateLimitError,
     ClubCollectServerError,
     ClubCollectValidationError,
-)
-from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import RetryPolicy
-from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, parse_date, to_utc
-from airflow_provider_clubcollect.wire import (
-    DEFAULT_CONN_ID,
-    STATUS_UNANSWERED,
     shorten,
     shown,
-    validate_id,
 )
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.paging import CompanyTicketPager
+from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, ticket_date, to_utc
+from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, validate_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
@@ -207,12 +203,14 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     :return: the transport and the retry policy to use with it.
     """
     from airflow.sdk import BaseHook
+    from airflow.sdk.log import amask_secret
 
-    from airflow_provider_clubcollect.connection import amask_secret, settings_from_airflow_connection
+    from airflow_provider_clubcollect.connection import settings_from_airflow_connection
     from airflow_provider_clubcollect.transport import AsyncTransport
 
     conn = await BaseHook.aget_connection(conn_id)
     settings = settings_from_airflow_connection(conn)
+    # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
     await amask_secret(settings.api_key)
     # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
     transport = await asyncio.to_thread(AsyncTransport, settings)
@@ -234,7 +232,7 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
     from functools import partial
 
     from airflow_provider_clubcollect.bulk import AdaptiveLimiter
-    from airflow_provider_clubcollect.transport import exchange, run_async
+    from airflow_provider_clubcollect.transport import call_async
 
     limiter = AdaptiveLimiter(pager.max_concurrency)
     send = partial(limiter.asend, transport.send)
@@ -243,7 +241,7 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
     try:
         while not pager.done:
             while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
-                pending[asyncio.create_task(run_async(exchange(request, policy), send))] = request
+                pending[asyncio.create_task(call_async(request, policy, send))] = request
             if not pending:  # pragma: no cover - a pager bug; never spin
                 raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
             answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -273,16 +271,14 @@ _STATE_VERSION = 1
 _Key = tuple[str, str, str]
 
 
-@dataclass(frozen=True)
-class _Poll:
+class _Poll(NamedTuple):
     """One read of a company's unanswered list: what the shared poll hands every watcher."""
 
     polled_at: datetime
     tickets: tuple[CompanyTicket, ...]
 
 
-@dataclass(frozen=True)
-class _Reported:
+class _Reported(NamedTuple):
     """
     What a watcher has reported: every key at or below ``watermark``, and each key in ``recent``.
 
@@ -294,8 +290,11 @@ class _Reported:
     watermark: _Key | None = None
     recent: frozenset[_Key] = frozenset()
 
-    def __contains__(self, key: _Key) -> bool:
-        return (self.watermark is not None and key <= self.watermark) or key in self.recent
+    def __contains__(self, key: object) -> bool:
+        # Not a tuple's membership: whether the key was reported, at or below the watermark or recent.
+        return key in self.recent or (
+            self.watermark is not None and isinstance(key, tuple) and cast("_Key", key) <= self.watermark
+        )
 
     def add(self, key: _Key) -> _Reported:
         """This state with ``key`` reported, folded to stay within its bound."""
@@ -564,7 +563,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         since = None if self.since is None else to_utc(self.since)
         fresh = []
         for due, ticket in awaiting_answer_due(poll.tickets, unanswered_for, poll.polled_at):
-            date = parse_date(ticket["date"])
+            date = ticket_date(ticket)
             key = (_iso(due), _iso(date), str(ticket["ticket_id"]))
             if (since is None or date > since) and key not in reported:
                 fresh.append((key, ticket))
@@ -632,10 +631,7 @@ def _iso_since(value: Any) -> str:
     if isinstance(value, datetime):
         return _iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
     if isinstance(value, str) and value.strip():
-        try:
-            return _iso(parse_date(value))
-        except ClubCollectError:
-            pass
+        return _iso(to_utc(value, "since"))
     raise ClubCollectValidationError(
         f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
     )

@@ -194,18 +194,17 @@ def test_create_ticket_on_an_unknown_invoice(api):
     assert (response.status_code, response.json()) == (404, {"error": "invalid_invoice_id"})
 
 
-def test_the_message_rule_is_the_providers(server):
-    # The sandbox checks messages with wire's predicate (no Airflow-based error attached);
-    # this keeps that predicate and wire.validate_message the same rule.
-    from airflow_provider_clubcollect.wire import is_valid_message
-
+def test_the_sandbox_accepts_exactly_the_messages_the_provider_sends(api, thread):
+    # The sandbox states the API's rule itself; the provider validates before sending.  The two
+    # must agree, or a test against the sandbox would pass a message the API refuses (or not).
     for value in ["hi", " x ", "", "  ", "\n\t", None, 3, ["a"], {"a": 1}, "vóór"]:
         try:
             wire.validate_message(value)
-            accepted = True
+            provider_sends = True
         except ValueError:
-            accepted = False
-        assert is_valid_message(value) is accepted, value
+            provider_sends = False
+        response = api.post(invoice_path(thread), json={"message": value})
+        assert response.status_code == (200 if provider_sends else 422), (value, response.text)
 
 
 # --- archive and assign to support ------------------------------------------------------------
