@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from airflow_provider_clubcollect.get_provider_info import get_provider_info
-
-__all__ = ["__version__", "get_provider_info"]
+__all__ = ["__version__"]
 
 __version__ = "1.0.0"

@@ -11,6 +11,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+from airflow_provider_clubcollect import __version__
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
@@ -76,8 +77,6 @@ class ClientSettings(NamedTuple):
         Headers for every request: the key in ``Authorization`` and nowhere else; JSON both ways;
         a ``User-Agent`` naming the provider (a firewall in front of the API blocks some default agents).
         """
-        from airflow_provider_clubcollect import __version__
-
         return {
             "Authorization": f"ApiKey {self.api_key}",
             "Content-Type": "application/json",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from airflow_provider_clubcollect import __version__
+
 # The distribution and its connection, defined here because Airflow reads this module (through
 # the package's entry point) without importing the hook, and the hook, the sandbox and the
 # connection form all name the same things.  Plain values only: importing this must never import Airflow.
@@ -31,8 +33,6 @@ def get_provider_info() -> dict[str, Any]:
 
     :return: provider metadata that validates against ``airflow/provider_info.schema.json``.
     """
-    from airflow_provider_clubcollect import __version__
-
     return {
         "package-name": DISTRIBUTION_NAME,
         "name": "ClubCollect",

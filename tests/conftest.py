@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = REPO_ROOT / "example_dags"
 
-if not os.environ.get("CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"):
+# One home per pytest process: each pytest-xdist worker (``make test`` runs two) gets its own
+# SQLite database; subprocesses a test starts inherit their worker's home.
+_owner = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if os.environ.get("CLUBCOLLECT_TEST_AIRFLOW_HOME_READY") != _owner:
     _home = tempfile.mkdtemp(prefix="clubcollect-airflow-home-")
     os.environ["AIRFLOW_HOME"] = _home
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home}/airflow.db"
-    os.environ["CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"] = "1"
+    os.environ["CLUBCOLLECT_TEST_AIRFLOW_HOME_READY"] = _owner
 
 
 #: A fixed "now" for selection tests, so that they do not depend on the clock.

@@ -24,7 +24,7 @@ def test_provider_info_validates_against_airflow_schema() -> None:
     import airflow
     import jsonschema
 
-    from airflow_provider_clubcollect import get_provider_info
+    from airflow_provider_clubcollect.get_provider_info import get_provider_info
 
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     info = get_provider_info()
@@ -35,12 +35,12 @@ def test_provider_info_validates_against_airflow_schema() -> None:
 
 def test_entry_point_points_at_get_provider_info() -> None:
     (entry_point,) = [ep for ep in metadata.entry_points(group="apache_airflow_provider") if ep.dist.name == DIST]
-    assert entry_point.value == "airflow_provider_clubcollect:get_provider_info"
+    assert entry_point.value == "airflow_provider_clubcollect.get_provider_info:get_provider_info"
     assert entry_point.load()()["package-name"] == DIST
 
 
 def test_connection_form_is_declared_as_data() -> None:
-    from airflow_provider_clubcollect import get_provider_info
+    from airflow_provider_clubcollect.get_provider_info import get_provider_info
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
     (conn,) = get_provider_info()["connection-types"]

@@ -230,7 +230,9 @@ class ClubCollectHook(BaseHook):
                 )
                 return cast("wire.Ticket", dict(earlier["ticket"]))
             if earlier.get("intent_at"):
-                since = datetime.fromisoformat(earlier["intent_at"]) - CLOCK_SKEW
+                intent = wire.parse_iso_datetime(earlier["intent_at"])
+                # An unreadable record (edited by hand) looks at the whole thread: never post twice.
+                since = intent - CLOCK_SKEW if intent is not None else datetime.min.replace(tzinfo=timezone.utc)
                 posted = self.find_posted_ticket(invoice_id, message, since=since)
                 if posted is not None:
                     self.log.info(
