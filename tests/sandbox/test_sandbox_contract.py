@@ -186,3 +186,18 @@ def test_errors_answer_as_the_page_shows(api: Any, example_thread: Any, title: s
 
     assert answer.status_code == status
     assert answer.json() == example(CALLS[title]["answers"][status])
+
+
+def test_the_sandbox_imports_nothing_of_the_providers_request_layer() -> None:
+    """The sandbox states the API itself: were it to take a path, a field name or a date rule from
+    the provider's request layer, a mistake there would pass every test against the sandbox."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_provider_clubcollect.sandbox.app, airflow_provider_clubcollect.sandbox.server; "
+        "print(sorted(m for m in sys.modules if m.startswith('airflow_provider_clubcollect.') "
+        "and not m.startswith('airflow_provider_clubcollect.sandbox')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
