@@ -21,7 +21,7 @@ from airflow_provider_clubcollect.retry import TransportFailure, Verdict
 from airflow_provider_clubcollect.wire import RawResponse, parse_response
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Mapping
 
     import httpx
     import requests
@@ -125,9 +125,10 @@ def _read_timeout(settings: ClientSettings) -> TransportFailure:
     return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
 
 
-def _raw(settings: ClientSettings, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> RawResponse:
+def _raw(settings: ClientSettings, status: int, headers: Mapping[str, str], body: bytes) -> RawResponse:
     # The key is scrubbed from the body before anything reads it (see ClientSettings.scrub_body).
-    return RawResponse(status, {name.lower(): value for name, value in headers}, settings.scrub_body(body))
+    # Headers stay in the library's case-insensitive mapping: only Retry-After is ever read.
+    return RawResponse(status, headers, settings.scrub_body(body))
 
 
 class SyncTransport:
@@ -180,7 +181,7 @@ class SyncTransport:
             return TransportFailure(self.settings.scrub(reason), maybe_applied)
         except requests.exceptions.RequestException as exc:
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
-        return _raw(self.settings, response.status_code, response.headers.items(), response.content)
+        return _raw(self.settings, response.status_code, response.headers, response.content)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -241,7 +242,7 @@ class AsyncTransport:
             return _read_timeout(self.settings)
         except httpx.TransportError as exc:
             return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
-        return _raw(self.settings, response.status_code, response.headers.items(), response.content)
+        return _raw(self.settings, response.status_code, response.headers, response.content)
 
     async def aclose(self) -> None:
         """Close the client and its connections."""

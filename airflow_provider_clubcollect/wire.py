@@ -9,8 +9,9 @@ never drift apart.  This module does no I/O.  The distribution's and the connect
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
-from typing import Any, Final, NamedTuple, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict, cast
 from urllib.parse import quote
 
 from airflow_provider_clubcollect.exceptions import (
@@ -22,6 +23,9 @@ from airflow_provider_clubcollect.exceptions import (
     shown,
     snippet,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
 #: The path every base URL gets when the connection names only a host.
@@ -80,6 +84,9 @@ class Page(TypedDict):
     total_pages: int
 
 
+_CONTROL_CHARACTER: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def invoice_tickets_path(invoice_id: str) -> str:
     """
     Path of an invoice's tickets, relative to the base URL.
@@ -118,7 +125,7 @@ def validate_id(value: object, name: str) -> str:
         raise ClubCollectValidationError(
             f"{name} must not be '.' or '..' (HTTP clients collapse them out of a path), got {value!r}."
         )
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+    if _CONTROL_CHARACTER.search(value):
         raise ClubCollectValidationError(f"{name} must not contain control characters, got {shown(value)}.")
     return value
 
@@ -334,12 +341,12 @@ class RawResponse(NamedTuple):
     An HTTP answer as the transport received it, before any interpretation.
 
     :param status: the HTTP status code.
-    :param headers: the headers, with lower-case names.
+    :param headers: the headers, read case-insensitively (the HTTP library's own mapping, not copied).
     :param body: the body bytes.
     """
 
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     body: bytes
 
 
