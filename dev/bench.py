@@ -456,29 +456,31 @@ def bench_cpu(client: Any, base_url: str, rows: list[Row]) -> None:
     session.trust_env = False
     session.headers.update(hook.settings.headers())
     url = f"{base_url}/api/v2/invoices/{invoice_id}/tickets"
-    n = 400
-
-    def cpu_per_request(call: Callable[[], Any]) -> float:
-        for _ in range(20):
-            call()
-        # This thread's CPU only: both calls run wholly in it, and threads left from earlier steps
-        # (an idle executor, a log handler) cannot charge their time to either.
-        began = time.thread_time()
-        for _ in range(n):
-            call()
-        return (time.thread_time() - began) / n
+    n = 3000
 
     def bare() -> Any:
         response = session.get(url, timeout=30)
         response.raise_for_status()
         return response.json()
 
-    # Alternate to share out whatever else the machine is doing.
+    def hooked() -> Any:
+        return hook.get_invoice_tickets(invoice_id)
+
+    for _ in range(50):
+        hooked()
+        bare()
+    # Call by call, alternated, each timed on this thread's CPU clock (both run wholly in it, and
+    # threads left from earlier steps cannot charge their time to either); the medians ignore the
+    # calls a garbage collection or an interrupt happened to land in.
     hook_cpu, bare_cpu = [], []
-    for _ in range(7):
-        hook_cpu.append(cpu_per_request(lambda: hook.get_invoice_tickets(invoice_id)))
-        bare_cpu.append(cpu_per_request(bare))
-    hook_ms, bare_ms = min(hook_cpu) * 1000, min(bare_cpu) * 1000
+    for _ in range(n):
+        began = time.thread_time()
+        hooked()
+        middle = time.thread_time()
+        bare()
+        hook_cpu.append(middle - began)
+        bare_cpu.append(time.thread_time() - middle)
+    hook_ms, bare_ms = statistics.median(hook_cpu) * 1000, statistics.median(bare_cpu) * 1000
     rows.append(
         row(
             "e. client CPU per request, hook vs bare requests.Session",
