@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_clubcollect import __version__
@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
 
 
-class ClientSettings(NamedTuple):
+class ClientSettings:
     """
     Everything a transport needs to talk to ClubCollect.
 
-    The API key is left out of ``repr`` so that it cannot reach a log line through this object.
+    A plain class, not a tuple: the API key must not come out of ``repr``, iteration, indexing or
+    JSON encoding of this object.
 
     :param conn_id: the Airflow connection these came from, for messages.
     :param base_url: the API's base URL, without a trailing slash.
@@ -47,11 +48,21 @@ class ClientSettings(NamedTuple):
     :param max_retries: retries after the first attempt.
     """
 
-    conn_id: str
-    base_url: str
-    api_key: str
-    timeout: float = DEFAULT_TIMEOUT_SECONDS
-    max_retries: int = DEFAULT_MAX_RETRIES
+    __slots__ = ("api_key", "base_url", "conn_id", "max_retries", "timeout")
+
+    def __init__(
+        self,
+        conn_id: str,
+        base_url: str,
+        api_key: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        self.conn_id = conn_id
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
 
     def __repr__(self) -> str:
         return (
@@ -308,6 +319,10 @@ class ClubCollectConnectionMixin:
             kwargs["retry_policy"] = retry_policy
             retry_policy = None
         super().__init__(**kwargs)
+        if isinstance(getattr(self, "retry_policy", None), RetryPolicy):
+            # Airflow hands default_args to BaseOperator too: a request policy given there is ours.
+            # setattr: the attribute is BaseOperator's (an Airflow task policy), not this mixin's.
+            setattr(self, "retry_policy", None)  # noqa: B010
         self.clubcollect_conn_id = clubcollect_conn_id
         self.clubcollect_retry_policy: RetryPolicy | None = retry_policy
 

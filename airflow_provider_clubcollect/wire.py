@@ -219,6 +219,9 @@ class ApiRequest(NamedTuple):
     expect_body: bool = True
     not_found_code: str = ERROR_INVALID_INVOICE_ID
 
+    def __repr__(self) -> str:  # without the body: a message is a member's or a club's text
+        return f"ApiRequest({self.method} {self.path}: {self.description})"
+
 
 def get_invoice_tickets_request(invoice_id: str) -> ApiRequest:
     """
@@ -348,6 +351,9 @@ class RawResponse(NamedTuple):
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    def __repr__(self) -> str:  # without the body, which may quote tickets
+        return f"RawResponse(status={self.status}, {len(self.body)} bytes)"
 
 
 def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> Any:

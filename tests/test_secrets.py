@@ -123,3 +123,21 @@ def test_a_create_whose_answer_echoes_the_key_logs_no_key(
 
     assert sandbox.invoice("inv-1")["tickets_created"] == 1
     key_nowhere(sandbox, json.dumps(ticket), caplog.text)
+
+
+def test_client_settings_give_the_key_out_only_by_name() -> None:
+    """Not a tuple: iteration, indexing, JSON and %-formatting cannot reach the key."""
+    from airflow_provider_clubcollect.connection import settings_from_connection
+
+    key = "k3y-" + "s" * 36
+    settings = settings_from_connection("cc", host="http://127.0.0.1:1/api", password=key)
+
+    assert key not in repr(settings)
+    assert key not in str(settings)
+    assert key not in "%s %r" % (settings, settings)  # noqa: UP031 - how logging formats
+    assert key not in f"{settings!s} {settings!r}"
+    with pytest.raises(TypeError):
+        iter(settings)  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        json.dumps(settings)
+    assert settings.api_key == key

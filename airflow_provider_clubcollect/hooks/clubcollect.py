@@ -232,7 +232,9 @@ class ClubCollectHook(BaseHook):
             if earlier.get("intent_at"):
                 intent = wire.parse_iso_datetime(earlier["intent_at"])
                 # An unreadable record (edited by hand) looks at the whole thread: never post twice.
-                since = intent - CLOCK_SKEW if intent is not None else datetime.min.replace(tzinfo=timezone.utc)
+                since = datetime.min.replace(tzinfo=timezone.utc)
+                if intent is not None and intent - since > CLOCK_SKEW:
+                    since = intent - CLOCK_SKEW
                 posted = self.find_posted_ticket(invoice_id, message, since=since)
                 if posted is not None:
                     self.log.info(

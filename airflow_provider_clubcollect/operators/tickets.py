@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.selection import (
     check_duration,
     human_duration,
@@ -63,6 +64,11 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     """
 
     ui_color = "#e8f4ea"
+
+    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
+        # Declared here, not only in the mixin: Airflow applies default_args, and checks the
+        # arguments of partial() and expand(), through each operator class's own __init__.
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, retry_policy=retry_policy, **kwargs)
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):

@@ -77,7 +77,12 @@ def parse_date(value: object, name: str = "date") -> datetime:
             parsed = None
     if not isinstance(parsed, datetime):
         raise SandboxInputError(f"{name} must be an ISO 8601 date, got {value!r}")
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00: the same moment in UTC is before the calendar
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def new_id() -> str:

@@ -32,7 +32,7 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, ticket_date, to_utc
-from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, validate_id
+from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
@@ -628,13 +628,12 @@ def _seconds(value: Any, name: str, *, minimum_inclusive: bool) -> float:
 
 
 def _iso_since(value: Any) -> str:
-    if isinstance(value, datetime):
-        return _iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
-    if isinstance(value, str) and value.strip():
-        return _iso(to_utc(value, "since"))
-    raise ClubCollectValidationError(
-        f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
-    )
+    moment = parse_iso_datetime(value)
+    if moment is None:
+        raise ClubCollectValidationError(
+            f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
+        )
+    return _iso(moment)
 
 
 def _retry_policy(value: Any) -> RetryPolicy | None:

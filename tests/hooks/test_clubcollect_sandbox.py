@@ -307,3 +307,20 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it(
     for text in (str(info.value), repr(info.value)):
         assert "RET" not in text
     assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("intent_at", ["0001-01-01T00:00:00+00:00", "not a date", 42])
+def test_a_hand_edited_record_looks_at_the_whole_thread_and_never_posts_twice(
+    hook: ClubCollectHook, sandbox: SandboxHandle, intent_at: Any
+) -> None:
+    sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
+    store = DictStore()
+    posted = hook.create_ticket("inv-1", "Eén keer", task_state_store=store)
+    (key,) = store.values
+    store.values[key] = {"intent_at": intent_at, "ticket": None}  # edited by hand: no ticket, odd date
+    sandbox.clear_requests()
+
+    again = hook.create_ticket("inv-1", "Eén keer", task_state_store=store)
+
+    assert again["ticket_id"] == posted["ticket_id"]
+    assert [r["method"] for r in sandbox.requests()] == ["GET"]

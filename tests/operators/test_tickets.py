@@ -17,6 +17,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchCompanyTicketsOperator,
     FetchInvoiceTicketsOperator,
 )
+from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
@@ -400,3 +401,34 @@ def test_retry_policy_tunes_requests_and_an_airflow_policy_goes_to_airflow(sandb
     assert requests_tuned.hook.retry_policy.backoff_initial == 0.001
     assert task_tuned.retry_policy is theirs
     assert task_tuned.hook.retry_policy.backoff_initial == RetryPolicy().backoff_initial
+
+
+def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -> None:
+    """Airflow applies default_args, and checks partial() and expand(), through each class's own
+    __init__: the connection and the request policy must be named there, not only in the mixin."""
+    from airflow.sdk import DAG
+
+    from airflow_provider_clubcollect.retry import RetryPolicy
+
+    ours = RetryPolicy(backoff_initial=0.001)
+    with DAG("defaults", schedule=None, default_args={"clubcollect_conn_id": "from_defaults", "retry_policy": ours}):
+        built = [
+            FetchInvoiceTicketsOperator(task_id="fetch_invoice", invoice_id="inv"),
+            FetchCompanyTicketsOperator(task_id="fetch_company", company_id=CO),
+            CreateTicketOperator(task_id="create", invoice_id="inv", message="Hallo"),
+            ArchiveTicketsOperator(task_id="archive", invoice_ids=["inv"]),
+            EscalateTicketsOperator(task_id="escalate", invoice_ids=["inv"]),
+            UnansweredTicketsSensor(task_id="sensor", company_id=CO),
+        ]
+        partial = FetchInvoiceTicketsOperator.partial(task_id="mapped", clubcollect_conn_id="cc").expand(
+            invoice_id=["a", "b"]
+        )
+        by_conn = FetchInvoiceTicketsOperator.partial(task_id="by_conn", invoice_id="a").expand(
+            clubcollect_conn_id=["cc1", "cc2"]
+        )
+
+    for task in built:
+        assert (task.clubcollect_conn_id, task.clubcollect_retry_policy) == ("from_defaults", ours), task.task_id
+        assert task.retry_policy is None, task.task_id
+    assert partial.partial_kwargs["clubcollect_conn_id"] == "cc"
+    assert by_conn.expand_input.value == {"clubcollect_conn_id": ["cc1", "cc2"]}

@@ -267,3 +267,18 @@ def test_a_request_answered_after_a_reset_does_not_mark_a_newer_one():
     assert state.requests() == [{"method": "POST", "status": None, "fault": None, "in_flight": 2}]
     state.set_request_status(fresh, None, "apply_then_drop")
     assert state.requests() == [{"method": "POST", "status": None, "fault": "apply_then_drop", "in_flight": 2}]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("0001-01-01T00:00:00+01:00", datetime.min.replace(tzinfo=timezone.utc)),
+        ("9999-12-31T23:59:59-01:00", datetime.max.replace(tzinfo=timezone.utc)),
+        ("2026-05-01T10:00:00Z", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
+        ("2026-05-01T12:00:00+02:00", datetime(2026, 5, 1, 10, tzinfo=timezone.utc)),
+    ],
+)
+def test_control_dates_at_the_calendar_edges_are_taken_not_a_500(given: str, expected: datetime) -> None:
+    from airflow_provider_clubcollect.sandbox.state import parse_date
+
+    assert parse_date(given) == expected
