@@ -637,8 +637,6 @@ def _iso_since(value: Any) -> str:
 
 
 def _retry_policy(value: Any) -> RetryPolicy | None:
-    from airflow_provider_clubcollect.retry import RetryPolicy
-
     if value is None or isinstance(value, RetryPolicy):
         return value
     if isinstance(value, Mapping):
