@@ -16,6 +16,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, 
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
+    DEFAULT_BASE_URL,
     DEFAULT_CONN_ID,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
@@ -23,7 +24,7 @@ from airflow_provider_clubcollect.get_provider_info import (
     MAX_RETRIES_LIMIT,
 )
 from airflow_provider_clubcollect.retry import RetryPolicy
-from airflow_provider_clubcollect.wire import BASE_PATH, DEFAULT_BASE_URL
+from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

@@ -17,6 +17,8 @@ from airflow_provider_clubcollect import __version__
 DISTRIBUTION_NAME: Final = "airflow-provider-clubcollect"
 CONN_TYPE: Final = "clubcollect"
 DEFAULT_CONN_ID: Final = "clubcollect_default"
+#: The base URL of a connection without a host: ClubCollect's production API.
+DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
 CONN_EXTRA_TIMEOUT: Final = "timeout"
 CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
@@ -101,7 +103,7 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema", "login", "port", "extra"],
                     "relabeling": {"password": "API key", "host": "Base URL"},
                     "placeholders": {
-                        "host": "https://app.clubcollect.com/api (default), sandbox.clubcollect.com, or http://127.0.0.1:8765/api",
+                        "host": f"{DEFAULT_BASE_URL} (default), sandbox.clubcollect.com, or http://127.0.0.1:8765/api",
                         "password": "ClubCollect partner API key",
                     },
                 },

@@ -27,7 +27,6 @@ from airflow_provider_clubcollect.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
 #: The path every base URL gets when the connection names only a host.
 BASE_PATH: Final = "/api"
 API_VERSION_PREFIX: Final = "v2"

@@ -8,6 +8,8 @@ before anything imports Airflow (nothing imported here does).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,6 +37,12 @@ if os.environ.get("CLUBCOLLECT_TEST_AIRFLOW_HOME_READY") != _owner:
 
 #: A fixed "now" for selection tests, so that they do not depend on the clock.
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def modules_after_importing(*modules: str) -> list[str]:
+    """Every module a fresh interpreter has loaded after importing ``modules``, as a DAG file would."""
+    code = f"import sys, {', '.join(modules)}; print(' '.join(sorted(sys.modules)))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
 
 
 def days_ago(days: float) -> str:

@@ -83,12 +83,12 @@ class UnansweredTicketsTrigger(BaseTrigger):
         reference_time: str | None = None,
         poke_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        retry_policy: RetryPolicy | dict[str, Any] | None = None,
+        retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
         timeout_at: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         super().__init__()
-        self.retry_policy = RetryPolicy(**retry_policy) if isinstance(retry_policy, dict) else retry_policy
+        self.retry_policy = _retry_policy(retry_policy)
         self.timeout_at = timeout_at
         self.company_id = company_id
         self.min_tickets = min_tickets

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import modules_after_importing
+
 PAGE = (Path(__file__).parent / "clubcollect_ticket_api.md").read_text()
 BASE_URL = "https://app.clubcollect.com/api/"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -191,13 +193,6 @@ def test_errors_answer_as_the_page_shows(api: Any, example_thread: Any, title: s
 def test_the_sandbox_imports_nothing_of_the_providers_request_layer() -> None:
     """The sandbox states the API itself: were it to take a path, a field name or a date rule from
     the provider's request layer, a mistake there would pass every test against the sandbox."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, airflow_provider_clubcollect.sandbox.app, airflow_provider_clubcollect.sandbox.server; "
-        "print(sorted(m for m in sys.modules if m.startswith('airflow_provider_clubcollect.') "
-        "and not m.startswith('airflow_provider_clubcollect.sandbox')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    provider = "airflow_provider_clubcollect."
+    loaded = modules_after_importing(f"{provider}sandbox.app", f"{provider}sandbox.server")
+    assert [m for m in loaded if m.startswith(provider) and not m.startswith(f"{provider}sandbox")] == []

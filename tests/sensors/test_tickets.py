@@ -18,7 +18,7 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
-from tests.conftest import NOW, thread
+from tests.conftest import NOW, modules_after_importing, thread
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -231,13 +231,5 @@ def test_templated_values_are_not_checked_at_parse_time() -> None:
 def test_the_sensor_module_imports_the_trigger_only_when_it_defers() -> None:
     """DAG files import the sensor at every parse; the trigger (and Airflow's trigger base) is
     only needed when the sensor defers."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, airflow_provider_clubcollect.sensors.tickets; "
-        "print(sorted(m for m in sys.modules "
-        "if m.startswith(('airflow.triggers', 'airflow_provider_clubcollect.triggers'))))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    loaded = modules_after_importing("airflow_provider_clubcollect.sensors.tickets")
+    assert [m for m in loaded if m.startswith(("airflow.triggers", "airflow_provider_clubcollect.triggers"))] == []
