@@ -1,7 +1,8 @@
 """Run real Airflow (``airflow db migrate``, ``airflow dags test``) in a throwaway AIRFLOW_HOME.
 
-Shared by the example-DAG tests and ``make demo``: both run DAG files the way a user does, on
-SQLite, and read XCom values back from the run's database.
+``make demo`` runs the example DAGs with ``airflow dags test``; the DAG tests run them in-process
+with ``dag.test()`` and use this module to read task states and XCom values back from the run's
+SQLite database.
 """
 
 from __future__ import annotations

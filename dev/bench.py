@@ -1,9 +1,9 @@
 """`make bench`: how close the provider comes to the round-trip bound, against a sandbox in its own process.
 
-A benchmark, not a test (it is not part of ``make test``): it starts the sandbox with
-``python -m airflow_provider_clubcollect.sandbox --empty`` on a free loopback port, seeds it
-through the control API, injects 20 ms of latency into every API request, and measures, in this
-one run, each figure and the ratio its target is about:
+A benchmark, not a test (it is not part of ``make test``): it starts the sandbox as two processes
+of this script (``--serve``) sharing one loopback API port, each seeded in memory alike, injects
+20 ms of latency into every API request, and measures, in this one run, each figure and the ratio
+its target is about:
 
 a. reading 10,000 tickets of one company (100 pages): the hook and the trigger, wall time (median
    of 5 reads) and requests, against the bound ``(1 + ceil((pages - 1) / C)) x RTT`` (RTT: the measured round trip
@@ -206,7 +206,7 @@ def row(figure: str, value: str, ratio: float, target: str, ok: bool) -> Row:
     return Row(figure, value, ratio, target, ok)
 
 
-def bench_paging(client: Any, base_url: str, api_key: str, rows: list[Row]) -> None:
+def bench_paging(client: Any, base_url: str, rows: list[Row]) -> None:
     import requests
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
@@ -321,7 +321,7 @@ def bench_paging(client: Any, base_url: str, api_key: str, rows: list[Row]) -> N
     hook.close()
 
 
-def bench_archive(client: Any, base_url: str, api_key: str, rows: list[Row]) -> None:
+def bench_archive(client: Any, base_url: str, rows: list[Row]) -> None:
     import requests
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
@@ -534,8 +534,8 @@ def main() -> int:
         client.set_faults(latency_ms=LATENCY_MS)
         rows: list[Row] = []
         for step in (
-            lambda: bench_paging(client, base_url, api_key, rows),
-            lambda: bench_archive(client, base_url, api_key, rows),
+            lambda: bench_paging(client, base_url, rows),
+            lambda: bench_archive(client, base_url, rows),
             lambda: bench_streaming(rows),
             lambda: bench_cpu(client, base_url, rows),
             lambda: bench_imports(rows),
