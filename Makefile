@@ -18,7 +18,7 @@ REFERENCE_CONSTRAINTS := constraints-3.11.txt
 EXTRAS := test,docs
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e
+.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e bench
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
@@ -72,7 +72,6 @@ e2e: $(VENV)/.e2e-installed
 
 # How close paging, bulk actions, imports and streaming come to their bounds (a benchmark, not a
 # test: not part of make test). Prints one table with PASS/FAIL per target; see dev/bench.py.
-.PHONY: bench
 bench: install
 	$(PY) dev/bench.py
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from airflow_provider_clubcollect.retry import RetryPolicy
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,13 @@ def modules_after_importing(*modules: str) -> list[str]:
     """Every module a fresh interpreter has loaded after importing ``modules``, as a DAG file would."""
     code = f"import sys, {', '.join(modules)}; print(' '.join(sorted(sys.modules)))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
+def fast_retries() -> RetryPolicy:
+    """Retries that wait milliseconds, not seconds: tests inject these instead of sleeping."""
+    from airflow_provider_clubcollect.retry import RetryPolicy
+
+    return RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
 
 
 def days_ago(days: float) -> str:

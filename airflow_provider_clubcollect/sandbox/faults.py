@@ -1,7 +1,8 @@
 """Fault injection for the sandbox: what goes wrong, on which request, and how often.
 
 Each fault kind is one small class (:class:`Drop`, :class:`Error`, ...), registered under its
-name in :data:`FAULTS` by subclassing :class:`Fault`: a new fault is one class.  Faults are
+name in :data:`FAULTS` by subclassing :class:`Fault`: a new fault is one class (and, for a field
+no other fault has, one reader in ``_FIELD_READERS``).  Faults are
 plain data parsed from the JSON of ``POST /_sandbox/faults``; :class:`FaultSettings` turns them
 into one :class:`FaultDecision` per API request.  Nothing here does I/O or imports the web stack:
 the decision is taken under the state's lock, and the app serves a fault's :class:`Answer`.
@@ -312,10 +313,10 @@ class FaultSettings:
                 if self.retry_after_choices:
                     retry_after = self._random.choice(self.retry_after_choices)
                 return RateLimit(retry_after=retry_after)
-            status = self._random.choice(RANDOM_ERROR_STATUSES) if kind is Error else 500
-            if is_post and kind in (Drop, Error) and self._random.random() < self.post_after_apply_share:
-                return ApplyThenDrop() if kind is Drop else ApplyThenError(status=status)
-            return Error(status=status) if kind is Error else kind()
+            fault = Error(status=self._random.choice(RANDOM_ERROR_STATUSES)) if kind is Error else kind()
+            if is_post and isinstance(fault, (Drop, Error)) and self._random.random() < self.post_after_apply_share:
+                return ApplyThenError(status=fault.status) if isinstance(fault, Error) else ApplyThenDrop()
+            return fault
         return None
 
 

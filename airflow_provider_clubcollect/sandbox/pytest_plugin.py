@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -84,7 +82,7 @@ def clubcollect_sandbox(
     server = clubcollect_sandbox_server
     # Reset in-process rather than over HTTP: same effect, no round trip.
     server.state.reset(seed=DEFAULT_SEED)
-    handle = SandboxHandle(server, conn_id=DEFAULT_CONN_ID)
+    handle = SandboxHandle(server)
     monkeypatch.setenv(handle.conn_env_var, handle.conn_uri_json)
     try:
         yield handle

@@ -5,6 +5,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.conftest import fast_retries
+
 if TYPE_CHECKING:
     from pytest_httpserver import HTTPServer
 
@@ -24,7 +26,6 @@ def api(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
 @pytest.fixture
 def hook(api: HTTPServer):
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.retry import RetryPolicy
 
-    with ClubCollectHook(retry_policy=RetryPolicy(backoff_initial=0.01, backoff_max=0.05)) as hook:
+    with ClubCollectHook(retry_policy=fast_retries()) as hook:
         yield hook

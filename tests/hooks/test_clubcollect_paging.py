@@ -19,9 +19,8 @@ import pytest
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.paging import MAX_REWINDS, CompanyTicketPager
-from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.sandbox.state import format_date
-from tests.conftest import NOW
+from tests.conftest import NOW, fast_retries
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
-FAST = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
+FAST = fast_retries()
 SIZE = 10
 THREADS = 150  # 15 pages of 10
 C = 4

@@ -15,8 +15,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectServerError,
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from airflow_provider_clubcollect.retry import RetryPolicy
-from tests.conftest import thread
+from tests.conftest import fast_retries, thread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
-FAST = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
+FAST = fast_retries()
 
 
 @pytest.fixture

@@ -422,7 +422,7 @@ def test_invalid_paging(api, thread, params):
     assert (response.status_code, response.json()) == (422, {"error": "invalid_page"})
 
 
-def test_page_size_limits_come_from_wire(api, server):
+def test_page_size_limits_agree_with_wire(api, server):
     add_single_ticket_threads(server, 3)
     ok = api.get(company_path("club-1", "unanswered"), params={"page_size": wire.MAX_PAGE_SIZE})
     too_big = api.get(company_path("club-1", "unanswered"), params={"page_size": wire.MAX_PAGE_SIZE + 1})

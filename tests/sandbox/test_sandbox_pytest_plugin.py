@@ -57,7 +57,8 @@ def left_dirty(clubcollect_sandbox_server):
     state = clubcollect_sandbox_server.state
     state.add_invoice("inv-x", "club-x", [ticket("hi", "CUSTOMER", "2026-01-01T00:00:00Z")])
     state.set_faults({"script": [{"fault": "drop"}], "latency_ms": 1})
-    state.log_request({"method": "GET", "path": "/api/v2/invoices/inv-x/tickets"})
+    # Answered, as every request on a server is: an unanswered one would stay counted as in flight.
+    state.set_request_status(state.log_request({"method": "GET", "path": "/api/v2/invoices/inv-x/tickets"}), 200)
 
 
 def test_fixture_resets_between_tests(left_dirty, clubcollect_sandbox):
