@@ -53,6 +53,11 @@ def fast_retries() -> RetryPolicy:
     return RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
 
 
+def page_reads(sandbox: SandboxHandle) -> list[dict[str, Any]]:
+    """The requests the sandbox logged for pages of a company's tickets, in arrival order."""
+    return [r for r in sandbox.requests() if "/companies/" in r["path"]]
+
+
 def days_ago(days: float) -> str:
     """An ISO date ``days`` before :data:`NOW`."""
     return (NOW - timedelta(days=days)).isoformat()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_provider_clubcollect.selection import select_inactive, select_unanswered
-from tests.conftest import EXAMPLE_DAGS
+from tests.conftest import EXAMPLE_DAGS, page_reads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -96,7 +96,7 @@ def run_until_polled(
 
     def watch() -> None:
         try:
-            while sum(1 for r in sandbox.requests() if "/companies/" in r["path"]) < polls:
+            while len(page_reads(sandbox)) < polls:
                 if finished.wait(0.1):
                     raise AssertionError(f"the run ended before the sensor polled {polls} times")
             then()

@@ -20,7 +20,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectServerError, Club
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.paging import MAX_REWINDS, CompanyTicketPager
 from airflow_provider_clubcollect.sandbox.state import format_date
-from tests.conftest import NOW, fast_retries
+from tests.conftest import NOW, fast_retries, page_reads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -96,10 +96,6 @@ def read_async(max_concurrency: int = C) -> list[str]:
 
 
 READERS = pytest.mark.parametrize("read", [read_sync, read_async], ids=["sync", "async"])
-
-
-def page_reads(sandbox: SandboxHandle) -> list[dict[str, Any]]:
-    return [r for r in sandbox.requests() if "/companies/" in r["path"]]
 
 
 def assert_complete(got: list[str], present_throughout: list[str]) -> None:

@@ -28,6 +28,7 @@ from airflow_provider_clubcollect.triggers.tickets import (
     UnansweredTicketsEventTrigger,
     _Reported,
 )
+from tests.conftest import page_reads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,7 +106,7 @@ def with_store(trigger: UnansweredTicketsEventTrigger) -> UnansweredTicketsEvent
 
 
 def company_reads(sandbox: SandboxHandle) -> int:
-    return sum(1 for r in sandbox.requests() if "/companies/" in r["path"])
+    return len(page_reads(sandbox))
 
 
 async def watch(
@@ -303,7 +304,7 @@ def test_pages_are_read_up_to_max_concurrency_at_a_time(sandbox: SandboxHandle) 
     events = asyncio.run(watch(sandbox, watcher(max_concurrency=3), polls=5))
 
     assert ids(events) == [f"m{n:03d}" for n in range(450)], "each once, oldest first"
-    reads = [r for r in sandbox.requests() if "/companies/" in r["path"]]
+    reads = page_reads(sandbox)
     assert reads[0]["query"]["page_number"] == "1"
     assert reads[0]["in_flight"] == 1, "page 1 is read alone: it gives the total"
     assert sorted(r["query"]["page_number"] for r in reads[:5]) == ["1", "2", "3", "4", "5"]
