@@ -27,7 +27,7 @@ from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 

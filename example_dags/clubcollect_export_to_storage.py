@@ -20,7 +20,7 @@ Run it against the local sandbox::
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param
 
 from airflow_provider_clubcollect.operators.tickets import FetchCompanyTicketsOperator
 

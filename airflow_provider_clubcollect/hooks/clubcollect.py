@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
@@ -77,6 +77,43 @@ class ClubCollectHook(BaseHook):
     conn_type = CONN_TYPE
     hook_name = "ClubCollect"
 
+    # The connection form.  Airflow 3.2+ reads it from the provider info (``conn-fields``,
+    # ``ui-field-behaviour``) and never calls these; Airflow 2.11 to 3.1 build it from them.  Both
+    # forms come from the one declaration in get_provider_info.
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extras of the connection form on Airflow 2.11 to 3.1, as ``conn-fields`` declares them."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        fields = _connection_type_info()["conn-fields"]
+        widgets: dict[str, Any] = {}
+        for name, field in fields.items():
+            schema = field["schema"]
+            if "integer" in schema["type"]:
+                minimum, maximum = schema.get("minimum"), schema.get("maximum")
+                validators = [Optional(), NumberRange(min=minimum, max=maximum)]
+                make: Any = IntegerField
+            else:  # a number of seconds: wtforms' number fields are whole numbers only
+                validators = [Optional()]
+                make = StringField
+            widgets[name] = make(
+                lazy_gettext(field["label"]),
+                validators=validators,
+                description=field["description"],
+                default=schema["default"],
+                widget=BS3TextFieldWidget(),
+            )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and explained fields of the connection form on Airflow 2.11 to 3.1."""
+        return dict(_connection_type_info()["ui-field-behaviour"])
+
     def __init__(
         self,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
@@ -108,7 +145,7 @@ class ClubCollectHook(BaseHook):
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
         if self._settings is None:
-            from airflow.sdk.log import mask_secret
+            from airflow_provider_clubcollect.version_compat import mask_secret
 
             conn = self.get_connection(self.clubcollect_conn_id)
             settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
@@ -526,8 +563,15 @@ class _CreateRecord:
 def _running_task_state_store() -> Any:
     """The running task's state store (Airflow 3.3+), or ``None`` outside a task or before 3.3."""
     try:
-        from airflow.sdk import get_current_context
+        from airflow.providers.common.compat.sdk import get_current_context
 
         return get_current_context().get("task_state_store")
     except Exception:  # no running task, or an Airflow without get_current_context
         return None
+
+
+def _connection_type_info() -> dict[str, Any]:
+    from airflow_provider_clubcollect.get_provider_info import get_provider_info
+
+    (info,) = get_provider_info()["connection-types"]
+    return cast("dict[str, Any]", info)

@@ -11,7 +11,7 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
@@ -123,7 +123,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
-            from airflow.sdk import Asset, AssetAlias
+            from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
             if _is_literal(output_path):
                 outlet: Asset | AssetAlias = Asset(output_path)
@@ -152,7 +152,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
 
     def _emit_export(self, context: Context, url: str, extra: dict[str, Any]) -> None:
         """Record the export's asset event; Airflow registers it when the task succeeds."""
-        from airflow.sdk import Asset, AssetAlias
+        from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
         events = context.get("outlet_events")
         if events is None:  # execute() called outside a task run: there is no asset machinery to tell
@@ -180,8 +180,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             OutputDataset,
             OutputStatisticsOutputDatasetFacet,
         )
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
-        from airflow.sdk import ObjectStoragePath
 
         server = urlsplit(self.hook.settings.base_url)
         source = Dataset(
@@ -199,7 +199,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         return OperatorLineage(inputs=[source], outputs=[export])
 
     def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
-        from airflow.sdk import ObjectStoragePath
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
 
         path = ObjectStoragePath(url)
         if path.protocol in ("file", "local", ""):

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
+from airflow.providers.common.compat.triggers import BaseEventTrigger
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import (
@@ -32,6 +33,7 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, ticket_date, to_utc
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
 if TYPE_CHECKING:
@@ -202,13 +204,11 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     :param retry_policy: back-off settings; its ``max_retries`` is replaced by the connection's, as in the hook.
     :return: the transport and the retry policy to use with it.
     """
-    from airflow.sdk import BaseHook
-    from airflow.sdk.log import amask_secret
-
     from airflow_provider_clubcollect.connection import settings_from_airflow_connection
     from airflow_provider_clubcollect.transport import AsyncTransport
+    from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
 
-    conn = await BaseHook.aget_connection(conn_id)
+    conn = await aget_connection(conn_id)
     settings = settings_from_airflow_connection(conn)
     # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
     await amask_secret(settings.api_key)
@@ -426,6 +426,13 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
     ) -> None:
+        if not AIRFLOW_V_3_0_PLUS:
+            from airflow import __version__
+
+            raise ClubCollectError(
+                f"{type(self).__name__} needs Airflow 3.0 or later (asset watchers); this is Airflow {__version__}. "
+                "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
+            )
         super().__init__()
         self.company_id = validate_id(company_id, "company_id")
         if unanswered_for_seconds is not None:
