@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, 
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
+    CONN_TYPE,
     DEFAULT_BASE_URL,
     DEFAULT_CONN_ID,
     DEFAULT_MAX_RETRIES,
@@ -280,6 +282,20 @@ def _non_negative_int(value: Any, default: int, name: str, conn_id: str) -> int:
             f"got {shown(value)}."
         )
     return number
+
+
+def missing_connection(conn_id: str) -> ClubCollectValidationError:
+    """
+    The error for a connection Airflow does not know: how to create it, in the UI and as an environment variable.
+
+    :param conn_id: the connection id that was looked up.
+    """
+    example = json.dumps({"conn_type": CONN_TYPE, "password": "<API key>"})
+    return ClubCollectValidationError(
+        f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "
+        f"type ClubCollect, the API key as password) or set the environment variable "
+        f"AIRFLOW_CONN_{conn_id.upper()}='{example}' where the tasks and the triggerer run."
+    )
 
 
 def settings_from_airflow_connection(

@@ -8,7 +8,6 @@ concurrently up to ``max_concurrency``, try every invoice, and then fail naming 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -24,7 +23,6 @@ from airflow_provider_clubcollect.selection import (
     run_reference_time,
     select_inactive,
     select_unanswered,
-    to_utc,
 )
 from airflow_provider_clubcollect.wire import (
     MAX_PAGE_SIZE,
@@ -39,7 +37,7 @@ from airflow_provider_clubcollect.wire import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
@@ -282,37 +280,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     def execute(self, context: Context) -> Ticket:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
         message = validate_message(self.message)
-        # Airflow 3.3+: the task's state store remembers what an earlier try posted (the hook
-        # reads and writes it).  Without one, look for the message since the run began.
-        store = context.get("task_state_store")
-        since = None if store is not None else self._earlier_try_started(context)
-        if since is not None:
-            posted = self.hook.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None:
-                self.log.info(
-                    "An earlier try already posted this message on invoice %r (ticket_id %s); not posting again.",
-                    invoice_id,
-                    posted.get("ticket_id"),
-                )
-                return posted
-        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=store)
+        # The hook remembers what an earlier try of this task posted: in the task state store
+        # (Airflow 3.3+), else by reading the thread since the run began.
+        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
         self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
         return ticket
-
-    @staticmethod
-    def _earlier_try_started(context: Context) -> datetime | None:
-        ti = context.get("ti")
-        if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
-            return None
-        # run_after survives clearing the task (start_date is reset to the time of the clear),
-        # and for a scheduled run it is the end of its interval, so earlier runs' identical
-        # messages do not count.
-        from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW
-
-        dag_run = context.get("dag_run")
-        times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")] if dag_run else []
-        known = [to_utc(value) for value in times if value is not None]
-        return (min(known) if known else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
 
 
 class _BulkTicketOperator(ClubCollectBaseOperator):

@@ -225,6 +225,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             self._on_poke_error(ClubCollectError.from_payload(event))
             # silent_fail: keep waiting for what is left of the timeout, as a poking sensor would.
             self._defer(context, self.timeout - _seconds_since(context))
+        if next_method == "__fail__" and "timeout" in str((next_kwargs or {}).get("error", "")).lower():
+            # The deferral timed out ("Trigger timeout"; Airflow 2.11: "Trigger/execution timeout").
+            # End as a poking sensor does on every Airflow: 2.11 fails with a TaskDeferralError, and
+            # before 3.1 soft_fail does not turn the timeout into a skip.
+            self._timed_out()
         return super().resume_execution(next_method, next_kwargs, context)
 
 

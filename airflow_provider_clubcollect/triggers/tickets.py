@@ -204,11 +204,16 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     :param retry_policy: back-off settings; its ``max_retries`` is replaced by the connection's, as in the hook.
     :return: the transport and the retry policy to use with it.
     """
-    from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
     from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
 
-    conn = await aget_connection(conn_id)
+    try:
+        conn = await aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise missing_connection(conn_id) from None
     settings = settings_from_airflow_connection(conn)
     # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
     await amask_secret(settings.api_key)
@@ -464,7 +469,11 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         )
 
     def shared_stream_key(self) -> Hashable:
-        """Watchers reading the same list the same way share one poll (Airflow 3.3+)."""
+        """
+        Watchers reading the same list the same way share one poll (Airflow 3.3+).
+
+        .. seealso:: :doc:`/event-driven`
+        """
         return (
             type(self).__qualname__,
             self.clubcollect_conn_id,
@@ -483,7 +492,9 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         fields that make up the key.  Failures that may heal are logged and polled through; the
         others end the stream, and every watcher of the group, with a ``ClubCollectError``.
 
-        :param kwargs: one watcher's serialized keyword arguments.
+        :param dict[str, Any] kwargs: one watcher's serialized keyword arguments.
+
+        .. seealso:: :doc:`/event-driven`
         """
         watcher = cls(**kwargs)
         transport: AsyncTransport | None = None
@@ -525,7 +536,9 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         """
         Turn each read of the list into one event per ticket newly due, recording it first.
 
-        :param shared_stream: the reads (:class:`_Poll`) from :meth:`open_shared_stream`.
+        :param AsyncIterator shared_stream: the reads (:class:`_Poll`) from :meth:`open_shared_stream`.
+
+        .. seealso:: :doc:`/event-driven`
         """
         store = self._store()
         reported: _Reported | None = None if store is not None else _Reported()

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsEventTrigger, UnansweredTicketsTrigger
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.conftest import EXAMPLE_DAGS
+
+pytestmark = pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="asset watchers need Airflow 3.0+")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
