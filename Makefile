@@ -54,7 +54,7 @@ EXTRAS := test,docs
 CONSTRAINTS_EXTRAS := $(EXTRAS)$(if $(filter 2.11,$(AIRFLOW_MINOR)),$(comma)e2e)
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e bench
+.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
@@ -105,6 +105,19 @@ e2e: $(VENV)/.e2e-installed
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	$(PY) dev/e2e.py
+
+# A short deployment on Airflow 2.11 (PostgreSQL, scheduler, triggerer, LocalExecutor) in its own
+# venv, whatever AIRFLOW says: the deferrable sensor resumed by the triggerer, the archive example,
+# secrets masking.  Needs root, like e2e.  See dev/e2e_airflow2.py.
+E2E_AIRFLOW2_VENV := .venv-airflow-2.11
+
+e2e-airflow2:
+	$(MAKE) --no-print-directory AIRFLOW=2.11 $(E2E_AIRFLOW2_VENV)/.e2e-installed
+	@dpkg -s postgresql >/dev/null 2>&1 || { \
+	  echo "Installing from Debian: postgresql"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	}
+	$(E2E_AIRFLOW2_VENV)/bin/python dev/e2e_airflow2.py
 
 # How close paging, bulk actions, imports and streaming come to their bounds (a benchmark, not a
 # test: not part of make test). Prints one table with PASS/FAIL per target; see dev/bench.py.
