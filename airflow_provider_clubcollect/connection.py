@@ -6,6 +6,7 @@ extras, and refuse the same unsafe base URLs, before any request is sent.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import json
@@ -17,6 +18,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, 
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
+    CONN_EXTRAS,
     CONN_TYPE,
     DEFAULT_BASE_URL,
     DEFAULT_CONN_ID,
@@ -177,6 +179,16 @@ def settings_from_connection(
             f"Connection {conn_id!r}: extra must be a JSON object such as "
             f'{{"{CONN_EXTRA_TIMEOUT}": 30, "{CONN_EXTRA_MAX_RETRIES}": 5}}, got {type(extra).__name__} {shown(extra)}.'
         )
+    # Airflow's form in older releases wrote extras as "extra__clubcollect__<name>".
+    extra = {str(key).removeprefix(f"extra__{CONN_TYPE}__"): value for key, value in extra.items()}
+    unknown = sorted(set(extra) - set(CONN_EXTRAS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], CONN_EXTRAS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r}: unknown extra {shown(unknown[0])}{hint} "
+            f"A clubcollect connection's extras are {', '.join(CONN_EXTRAS)}."
+        )
     if timeout is None:
         timeout = extra.get(CONN_EXTRA_TIMEOUT)
     if max_retries is None:
@@ -309,6 +321,12 @@ def settings_from_airflow_connection(
     :param max_retries: overrides the ``max_retries`` extra.
     :raises ClubCollectValidationError: naming the connection and the bad value.
     """
+    conn_type = getattr(conn, "conn_type", None)
+    if conn_type and conn_type != CONN_TYPE:
+        raise ClubCollectValidationError(
+            f"Connection {conn.conn_id!r} has type {shown(conn_type)}: set its type to {CONN_TYPE!r} "
+            "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
+        )
     return settings_from_connection(
         conn.conn_id,
         host=conn.host,

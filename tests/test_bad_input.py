@@ -26,7 +26,7 @@ from airflow_provider_clubcollect.operators.tickets import (
 )
 from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
-from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,6 +126,10 @@ CONNECTIONS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("max-retries-huge", {"extra": {"max_retries": 1000}}, ("got 1000", "from 0 to 100")),
     ("max-retries-fraction", {"extra": {"max_retries": 2.5}}, ("got 2.5", "from 0 to 100")),
     ("extra-list", {"extra": ["timeout", 5]}, ("got list ['timeout', 5]", "must be a JSON object")),
+    ("extra-misspelt", {"extra": {"timout": 5}}, ("unknown extra 'timout'; did you mean 'timeout'?",)),
+    ("extra-singular", {"extra": {"max_retry": 2}}, ("unknown extra 'max_retry'; did you mean 'max_retries'?",)),
+    ("extra-unrelated", {"extra": {"region": "eu"}}, ("unknown extra 'region'.", "extras are timeout, max_retries")),
+    ("conn-type-http", {"conn_type": "http"}, ("has type 'http'", "set its type to 'clubcollect'")),
 ]
 
 
@@ -153,8 +157,8 @@ def test_bad_argument_fails_before_any_request(
 def test_bad_connection_fails_before_any_request(
     sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], texts: tuple[str, ...]
 ) -> None:
-    if isinstance(fields.get("extra"), list) and AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS:
-        pytest.skip("Airflow 3.0 drops a connection whose extra is not an object: it is then not defined")
+    if isinstance(fields.get("extra"), list) and AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_2_PLUS:
+        pytest.skip("Airflow 3.0 and 3.1 drop a connection whose extra is not an object: it is then not defined")
     conn = {"conn_type": "clubcollect", "password": sandbox.api_key, "host": sandbox.base_url, **fields}
     monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(conn))
 
