@@ -70,16 +70,20 @@ def test_providers_manager_loads_it_without_deprecation_warnings() -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             from airflow.providers_manager import ProvidersManager
-            pm = ProvidersManager()
-            hook = pm.hooks["clubcollect"]
-            widgets = {k: v.field for k, v in pm.connection_form_widgets.items() if "clubcollect" in k}
-            # Airflow 3.2+: the provider info's conn-fields; 2.11: the hook's wtforms fields.
-            labels = {k: v["schema"]["title"] if isinstance(v, dict) else str(v.args[0]) for k, v in widgets.items()}
-            if 3 <= int(airflow.__version__.split(".")[0]) and int(airflow.__version__.split(".")[1]) < 2:
-                # Airflow 3.0 and 3.1 build the form with wtforms mocked (no FAB): what their UI shows.
+            version = tuple(int(part) for part in airflow.__version__.split(".")[:2])
+            if (3, 0) <= version < (3, 2):
+                # Airflow 3.0 and 3.1 build the form with wtforms mocked (no FAB), on a fresh
+                # providers manager: what their UI shows.
                 from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
                 (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "clubcollect"]
                 labels = {f"extra__clubcollect__{k}": v["schema"]["title"] for k, v in meta.extra_fields.items()}
+            pm = ProvidersManager()
+            hook = pm.hooks["clubcollect"]
+            if not (3, 0) <= version < (3, 2):
+                # Airflow 3.2+: the provider info's conn-fields; 2.11: the hook's wtforms fields.
+                widgets = {k: v.field for k, v in pm.connection_form_widgets.items() if "clubcollect" in k}
+                labels = {k: v["schema"]["title"] if isinstance(v, dict) else str(v.args[0])
+                          for k, v in widgets.items()}
             behaviour = pm.field_behaviours["clubcollect"]
             providers = list(pm.providers)
         print(json.dumps({

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
 from dev.airflow_runner import AirflowHome
 from tests.conftest import EXAMPLE_DAGS
 
@@ -116,6 +117,11 @@ def run_dag(
         dag_run = example_dags[dag_id].test(run_conf=conf)
         out, err = capfd.readouterr()
         # The tasks' logs reach the file descriptors; dag.test()'s own reach the logging records.
-        return str(dag_run.state), out + err + caplog.text
+        output = out + err + caplog.text
+        if AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS:
+            # Airflow 3.0 logs, at DEBUG, each secret it asks its supervisor to mask (its own
+            # mask_secret(conn.password) included): docs/compatibility.rst says to keep INFO there.
+            output = "\n".join(line for line in output.splitlines() if "msg=MaskSecret(" not in line)
+        return str(dag_run.state), output
 
     return run

@@ -18,7 +18,7 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
-from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_2_PLUS
 from tests.conftest import NOW, modules_after_importing, thread
 
 if TYPE_CHECKING:
@@ -234,8 +234,6 @@ def test_the_sensor_module_imports_the_trigger_only_when_it_defers() -> None:
     """DAG files import the sensor at every parse; the trigger (and Airflow's trigger base) is
     only needed when the sensor defers."""
     loaded = modules_after_importing("airflow_provider_clubcollect.sensors.tickets")
-    # Airflow 2.11's own sensor base imports its trigger base; Airflow 3's does not.
-    ours = (
-        ("airflow.triggers", "airflow_provider_clubcollect.triggers") if AIRFLOW_V_3_0_PLUS else ("airflow_provider",)
-    )
+    # Before 3.2, Airflow's own sensor base imports its trigger base (and 3.1 its standard triggers).
+    ours = ("airflow.triggers", "airflow_provider_clubcollect") if AIRFLOW_V_3_2_PLUS else ("airflow_provider",)
     assert [m for m in loaded if m.startswith(ours) and ".triggers" in m] == []
