@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_provider_clubcollect.selection import select_inactive, select_unanswered
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
 from tests.conftest import EXAMPLE_DAGS, page_reads
 
 if TYPE_CHECKING:
@@ -300,9 +301,12 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
         now = datetime.now(timezone.utc).isoformat()
         sandbox.add_tickets("inv-1", [{"message": "Toch niet", "sender": "CUSTOMER", "date": now}])
 
-    state, output = run_until_polled(run_dag, sandbox, dag_id, polls=2, then=member_writes)
+    # Airflow 3.0's dag.test() ends a run after a task's second reschedule (the scheduler does
+    # not): there the member writes after the first poke.
+    polls = 1 if AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS else 2
+    state, output = run_until_polled(run_dag, sandbox, dag_id, polls=polls, then=member_writes)
     assert state == "success", output[-4000:]
-    assert example_airflow.reschedules(dag_id, "wait") >= 2, "the sensor gave its slot back between pokes"
+    assert example_airflow.reschedules(dag_id, "wait") >= polls, "the sensor gave its slot back between pokes"
     assert [t["message"] for t in example_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
 
 
