@@ -1,7 +1,7 @@
 """Export a company's unanswered tickets to object storage, as an asset other DAGs are scheduled on.
 
 Shows: ``FetchCompanyTicketsOperator`` with ``output_path``, streaming JSON lines page by page.
-The path is templated (one file per run, named by when the run started), so the export is
+The path is templated (one file per run, named by its run ID), so the export is
 emitted through the asset alias ``clubcollect_export.clubcollect_export_to_storage.export``,
 with the company, the status and the ticket count in the event's extra;
 ``clubcollect_process_export`` is scheduled on that alias.
@@ -46,7 +46,8 @@ with DAG(
         company_id="{{ params.company_id }}",
         status="unanswered",
         output_path=(
-            "{{ params.export_root }}/{{ params.company_id }}/unanswered-{{ dag_run.start_date | ts_nodash }}.jsonl"
+            "{{ params.export_root }}/{{ params.company_id }}/"
+            "unanswered-{{ run_id | replace(':', '') | replace('+', '_') }}.jsonl"
         ),
     )
     # [END howto_operator_fetch_company_tickets_export]
