@@ -113,19 +113,30 @@ def test_two_budgets_share_one_budget(store):
 
 def test_a_second_process_draws_from_the_same_budget(store):
     port, _ = store
-    extra = {"max_requests_per_second": 3, "budget_url": url(port)}
+    # One request in any 2 s.  The child takes it and stays alive until told, so that how long a
+    # Python takes to start or exit is never part of the window.
+    extra = {"max_requests_per_second": 0.5, "budget_url": url(port)}
     child = f"""
-import json
+import json, sys
 from airflow_provider_clubcollect.budget import budget_for
 from airflow_provider_clubcollect.connection import settings_from_connection
 budget = budget_for(settings_from_connection("cc", host=None, password={KEY!r}, extra={extra!r}))
-print(json.dumps([budget.acquire() for _ in range(3)]))
+print(json.dumps([budget.shared, budget.acquire()]), flush=True)
+sys.stdin.read()
 """
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=True)
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0.0, 0.0, 0.0]
-    here = budget_for(settings_from_connection("cc", host=None, password=KEY, extra=extra))
-    assert here.shared
-    assert here.acquire() > 0
+    process = subprocess.Popen(
+        [sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line, process.stderr.read() if process.stderr else "the child printed nothing"
+        assert json.loads(line) == [True, 0.0]
+        here = budget_for(settings_from_connection("cc", host=None, password=KEY, extra=extra))
+        assert here.shared
+        assert here.acquire() > 0
+    finally:
+        process.communicate(timeout=60)
 
 
 def test_a_shared_budget_holds_the_rate_across_budgets(store):
