@@ -54,7 +54,7 @@ EXTRAS := test,docs
 CONSTRAINTS_EXTRAS := $(EXTRAS)$(if $(filter 2.11,$(AIRFLOW_MINOR)),$(comma)e2e)
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2
+.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
@@ -75,16 +75,31 @@ typecheck: install
 
 # Two pytest-xdist workers, each with its own Airflow home (tests/conftest.py): most tests wait on
 # sockets, so two workers halve the time even beside the docs build.
-pytest: install
+pytest: install redis-server
 	$(PY) -m pytest -n 2
 
 # The unit tests: everything but the tests that run DAGs with real Airflow (marker `dag`).
-unit: install
+unit: install redis-server
 	$(PY) -m pytest -n 2 -m "not dag"
+
+# Debian's redis-server, for the tests of the budget shared through Redis (tests/test_budget_redis.py
+# starts one on a free loopback port): installed when missing and root; otherwise those tests skip,
+# saying why, and the rest runs.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing from Debian: redis-server"; \
+	    { apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends redis-server >/dev/null; } \
+	    || echo "Could not install redis-server: the shared request budget's tests will skip."; \
+	  else \
+	    echo "No redis-server (sudo apt-get install redis-server): the shared request budget's tests will skip."; \
+	  fi; }
 
 # The docs (Sphinx, then Chromium) and pytest share nothing and each keeps one core busy: they run
 # side by side, which takes about 25 s off `make test`.  Lint and type checks come first, as fast failures.
-test: lint typecheck
+# redis-server first: installing it beside docs-check's Chromium would race for apt's lock.
+test: lint typecheck redis-server
 	$(MAKE) --no-print-directory -j2 --output-sync=line docs-check pytest
 
 demo: install

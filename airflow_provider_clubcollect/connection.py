@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_clubcollect import __version__
+from airflow_provider_clubcollect.budget import (
+    budget_url_password,
+    check_budget_url,
+    check_max_requests_per_second,
+    shown_budget_url,
+)
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.get_provider_info import (
+    CONN_EXTRA_BUDGET_URL,
+    CONN_EXTRA_MAX_REQUESTS_PER_SECOND,
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
     CONN_EXTRAS,
@@ -51,9 +59,13 @@ class ClientSettings:
     :param api_key: the partner API key.
     :param timeout: seconds one request may take (the read timeout).
     :param max_retries: retries after the first attempt.
+    :param max_requests_per_second: the cap on every request made with the key (SPEC section 12);
+        ``None`` for none.
+    :param budget_url: the Redis URL through which processes share that cap; ``None`` keeps it per
+        process.  It may carry a Redis password: shown only as :func:`~.budget.shown_budget_url` does.
     """
 
-    __slots__ = ("api_key", "base_url", "conn_id", "max_retries", "timeout")
+    __slots__ = ("api_key", "base_url", "budget_url", "conn_id", "max_requests_per_second", "max_retries", "timeout")
 
     def __init__(
         self,
@@ -62,18 +74,33 @@ class ClientSettings:
         api_key: str,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_requests_per_second: float | None = None,
+        budget_url: str | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.base_url = base_url
         self.api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
+        self.max_requests_per_second = max_requests_per_second
+        self.budget_url = budget_url
 
     def __repr__(self) -> str:
+        budget = ""
+        if self.max_requests_per_second is not None:
+            budget = f", max_requests_per_second={self.max_requests_per_second!r}"
+        if self.budget_url is not None:
+            budget += f", budget_url={shown_budget_url(self.budget_url)!r}"
         return (
             f"ClientSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, "
-            f"timeout={self.timeout!r}, max_retries={self.max_retries!r})"
+            f"timeout={self.timeout!r}, max_retries={self.max_retries!r}{budget})"
         )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What to mask in logs: the API key, and the budget URL's Redis password when it has one."""
+        password = budget_url_password(self.budget_url)
+        return (self.api_key,) if password is None else (self.api_key, password)
 
     @property
     def connect_timeout(self) -> float:
@@ -102,13 +129,14 @@ class ClientSettings:
 
     def scrub(self, text: str) -> str:
         """
-        ``text`` with the API key replaced by ``***``.
+        ``text`` with the API key (and the budget URL's Redis password) replaced by ``***``.
 
         Applied to every message built from a library's exception text, which may quote a header.
 
         :param text: a message.
         """
-        for form in _key_forms(self.api_key):
+        # Longest first across all secrets, so that no secret is cut up by another inside it.
+        for form in sorted((form for secret in self.secrets for form in _key_forms(secret)), key=len, reverse=True):
             text = text.replace(form, "***")
         return text
 
@@ -158,7 +186,8 @@ def settings_from_connection(
     :param host: the base URL, a bare host name, or nothing for ClubCollect's production API.
     :param password: the API key.
     :param port: the connection's port, used with a bare host name.
-    :param extra: the connection's extras: ``timeout`` and ``max_retries``.
+    :param extra: the connection's extras: ``timeout``, ``max_retries``, ``max_requests_per_second``
+        and ``budget_url``.
     :param timeout: overrides the ``timeout`` extra.
     :param max_retries: overrides the ``max_retries`` extra.
     :raises ClubCollectValidationError: naming the connection and the bad value.
@@ -193,12 +222,15 @@ def settings_from_connection(
         timeout = extra.get(CONN_EXTRA_TIMEOUT)
     if max_retries is None:
         max_retries = extra.get(CONN_EXTRA_MAX_RETRIES)
+    max_requests_per_second = check_max_requests_per_second(extra.get(CONN_EXTRA_MAX_REQUESTS_PER_SECOND), conn_id)
     return ClientSettings(
         conn_id=conn_id,
         base_url=resolve_base_url(host, port=port, conn_id=conn_id),
         api_key=password.strip(),
         timeout=_positive_number(timeout, DEFAULT_TIMEOUT_SECONDS, CONN_EXTRA_TIMEOUT, conn_id),
         max_retries=_non_negative_int(max_retries, DEFAULT_MAX_RETRIES, CONN_EXTRA_MAX_RETRIES, conn_id),
+        max_requests_per_second=max_requests_per_second,
+        budget_url=check_budget_url(extra.get(CONN_EXTRA_BUDGET_URL), conn_id, max_requests_per_second),
     )
 
 

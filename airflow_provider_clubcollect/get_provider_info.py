@@ -21,8 +21,15 @@ DEFAULT_CONN_ID: Final = "clubcollect_default"
 DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
 CONN_EXTRA_TIMEOUT: Final = "timeout"
 CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
+CONN_EXTRA_MAX_REQUESTS_PER_SECOND: Final = "max_requests_per_second"
+CONN_EXTRA_BUDGET_URL: Final = "budget_url"
 #: Every extra a clubcollect connection takes; any other is refused, naming the closest of these.
-CONN_EXTRAS: Final = (CONN_EXTRA_TIMEOUT, CONN_EXTRA_MAX_RETRIES)
+CONN_EXTRAS: Final = (
+    CONN_EXTRA_TIMEOUT,
+    CONN_EXTRA_MAX_RETRIES,
+    CONN_EXTRA_MAX_REQUESTS_PER_SECOND,
+    CONN_EXTRA_BUDGET_URL,
+)
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_MAX_RETRIES: Final = 5
 #: The most retries allowed: more would wait for hours and only hide an outage.
@@ -99,6 +106,21 @@ def get_provider_info() -> dict[str, Any]:
                         },
                         "description": "Retries after a connection error, 429 or 5xx, "
                         "with exponential back-off; Retry-After is honoured.",
+                    },
+                    CONN_EXTRA_MAX_REQUESTS_PER_SECOND: {
+                        "label": "Max requests per second",
+                        "schema": {"type": ["number", "null"], "default": None, "exclusiveMinimum": 0},
+                        "description": "One cap for every request made with this API key: hook, sensor, "
+                        "triggers and bulk actions. Per process, or across the deployment with a budget URL. "
+                        "Empty: no cap.",
+                    },
+                    CONN_EXTRA_BUDGET_URL: {
+                        "label": "Budget URL (Redis)",
+                        # A password format: Airflow masks the field, which may carry a Redis password.
+                        "schema": {"type": ["string", "null"], "default": None, "format": "password"},
+                        "description": "redis://[:password@]host:port/db or rediss://...: every process "
+                        "(workers, triggerer) draws from one budget per API key there. Needs the provider's "
+                        "budget extra. Empty: each process keeps the cap alone.",
                     },
                 },
                 "ui-field-behaviour": {

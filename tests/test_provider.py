@@ -46,7 +46,9 @@ def test_connection_form_is_declared_as_data() -> None:
 
     (conn,) = get_provider_info()["connection-types"]
     assert conn["connection-type"] == "clubcollect"
-    assert set(conn["conn-fields"]) == {"timeout", "max_retries"}
+    assert set(conn["conn-fields"]) == {"timeout", "max_retries", "max_requests_per_second", "budget_url"}
+    # The budget URL may carry a Redis password: Airflow 3.2+ masks a field of format "password".
+    assert conn["conn-fields"]["budget_url"]["schema"]["format"] == "password"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
     assert {"schema", "login", "port"} <= set(conn["ui-field-behaviour"]["hidden-fields"])
     assert "host" in conn["ui-field-behaviour"]["placeholders"]
@@ -111,6 +113,8 @@ def test_providers_manager_loads_it_without_deprecation_warnings() -> None:
     assert result["widgets"] == {
         "extra__clubcollect__max_retries": "Max retries",
         "extra__clubcollect__timeout": "Timeout (seconds per request)",
+        "extra__clubcollect__max_requests_per_second": "Max requests per second",
+        "extra__clubcollect__budget_url": "Budget URL (Redis)",
     }
     assert result["behaviour"]["relabeling"] == {"password": "API key", "host": "Base URL"}
     assert DIST in result["providers"]

@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,7 +33,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api-key", default=None, help="the API key to accept (default: a new random key, printed at start)"
     )
+    parser.add_argument(
+        "--rate-limit-per-second",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="enforce a budget per API key, as a real API does: a token bucket refilled at RATE requests per "
+        "second; a request beyond it gets 429 with Retry-After (default: no budget)",
+    )
+    parser.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the bucket's size: requests served at once from a full bucket (default: RATE rounded, at least 1)",
+    )
     return parser
+
+
+def budget_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    The fault settings the budget flags ask for (empty without them), checked as the control API checks them.
+
+    :param args: the parsed command line.
+    :raises SandboxInputError: for a rate or burst the sandbox refuses.
+    """
+    from airflow_provider_clubcollect.sandbox.faults import parse_fault_settings
+
+    settings = {
+        name: value
+        for name, value in (
+            ("rate_limit_per_second", args.rate_limit_per_second),
+            ("rate_limit_burst", args.rate_limit_burst),
+        )
+        if value is not None
+    }
+    if settings:
+        parse_fault_settings(settings)
+    return settings
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -44,9 +81,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     :param out: where to print (standard output when ``None``).
     :return: the exit status.
     """
+    from airflow_provider_clubcollect.sandbox.errors import SandboxInputError
     from airflow_provider_clubcollect.sandbox.server import SandboxServer
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        budget = budget_settings(args)
+    except SandboxInputError as error:
+        parser.error(str(error))  # exits 2 with the usage line, as for any bad flag
     out = out or sys.stdout
     server = SandboxServer(host=args.host, port=args.port, seed=None if args.empty else args.seed, api_key=args.api_key)
     try:
@@ -54,6 +97,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except OSError as error:
         print(f"Cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
+    if budget:
+        server.state.set_faults(budget)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -91,6 +136,12 @@ def print_banner(server: SandboxServer, out: TextIO) -> None:
         f"API key:     {server.api_key}",
         f"Control API: {server.control_url}",
     ]
+    faults = server.state.faults()
+    if faults["rate_limit_per_second"] is not None:
+        lines.append(
+            f"Rate limit:  {faults['rate_limit_per_second']:g} requests per second per API key "
+            f"(burst {faults['rate_limit_burst']}); beyond it 429 with Retry-After"
+        )
     if not is_loopback(server.host):
         lines.append(
             "WARNING: listening beyond loopback; the provider refuses plain http:// to other hosts, "

@@ -90,7 +90,7 @@ class SandboxApp(FastAPI):
             return
         state = self.sandbox_state
         index = state.log_request(_describe(scope, state.api_key))
-        decision = state.decide_fault(scope["method"], scope["path"])
+        decision = state.decide_fault(scope["method"], scope["path"], _header(scope, "Authorization"))
         if decision.delay_seconds > 0:
             # A slow server has read the request before it works on it, so a client that gives
             # up meanwhile does not stop the request from being applied.

@@ -169,8 +169,10 @@ class SandboxClient:
         Replace the fault settings; what is left out means no such fault.
 
         :param settings: ``latency_ms``, ``error_rate``, ``rate_limit_rate``, ``retry_after``,
-            ``drop_rate``, ``apply_then_drop_rate``, ``random_seed`` and ``script`` (a list of
-            ``{"fault": ..., optional "method", "path_regex", ...}``), as the control API takes them.
+            ``drop_rate``, ``apply_then_drop_rate``, ``random_seed``, ``script`` (a list of
+            ``{"fault": ..., optional "method", "path_regex", ...}``), and a budget per API key:
+            ``rate_limit_per_second`` and ``rate_limit_burst`` (a token bucket; beyond it 429 with
+            ``Retry-After``), as the control API takes them.
         :return: the settings now in force.
         """
         result: dict[str, Any] = self._call("POST", "/faults", settings)

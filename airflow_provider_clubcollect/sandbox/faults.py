@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -164,15 +166,60 @@ class RateLimit(Fault):
     """429, with ``retry_after`` as ``Retry-After`` (seconds, or an HTTP date sent as it is) unless ``None``."""
 
     name = "rate_limit"
+    detail: ClassVar[str] = "Too many requests; slow down."
     retry_after: float | str | None = None
 
     def answer(self, echo: str) -> Answer:
         headers = {} if self.retry_after is None else {"Retry-After": _retry_after_header(self.retry_after)}
         return Answer(
             429,
-            json.dumps({"error": "rate_limited", "detail": f"Too many requests; slow down.{echo}"}),
+            json.dumps({"error": "rate_limited", "detail": f"{self.detail}{echo}"}),
             headers=headers,
         )
+
+
+@dataclass(frozen=True)
+class BudgetExceeded(RateLimit):
+    """
+    429 from the per-key budget (``rate_limit_per_second``), ``retry_after`` saying when a token
+    is available again.  The budget answers with it; it is not drawn at random.
+    """
+
+    name = "budget_exceeded"
+    detail = "Too many requests for this API key; retry after the time Retry-After gives."
+
+
+@dataclass
+class TokenBucket:
+    """
+    One API key's budget: ``burst`` tokens, refilled at ``rate`` per second; a request takes one.
+
+    :param rate: tokens added per second.
+    :param burst: the most tokens it holds (a full bucket at first).
+    :param now: when it was made, on the clock later calls pass.
+    """
+
+    rate: float
+    burst: int
+    now: float
+    tokens: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.burst)
+
+    def take(self, now: float) -> float | None:
+        """
+        Take a token at ``now``: ``None`` when one was there, else the seconds until one will be.
+
+        :param now: the time, on the clock the bucket was made with.
+        """
+        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.now) * self.rate)
+        self.now = max(self.now, now)
+        # A hair of slack: a client that waited exactly Retry-After must not be refused by rounding.
+        if self.tokens >= 1.0 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return None
+        return (1.0 - self.tokens) / self.rate
 
 
 @dataclass(frozen=True)
@@ -248,6 +295,13 @@ class FaultSettings:
         strike after the request was applied (``apply_then_drop``, ``apply_then_error``).
     :param echo_authorization: fault answers quote the request's ``Authorization`` header, as a
         gateway that echoes request headers does: for tests that the key never leaks.
+    :param rate_limit_per_second: a budget per API key, as a real API enforces one: a token bucket
+        refilled at this many requests per second; a request beyond it is answered 429
+        ``rate_limited`` with a ``Retry-After`` (decimal seconds, rounded up to the millisecond)
+        saying when a token is available.  ``None``: no budget.  Counted per key presented (valid
+        or not), before scripted and random faults, which a refused request does not use up.
+    :param rate_limit_burst: the bucket's size: requests served at once from a full bucket;
+        ``max(1, round(rate_limit_per_second))`` when ``None``.
     """
 
     latency_ms: float = 0.0
@@ -261,10 +315,15 @@ class FaultSettings:
     retry_after_choices: list[float | str | None] = field(default_factory=list)
     post_after_apply_share: float = 0.0
     echo_authorization: bool = False
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int | None = None
     _random: random.Random = field(init=False, repr=False, compare=False)
+    _buckets: dict[str, TokenBucket] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.random_seed)
+        if self.rate_limit_per_second is not None and self.rate_limit_burst is None:
+            self.rate_limit_burst = default_burst(self.rate_limit_per_second)
 
     def to_json(self) -> dict[str, Any]:
         """The settings as JSON, in the shape :func:`parse_fault_settings` reads."""
@@ -275,16 +334,23 @@ class FaultSettings:
             "retry_after_choices": list(self.retry_after_choices),
         }
 
-    def decide(self, method: str, path: str) -> FaultDecision:
+    def decide(self, method: str, path: str, key_id: str = "", now: float | None = None) -> FaultDecision:
         """
-        Choose the fault for one API request, consuming a scripted fault or a random draw.
+        Choose the fault for one API request: the key's budget first, then a scripted fault or a random draw.
 
         Not thread-safe on its own: the caller holds the state's lock.
 
         :param method: the request's HTTP method.
         :param path: the request's path.
+        :param key_id: names the API key the request presented (a digest, never the key), for its budget.
+        :param now: the time on :func:`time.monotonic`'s clock (the current one when ``None``).
         """
         latency = self.latency_ms / 1000.0
+        wait = self._spend(key_id, time.monotonic() if now is None else now)
+        if wait is not None:
+            # Rounded up, so that a client waiting exactly Retry-After finds a token.
+            over = BudgetExceeded(retry_after=math.ceil(wait * 1000.0) / 1000.0)
+            return FaultDecision(over, delay_seconds=latency, echo_authorization=self.echo_authorization)
         fault = next((scripted for scripted in self.script if scripted.matches(method, path)), None)
         if fault is not None:
             self.script.remove(fault)
@@ -292,6 +358,16 @@ class FaultSettings:
             fault = self._draw(method.upper() == "POST")
         pause = latency + (fault.pause() if fault is not None else 0.0)
         return FaultDecision(fault, delay_seconds=pause, echo_authorization=self.echo_authorization)
+
+    def _spend(self, key_id: str, now: float) -> float | None:
+        """Take a token from the key's bucket: ``None`` when the budget allows the request, else seconds to wait."""
+        if self.rate_limit_per_second is None:
+            return None
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            burst = self.rate_limit_burst or default_burst(self.rate_limit_per_second)
+            bucket = self._buckets[key_id] = TokenBucket(self.rate_limit_per_second, burst, now)
+        return bucket.take(now)
 
     def _draw(self, is_post: bool) -> Fault | None:
         # One draw per request against cumulative shares, so the shares are exact
@@ -350,6 +426,7 @@ def parse_fault_settings(data: Mapping[str, Any]) -> FaultSettings:
     echo = data.get("echo_authorization", False)
     if not isinstance(echo, bool):
         raise SandboxInputError(f"echo_authorization must be true or false, got {echo!r}")
+    rate, burst = _budget(data)
     return FaultSettings(
         latency_ms=_number(data, "latency_ms", 0.0, minimum=0.0),
         retry_after=None if retry_after is None else _number(data, "retry_after", 0.0, minimum=0.0),
@@ -358,8 +435,34 @@ def parse_fault_settings(data: Mapping[str, Any]) -> FaultSettings:
         retry_after_choices=[_retry_after(Fault, {"retry_after": choice}, None) for choice in choices],
         post_after_apply_share=_number(data, "post_after_apply_share", 0.0, minimum=0.0, maximum=1.0),
         echo_authorization=echo,
+        rate_limit_per_second=rate,
+        rate_limit_burst=burst,
         **shares,
     )
+
+
+def default_burst(rate: float) -> int:
+    """The bucket size when ``rate_limit_burst`` is not given: about one second's worth, at least 1."""
+    return max(1, round(rate))
+
+
+def _budget(data: Mapping[str, Any]) -> tuple[float | None, int | None]:
+    """``rate_limit_per_second`` and ``rate_limit_burst``, checked."""
+    rate = data.get("rate_limit_per_second")
+    burst = data.get("rate_limit_burst")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+            raise SandboxInputError(
+                f"rate_limit_per_second must be a number of requests per second above 0 (or null for no "
+                f"budget), got {rate!r}"
+            )
+        rate = float(rate)
+    if burst is not None:
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise SandboxInputError(f"rate_limit_burst must be a whole number of requests, at least 1, got {burst!r}")
+        if rate is None:
+            raise SandboxInputError("rate_limit_burst needs rate_limit_per_second: the rate that refills the bucket")
+    return rate, burst
 
 
 # --- reading a fault's fields: one reader per field name ----------------------------------------
@@ -432,4 +535,5 @@ def _retry_after_header(value: float | str) -> str:
     # (an HTTP date) is sent as it is.
     if isinstance(value, str):
         return value
-    return str(int(value)) if value == int(value) else f"{value:g}"
+    # Fixed-point, not "%g": six significant digits would round a long wait down.
+    return str(int(value)) if value == int(value) else f"{value:.6f}".rstrip("0").rstrip(".")

@@ -12,6 +12,7 @@ has no thread and appears in no company list.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import threading
@@ -580,15 +581,20 @@ class SandboxState:
         with self._lock:
             self._faults = FaultSettings()
 
-    def decide_fault(self, method: str, path: str) -> FaultDecision:
+    def decide_fault(self, method: str, path: str, authorization: str | None = None) -> FaultDecision:
         """
-        Choose the fault for one API request, consuming a scripted fault or a random draw.
+        Choose the fault for one API request: the key's budget first, then a scripted fault or a random draw.
 
         :param method: the request's HTTP method.
         :param path: the request's path.
+        :param authorization: the request's ``Authorization`` header, whose key the budget counts
+            against (only a digest of it is kept); ``None`` when it had none.
         """
+        key_id = ""
+        if authorization is not None:
+            key_id = hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
         with self._lock:
-            return self._faults.decide(method, path)
+            return self._faults.decide(method, path, key_id)
 
     # --- helpers (lock held) ----------------------------------------------------------------------
 

@@ -118,3 +118,36 @@ def test_cli_empty_and_random_key():
         process.communicate(timeout=15)
     assert "Companies: none" in text
     assert re.search(r"^API key:\s+[0-9a-f]{40}$", text, re.MULTILINE)
+
+
+def test_cli_enforces_a_budget_per_key():
+    process = start_cli("--port", "0", "--api-key", "cli-test-key", "--rate-limit-per-second", "0.05")
+    try:
+        text = "\n".join(read_banner(process))
+        base_url = re.search(r"^Base URL:\s+(\S+)$", text, re.MULTILINE).group(1)
+        assert re.search(r"^Rate limit:\s+0\.05 requests per second per API key \(burst 1\)", text, re.MULTILINE)
+        headers = {"Authorization": "ApiKey cli-test-key"}
+        company_id = re.search(r"^  ([0-9a-f]{40})  ", text, re.MULTILINE).group(1)
+        url = f"{base_url}/v2/companies/{company_id}/tickets/unanswered"
+        first, second = (requests.get(url, headers=headers, timeout=10) for _ in range(2))
+        assert first.status_code == 200
+        assert second.status_code == 429
+        assert float(second.headers["Retry-After"]) > 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--rate-limit-per-second", "0"], "rate_limit_per_second must be a number of requests per second above 0"),
+        (["--rate-limit-burst", "3"], "rate_limit_burst needs rate_limit_per_second"),
+        (["--rate-limit-per-second", "2", "--rate-limit-burst", "0"], "rate_limit_burst must be a whole number"),
+    ],
+)
+def test_cli_refuses_a_bad_budget(flags, message):
+    process = start_cli("--port", "0", *flags)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert message in err

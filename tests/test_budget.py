@@ -1,0 +1,254 @@
+"""The request budget in one process (SPEC section 12): the connection's extras, the cap, its sharing.
+
+Waits are measured on a clock the test turns, or bounded from below only: a slow, noisy machine
+makes a wait longer, never shorter.  The budget shared through Redis is in test_budget_redis.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from airflow_provider_clubcollect.budget import (
+    INSTALL_BUDGET_EXTRA,
+    NO_BUDGET,
+    RequestBudget,
+    TokenBucket,
+    budget_for,
+    forget_budgets,
+    key_digest,
+    shown_budget_url,
+    store_window,
+)
+from airflow_provider_clubcollect.connection import settings_from_connection
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from tests.conftest import modules_after_importing
+
+KEY = "0123456789abcdef0123456789abcdef01234567"
+PASSWORD = "redis-pass-9f8e7d"
+
+
+@pytest.fixture(autouse=True)
+def fresh_budgets():
+    forget_budgets()
+    yield
+    forget_budgets()
+
+
+def settings(**extra):
+    return settings_from_connection("cc", host=None, password=KEY, extra=extra)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told; ``sleep`` records the wait and does not move it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+
+
+# --- the connection's extras ------------------------------------------------------------------------
+
+
+def test_the_budget_extras_are_read():
+    read = settings(max_requests_per_second="2.5", budget_url=f" redis://:{PASSWORD}@redis.internal:6379/0 ")
+    assert read.max_requests_per_second == 2.5
+    assert read.budget_url == f"redis://:{PASSWORD}@redis.internal:6379/0"
+    assert settings(max_requests_per_second=4).max_requests_per_second == 4.0
+    assert settings(max_requests_per_second=1, budget_url="rediss://redis.internal").budget_url.startswith("rediss:")
+
+
+def test_no_budget_extras_mean_no_cap():
+    read = settings()
+    assert (read.max_requests_per_second, read.budget_url) == (None, None)
+    # Older connection forms store an emptied field as "".
+    read = settings(max_requests_per_second="", budget_url="")
+    assert (read.max_requests_per_second, read.budget_url) == (None, None)
+    assert budget_for(read) is NO_BUDGET
+    assert NO_BUDGET.acquire() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"max_requests_per_second": 0}, r"'max_requests_per_second' must be a number of requests per second above 0"),
+        ({"max_requests_per_second": -2}, r"must be a number of requests per second above 0 .*got -2"),
+        ({"max_requests_per_second": "fast"}, r"must be a number of requests per second above 0 .*got 'fast'"),
+        ({"max_requests_per_second": True}, r"must be a number of requests per second"),
+        ({"max_requests_per_second": "inf"}, r"must be a number of requests per second"),
+        ({"max_requests_per_second": "nan"}, r"must be a number of requests per second"),
+        ({"budget_url": "redis://redis.internal:6379/0"}, r"'budget_url' is set but 'max_requests_per_second' is not"),
+        ({"max_requests_per_second": 5, "budget_url": "memcached://cache:11211"}, r"must be a Redis URL"),
+        ({"max_requests_per_second": 5, "budget_url": "redis.internal:6379"}, r"must be a Redis URL"),
+        ({"max_requests_per_second": 5, "budget_url": "redis://"}, r"must be a Redis URL"),
+        ({"max_requests_per_second": 5, "budget_url": "redis://redis.internal:99999"}, r"a port from 1 to 65535"),
+        ({"max_requests_per_second": 5, "budget_url": 6379}, r"must be a redis:// or rediss:// URL, got int 6379"),
+        ({"max_request_per_second": 5}, r"unknown extra 'max_request_per_second'; did you mean 'max_requests_per"),
+        ({"budget": "redis://x"}, r"unknown extra 'budget'; did you mean 'budget_url'"),
+    ],
+)
+def test_bad_budget_extras_are_refused(extra, match):
+    with pytest.raises(ClubCollectValidationError, match=match) as refused:
+        settings(**extra)
+    assert "Connection 'cc'" in str(refused.value)
+
+
+def test_a_budget_url_password_is_never_shown():
+    url = f"redis://default:{PASSWORD}@redis.internal:6379/0"
+    read = settings(max_requests_per_second=5, budget_url=url)
+    assert PASSWORD not in repr(read)
+    assert "budget_url='redis://***@redis.internal:6379/0'" in repr(read)
+    assert read.secrets == (KEY, PASSWORD)
+    assert read.scrub(f"AUTH failed for {PASSWORD} with key {KEY}") == "AUTH failed for *** with key ***"
+    assert PASSWORD not in repr(budget_for(read))
+    assert KEY not in repr(budget_for(read))
+    with pytest.raises(ClubCollectValidationError) as refused:
+        settings(max_requests_per_second=5, budget_url=f"http://user:{PASSWORD}@redis.internal")
+    assert PASSWORD not in str(refused.value)
+    assert shown_budget_url("redis://redis.internal:6379") == "redis://redis.internal:6379"
+    assert settings(max_requests_per_second=5).secrets == (KEY,)
+
+
+def test_a_budget_url_without_the_extra_names_it(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "limits" else real(name, *a))
+    with pytest.raises(ClubCollectValidationError, match=r"needs limits: install the provider's 'budget' extra") as e:
+        settings(max_requests_per_second=5, budget_url="redis://redis.internal:6379/0")
+    assert INSTALL_BUDGET_EXTRA in str(e.value)
+    assert INSTALL_BUDGET_EXTRA == "pip install 'airflow-provider-clubcollect[budget]'"
+    # The cap alone needs nothing installed.
+    assert settings(max_requests_per_second=5).max_requests_per_second == 5.0
+
+
+def test_importing_the_budget_imports_no_redis():
+    loaded = modules_after_importing("airflow_provider_clubcollect.budget", "airflow_provider_clubcollect.connection")
+    assert not [name for name in loaded if name.split(".")[0] in ("limits", "redis")]
+
+
+# --- one budget per key in a process -----------------------------------------------------------------
+
+
+def test_one_budget_per_key_rate_and_url_in_a_process():
+    first = budget_for(settings(max_requests_per_second=5))
+    assert budget_for(settings(max_requests_per_second="5")) is first
+    assert budget_for(settings(max_requests_per_second=6)) is not first
+    other_key = settings_from_connection("cc", host=None, password="another-key", extra={"max_requests_per_second": 5})
+    assert budget_for(other_key) is not first
+    shared = budget_for(settings(max_requests_per_second=5, budget_url="redis://127.0.0.1:1/0"))
+    assert shared is not first
+    assert shared.shared
+    assert not first.shared
+    assert first.digest == key_digest(KEY) != KEY
+
+
+def test_n_threads_take_n_minus_burst_over_rate_on_a_fake_clock():
+    clock = FakeClock()
+    rate, threads = 4.0, 20
+    budget = RequestBudget(rate, digest="d", clock=clock, sleep=clock.sleep)
+    burst = 4  # the whole requests in a second
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        waits = sorted(pool.map(lambda _: budget.acquire(), range(threads)))
+    # The first `burst` go at once; each later one a turn (1/rate) after the one before it.
+    assert waits == pytest.approx([0.0] * burst + [n / rate for n in range(1, threads - burst + 1)])
+    assert max(waits) == pytest.approx((threads - burst) / rate)
+    assert sorted(clock.waits) == pytest.approx(waits[burst:])
+
+
+def test_the_bucket_refills_at_the_rate_up_to_the_burst():
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, burst=3, clock=clock)
+    assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+    clock.now += 0.5  # the turn reserved above is used now
+    assert bucket.reserve() == pytest.approx(0.5)
+    clock.now += 100.0  # idle: the bucket is full again, and no fuller than `burst`
+    assert [bucket.reserve() for _ in range(4)] == pytest.approx([0.0, 0.0, 0.0, 0.5])
+
+
+def test_a_fractional_rate_keeps_one_request_at_a_time():
+    clock = FakeClock()
+    budget = RequestBudget(0.5, clock=clock, sleep=clock.sleep)
+    assert [budget.acquire() for _ in range(3)] == [0.0, 2.0, 4.0]
+
+
+def test_threads_wait_at_least_what_the_cap_asks():
+    budget = RequestBudget(10.0)  # burst 10
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(lambda _: budget.acquire(), range(15)))
+    assert time.monotonic() - started >= (15 - 10) / 10 - 0.01
+
+
+def test_coroutines_share_the_cap_without_blocking_the_loop():
+    budget = RequestBudget(20.0)  # burst 20
+
+    async def main() -> tuple[list[float], int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        running = asyncio.create_task(ticker())
+        waits = await asyncio.gather(*(budget.aacquire() for _ in range(26)))
+        running.cancel()
+        return sorted(waits), ticks
+
+    started = time.monotonic()
+    waits, ticks = asyncio.run(main())
+    assert time.monotonic() - started >= (26 - 20) / 20 - 0.01
+    assert waits[:20] == [0.0] * 20
+    assert waits[-1] == pytest.approx(6 / 20, abs=0.02)
+    assert ticks > 5  # the loop went on while they waited
+
+
+# --- against a server that enforces the same budget -----------------------------------------------
+
+
+def _hammer(sandbox, budget, count: int, workers: int = 6) -> list[int]:
+    url = f"{sandbox.base_url}/v2/invoices/inv-1/tickets"
+    headers = {"Authorization": f"ApiKey {sandbox.api_key}"}
+
+    def one(_: int) -> int:
+        budget.acquire()
+        return requests.get(url, headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_the_cap_keeps_a_process_inside_the_servers_budget(sandbox):
+    sandbox.add_invoice("inv-1", "club-1", [])
+    # Without a cap, a quick burst runs into the server's budget ...
+    sandbox.set_faults(rate_limit_per_second=2, rate_limit_burst=2)
+    assert 429 in _hammer(sandbox, NO_BUDGET, 10)
+    # ... with the same cap on our side, nothing is refused.  The server's bucket holds two more
+    # than ours: the requests' own jitter on the way over.
+    sandbox.set_faults(rate_limit_per_second=20, rate_limit_burst=22)
+    sandbox.clear_requests()
+    statuses = _hammer(sandbox, RequestBudget(20.0), 40)
+    assert statuses == [200] * 40
+    assert sum(entry["status"] == 429 for entry in sandbox.requests()) == 0
+
+
+def test_store_window_never_exceeds_the_rate():
+    for rate in (0.05, 0.3, 1 / 3, 0.5, 0.99, 1, 1.5, 2.5, 10, 120):
+        amount, seconds = store_window(rate)
+        assert amount >= 1
+        assert seconds >= 1
+        assert amount / seconds <= rate + 1e-9

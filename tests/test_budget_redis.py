@@ -1,0 +1,227 @@
+"""One budget per API key shared through Redis (SPEC section 12), against a real Redis on loopback.
+
+Each test module run starts Debian's ``redis-server`` on a free loopback port (with a password, so
+that the tests also see it kept out of logs) and stops it by its PID.  Without ``redis-server`` the
+tests skip, saying so; ``make test`` installs it when it runs as root.
+
+"Two processes" are two :class:`RequestBudget` objects (each with its own memory, as two processes
+have), and once a real second process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from airflow_provider_clubcollect.budget import (
+    STORE_RETRY_SECONDS,
+    RequestBudget,
+    budget_for,
+    forget_budgets,
+    key_digest,
+)
+from airflow_provider_clubcollect.connection import settings_from_connection
+
+redis = pytest.importorskip("redis", reason="the budget extra (limits, redis) is not installed")
+pytest.importorskip("limits", reason="the budget extra (limits, redis) is not installed")
+
+KEY = "fedcba9876543210fedcba9876543210fedcba98"
+PASSWORD = "budget-test-pass-4d2c"
+LOGGER = "airflow_provider_clubcollect.budget"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server(port: int):
+    """``redis-server`` on 127.0.0.1:port with PASSWORD, no persistence; stopped by its PID."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server here (Debian: apt-get install redis-server): the shared budget needs a Redis")
+    options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", PASSWORD]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=2)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip(f"redis-server did not start on 127.0.0.1:{port}")
+                time.sleep(0.05)
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def store():
+    port = free_port()
+    with redis_server(port) as client:
+        yield port, client
+
+
+@pytest.fixture(autouse=True)
+def fresh(request):
+    forget_budgets()
+    if "store" in request.fixturenames:
+        request.getfixturevalue("store")[1].flushall()
+    yield
+    forget_budgets()
+
+
+def url(port: int, password: str = PASSWORD) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def shared_budget(port: int, rate: float = 3.0, **kwargs) -> RequestBudget:
+    return RequestBudget(rate, digest=key_digest(KEY), budget_url=url(port), **kwargs)
+
+
+def test_two_budgets_share_one_budget(store):
+    port, _ = store
+    first, second = shared_budget(port), shared_budget(port)  # 3 requests in any second
+    assert [first.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    # The other "process" has spent nothing itself, yet finds the key's budget spent.
+    assert second.acquire() > 0
+
+
+def test_a_second_process_draws_from_the_same_budget(store):
+    port, _ = store
+    # One request in any 2 s.  The child takes it and stays alive until told, so that how long a
+    # Python takes to start or exit is never part of the window.
+    extra = {"max_requests_per_second": 0.5, "budget_url": url(port)}
+    child = f"""
+import json, sys
+from airflow_provider_clubcollect.budget import budget_for
+from airflow_provider_clubcollect.connection import settings_from_connection
+budget = budget_for(settings_from_connection("cc", host=None, password={KEY!r}, extra={extra!r}))
+print(json.dumps([budget.shared, budget.acquire()]), flush=True)
+sys.stdin.read()
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line, process.stderr.read() if process.stderr else "the child printed nothing"
+        assert json.loads(line) == [True, 0.0]
+        here = budget_for(settings_from_connection("cc", host=None, password=KEY, extra=extra))
+        assert here.shared
+        assert here.acquire() > 0
+    finally:
+        process.communicate(timeout=60)
+
+
+def test_a_shared_budget_holds_the_rate_across_budgets(store):
+    port, _ = store
+    budgets = [shared_budget(port, rate=5.0) for _ in range(2)]  # 5 requests in any second
+    started = time.monotonic()
+    for n in range(12):
+        budgets[n % 2].acquire()
+    # 12 requests at 5 in any second: the 6th and the 11th each wait for the window to move on.
+    assert time.monotonic() - started >= 2.0 - 0.05
+
+
+def test_async_budgets_share_one_budget(store):
+    port, _ = store
+
+    async def main() -> tuple[list[float], float]:
+        first, second = shared_budget(port), shared_budget(port)
+        taken = [await first.aacquire() for _ in range(3)]
+        return taken, await second.aacquire()
+
+    taken, waited = asyncio.run(main())
+    assert taken == [0.0, 0.0, 0.0]
+    assert waited > 0
+
+
+def test_sync_and_async_draw_from_one_budget(store):
+    port, _ = store
+    budget = shared_budget(port)
+    assert [budget.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert asyncio.run(budget.aacquire()) > 0
+
+
+def test_redis_holds_a_digest_never_the_key(store):
+    port, client = store
+    budget = shared_budget(port)
+    for _ in range(3):
+        budget.acquire()
+    keys = [key.decode() for key in client.keys("*")]
+    assert keys
+    assert all(key_digest(KEY) in key for key in keys)
+    assert not [key for key in keys if KEY in key]
+    for key in keys:
+        values = client.lrange(key, 0, -1) if client.type(key) == b"list" else [client.dump(key)]
+        assert not [value for value in values if KEY.encode() in value]
+
+
+def test_a_store_that_is_down_warns_once_and_the_cap_goes_on(caplog):
+    port = free_port()  # nothing listens there
+    budgets = [shared_budget(port, rate=50.0) for _ in range(2)]
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        for budget in budgets:
+            for _ in range(3):
+                assert budget.acquire() == 0.0  # the per-process bucket (burst 50): nothing raised
+        assert asyncio.run(budgets[0].aacquire()) == 0.0
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert f"redis://***@127.0.0.1:{port}/0 cannot be reached" in message
+    assert "keeps max_requests_per_second=50 on its own" in message
+    assert not [r for r in caplog.records if PASSWORD in r.getMessage() or KEY in r.getMessage()]
+
+
+def test_a_wrong_password_falls_back_without_showing_it(store, caplog):
+    port, _ = store
+    wrong = "not-the-password-77"
+    budget = RequestBudget(50.0, digest=key_digest(KEY), budget_url=url(port, wrong))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert budget.acquire() == 0.0
+    (warning,) = caplog.records
+    assert "cannot be reached" in warning.getMessage()
+    assert wrong not in warning.getMessage()
+
+
+def test_the_store_is_asked_again_after_a_while(caplog):
+    port = free_port()
+    clock_now = [1000.0]
+    budget = shared_budget(port, rate=50.0, clock=lambda: clock_now[0])
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        budget.acquire()  # down: the bucket
+        with redis_server(port) as client:
+            budget.acquire()  # still taken for down: the store is not asked yet
+            assert client.keys("*") == []
+            clock_now[0] += STORE_RETRY_SECONDS + 1
+            budget.acquire()
+            assert client.keys("*")  # the store holds the budget again
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot be reached" in m for m in messages) == 1
+    assert sum("answers again" in m for m in messages) == 1
