@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
@@ -317,23 +318,33 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
         self.reference_time = reference_time
 
     def execute(self, context: Context) -> list[str]:
+        invoice_ids = self._chosen(context)
+        if self.is_dry_run:
+            return self._dry_run(invoice_ids)
+        result = self._run(invoice_ids)
+        result.raise_for_failures(self.verb)
+        return result.done
+
+    def _chosen(self, context: Context) -> list[str]:
+        """The invoices to act on: those given, or those the company's selection picks."""
         if self.invoice_ids is not None:
             invoice_ids = invoice_ids_from(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
-        else:
-            company_id = validate_id(self.company_id, "company_id")
-            now = run_reference_time(self.reference_time, context)
-            invoice_ids = self._select(company_id, now)
-        if self.is_dry_run:
-            for invoice_id in invoice_ids:
-                self.log.info("Dry run: would %s invoice %s.", self.verb, invoice_id)
-            self.log.info("Dry run: would %s %d invoices; nothing changed.", self.verb, len(invoice_ids))
             return invoice_ids
+        company_id = validate_id(self.company_id, "company_id")
+        now = run_reference_time(self.reference_time, context)
+        return self._select(company_id, now)
+
+    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
+        for invoice_id in invoice_ids:
+            self.log.info("Dry run: would %s invoice %s.", self.verb, invoice_id)
+        self.log.info("Dry run: would %s %d invoices; nothing changed.", self.verb, len(invoice_ids))
+        return invoice_ids
+
+    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
         # One limiter for every request of the action: a 429 slows all of them down.
         with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
-            result = run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
-        result.raise_for_failures(self.verb)
-        return result.done
+            return run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
 
     def _select(self, company_id: str, now: datetime) -> list[str]:
         # Every page is read before the first action, so acting cannot make the paging skip tickets.
