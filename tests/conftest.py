@@ -93,6 +93,21 @@ def sandbox(clubcollect_sandbox: SandboxHandle) -> SandboxHandle:
     return clubcollect_sandbox
 
 
+@pytest.fixture
+def escalation_store(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """
+    Airflow Variables in memory, for ``EscalateTicketsOperator.execute()`` called outside a task run
+    (Airflow 3 has no Variable store there): key to value, as the operator reads and writes them.
+    Its record in real Variables, across real runs, is tested in tests/dags/test_escalate_once_per_episode.py.
+    """
+    from airflow_provider_clubcollect import escalation
+
+    store: dict[str, str] = {}
+    monkeypatch.setattr(escalation, "read_variable", store.get)
+    monkeypatch.setattr(escalation, "write_variable", store.__setitem__)
+    return store
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test under tests/dags ``dag``: they run DAGs with real Airflow (`make unit` skips them)."""
     dags = REPO_ROOT / "tests" / "dags"

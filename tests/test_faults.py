@@ -181,7 +181,9 @@ def test_archive_reaches_every_invoice_and_returns_the_true_set(faulty: SandboxH
     retries_stayed_within_bounds()
 
 
-def test_escalate_reaches_every_invoice_and_returns_the_true_set(faulty: SandboxHandle) -> None:
+def test_escalate_reaches_every_invoice_and_returns_the_true_set(
+    faulty: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
     ids = [f"inv-{n:03d}" for n in range(100)]
     for invoice_id in ids:
         faulty.sandbox_state.add_invoice(invoice_id, CO, thread(("CUSTOMER", 10)))

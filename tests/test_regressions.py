@@ -86,7 +86,9 @@ def dateless(status: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("which", ["archive", "escalate", "sensor"])
-def test_2_ticket_without_date_is_a_clubcollect_error(api: HTTPServer, which: str) -> None:
+def test_2_ticket_without_date_is_a_clubcollect_error(
+    api: HTTPServer, which: str, escalation_store: dict[str, str]
+) -> None:
     status = "answered" if which == "archive" else "unanswered"
     serve_company_list(api, dateless(status), status)
     if which == "archive":

@@ -14,10 +14,19 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
+from airflow_provider_clubcollect.escalation import (
+    EscalationRecord,
+    check_flag,
+    check_key,
+    derived_key,
+    given_episodes,
+    thread_episode,
+)
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.selection import (
     check_duration,
+    group_threads,
     human_duration,
     invoice_ids_from,
     run_reference_time,
@@ -438,16 +447,29 @@ def _check_archivable(status: object) -> str:
 
 class EscalateTicketsOperator(_BulkTicketOperator):
     """
-    Assign the tickets of invoices to ClubCollect support: given ones, or threads unanswered too long.
+    Assign the tickets of invoices to ClubCollect support, once per unanswered episode.
 
     Give ``invoice_ids`` (ID strings or ticket dicts), or ``company_id`` with ``unanswered_for``:
     then every unanswered thread whose oldest unanswered customer ticket is older than
     ``unanswered_for`` is assigned to support.
 
+    Assigning may reach a person each time, so a thread is escalated once per *episode* (its
+    *unanswered since*): a later run leaves it alone until the company has answered and the member
+    waits anew.  The operator remembers what it escalated in an Airflow Variable, by default
+    ``clubcollect.escalated.<conn_id>.<company_id>``, or with ``invoice_ids``
+    ``clubcollect.escalated.<conn_id>.<dag_id>.<task_id>`` (and ``.<map_index>`` when mapped).
+    Threads given as ticket dicts are judged from those tickets; threads given as bare IDs are
+    read once each.  If the record cannot be read, nothing is assigned and the task fails.
+
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
     :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
-    :param bool dry_run: only log and return what would be escalated.
+    :param bool dry_run: only log and return what would be escalated; the record is read, never written.
+    :param bool escalate_again: escalate the chosen threads even if already escalated for their current
+        episode; default ``False`` (templated): ``"{{ params.escalate_again }}"`` lets a run ask for it.
+    :param str | None escalation_record: the key of the Airflow Variable that remembers what was escalated
+        (templated); default derived from the connection and the company, or the DAG and task.  Tasks
+        that give the same key share one record.
     :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
     :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
@@ -456,20 +478,124 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
     """
 
+    template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "escalate_again", "escalation_record")
     verb = "assign to support"
 
-    def __init__(self, *, unanswered_for: timedelta | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        unanswered_for: timedelta | None = None,
+        escalate_again: bool | str = False,
+        escalation_record: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.unanswered_for = unanswered_for
+        self.escalate_again = escalate_again
+        self.escalation_record = escalation_record
         if self.company_id is not None:
             check_duration(unanswered_for, "unanswered_for")
+        # A template or an XComArg is checked once rendered.
+        deferred = (isinstance(escalate_again, str) and not _is_literal(escalate_again)) or hasattr(
+            escalate_again, "resolve"
+        )
+        if not deferred:
+            check_flag(escalate_again)
+        if escalation_record is not None and _is_literal(escalation_record):
+            check_key(escalation_record)
+        # Filled while a run chooses and acts (an operator object runs one task instance).
+        self._episodes: dict[str, datetime | None] = {}
+        self._assigned: list[str] = []
+
+    def execute(self, context: Context) -> list[str]:
+        again = check_flag(self.escalate_again)
+        invoice_ids = self._chosen(context)
+        record = EscalationRecord.load(self._record_key(context))  # before anything is assigned
+        self.log.info("Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries))
+        unread: dict[str, str] = {}
+        if self.invoice_ids is not None:
+            self._episodes, to_read = given_episodes(self.invoice_ids, invoice_ids)
+            unread = self._read_episodes(to_read)
+            invoice_ids = [i for i in invoice_ids if i not in unread]
+        todo = self._not_escalated(record, invoice_ids, again)
+        # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
+        # named by the DAG may hold other threads too, so there only threads seen answered are forgotten).
+        ended = record.ended(self._episodes, complete=self.invoice_ids is None and self.escalation_record is None)
+        if self.is_dry_run:
+            return self._dry_run(todo)
+        self._assigned = []
+        try:
+            result = self._run(todo)
+        finally:
+            record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
+        result.failed.update(unread)
+        result.raise_for_failures(self.verb)
+        return result.done
+
+    def _record_key(self, context: Context) -> str:
+        if self.escalation_record is not None:
+            return check_key(self.escalation_record)
+        conn_id = str(self.clubcollect_conn_id)
+        if self.invoice_ids is None:
+            return derived_key(conn_id, validate_id(self.company_id, "company_id"))
+        ti = context.get("ti")
+        dag_id = getattr(ti, "dag_id", None) or (self.dag_id if self.has_dag() else "no_dag")  # type: ignore[no-untyped-call]
+        parts = [conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id)]
+        map_index = getattr(ti, "map_index", -1)
+        if isinstance(map_index, int) and map_index >= 0:
+            parts.append(str(map_index))
+        return derived_key(*parts)
+
+    def _read_episodes(self, invoice_ids: list[str]) -> dict[str, str]:
+        """Read the threads given as bare IDs, for their episode; returns those that could not be read."""
+        if not invoice_ids:
+            return {}
+
+        def read(invoice_id: str) -> None:
+            self._episodes[invoice_id] = thread_episode(invoice_id, self.hook.get_invoice_tickets(invoice_id))
+
+        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
+            result = run_bulk(read, invoice_ids, max_concurrency=self.max_concurrency, verb="read the thread of")
+        # Not assigned: without its thread, an invoice could be escalated twice for one episode.
+        return {invoice_id: f"{reason} (reading its thread)" for invoice_id, reason in result.failed.items()}
+
+    def _not_escalated(self, record: EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
+        """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
+        todo = []
+        for invoice_id in invoice_ids:
+            since = self._episodes.get(invoice_id)
+            done = record.escalated(invoice_id, since)
+            if since is None:
+                self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
+            if done is None or again:
+                todo.append(invoice_id)
+            when = f" on {done.escalated_at.isoformat()}" if done is not None and done.escalated_at else ""
+            if done is not None:
+                self.log.info(
+                    "Invoice %s: already escalated%s for this episode (unanswered since %s); %s.",
+                    invoice_id,
+                    when,
+                    done.unanswered_since.isoformat(),
+                    "escalate_again: once more" if again else "not again",
+                )
+        self.log.info(
+            "%d of %d threads already escalated for their current episode; %d to assign to support%s.",
+            sum(1 for i in invoice_ids if record.escalated(i, self._episodes.get(i))),
+            len(invoice_ids),
+            len(todo),
+            " (escalate_again)" if again else "",
+        )
+        return todo
 
     def _status(self) -> str:
         return STATUS_UNANSWERED
 
     def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         unanswered_for = check_duration(self.unanswered_for, "unanswered_for")
+        # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
+        self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(tickets)}
         return select_unanswered(tickets, unanswered_for, now), f"waited for more than {human_duration(unanswered_for)}"
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)
+        self._assigned.append(invoice_id)  # list.append is atomic: safe from the bulk action's threads

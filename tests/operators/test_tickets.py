@@ -339,7 +339,7 @@ def test_archive_bad_invoice_ids_fail_before_any_request(sandbox: SandboxHandle,
 # --- escalate --------------------------------------------------------------------------------------------
 
 
-def test_escalate_threads_unanswered_too_long(sandbox: SandboxHandle) -> None:
+def test_escalate_threads_unanswered_too_long(sandbox: SandboxHandle, escalation_store: dict[str, str]) -> None:
     # Unanswered since 10 days (the oldest customer ticket after the last company reply).
     sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 30), ("COMPANY", 20), ("CUSTOMER", 10), ("CUSTOMER", 1)))
     sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 3)))  # unanswered for 3 days only
@@ -354,7 +354,7 @@ def test_escalate_threads_unanswered_too_long(sandbox: SandboxHandle) -> None:
     assert [i for i in sorted(state) if state[i]["assigned_to_support"]] == [inv(1)]
 
 
-def test_escalate_dry_run_and_given_ids(sandbox: SandboxHandle) -> None:
+def test_escalate_dry_run_and_given_ids(sandbox: SandboxHandle, escalation_store: dict[str, str]) -> None:
     sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 30)))
     sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 30)))
 
@@ -367,7 +367,262 @@ def test_escalate_dry_run_and_given_ids(sandbox: SandboxHandle) -> None:
     assert all(i["assigned_to_support"] for i in sandbox.state()["invoices"].values())
 
 
-def test_bulk_action_retries_through_5xx_and_429(sandbox: SandboxHandle) -> None:
+# --- escalate once per unanswered episode ---------------------------------------------------------------
+# Here the record lives in memory (escalation_store); tests/dags/test_escalate_once_per_episode.py keeps it in
+# a real Airflow Variable across real DAG runs.
+
+RECORD = "clubcollect.escalated.clubcollect_default.club-1"
+
+
+def escalate(**kwargs: Any) -> list[str]:
+    """One run of a daily escalation: the company's threads waiting more than 7 days (or ``invoice_ids``)."""
+    kwargs.setdefault("task_id", "t")
+    if "invoice_ids" not in kwargs:
+        kwargs = {"company_id": CO, "unanswered_for": timedelta(days=7), "reference_time": NOW, **kwargs}
+    return EscalateTicketsOperator(**kwargs).execute({})
+
+
+def assigned(sandbox: SandboxHandle) -> list[str]:
+    """The invoices assigned to support since the sandbox's request log was last cleared."""
+    return sorted(r["path"].split("/")[4] for r in posts(sandbox) if r["path"].endswith("/assign_to_support"))
+
+
+def thread_reads(sandbox: SandboxHandle) -> list[str]:
+    """The invoices whose thread was read one by one (GET /invoices/<id>/tickets)."""
+    return sorted(
+        r["path"].split("/")[4] for r in sandbox.requests() if r["method"] == "GET" and "/invoices/" in r["path"]
+    )
+
+
+def test_escalate_once_per_episode_then_again_when_waiting_anew(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    for n in (1, 2, 3):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 10)))
+
+    assert escalate() == [inv(1), inv(2), inv(3)]
+    record = json.loads(escalation_store[RECORD])
+    assert record[inv(1)]["unanswered_since"] == (NOW - timedelta(days=10)).isoformat()
+
+    sandbox.clear_requests()
+    assert escalate() == []
+    assert assigned(sandbox) == []
+    assert escalate(dry_run=True) == []
+
+    # Thread 1 is answered and its member writes again (waiting 8 days now); thread 2 is answered.
+    sandbox.add_tickets(inv(1), thread(("COMPANY", 9), ("CUSTOMER", 8)))
+    sandbox.add_tickets(inv(2), thread(("COMPANY", 1)))
+    sandbox.clear_requests()
+    assert escalate(dry_run=True) == [inv(1)]
+    assert json.loads(escalation_store[RECORD]) == record, "a dry run wrote the record"
+    assert escalate() == [inv(1)]
+    assert assigned(sandbox) == [inv(1)]
+    record = json.loads(escalation_store[RECORD])
+    assert sorted(record) == [inv(1), inv(3)], "the answered thread is forgotten, the rest kept"
+    assert record[inv(1)]["unanswered_since"] == (NOW - timedelta(days=8)).isoformat()
+
+    sandbox.clear_requests()
+    assert escalate(escalate_again=True) == [inv(1), inv(3)]
+    assert escalate(escalate_again="True") == [inv(1), inv(3)], "as '{{ params.escalate_again }}' renders"
+    assert assigned(sandbox) == [inv(1), inv(1), inv(3), inv(3)]
+
+
+def test_escalate_dry_run_on_a_new_record_writes_nothing(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+
+    assert escalate(dry_run=True) == [inv(1)]
+    assert escalate(dry_run=True, invoice_ids=[inv(1)]) == [inv(1)]
+    assert escalation_store == {}
+    assert posts(sandbox) == []
+
+
+def test_escalate_bare_ids_reads_each_thread_once_a_run(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+    sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 20), ("COMPANY", 15), ("CUSTOMER", 5)))
+
+    assert escalate(invoice_ids=[inv(2), inv(1)]) == [inv(1), inv(2)]
+    assert thread_reads(sandbox) == [inv(1), inv(2)]
+    (key,) = escalation_store
+    assert key == "clubcollect.escalated.clubcollect_default.no_dag.t"  # in a task: the DAG's ID
+    assert json.loads(escalation_store[key])[inv(2)]["unanswered_since"] == (NOW - timedelta(days=5)).isoformat()
+
+    sandbox.clear_requests()
+    assert escalate(invoice_ids=[inv(1), inv(2)]) == []
+    assert thread_reads(sandbox) == [inv(1), inv(2)]
+    assert assigned(sandbox) == []
+
+
+def test_escalate_ticket_dicts_are_judged_from_the_tickets_given(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+    sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 10)))
+
+    def fetched() -> list[Any]:
+        return FetchCompanyTicketsOperator(task_id="fetch", company_id=CO).execute({})
+
+    assert escalate(invoice_ids=fetched()) == [inv(1), inv(2)]
+    sandbox.add_tickets(inv(2), thread(("COMPANY", 3), ("CUSTOMER", 2)))
+    sandbox.clear_requests()
+    assert escalate(invoice_ids=fetched()) == [inv(2)]
+    assert thread_reads(sandbox) == [], "no thread was read one by one"
+
+
+def test_escalate_given_thread_waiting_for_no_answer_is_escalated_and_not_remembered(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10), ("COMPANY", 9)))
+
+    assert escalate(invoice_ids=[inv(1)]) == [inv(1)]
+    assert escalation_store == {}, "nothing to remember: the thread waits for no answer"
+    assert escalate(invoice_ids=[inv(1)]) == [inv(1)]
+
+
+@pytest.mark.parametrize("company", [True, False], ids=["company", "invoice_ids"])
+def test_escalate_assigns_nothing_when_the_record_cannot_be_read(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, company: bool
+) -> None:
+    from airflow_provider_clubcollect import escalation
+
+    def unreachable(key: str) -> str:
+        raise ConnectionError("API server unreachable")
+
+    monkeypatch.setattr(escalation, "read_variable", unreachable)
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+
+    with pytest.raises(ClubCollectError, match=r"Could not read the record .*Nothing was assigned to support"):
+        escalate() if company else escalate(invoice_ids=[inv(1)])
+    assert posts(sandbox) == []
+
+
+def test_escalate_assigns_nothing_when_the_record_is_not_one(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+    escalation_store[RECORD] = '["not", "a", "record"]'
+
+    with pytest.raises(ClubCollectError, match=r"is not a record of escalated threads.*Delete the Variable"):
+        escalate()
+    assert posts(sandbox) == []
+
+
+def test_escalate_names_what_it_assigned_but_could_not_record(
+    sandbox: SandboxHandle, escalation_store: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_clubcollect import escalation
+
+    def read_only(key: str, value: str) -> None:
+        raise PermissionError("read-only database")
+
+    monkeypatch.setattr(escalation, "write_variable", read_only)
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+
+    with pytest.raises(ClubCollectError, match=rf"Could not write the record .*Not remembered as escalated: {inv(1)}"):
+        escalate()
+    assert assigned(sandbox) == [inv(1)]
+
+
+def test_escalate_remembers_what_succeeded_when_some_fail(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    for n in (1, 2):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 10)))
+    sandbox.set_faults(script=[{"fault": "error", "status": 404, "method": "POST", "path_regex": inv(2)}])
+
+    with pytest.raises(ClubCollectError, match=rf"Could not assign to support 1 of 2 .*{inv(2)}"):
+        escalate()
+    assert sorted(json.loads(escalation_store[RECORD])) == [inv(1)]
+    sandbox.clear_requests()
+    assert escalate() == [inv(2)], "the failed one is tried again, the other not"
+
+
+def test_escalate_remembers_what_it_assigned_before_the_key_was_refused(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    for n in (1, 2, 3):
+        sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 10)))
+    sandbox.set_faults(script=[{"fault": "error", "status": 401, "method": "POST", "path_regex": inv(2)}])
+
+    with pytest.raises(ClubCollectError, match="refused the API key"):
+        escalate(max_concurrency=1)
+    state = sandbox.state()["invoices"]
+    assert [i for i in sorted(state) if state[i]["assigned_to_support"]] == [inv(1)]
+    assert sorted(json.loads(escalation_store[RECORD])) == [inv(1)]
+
+
+def test_escalate_does_not_assign_a_thread_it_could_not_read(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+
+    with pytest.raises(ClubCollectError, match=rf"1 of 2 .*{inv(9)}: 404 .*reading its thread"):
+        escalate(invoice_ids=[inv(1), inv(9)])
+    assert assigned(sandbox) == [inv(1)]
+
+
+def test_escalate_keeps_what_another_task_recorded_meanwhile(
+    sandbox: SandboxHandle, escalation_store: dict[str, str]
+) -> None:
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+    sandbox.add_invoice(inv(2), CO, thread(("CUSTOMER", 10)))
+    escalation_store[RECORD] = json.dumps({inv(2): {"unanswered_since": (NOW - timedelta(days=10)).isoformat()}})
+    sibling = {"unanswered_since": (NOW - timedelta(days=30)).isoformat()}
+
+    class Concurrent(EscalateTicketsOperator):
+        def _act(self, invoice_id: str) -> None:
+            super()._act(invoice_id)
+            # Another DAG escalating the same company saves while this task assigns.
+            escalation_store[RECORD] = json.dumps({**json.loads(escalation_store[RECORD]), inv(7): sibling})
+
+    assert Concurrent(task_id="t", company_id=CO, unanswered_for=timedelta(days=7), reference_time=NOW).execute({}) == [
+        inv(1)
+    ]
+    assert sorted(json.loads(escalation_store[RECORD])) == [inv(1), inv(2), inv(7)]
+
+
+def test_escalation_record_keys() -> None:
+    from airflow_provider_clubcollect.escalation import MAX_KEY_LENGTH
+
+    def key(context: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        return EscalateTicketsOperator(task_id="t", **kwargs)._record_key(context or {})
+
+    def ti(map_index: int) -> dict[str, Any]:
+        return {"ti": SimpleNamespace(dag_id="daily", task_id="escalate", map_index=map_index)}
+
+    by_company = {"company_id": CO, "unanswered_for": timedelta(days=7)}
+    assert key(**by_company) == "clubcollect.escalated.clubcollect_default.club-1"
+    assert key(**by_company, clubcollect_conn_id="prod") == "clubcollect.escalated.prod.club-1"
+    assert key(ti(-1), invoice_ids=["i"]) == "clubcollect.escalated.clubcollect_default.daily.escalate"
+    assert key(ti(3), invoice_ids=["i"]) == "clubcollect.escalated.clubcollect_default.daily.escalate.3"
+    assert key(ti(3), invoice_ids=["i"], escalation_record="shared.record") == "shared.record"
+    # IDs a URL path cannot carry are replaced, with a digest that keeps two IDs apart.
+    odd = [key(company_id=c, unanswered_for=timedelta(0)) for c in ("club 1", "club?1", "club#1")]
+    assert all(k.startswith("clubcollect.escalated.clubcollect_default.club_1-") for k in odd)
+    assert len(set(odd)) == 3
+    long = [key(company_id=c * 300, unanswered_for=timedelta(0)) for c in "ab"]
+    assert all(len(k) == MAX_KEY_LENGTH for k in long)
+    assert long[0] != long[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"escalate_again": "maybe"}, "escalate_again must be True or False"),
+        ({"escalate_again": 1}, "escalate_again must be True or False"),
+        ({"escalation_record": "a/b"}, "escalation_record must be an Airflow Variable key"),
+        ({"escalation_record": "x" * 251}, "at most 250 characters"),
+    ],
+)
+def test_escalate_bad_record_arguments_fail_at_parse_time(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ClubCollectValidationError, match=match):
+        EscalateTicketsOperator(task_id="t", invoice_ids=["i"], **kwargs)
+
+
+def test_bulk_action_retries_through_5xx_and_429(sandbox: SandboxHandle, escalation_store: dict[str, str]) -> None:
     for n in range(1, 6):
         sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 9)))
     sandbox.set_faults(
