@@ -4,7 +4,11 @@ Shows: ``UnansweredTicketsSensor`` with ``deferrable=True`` waiting in the trigg
 slot held) until at least one thread has waited more than 7 days for an answer, then
 ``EscalateTicketsOperator`` assigning exactly the threads the sensor found to support (its XCom,
 a list of ticket dicts, feeds ``invoice_ids``).  The escalation runs on a worker, never in the
-triggerer.
+triggerer.  Each thread is escalated once per unanswered episode: the hourly runs that find it
+still waiting leave it alone until it has been answered and waits anew.  The operator remembers
+what it escalated in an Airflow Variable named after the connection, DAG and task
+(``clubcollect.escalated.clubcollect_default.clubcollect_auto_escalate.assign_to_support``):
+delete it to escalate every waiting thread again.
 
 Run it against the local sandbox::
 
