@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
+from airflow_provider_clubcollect.bulk import (
+    DEFAULT_MAX_CONCURRENCY,
+    AdaptiveLimiter,
+    BulkResult,
+    check_concurrency,
+    run_bulk,
+)
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.escalation import (
     EscalationRecord,
@@ -50,7 +56,6 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
@@ -528,7 +533,8 @@ class EscalateTicketsOperator(_BulkTicketOperator):
             result = self._run(todo)
         finally:
             record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
-        result.failed.update(unread)
+        # Threads that could not be read were not assigned: they fail the task beside those that failed.
+        result = BulkResult(result.done, {**result.failed, **unread})
         result.raise_for_failures(self.verb)
         return result.done
 
