@@ -93,6 +93,10 @@ def check_flag(value: object, name: str = "escalate_again") -> bool:
     raise ClubCollectValidationError(f"{name} must be True or False (or 'true'/'false'), got {shown(value)}.")
 
 
+class NoVariableStore(ClubCollectError):
+    """Airflow 3 gives Variables only to a task run: outside one there is nothing to remember in."""
+
+
 def read_variable(key: str) -> str | None:
     """
     A Variable's value as stored, ``None`` when there is none; raises when the store cannot answer.
@@ -104,9 +108,8 @@ def read_variable(key: str) -> str | None:
 
         comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
         if comms is None:
-            raise ClubCollectError(
-                "There is no Airflow task runner here, so no Variable can be read: EscalateTicketsOperator "
-                "keeps its record of escalated threads in one and runs as an Airflow task."
+            raise NoVariableStore(
+                "There is no Airflow task runner here (execute() called directly), so no Variable can be read."
             )
         from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
         from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable
@@ -165,9 +168,11 @@ class EscalationRecord:
     :param entries: invoice ID to its entry as stored.
     """
 
-    def __init__(self, key: str, entries: dict[str, dict[str, str]]) -> None:
+    def __init__(self, key: str, entries: dict[str, dict[str, str]], *, kept: bool = True) -> None:
         self.key = key
         self.entries = entries
+        #: False outside an Airflow task run on Airflow 3: nothing is remembered, nothing is written.
+        self.kept = kept
 
     @classmethod
     def load(cls, key: str) -> EscalationRecord:
@@ -178,7 +183,13 @@ class EscalationRecord:
         :raises ClubCollectError: when the store cannot be read or holds something else than a record:
             without it, threads escalated before would be escalated again.
         """
-        return cls(key, _read(key))
+        try:
+            return cls(key, _read(key))
+        except NoVariableStore:
+            return cls(key, {}, kept=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
     def escalated(self, invoice_id: str, unanswered_since: datetime | None) -> Episode | None:
         """
@@ -221,7 +232,7 @@ class EscalationRecord:
         :raises ClubCollectError: when the record cannot be read or written.
         """
         ended = list(ended)
-        if not assigned and not ended:
+        if not self.kept or (not assigned and not ended):
             return
         now = datetime.now(timezone.utc)
         stored = _read(self.key)

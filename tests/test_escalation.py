@@ -10,6 +10,7 @@ import pytest
 from airflow_provider_clubcollect import escalation
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
+from tests.conftest import NOW
 
 KEY = "clubcollect.escalated.clubcollect_default.club-1"
 
@@ -58,7 +59,11 @@ def test_outside_a_task_run_there_is_no_record(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", None, raising=False)
     with pytest.raises(ClubCollectError, match="no Airflow task runner here"):
-        escalation.EscalationRecord.load(KEY)
+        escalation.read_variable(KEY)
+    # execute() called directly (a script, a unit test): escalate, remember nothing, write nothing.
+    record = escalation.EscalationRecord.load(KEY)
+    assert (record.entries, record.kept) == ({}, False)
+    record.save({"inv": NOW}, ["old"])  # would raise if it tried to read or write the store
 
 
 def test_a_write_that_did_not_land_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

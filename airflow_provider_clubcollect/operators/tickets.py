@@ -516,7 +516,16 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         again = check_flag(self.escalate_again)
         invoice_ids = self._chosen(context)
         record = EscalationRecord.load(self._record_key(context))  # before anything is assigned
-        self.log.info("Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries))
+        if record.kept:
+            self.log.info(
+                "Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries)
+            )
+        else:
+            self.log.warning(
+                "Not in an Airflow task run: escalating without the record %r of earlier escalations, "
+                "and remembering nothing.",
+                record.key,
+            )
         unread: dict[str, str] = {}
         if self.invoice_ids is not None:
             self._episodes, to_read = given_episodes(self.invoice_ids, invoice_ids)

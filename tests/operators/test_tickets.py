@@ -18,6 +18,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchInvoiceTicketsOperator,
 )
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.conftest import NOW, running_task, thread
 
 if TYPE_CHECKING:
@@ -352,6 +353,20 @@ def test_escalate_threads_unanswered_too_long(sandbox: SandboxHandle, escalation
     assert escalated == [inv(1)]
     state = sandbox.state()["invoices"]
     assert [i for i in sorted(state) if state[i]["assigned_to_support"]] == [inv(1)]
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="Airflow 2.11 reads Variables from its database in any process")
+def test_escalate_outside_a_task_run_escalates_and_remembers_nothing(sandbox: SandboxHandle) -> None:
+    """execute() called directly (a script, a user's unit test) has no Variables on Airflow 3: it still works."""
+    sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
+
+    def escalate() -> list[str]:
+        return EscalateTicketsOperator(  # type: ignore[no-any-return]
+            task_id="t", company_id=CO, unanswered_for=timedelta(days=7), reference_time=NOW
+        ).execute({})
+
+    assert escalate() == [inv(1)]
+    assert escalate() == [inv(1)], "nothing remembered outside a task run"
 
 
 def test_escalate_dry_run_and_given_ids(sandbox: SandboxHandle, escalation_store: dict[str, str]) -> None:
