@@ -11,11 +11,10 @@ from __future__ import annotations
 import enum
 import math
 import random
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, parse_retry_after, shown
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT
 from airflow_provider_clubcollect.wire import RawResponse
 
@@ -138,25 +137,3 @@ class RetryPolicy:
         # "Equal jitter": at least half the exponential wait, so retries keep backing off,
         # plus a random half, so that concurrent clients spread out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """
-    Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    :param value: the header value, or ``None``.
-    :return: the seconds (never negative), or ``None`` when absent or unreadable.
-    """
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    import email.utils
-
-    try:
-        when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(when.timestamp()) - time.time())

@@ -25,6 +25,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
     ClubCollectServerError,
+    parse_retry_after,
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.operators.tickets import (
@@ -33,7 +34,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     EscalateTicketsOperator,
     FetchCompanyTicketsOperator,
 )
-from airflow_provider_clubcollect.retry import RetryPolicy, parse_retry_after
+from airflow_provider_clubcollect.retry import RetryPolicy
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from tests.conftest import NOW, thread
 

@@ -327,6 +327,21 @@ def test_429_forever_is_rate_limit_error(hook, api: HTTPServer) -> None:
         hook.get_invoice_tickets(INVOICE)
     assert len(api.log) == 6, "1 attempt + max_retries (5)"
     assert "after 6 attempts" in str(info.value)
+    assert info.value.retry_after is None
+
+
+def test_429_error_carries_the_last_retry_after(api: HTTPServer) -> None:
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
+    api.expect_request(f"/api/v2/invoices/{INVOICE}/tickets").respond_with_data(
+        "slow down", status=429, headers={"Retry-After": "300"}
+    )
+
+    with pytest.raises(ClubCollectRateLimitError) as info:
+        ClubCollectHook(max_retries=0).get_invoice_tickets(INVOICE)
+    # Uncapped by the request back-off's retry_after_max (120 s): the task may wait that long.
+    assert info.value.retry_after == 300.0
+    assert "It asked to wait 300 s (Retry-After)." in str(info.value)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
