@@ -23,13 +23,14 @@ from airflow_provider_clubcollect.get_provider_info import (
     DISTRIBUTION_NAME,
     MAX_RETRIES_LIMIT,
 )
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import as_backoff
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+    from airflow_provider_clubcollect.retry import Backoff
 
 #: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
@@ -282,6 +283,20 @@ def _non_negative_int(value: Any, default: int, name: str, conn_id: str) -> int:
     return number
 
 
+def check_max_retries(value: object) -> int:
+    """
+    Check a ``max_retries`` argument (the connection's extra has its own reader, which takes text too).
+
+    :param value: an integer from 0 to :data:`~airflow_provider_clubcollect.get_provider_info.MAX_RETRIES_LIMIT`.
+    :raises ClubCollectValidationError: otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise ClubCollectValidationError(
+            f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}, got {shown(value)}."
+        )
+    return value
+
+
 def settings_from_airflow_connection(
     conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
@@ -309,23 +324,17 @@ class ClubCollectConnectionMixin:
     What the operators and the sensor share: the connection they use and the hook they build.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
-        requests (back-off; the count comes from the connection).  Airflow 3.3's ``BaseOperator`` takes a
-        ``retry_policy`` of its own (whether to retry the task): anything that is not a ``RetryPolicy``
-        is passed on to it.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
     """
 
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            kwargs["retry_policy"] = retry_policy
-            retry_policy = None
+    def __init__(
+        self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, backoff: Backoff | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        if isinstance(getattr(self, "retry_policy", None), RetryPolicy):
-            # Airflow hands default_args to BaseOperator too: a request policy given there is ours.
-            # setattr: the attribute is BaseOperator's (an Airflow task policy), not this mixin's.
-            setattr(self, "retry_policy", None)  # noqa: B010
         self.clubcollect_conn_id = clubcollect_conn_id
-        self.clubcollect_retry_policy: RetryPolicy | None = retry_policy
+        # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.
+        self.backoff = as_backoff(backoff)
 
     @functools.cached_property
     def hook(self) -> ClubCollectHook:
@@ -336,5 +345,5 @@ class ClubCollectConnectionMixin:
         return ClubCollectHook(
             self.clubcollect_conn_id,
             pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
-            retry_policy=self.clubcollect_retry_policy,
+            backoff=self.backoff,
         )

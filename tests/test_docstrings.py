@@ -17,7 +17,7 @@ MODULES = [
     "airflow_provider_clubcollect.exceptions",
     "airflow_provider_clubcollect.sandbox.handle",
 ]
-EXTRA_CLASSES = [("airflow_provider_clubcollect.retry", "RetryPolicy")]
+EXTRA_CLASSES = [("airflow_provider_clubcollect.retry", "Backoff")]
 FIXTURES = ["clubcollect_sandbox", "clubcollect_sandbox_server"]
 #: ``:param <type> <name>:``, the type being at least one word before the name.
 TYPED_PARAM = re.compile(r"^\s*:param (?P<type>\S.*?) (?P<name>\w+):", flags=re.MULTILINE)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
@@ -56,19 +57,20 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     Base of the ClubCollect operators: holds the connection id and builds the hook.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
-        requests (back-off; the count comes from the connection); an Airflow task retry policy is passed on
-        to Airflow.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
 
     .. seealso:: :ref:`operators`
     """
 
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, backoff: Backoff | None = None, **kwargs: Any
+    ) -> None:
         # Declared here, not only in the mixin: Airflow applies default_args, and checks the
         # arguments of partial() and expand(), through each operator class's own __init__.
-        super().__init__(clubcollect_conn_id=clubcollect_conn_id, retry_policy=retry_policy, **kwargs)
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, **kwargs)
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):

@@ -383,35 +383,38 @@ def test_bulk_action_retries_through_5xx_and_429(sandbox: SandboxHandle) -> None
     assert all(i["assigned_to_support"] for i in sandbox.state()["invoices"].values())
 
 
-# --- retry_policy: the provider's for requests, Airflow's for the task ------------------------------------
+# --- backoff for the requests; retry_policy is Airflow's, for the task ------------------------------------
 
 
-def test_retry_policy_tunes_requests_and_an_airflow_policy_goes_to_airflow(sandbox: SandboxHandle) -> None:
+def test_backoff_tunes_requests_and_retry_policy_goes_to_airflow_untouched(sandbox: SandboxHandle) -> None:
     from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
 
-    ours = RetryPolicy(backoff_initial=0.001)
+    ours = Backoff(initial=0.001)
     theirs = ExceptionRetryPolicy(rules=[RetryRule(exception=ClubCollectValidationError, action=RetryAction.FAIL)])
 
-    requests_tuned = ArchiveTicketsOperator(task_id="a", invoice_ids=["i"], retry_policy=ours)
-    task_tuned = ArchiveTicketsOperator(task_id="b", invoice_ids=["i"], retry_policy=theirs)
+    tuned = ArchiveTicketsOperator(task_id="a", invoice_ids=["i"], backoff=ours, retry_policy=theirs)
+    plain = ArchiveTicketsOperator(task_id="b", invoice_ids=["i"], backoff={"initial": 2.0})
 
-    assert requests_tuned.retry_policy is None
-    assert requests_tuned.hook.retry_policy.backoff_initial == 0.001
-    assert task_tuned.retry_policy is theirs
-    assert task_tuned.hook.retry_policy.backoff_initial == RetryPolicy().backoff_initial
+    assert (tuned.backoff, tuned.hook.backoff, tuned.retry_policy) == (ours, ours, theirs)
+    assert tuned.hook._retries.max_retries == 5, "the count is the connection's"
+    assert plain.hook.backoff == Backoff(initial=2.0)
+    assert ArchiveTicketsOperator(task_id="c", invoice_ids=["i"]).hook.backoff == Backoff()
 
 
 def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -> None:
     """Airflow applies default_args, and checks partial() and expand(), through each class's own
-    __init__: the connection and the request policy must be named there, not only in the mixin."""
+    __init__: the connection and the back-off must be named there, not only in the mixin."""
     from airflow.sdk import DAG
+    from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
 
-    ours = RetryPolicy(backoff_initial=0.001)
-    with DAG("defaults", schedule=None, default_args={"clubcollect_conn_id": "from_defaults", "retry_policy": ours}):
+    ours = Backoff(initial=0.001)
+    theirs = ExceptionRetryPolicy(rules=[RetryRule(exception=ClubCollectValidationError, action=RetryAction.FAIL)])
+    defaults = {"clubcollect_conn_id": "from_defaults", "backoff": ours, "retry_policy": theirs}
+    with DAG("defaults", schedule=None, default_args=defaults):
         built = [
             FetchInvoiceTicketsOperator(task_id="fetch_invoice", invoice_id="inv"),
             FetchCompanyTicketsOperator(task_id="fetch_company", company_id=CO),
@@ -428,7 +431,8 @@ def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -
         )
 
     for task in built:
-        assert (task.clubcollect_conn_id, task.clubcollect_retry_policy) == ("from_defaults", ours), task.task_id
-        assert task.retry_policy is None, task.task_id
+        assert (task.clubcollect_conn_id, task.backoff, task.retry_policy) == ("from_defaults", ours, theirs), (
+            task.task_id
+        )
     assert partial.partial_kwargs["clubcollect_conn_id"] == "cc"
     assert by_conn.expand_input.value == {"clubcollect_conn_id": ["cc1", "cc2"]}
