@@ -23,7 +23,7 @@ from airflow_provider_clubcollect.get_provider_info import (
     DISTRIBUTION_NAME,
     MAX_RETRIES_LIMIT,
 )
-from airflow_provider_clubcollect.retry import as_backoff
+from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY, as_backoff, task_retry_policy_kwargs
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
@@ -326,12 +326,19 @@ class ClubCollectConnectionMixin:
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request
         (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed
+        to Airflow as it is; by default a ``ClubCollectRetryPolicy``; ``None`` for none.
     """
 
     def __init__(
-        self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, backoff: Backoff | None = None, **kwargs: Any
+        self,
+        *,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
         self.clubcollect_conn_id = clubcollect_conn_id
         # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.
         self.backoff = as_backoff(backoff)

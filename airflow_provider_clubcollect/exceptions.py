@@ -147,9 +147,9 @@ class ClubCollectRateLimitError(ClubCollectError):
     :param int | None status_code: the HTTP status of the answer (429).
     :param str | None error_code: the API's ``error`` code, if any.
     :param float | None retry_after: the seconds the last answer's ``Retry-After`` asked to wait
-        (``None`` without one), uncapped by the request back-off: the time to retry the task at the soonest.
+        (``None`` without one), uncapped by the request back-off: the soonest time to retry the task.
 
-    .. seealso:: :ref:`troubleshooting`
+    .. seealso:: :ref:`troubleshooting`, and :ref:`task-retries` (``ClubCollectRetryPolicy`` waits that long).
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Retry tuning, public: :class:`Backoff`, the waits between retries of one *request*.
+"""Retry tuning, public: :class:`Backoff`, the waits between retries of one *request*, and
+``ClubCollectRetryPolicy``, a task retry policy for Airflow 3.3's ``retry_policy=``.
 
 The request layer's one retry decision lives here too, used by the sync hook and the async
 trigger alike: whether an attempt's outcome is final, may be retried, or may have been applied
@@ -7,7 +8,11 @@ honoured; otherwise waits grow exponentially with jitter so that many workers do
 lockstep.  Nothing here does I/O or sleeps: the transports do, with ``time.sleep`` or ``asyncio.sleep``.
 
 Retrying a *task* is Airflow's business (``retries``, ``retry_delay``, and from Airflow 3.3 its
-``retry_policy``).  This module is light (no HTTP client at import), so that a DAG file may import it.
+``retry_policy``); ``ClubCollectRetryPolicy`` tells Airflow which ClubCollect errors a retry cannot
+heal.  It subclasses Airflow's ``RetryPolicy``, which exists from Airflow 3.3 on, so it is imported
+on first use (a module ``__getattr__``): this module imports on every Airflow version, and is light
+(no HTTP client, and of Airflow only the exception its errors derive from), so that a DAG file may
+import it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, parse_retry_after, shown
 from airflow_provider_clubcollect.wire import RawResponse
 
 if TYPE_CHECKING:
+    from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
     from airflow_provider_clubcollect.wire import ApiRequest
 
 
@@ -172,3 +178,59 @@ def verdict(request: ApiRequest, outcome: Outcome) -> Verdict:
     if outcome.status >= 500:
         return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
     return Verdict.FINAL
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ClubCollectRetryPolicy is imported when first asked for, on Airflow 3.3+ only.
+    if name == "ClubCollectRetryPolicy":
+        if not _airflow_has_task_retry_policies():
+            from airflow import __version__
+
+            raise ImportError(
+                f"ClubCollectRetryPolicy needs Airflow 3.3 or later, where tasks take a retry_policy; this is "
+                f"Airflow {__version__}. Before 3.3, a task's retries and retry_delay decide alone.",
+                name=__name__,
+            )
+        from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy
+
+        return ClubCollectRetryPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _airflow_has_task_retry_policies() -> bool:
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+    return AIRFLOW_V_3_3_PLUS
+
+
+class _ClubCollectDefault:
+    """The default of ``retry_policy`` on the operators and the sensor: see :func:`task_retry_policy_kwargs`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        # How the default reads in a signature (and in the API reference).
+        return "ClubCollectRetryPolicy()"
+
+
+#: ``retry_policy``'s default on the operators and the sensor: ``ClubCollectRetryPolicy()`` on Airflow 3.3+.
+DEFAULT_TASK_RETRY_POLICY: Final = _ClubCollectDefault()
+
+
+def task_retry_policy_kwargs(retry_policy: object) -> dict[str, Any]:
+    """
+    The ``retry_policy`` keyword argument the operators and the sensor hand Airflow's ``BaseOperator``.
+
+    What the DAG gave (an argument or ``default_args``; ``None`` included) goes to Airflow untouched;
+    without it, a :class:`ClubCollectRetryPolicy`.  Airflow before 3.3 takes no ``retry_policy``:
+    there the default and ``None`` are left out, anything else is left to Airflow to refuse.
+
+    :param retry_policy: the operator's ``retry_policy`` argument, or :data:`DEFAULT_TASK_RETRY_POLICY`.
+    """
+    available = _airflow_has_task_retry_policies()
+    # isinstance, not identity: Airflow may copy the arguments of a mapped task before it unmaps it.
+    if isinstance(retry_policy, _ClubCollectDefault):
+        retry_policy = __getattr__("ClubCollectRetryPolicy")() if available else None
+    if retry_policy is None and not available:
+        return {}
+    return {"retry_policy": retry_policy}
