@@ -17,13 +17,12 @@ from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
     DEFAULT_BASE_URL,
-    DEFAULT_CONN_ID,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
     DISTRIBUTION_NAME,
     MAX_RETRIES_LIMIT,
 )
-from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY, as_backoff, task_retry_policy_kwargs
+from airflow_provider_clubcollect.retry import as_backoff, task_retry_policy_kwargs
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
@@ -323,21 +322,18 @@ class ClubCollectConnectionMixin:
     """
     What the operators and the sensor share: the connection they use and the hook they build.
 
+    The arguments have no defaults here: each class using the mixin declares them, with their
+    defaults, in its own ``__init__``, where Airflow applies ``default_args`` and checks the
+    arguments of ``partial()`` and ``expand()``.
+
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request
         (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed
-        to Airflow as it is; by default a ``ClubCollectRetryPolicy``; ``None`` for none.
+    :param Any retry_policy: Airflow's task retry policy (Airflow 3.3+), or
+        :data:`~airflow_provider_clubcollect.retry.DEFAULT_TASK_RETRY_POLICY` for a ``ClubCollectRetryPolicy``.
     """
 
-    def __init__(
-        self,
-        *,
-        clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        backoff: Backoff | None = None,
-        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
         self.clubcollect_conn_id = clubcollect_conn_id
         # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.

@@ -78,7 +78,7 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        # Declared here, not only in the mixin: Airflow applies default_args, and checks the
+        # Declared here, with their defaults: Airflow applies default_args, and checks the
         # arguments of partial() and expand(), through each operator class's own __init__.
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
 

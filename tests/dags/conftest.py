@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import DAG
 
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
 
 TEST_DAGS = Path(__file__).parent / "dag_files"
 
@@ -68,6 +70,18 @@ def example_dags(airflow_db: Path) -> dict[str, DAG]:
         assert bag.import_errors == {}
         dags.update(bag.dags)
     return dags
+
+
+@pytest.fixture
+def no_retries_sandbox(clubcollect_sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> SandboxHandle:
+    """
+    The sandbox, emptied, also as the connection ``clubcollect_no_retries`` (``max_retries`` 0):
+    one failed request fails the task's try, so that Airflow's task retries take over.
+    """
+    clubcollect_sandbox.reset(seed=None)
+    no_retries = {**json.loads(clubcollect_sandbox.conn_uri_json), "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES", json.dumps(no_retries))
+    return clubcollect_sandbox
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ retry policy after each failure, as a worker does (Airflow 3.3+)."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -26,13 +25,9 @@ RETRY_AFTER = 2
 
 
 def test_the_default_task_retry_policy_decides_what_airflow_retries(
-    run_dag: Callable[..., tuple[str, str]],
-    example_airflow: AirflowHome,
-    clubcollect_sandbox: SandboxHandle,
-    monkeypatch: pytest.MonkeyPatch,
+    run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, no_retries_sandbox: SandboxHandle
 ) -> None:
-    sandbox = clubcollect_sandbox
-    sandbox.reset(seed=None)
+    sandbox = no_retries_sandbox
     for invoice_id in ("inv-429", "inv-503"):
         sandbox.add_invoice(invoice_id, "club-1", [])
     sandbox.set_faults(
@@ -41,8 +36,6 @@ def test_the_default_task_retry_policy_decides_what_airflow_retries(
             *[{"fault": "error", "status": 503, "path_regex": "inv-503"}] * 3,
         ]
     )
-    no_retries = {**json.loads(sandbox.conn_uri_json), "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES", json.dumps(no_retries))
 
     state, output = run_dag(DAG_ID)
 

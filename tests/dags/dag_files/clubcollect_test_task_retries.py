@@ -1,8 +1,8 @@
 """Test DAG: which failures Airflow retries, with the operators' default task retry policy.
 
-Every task uses the connection ``clubcollect_no_retries`` (the sandbox, with ``max_retries`` 0), so
-that one failed request fails the try and the task retry policy decides what comes next
-(``ClubCollectRetryPolicy`` on Airflow 3.3+).  No task waits on its own ``retry_delay``.
+Every task uses the connection ``clubcollect_no_retries`` (the sandbox, with ``max_retries`` 0: the
+tests' ``no_retries_sandbox``), so that one failed request fails the try and the task retry policy
+decides what comes next (``ClubCollectRetryPolicy`` on Airflow 3.3+).  No task waits on its own ``retry_delay``.
 """
 
 from __future__ import annotations
