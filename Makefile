@@ -5,25 +5,61 @@ PYTHON ?= python3
 # Airflow 3.3 supports Python 3.10 to 3.13: each has a pinned constraints file, made by
 # `make constraints PYTHON=...`.  Python 3.11 uses .venv; any other version its own .venv-3.X,
 # so that several can live side by side.
+# The provider also supports Airflow 2.11 to 3.2: AIRFLOW=X.Y (e.g. `make test AIRFLOW=2.11`) uses
+# constraints-airflow-X.Y.txt and its own .venv-airflow-X.Y, on Python 3.11 only (one Python is
+# enough to catch what differs between Airflows).  AIRFLOW unset or 3.3: the per-Python files.
 SUPPORTED_PYTHONS := 3.10 3.11 3.12 3.13
+SUPPORTED_AIRFLOWS := 2.11 3.0 3.1 3.2 3.3
+comma := ,
+AIRFLOW_MINOR := $(or $(strip $(AIRFLOW)),3.3)
+ifneq ($(filter-out $(SUPPORTED_AIRFLOWS),$(AIRFLOW_MINOR))$(word 2,$(AIRFLOW_MINOR)),)
+$(error AIRFLOW=$(AIRFLOW) is not supported: use one of $(SUPPORTED_AIRFLOWS), e.g. 'make test AIRFLOW=2.11' (unset means 3.3))
+endif
+# An older Airflow takes python3.11 unless PYTHON names another Python 3.11.
+ifneq ($(AIRFLOW_MINOR),3.3)
+ifeq ($(origin PYTHON),file)
+PYTHON := python3.11
+endif
+endif
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(AIRFLOW_MINOR),3.3)
 ifeq ($(filter $(PYVER),$(SUPPORTED_PYTHONS)),)
 $(error PYTHON=$(PYTHON) is $(if $(PYVER),Python $(PYVER),not a Python that runs here). Airflow 3.3 and this provider support Python $(SUPPORTED_PYTHONS): run e.g. 'make test PYTHON=python3.12', or with pyenv 'make test PYTHON=$$(pyenv prefix 3.13.0)/bin/python3.13')
 endif
 VENV := $(if $(filter 3.11,$(PYVER)),.venv,.venv-$(PYVER))
-PY := $(VENV)/bin/python
 CONSTRAINTS := constraints-$(PYVER).txt
+CONSTRAINTS_FOR := Python $(PYVER)
+CONSTRAINTS_ARGS := PYTHON=$(PYTHON)
+REGENERATE_ARGS := PYTHON=python$(PYVER)
 # A new constraints file holds Airflow at the version the reference file pins.
 REFERENCE_CONSTRAINTS := constraints-3.11.txt
+NEW_PINS = grep -E '^apache-airflow(-core|-task-sdk)?==' $(REFERENCE_CONSTRAINTS)
+else
+ifneq ($(PYVER),3.11)
+$(error Airflow $(AIRFLOW_MINOR) is pinned for Python 3.11 only, and PYTHON=$(PYTHON) is $(if $(PYVER),Python $(PYVER),not a Python that runs here): install python3.11, or name one with e.g. 'make test AIRFLOW=$(AIRFLOW_MINOR) PYTHON=$$(pyenv prefix 3.11.7)/bin/python3.11')
+endif
+VENV := .venv-airflow-$(AIRFLOW_MINOR)
+CONSTRAINTS := constraints-airflow-$(AIRFLOW_MINOR).txt
+CONSTRAINTS_FOR := Airflow $(AIRFLOW_MINOR)
+CONSTRAINTS_ARGS := AIRFLOW=$(AIRFLOW_MINOR)
+REGENERATE_ARGS := AIRFLOW=$(AIRFLOW_MINOR)
+# A new constraints file holds Airflow at that minor's newest release.  Its other dependencies then
+# resolve to today's newest, which an older Airflow may not survive: the existing files started from
+# `uv pip compile --exclude-newer <the release's upload day>` (newer common-compat and standard allowed).
+NEW_PINS = echo 'apache-airflow==$(AIRFLOW_MINOR).*'
+endif
+PY := $(VENV)/bin/python
 EXTRAS := test,docs
+# Airflow 2.11's file also pins the e2e extra (a deployment test on 2.11 with PostgreSQL).
+CONSTRAINTS_EXTRAS := $(EXTRAS)$(if $(filter 2.11,$(AIRFLOW_MINOR)),$(comma)e2e)
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e bench
+.PHONY: install test lint typecheck pytest unit demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
 $(VENV)/.installed: pyproject.toml airflow_provider_clubcollect/__init__.py $(wildcard $(CONSTRAINTS))
-	@test -f $(CONSTRAINTS) || { echo "No $(CONSTRAINTS) for Python $(PYVER): create it with 'make constraints PYTHON=$(PYTHON)' (a full install, several minutes)."; exit 1; }
+	@test -f $(CONSTRAINTS) || { echo "No $(CONSTRAINTS) for $(CONSTRAINTS_FOR): create it with 'make constraints $(CONSTRAINTS_ARGS)' (a full install, several minutes)."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[$(EXTRAS)]"
 	@touch $@
@@ -70,6 +106,19 @@ e2e: $(VENV)/.e2e-installed
 	fi
 	$(PY) dev/e2e.py
 
+# A short deployment on Airflow 2.11 (PostgreSQL, scheduler, triggerer, LocalExecutor) in its own
+# venv, whatever AIRFLOW says: the deferrable sensor resumed by the triggerer, the archive example,
+# secrets masking.  Needs root, like e2e.  See dev/e2e_airflow2.py.
+E2E_AIRFLOW2_VENV := .venv-airflow-2.11
+
+e2e-airflow2:
+	$(MAKE) --no-print-directory AIRFLOW=2.11 $(E2E_AIRFLOW2_VENV)/.e2e-installed
+	@dpkg -s postgresql >/dev/null 2>&1 || { \
+	  echo "Installing from Debian: postgresql"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	}
+	$(E2E_AIRFLOW2_VENV)/bin/python dev/e2e_airflow2.py
+
 # How close paging, bulk actions, imports and streaming come to their bounds (a benchmark, not a
 # test: not part of make test). Prints one table with PASS/FAIL per target; see dev/bench.py.
 bench: install
@@ -80,17 +129,18 @@ sandbox: install
 	$(PY) -m airflow_provider_clubcollect.sandbox
 
 # --- constraints ---------------------------------------------------------------------------------
-# Pin the full install for this Python.  With a constraints file, the install keeps its pins and
-# new dependencies get the newest release (run after changing dependencies); without one, the
-# install resolves afresh, with Airflow (apache-airflow, -core, -task-sdk) held at $(REFERENCE_CONSTRAINTS)'s
-# pins; its bundled providers may differ per Python (smtp 3.2.0 needs 3.11+).
+# Pin the full install for this Python (or Airflow).  With a constraints file, the install keeps its
+# pins and new dependencies get the newest release (run after changing dependencies); without one,
+# the install resolves afresh, with Airflow held as NEW_PINS says: for Airflow 3.3, apache-airflow,
+# -core and -task-sdk at constraints-3.11.txt's pins; its bundled providers may differ per Python
+# (smtp 3.2.0 needs 3.11+).
 constraints:
 	$(PYTHON) -m venv $(VENV)
 	if test -f $(CONSTRAINTS); then cp $(CONSTRAINTS) $(VENV)/pins.txt; \
-	else grep -E '^apache-airflow(-core|-task-sdk)?==' $(REFERENCE_CONSTRAINTS) > $(VENV)/pins.txt; fi
-	$(PY) -m pip install --quiet --constraint $(VENV)/pins.txt --editable ".[$(EXTRAS)]"
+	else $(NEW_PINS) > $(VENV)/pins.txt; fi
+	$(PY) -m pip install --quiet --constraint $(VENV)/pins.txt --editable ".[$(CONSTRAINTS_EXTRAS)]"
 	{ echo "# Pinned install for Python $(PYVER), Airflow $$($(PY) -c 'from importlib.metadata import version; print(version("apache-airflow"))') (Airflow's constraints convention)."; \
-	  echo "# Regenerate with: make constraints PYTHON=python$(PYVER)"; \
+	  echo "# Regenerate with: make constraints $(REGENERATE_ARGS)"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -vi '^airflow-provider-clubcollect'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	@touch $(VENV)/.installed
@@ -131,4 +181,4 @@ $(DOCS_CHECKED): $(VENV)/.installed $(DOCS_INPUTS) | $(CHROMIUM)
 # --- end of docs ---------------------------------------------------------------------------------
 
 clean:
-	rm -rf .venv .venv-3.* .mypy_cache .ruff_cache .pytest_cache .demo docs/_build .e2e
+	rm -rf .venv .venv-3.* .venv-airflow-* .mypy_cache .ruff_cache .pytest_cache .demo docs/_build .e2e

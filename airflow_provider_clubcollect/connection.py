@@ -6,8 +6,10 @@ extras, and refuse the same unsafe base URLs, before any request is sent.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -16,6 +18,8 @@ from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, 
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRA_MAX_RETRIES,
     CONN_EXTRA_TIMEOUT,
+    CONN_EXTRAS,
+    CONN_TYPE,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
@@ -26,7 +30,7 @@ from airflow_provider_clubcollect.retry import as_backoff, task_retry_policy_kwa
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
     from airflow_provider_clubcollect.retry import Backoff
@@ -175,6 +179,16 @@ def settings_from_connection(
             f"Connection {conn_id!r}: extra must be a JSON object such as "
             f'{{"{CONN_EXTRA_TIMEOUT}": 30, "{CONN_EXTRA_MAX_RETRIES}": 5}}, got {type(extra).__name__} {shown(extra)}.'
         )
+    # Airflow's form in older releases wrote extras as "extra__clubcollect__<name>".
+    extra = {str(key).removeprefix(f"extra__{CONN_TYPE}__"): value for key, value in extra.items()}
+    unknown = sorted(set(extra) - set(CONN_EXTRAS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], CONN_EXTRAS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ClubCollectValidationError(
+            f"Connection {conn_id!r}: unknown extra {shown(unknown[0])}{hint} "
+            f"A clubcollect connection's extras are {', '.join(CONN_EXTRAS)}."
+        )
     if timeout is None:
         timeout = extra.get(CONN_EXTRA_TIMEOUT)
     if max_retries is None:
@@ -296,6 +310,20 @@ def check_max_retries(value: object) -> int:
     return value
 
 
+def missing_connection(conn_id: str) -> ClubCollectValidationError:
+    """
+    The error for a connection Airflow does not know: how to create it, in the UI and as an environment variable.
+
+    :param conn_id: the connection id that was looked up.
+    """
+    example = json.dumps({"conn_type": CONN_TYPE, "password": "<API key>"})
+    return ClubCollectValidationError(
+        f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "
+        f"type ClubCollect, the API key as password) or set the environment variable "
+        f"AIRFLOW_CONN_{conn_id.upper()}='{example}' where the tasks and the triggerer run."
+    )
+
+
 def settings_from_airflow_connection(
     conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
@@ -307,6 +335,12 @@ def settings_from_airflow_connection(
     :param max_retries: overrides the ``max_retries`` extra.
     :raises ClubCollectValidationError: naming the connection and the bad value.
     """
+    conn_type = getattr(conn, "conn_type", None)
+    if conn_type and conn_type != CONN_TYPE:
+        raise ClubCollectValidationError(
+            f"Connection {conn.conn_id!r} has type {shown(conn_type)}: set its type to {CONN_TYPE!r} "
+            "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
+        )
     return settings_from_connection(
         conn.conn_id,
         host=conn.host,

@@ -11,7 +11,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import ApiRequest, RawResponse

@@ -21,6 +21,8 @@ DEFAULT_CONN_ID: Final = "clubcollect_default"
 DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
 CONN_EXTRA_TIMEOUT: Final = "timeout"
 CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
+#: Every extra a clubcollect connection takes; any other is refused, naming the closest of these.
+CONN_EXTRAS: Final = (CONN_EXTRA_TIMEOUT, CONN_EXTRA_MAX_RETRIES)
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_MAX_RETRIES: Final = 5
 #: The most retries allowed: more would wait for hours and only hide an outage.

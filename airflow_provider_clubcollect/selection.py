@@ -63,8 +63,9 @@ def run_reference_time(value: datetime | str | None, context: Mapping[str, Any])
     :raises ClubCollectValidationError: for a string that is not ISO 8601.
     """
     if isinstance(value, str) and value.strip() in ("", "None"):
-        run_after = getattr(context.get("dag_run"), "run_after", None)
-        return to_utc(run_after)
+        run = context.get("dag_run")
+        # Airflow 2.11's runs have no run_after: the end of the data interval is the same moment.
+        return to_utc(getattr(run, "run_after", None) or getattr(run, "data_interval_end", None))
     return to_utc(value)
 
 

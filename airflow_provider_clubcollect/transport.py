@@ -183,7 +183,8 @@ class SyncTransport:
         except requests.exceptions.ConnectionError as exc:
             reason, maybe_applied = _requests_connection_failure(exc)
             return TransportFailure(self.settings.scrub(reason), maybe_applied)
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            # ValueError: http.client refusing a header value that requests (before 2.32.6) let through.
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
         return _raw(self.settings, response.status_code, response.headers, response.content)
 

@@ -100,12 +100,14 @@ class AirflowHome:
 
     def reschedules(self, dag_id: str, task_id: str) -> int:
         """How often a task of the DAG's newest run gave its slot back (reschedule mode)."""
-        rows = self._newest_run_rows(
-            dag_id,
-            "SELECT task_reschedule.id FROM task_reschedule JOIN task_instance ON task_instance.id = ti_id",
-            "AND task_id = ?",
-            task_id,
-        )
+        with sqlite3.connect(self.database) as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(task_reschedule)")}
+        # Airflow 3 links a reschedule to its task instance's id; Airflow 2.11 names the task in the row.
+        if "ti_id" in columns:
+            table = "task_reschedule JOIN task_instance ON task_instance.id = ti_id"
+        else:
+            table = "task_reschedule"
+        rows = self._newest_run_rows(dag_id, f"SELECT task_reschedule.id FROM {table}", "AND task_id = ?", task_id)
         return len(rows)
 
     def task_tries(self, dag_id: str, task_id: str) -> list[dict[str, Any]]:

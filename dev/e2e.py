@@ -957,7 +957,7 @@ def check_end_state(
     def company(company_id: str) -> dict[str, dict[str, Any]]:
         return {i: v for i, v in inv0.items() if v["company_id"] == company_id}
 
-    # Archive: answered threads idle over 30 days, "now" being the latest run's run_after.
+    # Archive: answered threads idle over 30 days, "now" being when the run was triggered (the task runs moments later).
     archive_now = manual_started["clubcollect_archive_stale"]
     expected_archived = {
         i

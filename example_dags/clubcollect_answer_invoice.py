@@ -16,7 +16,7 @@ Answer another invoice with ``-c '{"invoice_id": "..."}'`` or the DAG's params.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param
 
 from airflow_provider_clubcollect.operators.tickets import CreateTicketOperator, FetchInvoiceTicketsOperator
 

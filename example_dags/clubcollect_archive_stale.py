@@ -2,9 +2,8 @@
 
 Shows: ``ArchiveTicketsOperator`` selecting a company's answered threads whose last activity is
 older than 30 days, reading every page first, then archiving them concurrently.  "Now" is the
-run's ``run_after`` (for a scheduled run, the end of its data interval), so a re-run of an old
-date selects what was stale then.  ``run_after`` exists in every Airflow 3 run, also one
-triggered without a logical date, where ``data_interval_end`` is undefined.
+time the task runs; on Airflow 3 give ``reference_time="{{ dag_run.run_after }}"`` to make it the
+run's ``run_after`` instead, so that a re-run of an old date selects what was stale then.
 
 Run it against the local sandbox (no ClubCollect account needed)::
 
@@ -20,7 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param
 
 from airflow_provider_clubcollect.operators.tickets import ArchiveTicketsOperator
 
@@ -42,6 +41,5 @@ with DAG(
         company_id="{{ params.company_id }}",
         status="answered",
         inactive_for=timedelta(days=30),
-        reference_time="{{ dag_run.run_after }}",
     )
     # [END howto_operator_archive_tickets]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param
 
 from airflow_provider_clubcollect.operators.tickets import EscalateTicketsOperator
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor

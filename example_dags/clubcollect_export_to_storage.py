@@ -1,9 +1,10 @@
 """Export a company's unanswered tickets to object storage, as an asset other DAGs are scheduled on.
 
 Shows: ``FetchCompanyTicketsOperator`` with ``output_path``, streaming JSON lines page by page.
-The path is templated (one file per run), so the export is emitted through the asset alias
-``clubcollect_export.clubcollect_export_to_storage.export``, with the company, the status and
-the ticket count in the event's extra; ``clubcollect_process_export`` is scheduled on that alias.
+The path is templated (one file per run, named by its run ID), so the export is
+emitted through the asset alias ``clubcollect_export.clubcollect_export_to_storage.export``,
+with the company, the status and the ticket count in the event's extra;
+``clubcollect_process_export`` is scheduled on that alias.
 With the OpenLineage provider installed, the run also reports the company's ticket list as its
 input dataset and the file as its output dataset.
 
@@ -20,7 +21,7 @@ Run it against the local sandbox::
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param
 
 from airflow_provider_clubcollect.operators.tickets import FetchCompanyTicketsOperator
 
@@ -45,7 +46,8 @@ with DAG(
         company_id="{{ params.company_id }}",
         status="unanswered",
         output_path=(
-            "{{ params.export_root }}/{{ params.company_id }}/unanswered-{{ dag_run.run_after | ts_nodash }}.jsonl"
+            "{{ params.export_root }}/{{ params.company_id }}/"
+            "unanswered-{{ run_id | replace(':', '') | replace('+', '_') }}.jsonl"
         ),
     )
     # [END howto_operator_fetch_company_tickets_export]

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, AssetAlias, task
+from airflow.providers.common.compat.sdk import DAG, AssetAlias, task
 
 # [START howto_schedule_on_clubcollect_export]
 EXPORTS = AssetAlias("clubcollect_export.clubcollect_export_to_storage.export")
@@ -27,7 +27,7 @@ EXPORTS = AssetAlias("clubcollect_export.clubcollect_export_to_storage.export")
 @task
 def read_exports(*, triggering_asset_events: Any = None) -> dict[str, Any]:
     """Read every export that triggered this run; fail if a file does not hold what its event says."""
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     events = triggering_asset_events.get(EXPORTS, [])
     exports, waiting = [], set()

@@ -7,6 +7,7 @@ before anything imports Airflow (nothing imported here does).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
@@ -44,6 +47,18 @@ def modules_after_importing(*modules: str) -> list[str]:
     """Every module a fresh interpreter has loaded after importing ``modules``, as a DAG file would."""
     code = f"import sys, {', '.join(modules)}; print(' '.join(sorted(sys.modules)))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
+@contextlib.contextmanager
+def running_task(context: Any) -> Iterator[Any]:
+    """What a task runner does around ``execute()``: ``get_current_context()`` answers ``context`` inside."""
+    try:
+        from airflow.sdk.execution_time.context import set_current_context
+    except ImportError:  # Airflow 2.11
+        from airflow.models.taskinstance import set_current_context  # type: ignore[no-redef]
+
+    with set_current_context(context):
+        yield context
 
 
 def fast_backoff() -> Backoff:

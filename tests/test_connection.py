@@ -81,3 +81,10 @@ def test_refused_base_url_is_named_without_its_query_or_credentials(host: str) -
         resolve_base_url(host, conn_id="cc")
     assert "SECRETKEY" not in str(info.value)
     assert "https://app.clubcollect.com/api" in str(info.value)
+
+
+def test_extras_as_older_airflow_forms_wrote_them_are_read() -> None:
+    # Airflow's connection form once stored extras as "extra__<conn type>__<name>".
+    extra = {"extra__clubcollect__timeout": "7", "extra__clubcollect__max_retries": 2}
+    settings = settings_from_connection("cc", host=None, password="key", extra=extra)
+    assert (settings.timeout, settings.max_retries) == (7.0, 2)

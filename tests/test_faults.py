@@ -36,7 +36,7 @@ from airflow_provider_clubcollect.operators.tickets import (
 )
 from airflow_provider_clubcollect.retry import Backoff, RequestRetries
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
-from tests.conftest import NOW, thread
+from tests.conftest import NOW, running_task, thread
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
@@ -246,7 +246,8 @@ def test_create_across_airflow_task_retries_makes_one_ticket(
         for try_number in range(1, 20):
             operator = CreateTicketOperator(task_id="t", invoice_id=f"inv-{n}", message=f"Reply {n}", backoff=TINY)
             try:
-                ticket = operator.execute({"ti": SimpleNamespace(try_number=try_number), "dag_run": run})  # type: ignore[arg-type]
+                with running_task({"ti": SimpleNamespace(try_number=try_number), "dag_run": run}) as context:
+                    ticket = operator.execute(context)
                 break
             except ClubCollectError:
                 failed_tries += 1

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
@@ -25,6 +25,7 @@ from airflow_provider_clubcollect.operators.tickets import ArchiveTicketsOperato
 from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
 from tests.conftest import thread
 
 if TYPE_CHECKING:
@@ -223,6 +224,8 @@ def test_6_create_out_of_retries_names_the_last_status(api: HTTPServer) -> None:
 
 
 def test_7_extra_that_is_a_list_is_refused(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    if AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_2_PLUS:
+        pytest.skip("Airflow 3.0 and 3.1 drop a connection whose extra is not an object: it is then not defined")
     point_at(monkeypatch, httpserver.url_for("/api"), extra=["timeout", 5])
 
     with pytest.raises(ClubCollectValidationError, match=r"extra must be a JSON object .*got list"):

@@ -52,7 +52,9 @@ def key_nowhere(sandbox: SandboxHandle, *texts: str) -> None:
     fragments = key_fragments(sandbox.api_key)
     urls = [request["path"] + json.dumps(request["query"]) for request in sandbox.requests()]
     for text in [*texts, *urls]:
-        assert not any(fragment in text for fragment in fragments), f"the API key leaked into {text[:300]!r}"
+        leaked = next((fragment for fragment in fragments if fragment in text), None)
+        where = text.find(leaked) if leaked else -1
+        assert leaked is None, f"the API key leaked into {text[max(0, where - 300) : where + 100]!r}"
     assert not any(request["api_key_in_query"] for request in sandbox.requests())
 
 

@@ -10,11 +10,15 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
-from airflow_provider_clubcollect.connection import check_max_retries, settings_from_airflow_connection
+from airflow_provider_clubcollect.connection import (
+    check_max_retries,
+    missing_connection,
+    settings_from_airflow_connection,
+)
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -26,7 +30,7 @@ from airflow_provider_clubcollect.exceptions import (
 from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
-from airflow_provider_clubcollect.selection import find_ticket
+from airflow_provider_clubcollect.selection import find_ticket, to_utc
 from airflow_provider_clubcollect.transport import SyncTransport, call_sync
 
 if TYPE_CHECKING:
@@ -77,6 +81,50 @@ class ClubCollectHook(BaseHook):
     conn_type = CONN_TYPE
     hook_name = "ClubCollect"
 
+    # The connection form.  Airflow 3.2+ reads it from the provider info (``conn-fields``,
+    # ``ui-field-behaviour``) and never calls these; Airflow 2.11 to 3.1 build it from them.  Both
+    # forms come from the one declaration in get_provider_info.
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extras of the connection form on Airflow 2.11 to 3.1, as ``conn-fields`` declares them."""
+        try:
+            from wtforms import IntegerField, StringField
+            from wtforms.validators import NumberRange, Optional
+        except ImportError:
+            # Airflow 3.0 and 3.1 without the FAB provider have no form library: returning nothing
+            # (rather than raising) keeps the relabelled, explained fields of get_ui_field_behaviour.
+            return {}
+        try:
+            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+            from flask_babel import lazy_gettext
+        except ImportError:  # Airflow 3.0 and 3.1 build the form without them (and mock them when present)
+            BS3TextFieldWidget, lazy_gettext = None, str
+
+        widgets: dict[str, Any] = {}
+        for name, field in _connection_type_info()["conn-fields"].items():
+            schema = field["schema"]
+            if "integer" in schema["type"]:
+                validators = [Optional(), NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))]
+                make: Any = IntegerField
+            else:  # a number of seconds: wtforms' number fields are whole numbers only
+                validators = [Optional()]
+                make = StringField
+            widgets[name] = make(
+                lazy_gettext(field["label"]),
+                validators=validators,
+                description=field["description"],
+                default=schema["default"],
+                widget=None if BS3TextFieldWidget is None else BS3TextFieldWidget(),
+            )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and explained fields of the connection form on Airflow 2.11 to 3.1."""
+        # The provider info spells the keys with hyphens ("hidden-fields"), the hook method with underscores.
+        return {key.replace("-", "_"): value for key, value in _connection_type_info()["ui-field-behaviour"].items()}
+
     def __init__(
         self,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
@@ -108,9 +156,14 @@ class ClubCollectHook(BaseHook):
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
         if self._settings is None:
-            from airflow.sdk.log import mask_secret
+            from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
-            conn = self.get_connection(self.clubcollect_conn_id)
+            from airflow_provider_clubcollect.version_compat import mask_secret
+
+            try:
+                conn = self.get_connection(self.clubcollect_conn_id)
+            except AirflowNotFoundException:
+                raise missing_connection(self.clubcollect_conn_id) from None
             settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
             # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
             mask_secret(settings.api_key)
@@ -203,9 +256,11 @@ class ClubCollectHook(BaseHook):
         operator's, or a ``@task`` that posts and then fails) then returns the recorded ticket
         without posting, or, when only the intent was recorded, reads the thread since that time.
         So an identical message someone else posts later is never taken for ours once our ticket
-        is recorded.  Without a store (outside a task, Airflow 3.2) the thread read alone guards
-        the call, and an identical message posted by someone else within those minutes is taken
-        as ours.
+        is recorded.  Without a store (Airflow 2.11 to 3.2) a retry of the task first reads the
+        thread since its DAG run began (``run_after``, or ``start_date`` on 2.11) and returns an
+        identical company ticket found there instead of posting; so an identical message posted
+        by someone else during the run is taken as ours.  Outside a task, only the lost-answer
+        read above guards the call.
 
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
@@ -218,6 +273,16 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
         record = _CreateRecord.of(task_state_store, invoice_id, wire.validate_message(message))
+        since = _earlier_try_started() if record is None else None
+        if since is not None:
+            posted = self.find_posted_ticket(invoice_id, message, since=since)
+            if posted is not None:
+                self.log.info(
+                    "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
+                    invoice_id,
+                    posted.get("ticket_id"),
+                )
+                return posted
         if record is not None:
             earlier = record.load()
             if earlier.get("ticket"):
@@ -520,11 +585,37 @@ class _CreateRecord:
         self.store.set(self.key, {})
 
 
+def _earlier_try_started() -> datetime | None:
+    """When the running task's DAG run began, if this is a retry of the task; ``None`` otherwise."""
+    try:
+        from airflow.providers.common.compat.sdk import get_current_context
+
+        context = get_current_context()
+    except Exception:  # no running task
+        return None
+    ti = context.get("ti")
+    if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
+        return None
+    # run_after survives clearing the task (start_date is reset to the time of the clear), and for
+    # a scheduled run it is the end of its interval, so earlier runs' identical messages do not count.
+    dag_run = context.get("dag_run")
+    times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")]
+    known = [to_utc(value) for value in times if value is not None]
+    return (min(known) if known else datetime.now(timezone.utc) - timedelta(days=1)) - CLOCK_SKEW
+
+
 def _running_task_state_store() -> Any:
     """The running task's state store (Airflow 3.3+), or ``None`` outside a task or before 3.3."""
     try:
-        from airflow.sdk import get_current_context
+        from airflow.providers.common.compat.sdk import get_current_context
 
         return get_current_context().get("task_state_store")
     except Exception:  # no running task, or an Airflow without get_current_context
         return None
+
+
+def _connection_type_info() -> dict[str, Any]:
+    from airflow_provider_clubcollect.get_provider_info import get_provider_info
+
+    (info,) = get_provider_info()["connection-types"]
+    return cast("dict[str, Any]", info)

@@ -8,10 +8,9 @@ concurrently up to ``max_concurrency``, try every invoice, and then fail naming 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency, run_bulk
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
@@ -25,7 +24,6 @@ from airflow_provider_clubcollect.selection import (
     run_reference_time,
     select_inactive,
     select_unanswered,
-    to_utc,
 )
 from airflow_provider_clubcollect.wire import (
     MAX_PAGE_SIZE,
@@ -40,9 +38,9 @@ from airflow_provider_clubcollect.wire import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
@@ -135,7 +133,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
-            from airflow.sdk import Asset, AssetAlias
+            from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
             if _is_literal(output_path):
                 outlet: Asset | AssetAlias = Asset(output_path)
@@ -164,7 +162,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
 
     def _emit_export(self, context: Context, url: str, extra: dict[str, Any]) -> None:
         """Record the export's asset event; Airflow registers it when the task succeeds."""
-        from airflow.sdk import Asset, AssetAlias
+        from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
         events = context.get("outlet_events")
         if events is None:  # execute() called outside a task run: there is no asset machinery to tell
@@ -192,8 +190,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             OutputDataset,
             OutputStatisticsOutputDatasetFacet,
         )
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
-        from airflow.sdk import ObjectStoragePath
 
         server = urlsplit(self.hook.settings.base_url)
         source = Dataset(
@@ -211,7 +209,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         return OperatorLineage(inputs=[source], outputs=[export])
 
     def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
-        from airflow.sdk import ObjectStoragePath
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
 
         path = ObjectStoragePath(url)
         if path.protocol in ("file", "local", ""):
@@ -294,37 +292,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     def execute(self, context: Context) -> Ticket:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
         message = validate_message(self.message)
-        # Airflow 3.3+: the task's state store remembers what an earlier try posted (the hook
-        # reads and writes it).  Without one, look for the message since the run began.
-        store = context.get("task_state_store")
-        since = None if store is not None else self._earlier_try_started(context)
-        if since is not None:
-            posted = self.hook.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None:
-                self.log.info(
-                    "An earlier try already posted this message on invoice %r (ticket_id %s); not posting again.",
-                    invoice_id,
-                    posted.get("ticket_id"),
-                )
-                return posted
-        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=store)
+        # The hook remembers what an earlier try of this task posted: in the task state store
+        # (Airflow 3.3+), else by reading the thread since the run began.
+        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
         self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
         return ticket
-
-    @staticmethod
-    def _earlier_try_started(context: Context) -> datetime | None:
-        ti = context.get("ti")
-        if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
-            return None
-        # run_after survives clearing the task (start_date is reset to the time of the clear),
-        # and for a scheduled run it is the end of its interval, so earlier runs' identical
-        # messages do not count.
-        from airflow_provider_clubcollect.hooks.clubcollect import CLOCK_SKEW
-
-        dag_run = context.get("dag_run")
-        times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")] if dag_run else []
-        known = [to_utc(value) for value in times if value is not None]
-        return (min(known) if known else to_utc(None) - timedelta(days=1)) - CLOCK_SKEW
 
 
 class _BulkTicketOperator(ClubCollectBaseOperator):

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
@@ -26,13 +26,13 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_clubcollect.retry import Backoff
 
 
 def _default_deferrable() -> bool:
-    from airflow.sdk.configuration import conf
+    from airflow.providers.common.compat.sdk import conf
 
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
@@ -133,7 +133,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
     def _poke_once(self, context: Context) -> PokeReturnValue:
         """One poke, with the error handling ``BaseSensorOperator.execute`` gives each poke."""
-        from airflow.sdk.exceptions import (
+        from airflow.providers.common.compat.sdk import (
             AirflowFailException,
             AirflowSensorTimeout,
             AirflowSkipException,
@@ -154,7 +154,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     def _on_poke_error(self, exc: Exception) -> PokeReturnValue:
         # The same rules as BaseSensorOperator.execute: silent_fail keeps waiting, never_fail
         # skips, otherwise the error fails the task (soft_fail does not apply to API errors).
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.providers.common.compat.sdk import AirflowSkipException
 
         if self.silent_fail:
             self.log.error("Sensor poke failed: %s", exc)
@@ -164,7 +164,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         raise exc
 
     def _timed_out(self) -> None:
-        from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+        from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
         message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
         if self.soft_fail:
@@ -234,6 +234,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             self._on_poke_error(ClubCollectError.from_payload(event))
             # silent_fail: keep waiting for what is left of the timeout, as a poking sensor would.
             self._defer(context, self.timeout - _seconds_since(context))
+        if next_method == "__fail__" and "timeout" in str((next_kwargs or {}).get("error", "")).lower():
+            # The deferral timed out ("Trigger timeout"; Airflow 2.11: "Trigger/execution timeout").
+            # End as a poking sensor does on every Airflow: 2.11 fails with a TaskDeferralError, and
+            # before 3.1 soft_fail does not turn the timeout into a skip.
+            self._timed_out()
         return super().resume_execution(next_method, next_kwargs, context)
 
 

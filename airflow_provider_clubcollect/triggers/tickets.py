@@ -16,7 +16,8 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
+from airflow.providers.common.compat.triggers import BaseEventTrigger
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import (
@@ -31,6 +32,7 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
 from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, ticket_date, to_utc
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
 if TYPE_CHECKING:
@@ -201,13 +203,16 @@ async def _aconnect(conn_id: str, backoff: Backoff | None = None) -> tuple[Async
     :param backoff: the waits between retries; ``None`` for the defaults.
     :return: the transport, and how to retry its requests (the connection's ``max_retries``, as in the hook).
     """
-    from airflow.sdk import BaseHook
-    from airflow.sdk.log import amask_secret
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
-    from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+    from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
     from airflow_provider_clubcollect.transport import AsyncTransport
+    from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
 
-    conn = await BaseHook.aget_connection(conn_id)
+    try:
+        conn = await aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise missing_connection(conn_id) from None
     settings = settings_from_airflow_connection(conn)
     # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
     await amask_secret(settings.api_key)
@@ -427,6 +432,13 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         backoff: Backoff | Mapping[str, Any] | None = None,
     ) -> None:
+        if not AIRFLOW_V_3_0_PLUS:
+            from airflow import __version__
+
+            raise ClubCollectError(
+                f"{type(self).__name__} needs Airflow 3.0 or later (asset watchers); this is Airflow {__version__}. "
+                "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
+            )
         super().__init__()
         self.company_id = validate_id(company_id, "company_id")
         if unanswered_for_seconds is not None:
@@ -458,7 +470,11 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         )
 
     def shared_stream_key(self) -> Hashable:
-        """Watchers reading the same list the same way share one poll (Airflow 3.3+)."""
+        """
+        Watchers reading the same list the same way share one poll (Airflow 3.3+).
+
+        .. seealso:: :doc:`/event-driven`
+        """
         return (
             type(self).__qualname__,
             self.clubcollect_conn_id,
@@ -477,7 +493,9 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         fields that make up the key.  Failures that may heal are logged and polled through; the
         others end the stream, and every watcher of the group, with a ``ClubCollectError``.
 
-        :param kwargs: one watcher's serialized keyword arguments.
+        :param dict[str, Any] kwargs: one watcher's serialized keyword arguments.
+
+        .. seealso:: :doc:`/event-driven`
         """
         watcher = cls(**kwargs)
         transport: AsyncTransport | None = None
@@ -519,7 +537,9 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         """
         Turn each read of the list into one event per ticket newly due, recording it first.
 
-        :param shared_stream: the reads (:class:`_Poll`) from :meth:`open_shared_stream`.
+        :param AsyncIterator shared_stream: the reads (:class:`_Poll`) from :meth:`open_shared_stream`.
+
+        .. seealso:: :doc:`/event-driven`
         """
         store = self._store()
         reported: _Reported | None = None if store is not None else _Reported()

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_provider_clubcollect.selection import select_inactive, select_unanswered
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
 from tests.conftest import EXAMPLE_DAGS, page_reads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
     from dev.airflow_runner import AirflowHome
@@ -264,12 +265,15 @@ def test_every_other_example_dag_runs_green(
     clubcollect_sandbox: SandboxHandle,
 ) -> None:
     """A new example file joins here: each of its DAGs runs green on the seed data."""
-    from airflow.providers.standard.operators.hitl import HITLOperator
+    from tests.dags.conftest import too_new_example_dags
 
+    if Path(dag_file).stem in too_new_example_dags():
+        pytest.skip(f"{dag_file} needs Airflow {too_new_example_dags()[Path(dag_file).stem]}")
     dags = [dag for dag in example_dags.values() if Path(dag.fileloc) == EXAMPLE_DAGS / dag_file]
     assert dags, f"{dag_file} holds no DAG"
     for dag in dags:
-        asks = {task.task_id for task in dag.tasks if isinstance(task, HITLOperator)}
+        # Human-in-the-loop operators are Airflow 3.1+ (too_new_example_dags skips their example before).
+        asks = {task.task_id for task in dag.tasks if type(task).__name__.startswith("HITL")}
         if asks:
             # No one answers here: with every thread archived nothing waits, and the run must end
             # without asking (`make e2e` answers the questions).
@@ -296,9 +300,12 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
         now = datetime.now(timezone.utc).isoformat()
         sandbox.add_tickets("inv-1", [{"message": "Toch niet", "sender": "CUSTOMER", "date": now}])
 
-    state, output = run_until_polled(run_dag, sandbox, dag_id, polls=2, then=member_writes)
+    # Airflow 3.0's dag.test() ends a run after a task's second reschedule (the scheduler does
+    # not): there the member writes after the first poke.
+    polls = 1 if AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS else 2
+    state, output = run_until_polled(run_dag, sandbox, dag_id, polls=polls, then=member_writes)
     assert state == "success", output[-4000:]
-    assert example_airflow.reschedules(dag_id, "wait") >= 2, "the sensor gave its slot back between pokes"
+    assert example_airflow.reschedules(dag_id, "wait") >= polls, "the sensor gave its slot back between pokes"
     assert [t["message"] for t in example_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
 
 
@@ -328,4 +335,5 @@ def test_never_twice_across_airflow_task_retries(
         invoice = sandbox.invoice(invoice_id)
         assert invoice["tickets_created"] == 1, f"{task_id}: posted {invoice['tickets_created']} times"
         assert example_airflow.xcom(dag_id, task_id)["ticket_id"] == invoice["tickets"][-1]["ticket_id"]
-    assert output.count("An earlier try of this task posted this message") == 2, "both retries used the record"
+    for invoice_id in ("inv-hook", "inv-operator"):  # both retries found their earlier try's ticket
+        assert f"An earlier try of this task posted this message on invoice '{invoice_id}'" in output

@@ -617,7 +617,7 @@ def test_transport_errors_never_quote_the_key(api: HTTPServer) -> None:
 
 
 def test_key_is_registered_with_airflows_secrets_masker(api: HTTPServer) -> None:
-    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+    from airflow.providers.common.compat.sdk import redact
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 

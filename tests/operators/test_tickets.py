@@ -18,7 +18,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchInvoiceTicketsOperator,
 )
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
-from tests.conftest import NOW, thread
+from tests.conftest import NOW, running_task, thread
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -72,7 +72,7 @@ def test_fetch_company_tickets_streams_to_output_path(sandbox: SandboxHandle, tm
 def test_fetch_company_tickets_writes_a_page_at_a_time(
     sandbox: SandboxHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     for n in range(40):
         sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 50 - n)))
@@ -181,7 +181,8 @@ def test_create_ticket_task_retry_does_not_post_twice(sandbox: SandboxHandle) ->
     CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Reply").execute({})
     context: Any = {"ti": SimpleNamespace(try_number=2), "dag_run": SimpleNamespace(start_date=run_started)}
 
-    ticket = CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Reply").execute(context)
+    with running_task(context):
+        ticket = CreateTicketOperator(task_id="t", invoice_id=inv(1), message="Reply").execute(context)
 
     state = sandbox.invoice(inv(1))
     assert state["tickets_created"] == 1
@@ -406,7 +407,7 @@ def test_backoff_tunes_requests_and_retry_policy_goes_to_airflow_untouched(sandb
 def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -> None:
     """Airflow applies default_args, and checks partial() and expand(), through each class's own
     __init__: the connection and the back-off must be named there, not only in the mixin."""
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
     from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
     from airflow_provider_clubcollect.retry import Backoff

@@ -28,12 +28,18 @@ from airflow_provider_clubcollect.triggers.tickets import (
     UnansweredTicketsEventTrigger,
     _Reported,
 )
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
 from tests.conftest import page_reads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
+# Asset watchers are Airflow 3.0+: on 2.11 the trigger refuses to be built (test_refused_before_airflow_3).
+pytestmark = pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="asset watchers need Airflow 3.0+")
+#: The asset state store and shared trigger streams.
+needs_3_3 = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the asset state store and shared streams are 3.3+")
 
 CO = "club-1"
 ASSET_URI = f"clubcollect://{CO}/unanswered"
@@ -97,7 +103,9 @@ def supervisor(monkeypatch: pytest.MonkeyPatch) -> InMemorySupervisor:
 
 
 def with_store(trigger: UnansweredTicketsEventTrigger) -> UnansweredTicketsEventTrigger:
-    """What the triggerer does for a watcher of one asset (triggerer_job_runner.create_triggers)."""
+    """What the triggerer does for a watcher of one asset (triggerer_job_runner.create_triggers), on 3.3+."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return trigger
     from airflow.sdk import Asset
     from airflow.sdk.execution_time.context import AssetStateStoreAccessors
 
@@ -193,6 +201,7 @@ def test_tickets_added_mid_run_are_reported_on_a_later_poll(sandbox: SandboxHand
     assert ids(events) == ["first", "second", "reopened", "third"]
 
 
+@needs_3_3
 def test_a_restart_with_the_same_store_reports_nothing_twice(
     sandbox: SandboxHandle, supervisor: InMemorySupervisor
 ) -> None:
@@ -218,6 +227,7 @@ def test_a_restart_with_the_same_store_reports_nothing_twice(
     assert [k[2] for k in stored["recent"]] == [after[0]["ticket_id"]]
 
 
+@needs_3_3
 def test_the_record_is_written_before_the_event_and_a_failed_write_holds_it_back(
     sandbox: SandboxHandle, supervisor: InMemorySupervisor
 ) -> None:
@@ -234,6 +244,7 @@ def test_the_record_is_written_before_the_event_and_a_failed_write_holds_it_back
     assert supervisor.writes == 1
 
 
+@needs_3_3
 def test_a_trigger_watching_two_assets_keeps_its_record_in_memory(
     sandbox: SandboxHandle, supervisor: InMemorySupervisor
 ) -> None:
@@ -258,7 +269,7 @@ def test_a_trigger_watching_two_assets_keeps_its_record_in_memory(
 def test_without_a_store_the_record_is_in_memory_and_a_restart_repeats(sandbox: SandboxHandle) -> None:
     sandbox.add_invoice("inv-1", CO, [customer("a", hours=3)])
     trigger = watcher()
-    assert trigger.asset_state_store is None
+    assert getattr(trigger, "asset_state_store", None) is None  # Airflow 3.3 injects it; before, there is none
 
     assert ids(asyncio.run(watch(sandbox, trigger, polls=3))) == ["a"]
     assert ids(asyncio.run(watch(sandbox, watcher(), polls=3))) == ["a"], "documented: a restart repeats"
@@ -389,6 +400,7 @@ async def through_shared_stream(
     return seen
 
 
+@needs_3_3
 def test_one_shared_poll_feeds_two_watchers_with_their_own_selection(sandbox: SandboxHandle) -> None:
     sandbox.add_invoice("inv-old", CO, [customer("old", days=2)])
     sandbox.add_invoice("inv-new", CO, [customer("new", minutes=5)])
@@ -407,6 +419,7 @@ def test_one_shared_poll_feeds_two_watchers_with_their_own_selection(sandbox: Sa
     assert 3 <= reads <= 4, f"one read per interval for both watchers, not one each ({reads})"
 
 
+@needs_3_3
 def test_an_error_that_cannot_heal_ends_every_watcher_of_a_shared_poll(sandbox: SandboxHandle) -> None:
     triggers = [
         UnansweredTicketsEventTrigger("no-such-club", poll_interval=0.01, unanswered_for_seconds=s) for s in (1, 2)
@@ -432,8 +445,9 @@ def test_a_storm_of_5xx_429_and_drops_does_not_end_the_watcher(
     assert ids(events) == ["a"]
     assert [r["status"] for r in sandbox.requests()][: len(storm)].count(200) == 0
     # The trigger logs through Airflow's structlog set-up (stdout here, the triggerer's log in Airflow).
-    logged = capsys.readouterr().out + "\n".join(r.getMessage() for r in caplog.records)
-    stayed = [line for line in logged.splitlines() if "still watching" in line]
+    # Airflow before 3.1 sends the records to both: count them once.
+    stayed = [r.getMessage() for r in caplog.records if "still watching" in r.getMessage()]
+    stayed = stayed or [line for line in capsys.readouterr().out.splitlines() if "still watching" in line]
     assert len(stayed) == 2, "each exhausted poll is a warning, not the end"
     assert "connection lost" in stayed[0]
     assert "after 6 attempts" in stayed[0]

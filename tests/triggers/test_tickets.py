@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.conftest import NOW, thread
 
 if TYPE_CHECKING:
@@ -181,5 +183,16 @@ def test_any_failure_becomes_an_error_event(sandbox: SandboxHandle, monkeypatch:
     event = asyncio.run(first_event(UnansweredTicketsTrigger(CO, clubcollect_conn_id="missing_conn")))
 
     assert event["status"] == "error"
-    assert event["error_class"] == "ClubCollectError"
-    assert "missing_conn" in event["message"]
+    assert event["error_class"] == "ClubCollectValidationError"
+    assert "Connection 'missing_conn' is not defined" in event["message"]
+    assert "AIRFLOW_CONN_MISSING_CONN=" in event["message"], "says how to create it"
+
+
+@pytest.mark.skipif(AIRFLOW_V_3_0_PLUS, reason="Airflow 3.0+ has asset watchers")
+def test_the_event_trigger_is_refused_before_airflow_3_with_the_version_it_needs() -> None:
+    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsEventTrigger
+
+    with pytest.raises(
+        ClubCollectError, match=r"needs Airflow 3\.0 or later .*UnansweredTicketsSensor\(deferrable=True\)"
+    ):
+        UnansweredTicketsEventTrigger(company_id="club-1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_clubcollect.operators.tickets import EscalateTicketsOperator
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor

@@ -1,0 +1,76 @@
+"""What differs between the Airflow versions this provider supports (2.11 to 3.3).
+
+Names that only moved (``BaseHook``, ``BaseOperator``, ``Asset``/``Dataset``, ...) are imported
+through ``airflow.providers.common.compat.sdk``, as the official providers do.  What is here is
+for features an older Airflow does not have at all: the version flags (kept in the provider, as
+``common.compat`` asks of providers) and the three calls whose home or async form differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from airflow import __version__ as _airflow_version
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "aget_connection",
+    "amask_secret",
+    "mask_secret",
+]
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2])
+    return major, minor
+
+
+_VERSION = _version_tuple(_airflow_version)
+AIRFLOW_V_3_0_PLUS = _VERSION >= (3, 0)
+AIRFLOW_V_3_1_PLUS = _VERSION >= (3, 1)
+AIRFLOW_V_3_2_PLUS = _VERSION >= (3, 2)
+#: The task state store, the asset state store, shared trigger streams, task retry policies, ``amask_secret``.
+AIRFLOW_V_3_3_PLUS = _VERSION >= (3, 3)
+
+
+def mask_secret(secret: str) -> None:
+    """Mask ``secret`` in every log Airflow writes from here on (the function moved in 3.0 and 3.1)."""
+    import importlib
+
+    for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "mask_secret"):
+            module.mask_secret(secret)
+            return
+
+
+async def amask_secret(secret: str) -> None:
+    """:func:`mask_secret` from the event loop: Airflow 3.3's async form, else the sync one in a thread."""
+    if AIRFLOW_V_3_3_PLUS:
+        from airflow.sdk.log import amask_secret as amask
+
+        await amask(secret)
+    else:
+        await asyncio.to_thread(mask_secret, secret)
+
+
+async def aget_connection(conn_id: str) -> Connection:
+    """A connection, read without blocking the loop: ``BaseHook.aget_connection`` on 3.1+, else in a thread."""
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    get: Any = getattr(BaseHook, "aget_connection", None)
+    if get is not None:
+        return await get(conn_id)  # type: ignore[no-any-return]
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
