@@ -198,7 +198,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _airflow_has_task_retry_policies() -> bool:
-    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+    from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
 
     return AIRFLOW_V_3_3_PLUS
 

@@ -8,7 +8,8 @@ import inspect
 import re
 
 import pytest
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
 
 MODULES = [
     "airflow_provider_clubcollect.hooks.clubcollect",

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
 
 from airflow_provider_clubcollect import retry
 from airflow_provider_clubcollect.exceptions import (
@@ -31,6 +30,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchInvoiceTicketsOperator,
 )
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
 from tests.conftest import modules_after_importing
 
 needs_airflow_3_3 = pytest.mark.skipif(
@@ -149,7 +149,7 @@ def every_task(**kwargs: Any) -> list[Any]:
 
 @needs_airflow_3_3
 def test_operators_and_the_sensor_use_it_unless_the_dag_gives_another_retry_policy() -> None:
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     from airflow_provider_clubcollect.retry import ClubCollectRetryPolicy
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
 
 if TYPE_CHECKING:
     from collections.abc import Callable

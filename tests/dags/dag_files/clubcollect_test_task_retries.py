@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_clubcollect.operators.tickets import FetchInvoiceTicketsOperator
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
