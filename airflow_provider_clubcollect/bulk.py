@@ -107,7 +107,7 @@ class AdaptiveLimiter:
     already in flight when it was lowered do not lower it again.  Then every ``limit``
     successful answers raise it by one, back up to ``max_concurrency`` (additive increase,
     multiplicative decrease, as TCP does).  The wait a 429 asks for (``Retry-After``) is the
-    retry policy's business, per request.
+    request back-off's business, per request.
 
     :param max_concurrency: the most requests in flight, at least 1.
     """

@@ -29,19 +29,19 @@ from airflow_provider_clubcollect.get_provider_info import (
     CONN_EXTRAS,
     CONN_TYPE,
     DEFAULT_BASE_URL,
-    DEFAULT_CONN_ID,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
     DISTRIBUTION_NAME,
     MAX_RETRIES_LIMIT,
 )
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import as_backoff, task_retry_policy_kwargs
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+    from airflow_provider_clubcollect.retry import Backoff
 
 #: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
@@ -328,6 +328,20 @@ def _non_negative_int(value: Any, default: int, name: str, conn_id: str) -> int:
     return number
 
 
+def check_max_retries(value: object) -> int:
+    """
+    Check a ``max_retries`` argument (the connection's extra has its own reader, which takes text too).
+
+    :param value: an integer from 0 to :data:`~airflow_provider_clubcollect.get_provider_info.MAX_RETRIES_LIMIT`.
+    :raises ClubCollectValidationError: otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise ClubCollectValidationError(
+            f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}, got {shown(value)}."
+        )
+    return value
+
+
 def missing_connection(conn_id: str) -> ClubCollectValidationError:
     """
     The error for a connection Airflow does not know: how to create it, in the UI and as an environment variable.
@@ -374,24 +388,22 @@ class ClubCollectConnectionMixin:
     """
     What the operators and the sensor share: the connection they use and the hook they build.
 
+    The arguments have no defaults here: each class using the mixin declares them, with their
+    defaults, in its own ``__init__``, where Airflow applies ``default_args`` and checks the
+    arguments of ``partial()`` and ``expand()``.
+
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
-        requests (back-off; the count comes from the connection).  Airflow 3.3's ``BaseOperator`` takes a
-        ``retry_policy`` of its own (whether to retry the task): anything that is not a ``RetryPolicy``
-        is passed on to it.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
+    :param Any retry_policy: Airflow's task retry policy (Airflow 3.3+), or
+        :data:`~airflow_provider_clubcollect.retry.DEFAULT_TASK_RETRY_POLICY` for a ``ClubCollectRetryPolicy``.
     """
 
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            kwargs["retry_policy"] = retry_policy
-            retry_policy = None
-        super().__init__(**kwargs)
-        if isinstance(getattr(self, "retry_policy", None), RetryPolicy):
-            # Airflow hands default_args to BaseOperator too: a request policy given there is ours.
-            # setattr: the attribute is BaseOperator's (an Airflow task policy), not this mixin's.
-            setattr(self, "retry_policy", None)  # noqa: B010
+    def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
         self.clubcollect_conn_id = clubcollect_conn_id
-        self.clubcollect_retry_policy: RetryPolicy | None = retry_policy
+        # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.
+        self.backoff = as_backoff(backoff)
 
     @functools.cached_property
     def hook(self) -> ClubCollectHook:
@@ -402,5 +414,5 @@ class ClubCollectConnectionMixin:
         return ClubCollectHook(
             self.clubcollect_conn_id,
             pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
-            retry_policy=self.clubcollect_retry_policy,
+            backoff=self.backoff,
         )

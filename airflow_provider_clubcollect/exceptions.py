@@ -8,6 +8,7 @@ input, fix the key, or wait.  No error ever contains the API key.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import AirflowException
@@ -65,8 +66,9 @@ class ClubCollectError(AirflowException):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only arguments do not survive the default pickling of exceptions;
-        # Airflow pickles exceptions when it hands them between processes.
-        return (_rebuild, (type(self), self.message, self.status_code, self.error_code))
+        # Airflow pickles exceptions when it hands them between processes.  The instance's
+        # attributes go along, so that a subclass's own (``retry_after``, ``timed_out``) survive too.
+        return (_rebuild, (type(self), self.message, self.status_code, self.error_code), self.__dict__)
 
     def to_payload(self) -> dict[str, Any]:
         """
@@ -76,12 +78,15 @@ class ClubCollectError(AirflowException):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`, whose trigger sends errors this way.
         """
-        return {
+        payload = {
             "error_class": type(self).__name__,
             "message": self.message,
             "status_code": self.status_code,
             "error_code": self.error_code,
         }
+        if isinstance(self, ClubCollectRateLimitError):
+            payload["retry_after"] = self.retry_after
+        return payload
 
     @staticmethod
     def from_payload(payload: dict[str, Any]) -> ClubCollectError:
@@ -94,11 +99,14 @@ class ClubCollectError(AirflowException):
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`, whose trigger sends errors this way.
         """
         cls = _ERROR_CLASSES.get(str(payload.get("error_class")), ClubCollectError)
-        return cls(
+        error = cls(
             str(payload.get("message", "ClubCollect request failed")),
             status_code=payload.get("status_code"),
             error_code=payload.get("error_code"),
         )
+        if isinstance(error, ClubCollectRateLimitError):
+            error.retry_after = _seconds_or_none(payload.get("retry_after"))
+        return error
 
 
 def _rebuild(
@@ -135,8 +143,25 @@ class ClubCollectRateLimitError(ClubCollectError):
     """
     The API kept answering 429 Too Many Requests after every retry: wait, or lower concurrency.
 
-    .. seealso:: :ref:`troubleshooting`
+    :param str message: what went wrong, for a person reading the task log.
+    :param int | None status_code: the HTTP status of the answer (429).
+    :param str | None error_code: the API's ``error`` code, if any.
+    :param float | None retry_after: the seconds the last answer's ``Retry-After`` asked to wait
+        (``None`` without one), uncapped by the request back-off: the soonest time to retry the task.
+
+    .. seealso:: :ref:`troubleshooting`, and :ref:`task-retries` (``ClubCollectRetryPolicy`` waits that long).
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, status_code=status_code, error_code=error_code)
+        self.retry_after = retry_after
 
 
 class ClubCollectServerError(ClubCollectError):
@@ -230,7 +255,15 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
     elif status == 422:
         cls, advice = ClubCollectValidationError, " The API refused the input."
     elif status == 429:
-        cls, advice = ClubCollectRateLimitError, " The API is rate limiting: wait, or lower max_concurrency."
+        # Finite only: a Retry-After of "inf" is no wait anyone can schedule (nor valid JSON in an event).
+        retry_after = _seconds_or_none(parse_retry_after(response.headers.get("retry-after")))
+        asked = "" if retry_after is None else f" It asked to wait {retry_after:g} s (Retry-After)."
+        return ClubCollectRateLimitError(
+            f"{prefix} The API is rate limiting: wait, or lower max_concurrency.{asked}",
+            status_code=status,
+            error_code=code,
+            retry_after=retry_after,
+        )
     elif status >= 500:
         cls, advice = ClubCollectServerError, " ClubCollect is failing; try again later."
     return cls(prefix + advice, status_code=status, error_code=code)
@@ -253,6 +286,35 @@ def error_code_of(body: bytes) -> str | None:
         if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
             return ",".join(value)
     return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    :param value: the header value, or ``None``.
+    :return: the seconds (never negative), or ``None`` when absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(when.timestamp()) - time.time())
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    """A finite number of seconds, or ``None`` (for ``inf``, ``nan`` and anything not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        return None
+    return float(value)
 
 
 #: What :func:`decode_json` returns for a body that is not JSON (compared by identity).

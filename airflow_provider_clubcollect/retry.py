@@ -1,9 +1,18 @@
-"""The one retry policy, used by the sync hook and the async trigger alike.
+"""Retry tuning, public: :class:`Backoff`, the waits between retries of one *request*, and
+``ClubCollectRetryPolicy``, a task retry policy for Airflow 3.3's ``retry_policy=``.
 
-It answers three questions about an attempt's outcome: is it final, may it be retried, and how
-long to wait first.  ``Retry-After`` is honoured; otherwise waits grow exponentially with jitter
-so that many workers do not retry in lockstep.  The policy does no I/O and never sleeps itself:
-the transports do, with ``time.sleep`` or ``asyncio.sleep``.
+The request layer's one retry decision lives here too, used by the sync hook and the async
+trigger alike: whether an attempt's outcome is final, may be retried, or may have been applied
+(:func:`verdict`), and how long to wait first (:meth:`Backoff.wait_seconds`).  ``Retry-After`` is
+honoured; otherwise waits grow exponentially with jitter so that many workers do not retry in
+lockstep.  Nothing here does I/O or sleeps: the transports do, with ``time.sleep`` or ``asyncio.sleep``.
+
+Retrying a *task* is Airflow's business (``retries``, ``retry_delay``, and from Airflow 3.3 its
+``retry_policy``); ``ClubCollectRetryPolicy`` tells Airflow which ClubCollect errors a retry cannot
+heal.  It subclasses Airflow's ``RetryPolicy``, which exists from Airflow 3.3 on, so it is imported
+on first use (a module ``__getattr__``): this module imports on every Airflow version, and is light
+(no HTTP client, and of Airflow only the exception its errors derive from), so that a DAG file may
+import it.
 """
 
 from __future__ import annotations
@@ -11,15 +20,15 @@ from __future__ import annotations
 import enum
 import math
 import random
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
-from airflow_provider_clubcollect.get_provider_info import DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, parse_retry_after, shown
 from airflow_provider_clubcollect.wire import RawResponse
 
 if TYPE_CHECKING:
+    from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
     from airflow_provider_clubcollect.wire import ApiRequest
 
 
@@ -54,78 +63,44 @@ class Verdict(enum.Enum):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class Backoff:
     """
-    When to retry a ClubCollect request, and how long to wait.
+    The waits between retries of one ClubCollect request, in seconds.
 
-    Retried: connection errors and timeouts, 429 (after ``Retry-After`` when given) and 5xx.
-    Requests that are not idempotent (creating a ticket) are retried only when the outcome proves
-    the server did not apply them (429, a refused connection); otherwise the verdict is
-    :attr:`Verdict.AMBIGUOUS` and the caller decides.
+    A request is retried after connection errors and timeouts, 429 and 5xx, up to the connection's
+    ``max_retries`` extra (or the hook's ``max_retries=`` argument) times; this sets only how long
+    each wait is.  Without a ``Retry-After`` the wait before retry *n* is ``min(maximum, initial x
+    2^(n-1))``, of which a random half is jitter; a ``Retry-After`` (capped at ``retry_after_max``)
+    replaces it.  Pass it as ``backoff=`` to the hook, the operators, the sensor or a trigger.
 
-    :param int max_retries: retries after the first attempt, 0 (no retry) to 100.
-    :param float backoff_initial: the wait before the first retry, in seconds, before jitter.
-    :param float backoff_max: the longest wait between two attempts, in seconds.
-    :param float retry_after_max: the longest ``Retry-After`` honoured, in seconds; longer ones are capped.
+    .. code-block:: python
+
+        FetchCompanyTicketsOperator(task_id="export", company_id="...", backoff=Backoff(initial=2.0, maximum=60.0))
+
+    :param float initial: the wait before the first retry, before jitter; 0 or more.
+    :param float maximum: the longest wait between two attempts; at least ``initial``.
+    :param float retry_after_max: the longest ``Retry-After`` honoured; longer ones are capped.
 
     .. seealso:: :ref:`retries`
     """
 
-    max_retries: int = DEFAULT_MAX_RETRIES
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
+    initial: float = 0.5
+    maximum: float = 30.0
     retry_after_max: float = 120.0
 
     def __post_init__(self) -> None:
-        retries = self.max_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES_LIMIT:
-            raise ClubCollectValidationError(
-                f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}, got {shown(retries)}."
-            )
-        for name in ("backoff_initial", "backoff_max", "retry_after_max"):
+        for name in ("initial", "maximum", "retry_after_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ClubCollectValidationError(
-                    f"{name} must be a number of seconds, 0 or more and finite, got {shown(value)}."
+                    f"Backoff {name} must be a number of seconds, 0 or more and finite, got {shown(value)}."
                 )
+        if self.maximum < self.initial:
+            raise ClubCollectValidationError(
+                f"Backoff maximum must be at least initial ({self.initial!r} s), got {shown(self.maximum)}."
+            )
 
-    def verdict(self, request: ApiRequest, outcome: Outcome) -> Verdict:
-        """
-        Judge one attempt's outcome.
-
-        :param ApiRequest request: the request that was sent.
-        :param RawResponse | TransportFailure outcome: its answer, or the failure to get one.
-
-        .. seealso:: :ref:`retries`
-        """
-        if isinstance(outcome, TransportFailure):
-            if outcome.maybe_applied and not request.idempotent:
-                return Verdict.AMBIGUOUS
-            return Verdict.RETRY
-        if outcome.status == 429:
-            # A rate-limited request was refused, not applied: safe to retry for any method.
-            return Verdict.RETRY
-        if outcome.status >= 500:
-            return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
-        return Verdict.FINAL
-
-    def wait_seconds(self, retry_number: int, outcome: Outcome) -> float:
-        """
-        How long to wait before a retry.
-
-        :param int retry_number: 1 before the first retry, 2 before the second, ...
-        :param RawResponse | TransportFailure outcome: the outcome being retried; its ``Retry-After``
-            header wins when present.
-
-        .. seealso:: :ref:`retries`
-        """
-        if isinstance(outcome, RawResponse):
-            retry_after = parse_retry_after(outcome.headers.get("retry-after"))
-            if retry_after is not None:
-                return min(retry_after, self.retry_after_max)
-        return self.backoff(retry_number)
-
-    def backoff(self, retry_number: int) -> float:
+    def delay(self, retry_number: int) -> float:
         """
         The exponential wait with jitter before a retry, when the server named no time.
 
@@ -134,29 +109,128 @@ class RetryPolicy:
         .. seealso:: :ref:`retries`
         """
         # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 times any wait is past any cap.
-        ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(max(retry_number - 1, 0), 64))
+        ceiling = min(self.maximum, self.initial * 2.0 ** min(max(retry_number - 1, 0), 64))
         # "Equal jitter": at least half the exponential wait, so retries keep backing off,
         # plus a random half, so that concurrent clients spread out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
+    def wait_seconds(self, retry_number: int, retry_after: str | None = None) -> float:
+        """
+        How long to wait before a retry: what the server asked, capped, or else :meth:`delay`.
 
-def parse_retry_after(value: str | None) -> float | None:
+        :param int retry_number: 1 before the first retry, 2 before the second, ...
+        :param str | None retry_after: the answer's ``Retry-After`` header (seconds or an HTTP date), if any.
+
+        .. seealso:: :ref:`retries`
+        """
+        asked = parse_retry_after(retry_after)
+        if asked is not None:
+            return min(asked, self.retry_after_max)
+        return self.delay(retry_number)
+
+
+def as_backoff(value: object, name: str = "backoff") -> Backoff | None:
     """
-    Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+    A :class:`Backoff` from itself, from its fields as a dict (how a trigger serializes it), or ``None``.
 
-    :param value: the header value, or ``None``.
-    :return: the seconds (never negative), or ``None`` when absent or unreadable.
+    :param value: the ``backoff=`` argument.
+    :param name: the argument's name, for the message.
+    :raises ClubCollectValidationError: for anything else, or a dict that is no ``Backoff``.
     """
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    import email.utils
+    if value is None or isinstance(value, Backoff):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return Backoff(**value)
+        except TypeError as exc:  # an unknown or missing field
+            raise ClubCollectValidationError(f"{name}: {exc}") from exc
+    raise ClubCollectValidationError(
+        f"{name} must be a Backoff or a dict of its fields (initial, maximum, retry_after_max), got {shown(value)}."
+    )
 
-    try:
-        when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(when.timestamp()) - time.time())
+
+class RequestRetries(NamedTuple):
+    """How one request is retried: the back-off and the count (the connection's ``max_retries``)."""
+
+    backoff: Backoff
+    max_retries: int
+
+
+def verdict(request: ApiRequest, outcome: Outcome) -> Verdict:
+    """
+    Judge one attempt's outcome.
+
+    Retried: connection errors and timeouts, 429 (after ``Retry-After`` when given) and 5xx.
+    Requests that are not idempotent (creating a ticket) are retried only when the outcome proves
+    the server did not apply them (429, a refused connection); otherwise the verdict is
+    :attr:`Verdict.AMBIGUOUS` and the caller decides.
+
+    :param request: the request that was sent.
+    :param outcome: its answer, or the failure to get one.
+    """
+    if isinstance(outcome, TransportFailure):
+        if outcome.maybe_applied and not request.idempotent:
+            return Verdict.AMBIGUOUS
+        return Verdict.RETRY
+    if outcome.status == 429:
+        # A rate-limited request was refused, not applied: safe to retry for any method.
+        return Verdict.RETRY
+    if outcome.status >= 500:
+        return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
+    return Verdict.FINAL
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ClubCollectRetryPolicy is imported when first asked for, on Airflow 3.3+ only.
+    if name == "ClubCollectRetryPolicy":
+        if not _airflow_has_task_retry_policies():
+            from airflow import __version__
+
+            raise ImportError(
+                f"ClubCollectRetryPolicy needs Airflow 3.3 or later, where tasks take a retry_policy; this is "
+                f"Airflow {__version__}. Before 3.3, a task's retries and retry_delay decide alone.",
+                name=__name__,
+            )
+        from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy
+
+        return ClubCollectRetryPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _airflow_has_task_retry_policies() -> bool:
+    from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
+
+    return AIRFLOW_V_3_3_PLUS
+
+
+class _ClubCollectDefault:
+    """The default of ``retry_policy`` on the operators and the sensor: see :func:`task_retry_policy_kwargs`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        # How the default reads in a signature (and in the API reference).
+        return "ClubCollectRetryPolicy()"
+
+
+#: ``retry_policy``'s default on the operators and the sensor: ``ClubCollectRetryPolicy()`` on Airflow 3.3+.
+DEFAULT_TASK_RETRY_POLICY: Final = _ClubCollectDefault()
+
+
+def task_retry_policy_kwargs(retry_policy: object) -> dict[str, Any]:
+    """
+    The ``retry_policy`` keyword argument the operators and the sensor hand Airflow's ``BaseOperator``.
+
+    What the DAG gave (an argument or ``default_args``; ``None`` included) goes to Airflow untouched;
+    without it, a :class:`ClubCollectRetryPolicy`.  Airflow before 3.3 takes no ``retry_policy``:
+    there the default and ``None`` are left out, anything else is left to Airflow to refuse.
+
+    :param retry_policy: the operator's ``retry_policy`` argument, or :data:`DEFAULT_TASK_RETRY_POLICY`.
+    """
+    available = _airflow_has_task_retry_policies()
+    # isinstance, not identity: Airflow may copy the arguments of a mapped task before it unmaps it.
+    if isinstance(retry_policy, _ClubCollectDefault):
+        retry_policy = __getattr__("ClubCollectRetryPolicy")() if available else None
+    if retry_policy is None and not available:
+        return {}
+    return {"retry_policy": retry_policy}

@@ -1,9 +1,9 @@
 """One request layer for the sync hook and the async trigger.
 
-:func:`call_sync` and :func:`call_async` send a request until it has an answer, waiting between
-attempts as the :class:`~airflow_provider_clubcollect.retry.RetryPolicy` says, then parse it or
-raise its typed error.  Both ask one function, :func:`_next_wait`, what to do after each
-attempt, so retries, waits, error mapping and parsing exist once and only the socket work (and
+:func:`call_sync` and :func:`call_async` send a request until it has an answer, retrying up to the
+connection's ``max_retries`` with the waits of a :class:`~airflow_provider_clubcollect.retry.Backoff`,
+then parse it or raise its typed error.  Both ask one function, :func:`_next_wait`, what to do after
+each attempt, so retries, waits, error mapping and parsing exist once and only the socket work (and
 ``time.sleep`` against ``asyncio.sleep``) differs.  The transports send one attempt each:
 :class:`SyncTransport` over ``requests``, :class:`AsyncTransport` over ``httpx``, both imported
 when a transport is built, not at module level, to keep DAG parsing fast.
@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError, error_for
-from airflow_provider_clubcollect.retry import TransportFailure, Verdict
+from airflow_provider_clubcollect.retry import TransportFailure, Verdict, verdict
 from airflow_provider_clubcollect.wire import RawResponse, parse_response
 
 if TYPE_CHECKING:
@@ -27,18 +27,18 @@ if TYPE_CHECKING:
     import requests
 
     from airflow_provider_clubcollect.connection import ClientSettings
-    from airflow_provider_clubcollect.retry import Outcome, RetryPolicy
+    from airflow_provider_clubcollect.retry import Outcome, RequestRetries
     from airflow_provider_clubcollect.wire import ApiRequest
 
 log = logging.getLogger(__name__)
 
 
-def call_sync(request: ApiRequest, policy: RetryPolicy, send: Callable[[ApiRequest], Outcome]) -> Any:
+def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Outcome]) -> Any:
     """
-    One API call with blocking I/O: send, and retry as the policy says, then parse.
+    One API call with blocking I/O: send, retry as :func:`~airflow_provider_clubcollect.retry.verdict` says, parse.
 
     :param request: what to send.
-    :param policy: when to retry and how long to wait.
+    :param retries: how many retries, and how long to wait before each.
     :param send: sends one attempt and returns its outcome.
     :return: the parsed JSON answer, or ``None`` for a 204.
     :raises ClubCollectError: the typed error of the final outcome.
@@ -47,57 +47,61 @@ def call_sync(request: ApiRequest, policy: RetryPolicy, send: Callable[[ApiReque
     attempt = 1
     while True:
         outcome = send(request)
-        wait = _next_wait(request, policy, outcome, attempt)
+        wait = _next_wait(request, retries, outcome, attempt)
         if wait is None:
             return parse_response(request, _answer(outcome), attempts=attempt)
         time.sleep(wait)
         attempt += 1
 
 
-async def call_async(request: ApiRequest, policy: RetryPolicy, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Any:
+async def call_async(
+    request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Awaitable[Outcome]]
+) -> Any:
     """
     :func:`call_sync` on an event loop, never blocking it.
 
     :param request: what to send.
-    :param policy: when to retry and how long to wait.
+    :param retries: how many retries, and how long to wait before each.
     :param send: sends one attempt and returns its outcome.
     """
     attempt = 1
     while True:
         outcome = await send(request)
-        wait = _next_wait(request, policy, outcome, attempt)
+        wait = _next_wait(request, retries, outcome, attempt)
         if wait is None:
             return parse_response(request, _answer(outcome), attempts=attempt)
         await asyncio.sleep(wait)
         attempt += 1
 
 
-def _next_wait(request: ApiRequest, policy: RetryPolicy, outcome: Outcome, attempt: int) -> float | None:
+def _next_wait(request: ApiRequest, retries: RequestRetries, outcome: Outcome, attempt: int) -> float | None:
     """Seconds to wait before sending again; ``None`` when the outcome is the answer.  Raises when giving up."""
-    verdict = policy.verdict(request, outcome)
-    if verdict is Verdict.FINAL:
+    judged = verdict(request, outcome)
+    if judged is Verdict.FINAL:
         return None
-    if verdict is Verdict.AMBIGUOUS:
+    if judged is Verdict.AMBIGUOUS:
         raise ClubCollectAmbiguousError(
             f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
             "applied, so it was not sent again blindly.",
             status_code=outcome.status if isinstance(outcome, RawResponse) else None,
             timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
         )
-    if attempt > policy.max_retries:
+    if attempt > retries.max_retries:
         if isinstance(outcome, RawResponse):
             raise error_for(request, outcome, attempts=attempt)
         raise ClubCollectServerError(
             f"Could not {request.description}: {outcome.reason}, after {attempt} attempts. "
             "ClubCollect could not be reached; check the base URL and the network, or try again later."
         )
-    wait = policy.wait_seconds(attempt, outcome)
+    wait = retries.backoff.wait_seconds(
+        attempt, outcome.headers.get("retry-after") if isinstance(outcome, RawResponse) else None
+    )
     log.warning(
         "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
         request.description,
         _describe(outcome),
         attempt,
-        policy.max_retries + 1,
+        retries.max_retries + 1,
         wait,
     )
     return wait
@@ -146,7 +150,7 @@ class SyncTransport:
         self.settings = settings
         self.session: requests.Session = requests.Session()
         self.session.headers.update(settings.headers())
-        # Retries are ours (the policy); urllib3's own would retry blindly and hide attempts.
+        # Retries are ours (call_sync); urllib3's own would retry blindly and hide attempts.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)

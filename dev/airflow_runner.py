@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,25 @@ class AirflowHome:
             table = "task_reschedule"
         rows = self._newest_run_rows(dag_id, f"SELECT task_reschedule.id FROM {table}", "AND task_id = ?", task_id)
         return len(rows)
+
+    def task_tries(self, dag_id: str, task_id: str) -> list[dict[str, Any]]:
+        """
+        Every try of a task of the DAG's newest run, in order (Airflow 3.3+): the earlier ones from
+        Airflow's task instance history, the last from the task instance.
+
+        :return: per try its ``try_number``, ``state`` (``failed`` for a try that was retried),
+            ``start_date`` and ``end_date`` (datetimes, or ``None``), and what a task retry policy
+            decided: ``retry_delay_override`` (seconds, or ``None``) and ``retry_reason``.
+        """
+        names = ("try_number", "state", "start_date", "end_date", "retry_delay_override", "retry_reason")
+        select = f"SELECT {', '.join(names)} FROM"
+        rows = self._newest_run_rows(dag_id, f"{select} task_instance_history", "AND task_id = ?", task_id)
+        rows += self._newest_run_rows(dag_id, f"{select} task_instance", "AND task_id = ?", task_id)
+        tries = {row[0]: dict(zip(names, row, strict=True)) for row in rows}  # the last try may be in both
+        for found in tries.values():
+            for name in ("start_date", "end_date"):
+                found[name] = None if found[name] is None else datetime.fromisoformat(str(found[name]))
+        return [tries[number] for number in sorted(tries)]
 
     def xcom(self, dag_id: str, task_id: str, *, map_index: int = -1, key: str = "return_value") -> Any:
         """

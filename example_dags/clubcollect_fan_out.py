@@ -1,7 +1,8 @@
 """Fan out over several companies with dynamic task mapping.
 
 Shows: ``FetchCompanyTicketsOperator.partial(...).expand(company_id=...)`` creating one task per
-company at run time, and a downstream ``@task`` receiving every mapped result at once.
+company at run time, a ``Backoff`` shared by the mapped tasks (several companies read at once meet
+rate limits sooner), and a downstream ``@task`` receiving every mapped result at once.
 
 Run it against the local sandbox::
 
@@ -18,6 +19,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_clubcollect.operators.tickets import FetchCompanyTicketsOperator
+from airflow_provider_clubcollect.retry import Backoff
 
 # The companies of the sandbox's default seed: replace with your own company IDs.
 COMPANY_IDS = [
@@ -43,8 +45,11 @@ with DAG(
     tags=["clubcollect", "example"],
 ):
     # [START howto_operator_fetch_company_tickets_mapped]
-    fetched = FetchCompanyTicketsOperator.partial(task_id="fetch_unanswered", status="unanswered").expand(
-        company_id=COMPANY_IDS
-    )
+    fetched = FetchCompanyTicketsOperator.partial(
+        task_id="fetch_unanswered",
+        status="unanswered",
+        # Longer waits between retries of a rate-limited request than the default 0.5 s doubling to 30 s.
+        backoff=Backoff(initial=1.0, maximum=60.0),
+    ).expand(company_id=COMPANY_IDS)
     totals(fetched.output)
     # [END howto_operator_fetch_company_tickets_mapped]

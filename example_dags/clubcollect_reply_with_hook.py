@@ -28,6 +28,16 @@ REPLY = "Thank you for your message. We have looked at your invoice and will con
 
 
 # [START howto_hook_clubcollect]
+try:
+    # Airflow 3.3+: a refused key or an unknown invoice fails the task at once instead of being retried,
+    # and a 429 retries it no sooner than ClubCollect asked.  (The operators do this by default.)
+    from airflow_provider_clubcollect.retry import ClubCollectRetryPolicy
+
+    TASK_RETRIES: dict[str, Any] = {"retries": 2, "retry_policy": ClubCollectRetryPolicy()}
+except ImportError:  # before Airflow 3.3: retries alone decide
+    TASK_RETRIES = {"retries": 2}
+
+
 @task
 def oldest_unanswered_thread(company_id: str) -> str | None:
     """The invoice whose thread has waited longest for an answer (lists are oldest first)."""
@@ -38,7 +48,7 @@ def oldest_unanswered_thread(company_id: str) -> str | None:
     return waiting[0]["invoice_id"] if waiting else None
 
 
-@task(retries=2)
+@task(**TASK_RETRIES)
 def reply_and_archive(invoice_id: str | None) -> dict[str, Any] | None:
     """Post the reply on the thread, then archive it.
 

@@ -21,7 +21,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,11 +61,11 @@ def running_task(context: Any) -> Iterator[Any]:
         yield context
 
 
-def fast_retries() -> RetryPolicy:
-    """Retries that wait milliseconds, not seconds: tests inject these instead of sleeping."""
-    from airflow_provider_clubcollect.retry import RetryPolicy
+def fast_backoff() -> Backoff:
+    """Waits between retries of milliseconds, not seconds: tests inject these instead of sleeping."""
+    from airflow_provider_clubcollect.retry import Backoff
 
-    return RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
+    return Backoff(initial=0.01, maximum=0.05)
 
 
 def page_reads(sandbox: SandboxHandle) -> list[dict[str, Any]]:

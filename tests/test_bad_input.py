@@ -24,7 +24,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchCompanyTicketsOperator,
     FetchInvoiceTicketsOperator,
 )
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
 
@@ -71,10 +71,14 @@ ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("sensor-unanswered-for", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, unanswered_for=-DAY), ("days=-1", "timedelta of zero or more")),
     ("neither-ids-nor-company", lambda: ArchiveTicketsOperator(task_id="t"), ("not neither", "either invoice_ids or company_id")),
     # retry counts and back-off
-    ("retry-policy-count", lambda: RetryPolicy(max_retries=101), ("got 101", "from 0 to 100")),
-    ("retry-policy-negative", lambda: RetryPolicy(max_retries=-1), ("got -1", "from 0 to 100")),
-    ("retry-policy-nan", lambda: RetryPolicy(backoff_initial=float("nan")), ("got nan", "0 or more and finite")),
-    ("retry-policy-infinite", lambda: RetryPolicy(backoff_max=float("inf")), ("got inf", "0 or more and finite")),
+    ("max-retries-count", lambda: ClubCollectHook(max_retries=101), ("got 101", "from 0 to 100")),
+    ("max-retries-negative", lambda: ClubCollectHook(max_retries=-1), ("got -1", "from 0 to 100")),
+    ("max-retries-float", lambda: ClubCollectHook(max_retries=2.0), ("got 2.0", "integer from 0 to 100")),
+    ("backoff-nan", lambda: Backoff(initial=float("nan")), ("initial", "got nan", "0 or more and finite")),
+    ("backoff-infinite", lambda: Backoff(maximum=float("inf")), ("maximum", "got inf", "0 or more and finite")),
+    ("backoff-bool", lambda: Backoff(retry_after_max=True), ("retry_after_max", "got True", "number of seconds")),
+    ("backoff-max-below-initial", lambda: Backoff(initial=5, maximum=1), ("got 1", "at least initial (5 s)")),
+    ("backoff-not-one", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids=["i"], backoff=2), ("got 2", "a Backoff or a dict")),
     # IDs: path characters, whitespace, control characters, wrong types
     ("id-slash", invoice("a/b"), ("got 'a/b'", "must not contain '/'")),
     ("id-backslash", invoice("a\\b"), ("got 'a\\\\b'", "must not contain '/' or '\\'")),

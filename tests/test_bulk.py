@@ -13,13 +13,13 @@ from airflow_provider_clubcollect import bulk
 from airflow_provider_clubcollect.bulk import AdaptiveLimiter, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from tests.conftest import fast_retries, thread
+from tests.conftest import fast_backoff, thread
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
-FAST = fast_retries()
+FAST = fast_backoff()
 
 
 def invoices(sandbox: SandboxHandle, count: int) -> list[str]:
@@ -35,7 +35,7 @@ def test_a_429_halves_the_limit_for_the_rest_of_the_action(sandbox: SandboxHandl
     sandbox.set_faults(latency_ms=50, script=[{"fault": "rate_limit", "retry_after": 0, "method": "POST"}])
     limiter = AdaptiveLimiter(8)
 
-    with ClubCollectHook(retry_policy=FAST) as hook, hook._limited(limiter):
+    with ClubCollectHook(backoff=FAST) as hook, hook._limited(limiter):
         result = run_bulk(hook.archive_tickets, ids, max_concurrency=8, verb="archive")
 
     assert result.done == ids

@@ -9,6 +9,8 @@ import re
 
 import pytest
 
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
+
 MODULES = [
     "airflow_provider_clubcollect.hooks.clubcollect",
     "airflow_provider_clubcollect.operators.tickets",
@@ -17,7 +19,9 @@ MODULES = [
     "airflow_provider_clubcollect.exceptions",
     "airflow_provider_clubcollect.sandbox.handle",
 ]
-EXTRA_CLASSES = [("airflow_provider_clubcollect.retry", "RetryPolicy")]
+EXTRA_CLASSES = [("airflow_provider_clubcollect.retry", "Backoff")]
+if AIRFLOW_V_3_3_PLUS:  # task retry policies arrived in Airflow 3.3
+    EXTRA_CLASSES.append(("airflow_provider_clubcollect.retry", "ClubCollectRetryPolicy"))
 FIXTURES = ["clubcollect_sandbox", "clubcollect_sandbox_server"]
 #: ``:param <type> <name>:``, the type being at least one word before the name.
 TYPED_PARAM = re.compile(r"^\s*:param (?P<type>\S.*?) (?P<name>\w+):", flags=re.MULTILINE)

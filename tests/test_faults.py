@@ -25,6 +25,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
     ClubCollectServerError,
+    parse_retry_after,
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.operators.tickets import (
@@ -33,12 +34,11 @@ from airflow_provider_clubcollect.operators.tickets import (
     EscalateTicketsOperator,
     FetchCompanyTicketsOperator,
 )
-from airflow_provider_clubcollect.retry import RetryPolicy, parse_retry_after
+from airflow_provider_clubcollect.retry import Backoff, RequestRetries
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from tests.conftest import NOW, running_task, thread
 
 if TYPE_CHECKING:
-    from airflow_provider_clubcollect.retry import Outcome
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
@@ -56,19 +56,18 @@ BUDGET = 20
 
 
 @dataclass(frozen=True)
-class RecordingPolicy(RetryPolicy):
-    """The tiny-back-off policy, noting every wait it decides (retry number, Retry-After, wait)."""
+class RecordingBackoff(Backoff):
+    """The tiny back-off, noting every wait it decides (retry number, Retry-After, wait)."""
 
     waits: ClassVar[list[tuple[int, str | None, float]]] = []
 
-    def wait_seconds(self, retry_number: int, outcome: Outcome) -> float:
-        wait = super().wait_seconds(retry_number, outcome)
-        header = getattr(outcome, "headers", {}).get("retry-after")
-        self.waits.append((retry_number, header, wait))
+    def wait_seconds(self, retry_number: int, retry_after: str | None = None) -> float:
+        wait = super().wait_seconds(retry_number, retry_after)
+        self.waits.append((retry_number, retry_after, wait))
         return wait
 
 
-TINY = RecordingPolicy(backoff_initial=0.001, backoff_max=0.004, retry_after_max=0.05)
+TINY = RecordingBackoff(initial=0.001, maximum=0.004, retry_after_max=0.05)
 
 
 def use_budget(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, max_retries: int = BUDGET) -> None:
@@ -81,14 +80,14 @@ def use_budget(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, max_retr
 def faulty(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> SandboxHandle:
     """The emptied sandbox, a retry budget of BUDGET, and a clean record of waits."""
     use_budget(sandbox, monkeypatch)
-    RecordingPolicy.waits.clear()
+    RecordingBackoff.waits.clear()
     return sandbox
 
 
 def retries_stayed_within_bounds(*, many: bool = True) -> None:
     """Every wait came before a retry within the budget, and took what ``Retry-After`` asked."""
-    assert all(1 <= number <= BUDGET for number, _, _ in RecordingPolicy.waits)
-    honoured = [(header, wait) for _, header, wait in RecordingPolicy.waits if header is not None]
+    assert all(1 <= number <= BUDGET for number, _, _ in RecordingBackoff.waits)
+    honoured = [(header, wait) for _, header, wait in RecordingBackoff.waits if header is not None]
     if many:
         assert {header for header, _ in honoured} >= {"0", "0.01", PAST_HTTP_DATE}, "the faults should send all"
     for header, wait in honoured:
@@ -119,7 +118,7 @@ def test_paging_returns_every_ticket_once_sync(faulty: SandboxHandle, count: int
     truth = seed_unanswered(faulty, count)
     faulty.set_faults(**FAULTS)
 
-    with ClubCollectHook(retry_policy=TINY) as hook:
+    with ClubCollectHook(backoff=TINY) as hook:
         got = hook.get_company_tickets(CO, "unanswered")
 
     assert got == truth
@@ -139,7 +138,7 @@ def test_paging_returns_every_ticket_once_async(faulty: SandboxHandle, count: in
     async def poll() -> list[dict[str, Any]]:
         transport = AsyncTransport(settings)
         try:
-            return await trigger.poll(transport, TINY.__class__(**{**TINY.__dict__, "max_retries": BUDGET}))
+            return await trigger.poll(transport, RequestRetries(TINY, BUDGET))
         finally:
             await transport.aclose()
 
@@ -154,7 +153,7 @@ def test_fetch_operator_reads_everything_under_faults(faulty: SandboxHandle) -> 
     truth = seed_unanswered(faulty, 101)
     faulty.set_faults(**FAULTS)
 
-    assert FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=7, retry_policy=TINY).execute({}) == truth
+    assert FetchCompanyTicketsOperator(task_id="t", company_id=CO, page_size=7, backoff=TINY).execute({}) == truth
 
 
 # --- bulk actions ------------------------------------------------------------------------------------------
@@ -172,7 +171,7 @@ def test_archive_reaches_every_invoice_and_returns_the_true_set(faulty: SandboxH
         inactive_for=timedelta(days=30),
         reference_time=NOW,
         max_concurrency=1,
-        retry_policy=TINY,
+        backoff=TINY,
     ).execute({})
 
     state = faulty.sandbox_state.snapshot()["invoices"]
@@ -190,7 +189,7 @@ def test_escalate_reaches_every_invoice_and_returns_the_true_set(
     faulty.set_faults(**FAULTS)
 
     escalated = EscalateTicketsOperator(
-        task_id="t", invoice_ids=list(reversed(ids)), max_concurrency=1, retry_policy=TINY
+        task_id="t", invoice_ids=list(reversed(ids)), max_concurrency=1, backoff=TINY
     ).execute({})
 
     state = faulty.sandbox_state.snapshot()["invoices"]
@@ -213,7 +212,7 @@ def test_hook_creates_exactly_one_ticket_each(faulty: SandboxHandle) -> None:
         faulty.sandbox_state.add_invoice(f"inv-{n}", CO, thread(("CUSTOMER", 1)))
     faulty.set_faults(**FAULTS)
 
-    with ClubCollectHook(retry_policy=TINY) as hook:
+    with ClubCollectHook(backoff=TINY) as hook:
         created = {f"inv-{n}": hook.create_ticket(f"inv-{n}", f"Reply {n}") for n in range(60)}
 
     for n in range(60):
@@ -228,9 +227,9 @@ def test_operator_creates_exactly_one_ticket_each(faulty: SandboxHandle) -> None
     faulty.set_faults(**FAULTS)
 
     for n in range(30):
-        ticket = CreateTicketOperator(
-            task_id="t", invoice_id=f"inv-{n}", message=f"Reply {n}", retry_policy=TINY
-        ).execute({})
+        ticket = CreateTicketOperator(task_id="t", invoice_id=f"inv-{n}", message=f"Reply {n}", backoff=TINY).execute(
+            {}
+        )
         created_once(faulty, f"inv-{n}", ticket, f"Reply {n}")
 
 
@@ -247,7 +246,7 @@ def test_create_across_airflow_task_retries_makes_one_ticket(
 
     for n in range(30):
         for try_number in range(1, 20):
-            operator = CreateTicketOperator(task_id="t", invoice_id=f"inv-{n}", message=f"Reply {n}", retry_policy=TINY)
+            operator = CreateTicketOperator(task_id="t", invoice_id=f"inv-{n}", message=f"Reply {n}", backoff=TINY)
             try:
                 with running_task({"ti": SimpleNamespace(try_number=try_number), "dag_run": run}) as context:
                     ticket = operator.execute(context)
@@ -277,7 +276,7 @@ def test_spent_budget_names_call_attempts_and_last_status(
     faulty.set_faults(**faults)
 
     with pytest.raises(error, match=rf"Could not fetch tickets of invoice 'inv-1': {last}.* after 3 attempts"):
-        ClubCollectHook(retry_policy=TINY).get_invoice_tickets("inv-1")
+        ClubCollectHook(backoff=TINY).get_invoice_tickets("inv-1")
     assert len(faulty.requests()) == 3
 
 
@@ -287,7 +286,7 @@ def test_spent_budget_on_create_names_the_last_status(faulty: SandboxHandle, mon
     faulty.set_faults(script=[{"fault": "error", "status": 503, "method": "POST"}] * 3)
 
     with pytest.raises(ClubCollectServerError) as info:
-        ClubCollectHook(retry_policy=TINY).create_ticket("inv-1", "Hello")
+        ClubCollectHook(backoff=TINY).create_ticket("inv-1", "Hello")
     assert str(info.value) == (
         "Could not create a ticket on invoice 'inv-1': the answer was lost 3 times in 3 attempts (the last got "
         "HTTP 503) and the ticket is not on the invoice."
@@ -308,7 +307,7 @@ def test_one_create_sends_at_most_max_retries_plus_one_posts(
     faulty.set_faults(script=turns * 20)
 
     with pytest.raises(ClubCollectError, match=r"Could not create a ticket on invoice 'inv-1'"):
-        ClubCollectHook(retry_policy=TINY).create_ticket("inv-1", "Hello")
+        ClubCollectHook(backoff=TINY).create_ticket("inv-1", "Hello")
     posts = [r for r in faulty.requests() if r["method"] == "POST"]
     assert len(posts) == max_retries + 1
     assert faulty.sandbox_state.invoice("inv-1")["tickets_created"] == 0
@@ -320,7 +319,7 @@ def test_spent_budget_in_the_trigger_is_an_error_event(faulty: SandboxHandle, mo
     faulty.set_faults(error_rate=1.0)
 
     async def first() -> dict[str, Any]:
-        async for event in UnansweredTicketsTrigger(CO, retry_policy=TINY).run():
+        async for event in UnansweredTicketsTrigger(CO, backoff=TINY).run():
             return dict(event.payload)
         raise AssertionError("no event")
 
@@ -340,7 +339,7 @@ def test_bulk_beyond_the_budget_names_each_failure_and_reports_nothing_undone_as
         faulty.sandbox_state.add_invoice(invoice_id, CO, thread(("CUSTOMER", 9), ("COMPANY", 8)))
     faulty.set_faults(**{**FAULTS, "error_rate": 0.45, "rate_limit_rate": 0.0})
 
-    with ClubCollectHook(retry_policy=TINY) as hook:
+    with ClubCollectHook(backoff=TINY) as hook:
         result = run_bulk(hook.archive_tickets, ids, max_concurrency=1, verb="archive")
 
     archived = {i for i, invoice in faulty.sandbox_state.snapshot()["invoices"].items() if invoice["archived"]}

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     find_ticket,
@@ -165,11 +165,11 @@ def test_any_answer_gives_a_value_or_a_bounded_clubcollect_error(
 @EXAMPLES
 @given(status=st.integers(100, 599), headers=headers, retry_number=st.integers(1, 10_000))
 def test_any_retry_after_gives_a_wait_within_the_caps(status: int, headers: dict[str, str], retry_number: int) -> None:
-    policy = RetryPolicy()
+    backoff = Backoff()
 
-    wait = policy.wait_seconds(retry_number, wire.RawResponse(status, headers, b""))
+    wait = backoff.wait_seconds(retry_number, headers.get("retry-after"))
 
-    assert 0 <= wait <= max(policy.retry_after_max, policy.backoff_max)
+    assert 0 <= wait <= max(backoff.retry_after_max, backoff.maximum)
 
 
 now_values = st.datetimes(

@@ -22,7 +22,7 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.operators.tickets import ArchiveTicketsOperator, EscalateTicketsOperator
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 KEY = "regression-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 INVOICE = "a" * 40
 COMPANY = "c" * 40
-TINY = RetryPolicy(backoff_initial=0.001, backoff_max=0.002)
+TINY = Backoff(initial=0.001, maximum=0.002)
 #: The most characters any single-call error message may have.
 MESSAGE_BOUND = 2_000
 
@@ -54,7 +54,7 @@ def api(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
 
 
 def hook() -> ClubCollectHook:
-    return ClubCollectHook(retry_policy=TINY)
+    return ClubCollectHook(backoff=TINY)
 
 
 def serve_company_list(api: HTTPServer, tickets: list[dict[str, Any]], status: str = "answered") -> None:
@@ -279,11 +279,11 @@ def test_10_sensor_checks_reference_time_before_reading(sandbox: SandboxHandle) 
 
 def test_11_max_retries_is_bounded_and_backoff_never_overflows(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ClubCollectValidationError, match=r"max_retries must be an integer from 0 to 100, got 5000"):
-        RetryPolicy(max_retries=5000)
+        ClubCollectHook(max_retries=5000)
     point_at(monkeypatch, "http://127.0.0.1:1/api", extra={"max_retries": 2000})
     with pytest.raises(ClubCollectValidationError, match=r"'max_retries' must be a whole number from 0 to 100"):
         hook().get_invoice_tickets(INVOICE)
-    assert 0 < RetryPolicy().backoff(5000) <= RetryPolicy().backoff_max
+    assert 0 < Backoff().delay(5000) <= Backoff().maximum
 
 
 # --- 12. the trigger's own deadline ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import requests
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.operators.tickets import ArchiveTicketsOperator, CreateTicketOperator
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from tests.conftest import thread
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
-TINY = RetryPolicy(backoff_initial=0.001, backoff_max=0.002)
+TINY = Backoff(initial=0.001, maximum=0.002)
 #: Every kind of error answer the gateway sends, each quoting the Authorization header.
 ECHOING = [
     {"fault": "error", "status": 500},
@@ -84,12 +84,12 @@ def test_errors_from_echoing_answers_never_hold_the_key(
     caplog.set_level(logging.DEBUG)
 
     with pytest.raises(ClubCollectError) as read:
-        ClubCollectHook(max_retries=1, retry_policy=TINY).get_invoice_tickets("inv-1")
+        ClubCollectHook(max_retries=1, backoff=TINY).get_invoice_tickets("inv-1")
     with pytest.raises(ClubCollectError) as sensed:
-        UnansweredTicketsSensor(task_id="t", company_id=CO, retry_policy=TINY).poke({})
+        UnansweredTicketsSensor(task_id="t", company_id=CO, backoff=TINY).poke({})
     texts = [text for error in (read.value, sensed.value) for text in (str(error), repr(error), str(error.error_code))]
     try:  # a 200 to an action is a success, whatever its body: then there is no failure to read
-        ArchiveTicketsOperator(task_id="t", invoice_ids=["inv-1", "inv-2"], retry_policy=TINY).execute({})
+        ArchiveTicketsOperator(task_id="t", invoice_ids=["inv-1", "inv-2"], backoff=TINY).execute({})
     except ClubCollectError as bulk:
         texts += [str(bulk), repr(bulk)]
 
@@ -98,7 +98,7 @@ def test_errors_from_echoing_answers_never_hold_the_key(
 
 def test_trigger_events_and_serialized_triggers_never_hold_the_key(sandbox: SandboxHandle) -> None:
     echo_always(sandbox, {"fault": "error", "status": 500})
-    trigger = UnansweredTicketsTrigger(CO, retry_policy=TINY, timeout_at="2999-01-01T00:00:00+00:00")
+    trigger = UnansweredTicketsTrigger(CO, backoff=TINY, timeout_at="2999-01-01T00:00:00+00:00")
 
     async def first() -> dict[str, Any]:
         async for event in trigger.run():
@@ -121,7 +121,7 @@ def test_a_create_whose_answer_echoes_the_key_logs_no_key(
     )
     caplog.set_level(logging.DEBUG)
 
-    ticket = CreateTicketOperator(task_id="t", invoice_id="inv-1", message="Hello", retry_policy=TINY).execute({})
+    ticket = CreateTicketOperator(task_id="t", invoice_id="inv-1", message="Hello", backoff=TINY).execute({})
 
     assert sandbox.invoice("inv-1")["tickets_created"] == 1
     key_nowhere(sandbox, json.dumps(ticket), caplog.text)

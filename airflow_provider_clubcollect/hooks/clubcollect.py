@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import threading
@@ -15,7 +14,11 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
-from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
+from airflow_provider_clubcollect.connection import (
+    check_max_retries,
+    missing_connection,
+    settings_from_airflow_connection,
+)
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -26,7 +29,7 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
 from airflow_provider_clubcollect.selection import find_ticket, to_utc
 from airflow_provider_clubcollect.transport import SyncTransport, call_sync
 
@@ -65,8 +68,9 @@ class ClubCollectHook(BaseHook):
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
         API key; its host the base URL (optional); its extras ``timeout`` and ``max_retries``.
     :param float | None timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
-    :param int | None max_retries: retries per request; overrides the connection's ``max_retries`` extra.
-    :param RetryPolicy | None retry_policy: back-off settings; its ``max_retries`` is replaced by the one above.
+    :param int | None max_retries: retries per request, 0 to 100; overrides the connection's ``max_retries`` extra.
+    :param Backoff | None backoff: the waits between retries of a request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); ``None`` for the defaults.
     :param int pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
 
     .. seealso:: :ref:`hook`, and :ref:`connection` for the connection it reads.
@@ -127,18 +131,18 @@ class ClubCollectHook(BaseHook):
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
-        retry_policy: RetryPolicy | None = None,
+        backoff: Backoff | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.clubcollect_conn_id = clubcollect_conn_id
         self._timeout = timeout
-        self._max_retries = max_retries
-        self._retry_policy = retry_policy or RetryPolicy()
+        self._max_retries = None if max_retries is None else check_max_retries(max_retries)
+        #: The waits between retries of a request.
+        self.backoff: Backoff = as_backoff(backoff) or Backoff()
         self._pool_size = pool_size
         self._settings: ClientSettings | None = None
-        self._policy: RetryPolicy | None = None
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
         self._limiter: AdaptiveLimiter | None = None
@@ -166,12 +170,10 @@ class ClubCollectHook(BaseHook):
             self._settings = settings
         return self._settings
 
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry policy every request of this hook follows: the connection sets ``max_retries``."""
-        if self._policy is None:
-            self._policy = dataclasses.replace(self._retry_policy, max_retries=self.settings.max_retries)
-        return self._policy
+    @functools.cached_property
+    def _retries(self) -> RequestRetries:
+        """How every request of this hook is retried: its back-off, and the connection's ``max_retries``."""
+        return RequestRetries(self.backoff, self.settings.max_retries)
 
     def _get_transport(self) -> SyncTransport:
         with self._lock:
@@ -207,12 +209,12 @@ class ClubCollectHook(BaseHook):
         self.close()
 
     def _call(
-        self, request: wire.ApiRequest, policy: RetryPolicy | None = None, limiter: AdaptiveLimiter | None = None
+        self, request: wire.ApiRequest, retries: RequestRetries | None = None, limiter: AdaptiveLimiter | None = None
     ) -> Any:
         transport = self._get_transport()
         limiter = limiter or self._limiter
         send = transport.send if limiter is None else functools.partial(limiter.send, transport.send)
-        return call_sync(request, policy or self.retry_policy, send)
+        return call_sync(request, retries or self._retries, send)
 
     @contextlib.contextmanager
     def _limited(self, limiter: AdaptiveLimiter) -> Iterator[AdaptiveLimiter]:
@@ -320,7 +322,7 @@ class ClubCollectHook(BaseHook):
 
     def _create_ticket(self, invoice_id: str, message: str) -> wire.Ticket:
         request = wire.create_ticket_request(invoice_id, message)
-        policy = self.retry_policy
+        retries = self._retries
         since = datetime.now(timezone.utc) - CLOCK_SKEW
         transport = self._get_transport()
         posts = lost = 0
@@ -333,14 +335,14 @@ class ClubCollectHook(BaseHook):
         while True:
             # One budget for the whole call: the POSTs retried inside call_sync() (429s, refused
             # connections) and those sent again here after a lost answer are max_retries + 1 in all.
-            remaining = dataclasses.replace(policy, max_retries=policy.max_retries - posts)
+            remaining = retries._replace(max_retries=retries.max_retries - posts)
             try:
                 return wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
                 # Wait first: a request whose answer was lost may still be being applied.  Then
                 # look, and post again straight after looking, never after another wait.
-                wait = policy.backoff(lost)
+                wait = retries.backoff.delay(lost)
                 if exc.timed_out:
                     # The server may still be applying the request we gave up on: give it as
                     # long again as we waited for it before looking.
@@ -356,7 +358,7 @@ class ClubCollectHook(BaseHook):
                         posted.get("ticket_id"),
                     )
                     return posted
-                if posts > policy.max_retries:
+                if posts > retries.max_retries:
                     if exc.status_code is not None:
                         last = f"HTTP {exc.status_code}"
                     else:
@@ -459,14 +461,14 @@ class ClubCollectHook(BaseHook):
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        policy = self.retry_policy
+        retries = self._retries
         limiter = AdaptiveLimiter(pager.max_concurrency)
         pool = ThreadPoolExecutor(max_workers=pager.max_concurrency, thread_name_prefix="clubcollect-page")
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
             while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
-                pending[pool.submit(self._call, request, policy, limiter)] = request
+                pending[pool.submit(self._call, request, retries, limiter)] = request
 
         try:
             while not pager.done:
@@ -530,8 +532,7 @@ class ClubCollectHook(BaseHook):
         """
         try:
             # One retry at most: a person is waiting on the answer in the UI.
-            policy = self.retry_policy
-            quick = dataclasses.replace(policy, max_retries=min(1, policy.max_retries))
+            quick = self._retries._replace(max_retries=min(1, self._retries.max_retries))
             self._call(wire.get_invoice_tickets_request(CONNECTION_TEST_INVOICE_ID), quick)
         except ClubCollectNotFoundError as exc:
             if exc.error_code == wire.ERROR_INVALID_INVOICE_ID:

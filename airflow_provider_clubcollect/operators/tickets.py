@@ -30,6 +30,7 @@ from airflow_provider_clubcollect.escalation import (
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     check_duration,
     group_threads,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
@@ -69,19 +71,29 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     Base of the ClubCollect operators: holds the connection id and builds the hook.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
-        requests (back-off; the count comes from the connection); an Airflow task retry policy is passed on
-        to Airflow.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed to
+        Airflow as it is.  By default a ``ClubCollectRetryPolicy``: a refused key, an unknown invoice or company
+        and bad input fail the task at once, a 429 retries no sooner than its ``Retry-After``.  ``None`` leaves
+        every failure to ``retries`` and ``retry_delay``.
 
-    .. seealso:: :ref:`operators`
+    .. seealso:: :ref:`operators` and :ref:`task-retries`
     """
 
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, clubcollect_conn_id: str = DEFAULT_CONN_ID, retry_policy: Any = None, **kwargs: Any) -> None:
-        # Declared here, not only in the mixin: Airflow applies default_args, and checks the
+    def __init__(
+        self,
+        *,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        # Declared here, with their defaults: Airflow applies default_args, and checks the
         # arguments of partial() and expand(), through each operator class's own __init__.
-        super().__init__(clubcollect_conn_id=clubcollect_conn_id, retry_policy=retry_policy, **kwargs)
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):

@@ -12,6 +12,7 @@ from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_con
 from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     check_duration,
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_clubcollect.retry import Backoff
 
 
 def _default_deferrable() -> bool:
@@ -54,8 +57,13 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         UTC time; a value that renders to nothing means the run's ``run_after``.
     :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param RetryPolicy | None retry_policy: a :class:`~airflow_provider_clubcollect.retry.RetryPolicy` for the
-        requests, also handed to the trigger; an Airflow task retry policy is passed on to Airflow.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`), also handed to the trigger; the count is the
+        connection's ``max_retries``.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed to
+        Airflow as it is.  By default a ``ClubCollectRetryPolicy``: a refused key, an unknown company and bad
+        input fail the task at once, a 429 retries no sooner than its ``Retry-After``.  ``None`` leaves every
+        failure to ``retries`` and ``retry_delay``.
     :param int max_concurrency: pages in flight at once while polling, at least 1 (default 8).
 
     .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
@@ -73,11 +81,12 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         reference_time: datetime | str | None = None,
         deferrable: bool | None = None,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        retry_policy: Any = None,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(clubcollect_conn_id=clubcollect_conn_id, retry_policy=retry_policy, **kwargs)
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         if isinstance(min_tickets, bool) or not isinstance(min_tickets, int) or min_tickets < 1:
             raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
         if unanswered_for is not None:
@@ -183,7 +192,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
                 else run_reference_time(self.reference_time, context).isoformat(),
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
-                retry_policy=self.clubcollect_retry_policy,
+                backoff=self.backoff,
                 timeout_at=timeout_at.isoformat(),
                 max_concurrency=self.max_concurrency,
             ),

@@ -2,7 +2,7 @@
 
 :class:`UnansweredTicketsTrigger` serves the deferrable sensor; :class:`UnansweredTicketsEventTrigger`
 serves asset watchers.  They only read (GET): nothing that changes ClubCollect runs here, where a
-triggerer restart can run the same code twice.  They use the same request flow, retry policy,
+triggerer restart can run the same code twice.  They use the same request flow, retries,
 paging and selection as the sync hook, over ``httpx.AsyncClient``, and never block the event
 loop: the connection is read with ``aget_connection`` and waits are ``asyncio.sleep``.
 """
@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import hashlib
 import math
-from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -31,13 +30,13 @@ from airflow_provider_clubcollect.exceptions import (
 )
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
 from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, ticket_date, to_utc
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Hashable
+    from collections.abc import AsyncIterator, Hashable, Mapping
 
     from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
@@ -66,8 +65,8 @@ class UnansweredTicketsTrigger(BaseTrigger):
     :param float poke_interval: seconds between two polls.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``; the key is read
         from it in the triggerer and never serialized.
-    :param RetryPolicy | dict | None retry_policy: back-off settings, a
-        :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
+    :param Backoff | dict | None backoff: the waits between retries of each request, a
+        :class:`~airflow_provider_clubcollect.retry.Backoff` or its fields as a dict (how it is
         serialized); the connection's ``max_retries`` sets the count.
     :param str | None timeout_at: ISO 8601 moment after which the trigger stops polling and fires a timeout
         event; the sensor sets it from its ``timeout``.  ``None`` polls until cancelled.
@@ -85,12 +84,12 @@ class UnansweredTicketsTrigger(BaseTrigger):
         reference_time: str | None = None,
         poke_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
+        backoff: Backoff | Mapping[str, Any] | None = None,
         timeout_at: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         super().__init__()
-        self.retry_policy = _retry_policy(retry_policy)
+        self.backoff = as_backoff(backoff)
         self.timeout_at = timeout_at
         self.company_id = company_id
         self.min_tickets = min_tickets
@@ -115,7 +114,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
                 "reference_time": self.reference_time,
                 "poke_interval": self.poke_interval,
                 "clubcollect_conn_id": self.clubcollect_conn_id,
-                "retry_policy": None if self.retry_policy is None else dataclasses.asdict(self.retry_policy),
+                "backoff": _plain(self.backoff),
                 "timeout_at": self.timeout_at,
                 "max_concurrency": self.max_concurrency,
             },
@@ -130,11 +129,11 @@ class UnansweredTicketsTrigger(BaseTrigger):
         transport: AsyncTransport | None = None
         try:
             deadline = None if self.timeout_at is None else to_utc(self.timeout_at)
-            transport, policy = await self._connect()
+            transport, retries = await self._connect()
             while True:
                 try:
                     # A poll is read-only, so cutting one short at the deadline loses nothing.
-                    waiting = await asyncio.wait_for(self.poll(transport, policy), _seconds_until(deadline))
+                    waiting = await asyncio.wait_for(self.poll(transport, retries), _seconds_until(deadline))
                 except asyncio.TimeoutError:
                     waiting = None
                 if waiting is not None and len(waiting) >= self.min_tickets:
@@ -164,21 +163,21 @@ class UnansweredTicketsTrigger(BaseTrigger):
             if transport is not None:
                 await asyncio.shield(transport.aclose())
 
-    async def _connect(self) -> tuple[AsyncTransport, RetryPolicy]:
-        return await _aconnect(self.clubcollect_conn_id, self.retry_policy)
+    async def _connect(self) -> tuple[AsyncTransport, RequestRetries]:
+        return await _aconnect(self.clubcollect_conn_id, self.backoff)
 
-    async def poll(self, transport: AsyncTransport, policy: RetryPolicy) -> list[dict[str, Any]]:
+    async def poll(self, transport: AsyncTransport, retries: RequestRetries) -> list[dict[str, Any]]:
         """
         Read every page (up to ``max_concurrency`` at a time) and select the tickets awaiting an answer.
 
         :param AsyncTransport transport: the async transport.
-        :param RetryPolicy policy: the retry policy.
+        :param RequestRetries retries: the back-off and the connection's ``max_retries``.
         :return: the tickets awaiting an answer, oldest first.
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
-        tickets = await read_pages(pager, transport, policy)
+        tickets = await read_pages(pager, transport, retries)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
         # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
@@ -196,13 +195,13 @@ def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
     return ClubCollectError(f"UnansweredTicketsTrigger failed: {type(exc).__name__}: {shorten(str(exc), 1000)}")
 
 
-async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tuple[AsyncTransport, RetryPolicy]:
+async def _aconnect(conn_id: str, backoff: Backoff | None = None) -> tuple[AsyncTransport, RequestRetries]:
     """
     Read and check the connection without blocking the loop, and build the async transport.
 
     :param conn_id: the Airflow connection of type ``clubcollect``.
-    :param retry_policy: back-off settings; its ``max_retries`` is replaced by the connection's, as in the hook.
-    :return: the transport and the retry policy to use with it.
+    :param backoff: the waits between retries; ``None`` for the defaults.
+    :return: the transport, and how to retry its requests (the connection's ``max_retries``, as in the hook).
     """
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
@@ -219,10 +218,12 @@ async def _aconnect(conn_id: str, retry_policy: RetryPolicy | None = None) -> tu
     await amask_secret(settings.api_key)
     # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
     transport = await asyncio.to_thread(AsyncTransport, settings)
-    return transport, dataclasses.replace(retry_policy or RetryPolicy(), max_retries=settings.max_retries)
+    return transport, RequestRetries(backoff or Backoff(), settings.max_retries)
 
 
-async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, policy: RetryPolicy) -> list[CompanyTicket]:
+async def read_pages(
+    pager: CompanyTicketPager, transport: AsyncTransport, retries: RequestRetries
+) -> list[CompanyTicket]:
     """
     Read every page a pager asks for, up to its ``max_concurrency`` at a time, on the event loop.
 
@@ -231,7 +232,7 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
 
     :param CompanyTicketPager pager: a fresh pager.
     :param AsyncTransport transport: the async transport.
-    :param RetryPolicy policy: the retry policy, applied to each page request.
+    :param RequestRetries retries: the back-off and the count, applied to each page request.
     :return: every ticket, oldest first, each once.
     """
     from functools import partial
@@ -246,7 +247,7 @@ async def read_pages(pager: CompanyTicketPager, transport: AsyncTransport, polic
     try:
         while not pager.done:
             while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
-                pending[asyncio.create_task(call_async(request, policy, send))] = request
+                pending[asyncio.create_task(call_async(request, retries, send))] = request
             if not pending:  # pragma: no cover - a pager bug; never spin
                 raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
             answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -367,7 +368,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
     Use it in an ``AssetWatcher`` so that a DAG runs when a member writes (or, with
     ``unanswered_for_seconds``, when a thread has waited too long), instead of a sensor holding a
     DAG run open or a schedule that polls.  It polls the company's unanswered list every
-    ``poll_interval`` seconds, with the request layer, retry policy, pager and selection of
+    ``poll_interval`` seconds, with the request layer, retries, pager and selection of
     :class:`UnansweredTicketsTrigger`, and only reads (GET).
 
     Each event's payload is ``{"ticket_id", "invoice_id", "ticket"}`` (the CompanyTicket dict), in
@@ -392,11 +393,11 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
     is kept in memory, and a restart reports every ticket that awaits an answer again.
 
     **Shared poll.**  Watchers with the same connection, company, ``poll_interval``,
-    ``max_concurrency`` and ``retry_policy`` share one poll loop in the triggerer (Airflow 3.3+):
+    ``max_concurrency`` and ``backoff`` share one poll loop in the triggerer (Airflow 3.3+):
     one read of the list per interval, which each watcher filters with its own
     ``unanswered_for_seconds``, ``since`` and record.
 
-    **Stays up.**  429s, 5xx and lost connections are retried by the retry policy; when a poll still
+    **Stays up.**  429s, 5xx and lost connections are retried within a poll; when a poll still
     fails, it logs a warning and polls again after a back-off.  What cannot heal ends the watcher
     with a :class:`~airflow_provider_clubcollect.exceptions.ClubCollectError` in the triggerer's
     log: a refused key (401/403), an unknown company (404), a missing connection or one that fails
@@ -415,8 +416,8 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         from it in the triggerer and never serialized.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8); a 429 halves it for the
         rest of that poll.
-    :param RetryPolicy | dict | None retry_policy: back-off settings, a
-        :class:`~airflow_provider_clubcollect.retry.RetryPolicy` or its fields as a dict (how it is
+    :param Backoff | dict | None backoff: the waits between retries of each request, a
+        :class:`~airflow_provider_clubcollect.retry.Backoff` or its fields as a dict (how it is
         serialized); the connection's ``max_retries`` sets the count, as in the hook.
     """
 
@@ -429,7 +430,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         poll_interval: float = 60.0,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
+        backoff: Backoff | Mapping[str, Any] | None = None,
     ) -> None:
         if not AIRFLOW_V_3_0_PLUS:
             from airflow import __version__
@@ -451,7 +452,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
             )
         self.clubcollect_conn_id = clubcollect_conn_id
         self.max_concurrency = check_concurrency(max_concurrency)
-        self.retry_policy = _retry_policy(retry_policy)
+        self.backoff = as_backoff(backoff)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the configuration: the connection id, never the key, and no state."""
@@ -464,7 +465,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 "poll_interval": self.poll_interval,
                 "clubcollect_conn_id": self.clubcollect_conn_id,
                 "max_concurrency": self.max_concurrency,
-                "retry_policy": None if self.retry_policy is None else dataclasses.asdict(self.retry_policy),
+                "backoff": _plain(self.backoff),
             },
         )
 
@@ -480,7 +481,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
             self.company_id,
             self.poll_interval,
             self.max_concurrency,
-            self.retry_policy,
+            self.backoff,
         )
 
     @classmethod
@@ -500,7 +501,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         transport: AsyncTransport | None = None
         try:
             try:
-                transport, policy = await _aconnect(watcher.clubcollect_conn_id, watcher.retry_policy)
+                transport, retries = await _aconnect(watcher.clubcollect_conn_id, watcher.backoff)
             except Exception as exc:
                 raise watcher._stopped(exc) from exc
             failures = 0
@@ -510,10 +511,10 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                     pager = CompanyTicketPager(
                         watcher.company_id, STATUS_UNANSWERED, max_concurrency=watcher.max_concurrency
                     )
-                    tickets = await read_pages(pager, transport, policy)
+                    tickets = await read_pages(pager, transport, retries)
                 except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
                     failures += 1
-                    wait = max(watcher.poll_interval, policy.backoff(failures))
+                    wait = max(watcher.poll_interval, retries.backoff.delay(failures))
                     watcher.log.warning(
                         "Watching company %r: the poll failed (%s); still watching, next poll in %.1f s.",
                         watcher.company_id,
@@ -656,12 +657,6 @@ def _iso_since(value: Any) -> str:
     return _iso(moment)
 
 
-def _retry_policy(value: Any) -> RetryPolicy | None:
-    if value is None or isinstance(value, RetryPolicy):
-        return value
-    if isinstance(value, Mapping):
-        try:
-            return RetryPolicy(**value)
-        except (TypeError, ValueError) as exc:
-            raise ClubCollectValidationError(f"retry_policy: {exc}") from exc
-    raise ClubCollectValidationError(f"retry_policy must be a RetryPolicy or a dict of its fields, got {value!r:.200}.")
+def _plain(backoff: Backoff | None) -> dict[str, float] | None:
+    """A back-off as plain numbers, for a trigger's serialized arguments."""
+    return None if backoff is None else dataclasses.asdict(backoff)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import DAG
 
+    from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+
 
 TEST_DAGS = Path(__file__).parent / "dag_files"
 
@@ -95,6 +97,18 @@ def too_new_example_dags() -> dict[str, str]:
     if not AIRFLOW_V_3_1_PLUS:
         needs["clubcollect_review_before_escalation"] = "3.1 (human-in-the-loop operators)"
     return needs
+
+
+@pytest.fixture
+def no_retries_sandbox(clubcollect_sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> SandboxHandle:
+    """
+    The sandbox, emptied, also as the connection ``clubcollect_no_retries`` (``max_retries`` 0):
+    one failed request fails the task's try, so that Airflow's task retries take over.
+    """
+    clubcollect_sandbox.reset(seed=None)
+    no_retries = {**json.loads(clubcollect_sandbox.conn_uri_json), "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES", json.dumps(no_retries))
+    return clubcollect_sandbox
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Assertions read the sandbox's end state and the run's XCom in the session's data
 from __future__ import annotations
 
 import ast
-import json
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -311,14 +310,10 @@ def test_reschedule_mode_frees_the_slot_and_succeeds_when_tickets_arrive(
 
 
 def test_never_twice_across_airflow_task_retries(
-    run_dag: Callable[..., tuple[str, str]],
-    example_airflow: AirflowHome,
-    clubcollect_sandbox: SandboxHandle,
-    monkeypatch: pytest.MonkeyPatch,
+    run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, no_retries_sandbox: SandboxHandle
 ) -> None:
     # Real Airflow (`dag.test()` runs retries and gives each try the task state store).
-    sandbox = clubcollect_sandbox
-    sandbox.reset(seed=None)
+    sandbox = no_retries_sandbox
     old = (datetime.now(timezone.utc) - timedelta(days=2)).isoformat()
     for invoice_id in ("inv-hook", "inv-operator"):
         sandbox.add_invoice(invoice_id, "club-1", [{"message": "Waarom?", "sender": "CUSTOMER", "date": old}])
@@ -331,8 +326,6 @@ def test_never_twice_across_airflow_task_retries(
         ]
     )
     dag_id = "clubcollect_test_retried_reply"
-    no_retries = {**json.loads(sandbox.conn_uri_json), "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES", json.dumps(no_retries))
 
     state, output = run_dag(dag_id)
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import fast_retries
+from tests.conftest import fast_backoff
 
 if TYPE_CHECKING:
     from pytest_httpserver import HTTPServer
@@ -27,5 +27,5 @@ def api(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
 def hook(api: HTTPServer):
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 
-    with ClubCollectHook(retry_policy=fast_retries()) as hook:
+    with ClubCollectHook(backoff=fast_backoff()) as hook:
         yield hook

@@ -327,6 +327,21 @@ def test_429_forever_is_rate_limit_error(hook, api: HTTPServer) -> None:
         hook.get_invoice_tickets(INVOICE)
     assert len(api.log) == 6, "1 attempt + max_retries (5)"
     assert "after 6 attempts" in str(info.value)
+    assert info.value.retry_after is None
+
+
+def test_429_error_carries_the_last_retry_after(api: HTTPServer) -> None:
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
+    api.expect_request(f"/api/v2/invoices/{INVOICE}/tickets").respond_with_data(
+        "slow down", status=429, headers={"Retry-After": "300"}
+    )
+
+    with pytest.raises(ClubCollectRateLimitError) as info:
+        ClubCollectHook(max_retries=0).get_invoice_tickets(INVOICE)
+    # Uncapped by the request back-off's retry_after_max (120 s): the task may wait that long.
+    assert info.value.retry_after == 300.0
+    assert "It asked to wait 300 s (Retry-After)." in str(info.value)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -341,11 +356,11 @@ def test_5xx_is_retried_then_succeeds(hook, api: HTTPServer, status: int) -> Non
 
 def test_5xx_forever_fails_after_max_retries(api: HTTPServer) -> None:
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
 
     api.expect_request(f"/api/v2/invoices/{INVOICE}/tickets").respond_with_data("down", status=503)
 
-    hook = ClubCollectHook(max_retries=2, retry_policy=RetryPolicy(backoff_initial=0.01))
+    hook = ClubCollectHook(max_retries=2, backoff=Backoff(initial=0.01))
     with pytest.raises(ClubCollectServerError) as info:
         hook.get_invoice_tickets(INVOICE)
     assert info.value.status_code == 503
@@ -354,7 +369,7 @@ def test_5xx_forever_fails_after_max_retries(api: HTTPServer) -> None:
 
 def test_max_retries_from_connection_extra(api: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
@@ -369,7 +384,7 @@ def test_max_retries_from_connection_extra(api: HTTPServer, monkeypatch: pytest.
     )
     api.expect_request(f"/api/v2/invoices/{INVOICE}/tickets").respond_with_data("down", status=500)
 
-    hook = ClubCollectHook(retry_policy=RetryPolicy(backoff_initial=0.01))
+    hook = ClubCollectHook(backoff=Backoff(initial=0.01))
     with pytest.raises(ClubCollectServerError):
         hook.get_invoice_tickets(INVOICE)
     assert len(api.log) == 2
@@ -410,7 +425,7 @@ def test_connection_refused_is_retried_then_fails(monkeypatch: pytest.MonkeyPatc
     import socket
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
 
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
@@ -419,7 +434,7 @@ def test_connection_refused_is_retried_then_fails(monkeypatch: pytest.MonkeyPatc
         "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
         json.dumps({"conn_type": "clubcollect", "password": API_KEY, "host": f"http://127.0.0.1:{port}/api"}),
     )
-    hook = ClubCollectHook(max_retries=2, retry_policy=RetryPolicy(backoff_initial=0.01))
+    hook = ClubCollectHook(max_retries=2, backoff=Backoff(initial=0.01))
     with pytest.raises(ClubCollectServerError, match=r"could not connect.*after 3 attempts"):
         hook.get_invoice_tickets(INVOICE)
 

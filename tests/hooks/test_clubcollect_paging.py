@@ -21,7 +21,7 @@ from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.paging import MAX_REWINDS, CompanyTicketPager
 from airflow_provider_clubcollect.sandbox.state import format_date
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.conftest import NOW, fast_retries, page_reads
+from tests.conftest import NOW, fast_backoff, page_reads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
-FAST = fast_retries()
+FAST = fast_backoff()
 SIZE = 10
 THREADS = 150  # 15 pages of 10
 C = 4
@@ -74,12 +74,13 @@ def before_page_read(
 
 
 def read_sync(max_concurrency: int = C) -> list[str]:
-    with ClubCollectHook(retry_policy=FAST) as hook:
+    with ClubCollectHook(backoff=FAST) as hook:
         tickets = hook.get_company_tickets(CO, "unanswered", page_size=SIZE, max_concurrency=max_concurrency)
     return [t["invoice_id"] for t in tickets]
 
 
 def read_async(max_concurrency: int = C) -> list[str]:
+    from airflow_provider_clubcollect.retry import RequestRetries
     from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.triggers.tickets import read_pages
 
@@ -89,7 +90,7 @@ def read_async(max_concurrency: int = C) -> list[str]:
         transport = AsyncTransport(settings)
         try:
             pager = CompanyTicketPager(CO, "unanswered", SIZE, max_concurrency=max_concurrency)
-            return await read_pages(pager, transport, FAST)
+            return await read_pages(pager, transport, RequestRetries(FAST, settings.max_retries))
         finally:
             await transport.aclose()
 
@@ -235,7 +236,7 @@ def test_reads_no_further_than_the_window_ahead(sandbox: SandboxHandle) -> None:
     state = sandbox.sandbox_state
     for n in range(200):
         state.add_invoice(invoice_id(n), CO, one_ticket(10_000 - n))
-    with ClubCollectHook(retry_policy=FAST) as hook:
+    with ClubCollectHook(backoff=FAST) as hook:
         tickets = hook.iter_company_tickets(CO, "unanswered", page_size=5, max_concurrency=2)
         assert page_reads(sandbox) == [], "nothing is read before the first ticket is asked for"
         first = [next(tickets)["invoice_id"] for _ in range(12)]  # into page 3

@@ -15,7 +15,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectServerError,
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from tests.conftest import fast_retries, thread
+from tests.conftest import fast_backoff, thread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,12 +23,12 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
 CO = "club-1"
-FAST = fast_retries()
+FAST = fast_backoff()
 
 
 @pytest.fixture
 def hook(sandbox: SandboxHandle) -> Iterator[ClubCollectHook]:
-    with ClubCollectHook(retry_policy=FAST) as hook:
+    with ClubCollectHook(backoff=FAST) as hook:
         yield hook
 
 
@@ -124,7 +124,7 @@ def test_wrong_key_is_auth_error(sandbox: SandboxHandle, monkeypatch: pytest.Mon
         "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
         json.dumps({"conn_type": "clubcollect", "password": "not-the-key", "host": sandbox.base_url}),
     )
-    hook = ClubCollectHook(retry_policy=FAST)
+    hook = ClubCollectHook(backoff=FAST)
     with pytest.raises(ClubCollectAuthError) as info:
         hook.get_invoice_tickets("inv-1")
     assert info.value.status_code == 401
@@ -260,7 +260,7 @@ def test_firewall_html_403_is_auth_error(hook: ClubCollectHook, sandbox: Sandbox
 def test_persistent_faults_fail_loudly_after_the_retry_budget(sandbox: SandboxHandle) -> None:
     sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
     sandbox.set_faults(drop_rate=1.0)
-    hook = ClubCollectHook(max_retries=3, retry_policy=FAST)
+    hook = ClubCollectHook(max_retries=3, backoff=FAST)
 
     with pytest.raises(ClubCollectServerError, match=r"connection lost.*after 4 attempts"):
         hook.get_invoice_tickets("inv-1")
@@ -271,7 +271,7 @@ def test_random_faults_every_read_complete(sandbox: SandboxHandle) -> None:
     """A taste of the resilience suite: 30% 5xx and 20% 429 and still every ticket, once."""
     company_of(sandbox, 250)
     sandbox.set_faults(error_rate=0.3, rate_limit_rate=0.2, retry_after=0, random_seed=7)
-    hook = ClubCollectHook(max_retries=12, retry_policy=FAST)
+    hook = ClubCollectHook(max_retries=12, backoff=FAST)
 
     tickets = hook.get_company_tickets(CO, "unanswered")
 
@@ -283,7 +283,7 @@ def test_create_that_the_server_applies_after_the_timeout_is_not_posted_twice(sa
     sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
     sandbox.set_faults(script=[{"fault": "delay", "seconds": 1.0, "method": "POST"}])
 
-    ticket = ClubCollectHook(timeout=0.6, retry_policy=FAST).create_ticket("inv-1", "Laat")
+    ticket = ClubCollectHook(timeout=0.6, backoff=FAST).create_ticket("inv-1", "Laat")
 
     state = sandbox.invoice("inv-1")
     assert state["tickets_created"] == 1, "posted twice"

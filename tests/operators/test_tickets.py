@@ -18,7 +18,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchInvoiceTicketsOperator,
 )
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
-from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
 from tests.conftest import NOW, running_task, thread
 
 if TYPE_CHECKING:
@@ -654,35 +654,57 @@ def test_bulk_action_retries_through_5xx_and_429(sandbox: SandboxHandle, escalat
     assert all(i["assigned_to_support"] for i in sandbox.state()["invoices"].values())
 
 
-# --- retry_policy: the provider's for requests, Airflow's for the task ------------------------------------
+# --- backoff for the requests; retry_policy is Airflow's, for the task ------------------------------------
+
+needs_airflow_3_3 = pytest.mark.skipif(
+    not AIRFLOW_V_3_3_PLUS, reason="task retry policies (retry_policy=) arrived in Airflow 3.3"
+)
 
 
-def test_retry_policy_tunes_requests_and_an_airflow_policy_goes_to_airflow(sandbox: SandboxHandle) -> None:
-    from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+def an_airflow_task_retry_policy() -> Any:
+    from airflow.providers.common.compat.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    return ExceptionRetryPolicy(rules=[RetryRule(exception=ClubCollectValidationError, action=RetryAction.FAIL)])
 
-    ours = RetryPolicy(backoff_initial=0.001)
-    theirs = ExceptionRetryPolicy(rules=[RetryRule(exception=ClubCollectValidationError, action=RetryAction.FAIL)])
 
-    requests_tuned = ArchiveTicketsOperator(task_id="a", invoice_ids=["i"], retry_policy=ours)
-    task_tuned = ArchiveTicketsOperator(task_id="b", invoice_ids=["i"], retry_policy=theirs)
+def test_backoff_tunes_requests(sandbox: SandboxHandle) -> None:
+    from airflow_provider_clubcollect.retry import Backoff
 
-    assert requests_tuned.retry_policy is None
-    assert requests_tuned.hook.retry_policy.backoff_initial == 0.001
-    assert task_tuned.retry_policy is theirs
-    assert task_tuned.hook.retry_policy.backoff_initial == RetryPolicy().backoff_initial
+    ours = Backoff(initial=0.001)
+
+    tuned = ArchiveTicketsOperator(task_id="a", invoice_ids=["i"], backoff=ours)
+    from_dict = ArchiveTicketsOperator(task_id="b", invoice_ids=["i"], backoff={"initial": 2.0})
+
+    assert (tuned.backoff, tuned.hook.backoff) == (ours, ours)
+    assert tuned.hook._retries.max_retries == 5, "the count is the connection's"
+    assert from_dict.hook.backoff == Backoff(initial=2.0)
+    assert ArchiveTicketsOperator(task_id="c", invoice_ids=["i"]).hook.backoff == Backoff()
+
+
+@needs_airflow_3_3
+def test_retry_policy_goes_to_airflow_untouched(sandbox: SandboxHandle) -> None:
+    from airflow_provider_clubcollect.retry import Backoff
+
+    theirs = an_airflow_task_retry_policy()
+
+    task = ArchiveTicketsOperator(task_id="a", invoice_ids=["i"], backoff=Backoff(initial=0.001), retry_policy=theirs)
+
+    assert task.retry_policy is theirs
+    assert task.hook.backoff == Backoff(initial=0.001)
 
 
 def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -> None:
     """Airflow applies default_args, and checks partial() and expand(), through each class's own
-    __init__: the connection and the request policy must be named there, not only in the mixin."""
+    __init__: the connection, the back-off and Airflow's retry_policy must be named there, not only in the mixin."""
     from airflow.providers.common.compat.sdk import DAG
 
-    from airflow_provider_clubcollect.retry import RetryPolicy
+    from airflow_provider_clubcollect.retry import Backoff
 
-    ours = RetryPolicy(backoff_initial=0.001)
-    with DAG("defaults", schedule=None, default_args={"clubcollect_conn_id": "from_defaults", "retry_policy": ours}):
+    ours = Backoff(initial=0.001)
+    defaults: dict[str, Any] = {"clubcollect_conn_id": "from_defaults", "backoff": ours}
+    if AIRFLOW_V_3_3_PLUS:
+        defaults["retry_policy"] = theirs = an_airflow_task_retry_policy()
+    with DAG("defaults", schedule=None, default_args=defaults):
         built = [
             FetchInvoiceTicketsOperator(task_id="fetch_invoice", invoice_id="inv"),
             FetchCompanyTicketsOperator(task_id="fetch_company", company_id=CO),
@@ -691,7 +713,7 @@ def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -
             EscalateTicketsOperator(task_id="escalate", invoice_ids=["inv"]),
             UnansweredTicketsSensor(task_id="sensor", company_id=CO),
         ]
-        partial = FetchInvoiceTicketsOperator.partial(task_id="mapped", clubcollect_conn_id="cc").expand(
+        partial = FetchInvoiceTicketsOperator.partial(task_id="mapped", clubcollect_conn_id="cc", backoff=ours).expand(
             invoice_id=["a", "b"]
         )
         by_conn = FetchInvoiceTicketsOperator.partial(task_id="by_conn", invoice_id="a").expand(
@@ -699,7 +721,8 @@ def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -
         )
 
     for task in built:
-        assert (task.clubcollect_conn_id, task.clubcollect_retry_policy) == ("from_defaults", ours), task.task_id
-        assert task.retry_policy is None, task.task_id
-    assert partial.partial_kwargs["clubcollect_conn_id"] == "cc"
+        assert (task.clubcollect_conn_id, task.backoff) == ("from_defaults", ours), task.task_id
+        if AIRFLOW_V_3_3_PLUS:
+            assert task.retry_policy is theirs, task.task_id
+    assert (partial.partial_kwargs["clubcollect_conn_id"], partial.partial_kwargs["backoff"]) == ("cc", ours)
     assert by_conn.expand_input.value == {"clubcollect_conn_id": ["cc1", "cc2"]}

@@ -16,6 +16,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectNotFoundError,
     ClubCollectValidationError,
 )
+from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_2_PLUS
@@ -103,6 +104,7 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
             poke_interval=7,
             timeout=600,
             max_concurrency=3,
+            backoff=Backoff(initial=0.001, maximum=0.002),
         ).execute({})
 
     trigger = deferred.value.trigger
@@ -115,6 +117,7 @@ def test_deferrable_defers_to_the_trigger_without_the_key(sandbox: SandboxHandle
     assert kwargs["unanswered_for_seconds"] == 3600
     assert kwargs["poke_interval"] == 7
     assert kwargs["max_concurrency"] == 3
+    assert kwargs["backoff"] == {"initial": 0.001, "maximum": 0.002, "retry_after_max": 120.0}
     assert sandbox.api_key not in repr(kwargs)
 
 

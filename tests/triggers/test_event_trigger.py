@@ -21,7 +21,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectNotFoundError,
     ClubCollectValidationError,
 )
-from airflow_provider_clubcollect.retry import RetryPolicy
+from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.triggers.tickets import (
     LOOKBACK,
     MAX_RECENT,
@@ -44,7 +44,7 @@ needs_3_3 = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the asset state s
 CO = "club-1"
 ASSET_URI = f"clubcollect://{CO}/unanswered"
 #: Tiny back-offs, so that fault tests do not sleep.
-FAST = {"backoff_initial": 0.001, "backoff_max": 0.005, "retry_after_max": 0.005}
+FAST = {"initial": 0.001, "maximum": 0.005, "retry_after_max": 0.005}
 
 
 def ago(**delta: float) -> str:
@@ -61,7 +61,7 @@ def company(message: str, **delta: float) -> dict[str, Any]:
 
 def watcher(**kwargs: Any) -> UnansweredTicketsEventTrigger:
     kwargs.setdefault("poll_interval", 0.02)
-    kwargs.setdefault("retry_policy", FAST)
+    kwargs.setdefault("backoff", FAST)
     return UnansweredTicketsEventTrigger(CO, **kwargs)
 
 
@@ -330,7 +330,7 @@ def test_serialize_holds_configuration_only(sandbox: SandboxHandle) -> None:
             since="2026-06-01T00:00:00Z",
             poll_interval=5,
             max_concurrency=2,
-            retry_policy=RetryPolicy(max_retries=2, backoff_initial=0.1),
+            backoff=Backoff(initial=0.1, maximum=20.0),
         )
     )
     classpath, kwargs = trigger.serialize()
@@ -343,7 +343,7 @@ def test_serialize_holds_configuration_only(sandbox: SandboxHandle) -> None:
         "poll_interval": 5.0,
         "clubcollect_conn_id": "clubcollect_default",
         "max_concurrency": 2,
-        "retry_policy": {"max_retries": 2, "backoff_initial": 0.1, "backoff_max": 30.0, "retry_after_max": 120.0},
+        "backoff": {"initial": 0.1, "maximum": 20.0, "retry_after_max": 120.0},
     }
     text = json.dumps(kwargs)
     assert sandbox.api_key not in text
@@ -510,8 +510,10 @@ def test_what_cannot_heal_ends_the_watcher_with_a_clear_error(
         ({"poll_interval": 0}, ["poll_interval", "more than zero"]),
         ({"poll_interval": float("nan")}, ["poll_interval"]),
         ({"max_concurrency": 0}, ["max_concurrency", "at least 1"]),
-        ({"retry_policy": {"backoff_initial": -1}}, ["retry_policy"]),
-        ({"retry_policy": {"nope": 1}}, ["retry_policy", "nope"]),
+        ({"backoff": {"initial": -1}}, ["Backoff initial", "got -1"]),
+        ({"backoff": {"initial": 2, "maximum": 1}}, ["Backoff maximum must be at least initial (2 s), got 1"]),
+        ({"backoff": {"nope": 1}}, ["backoff", "nope"]),
+        ({"backoff": 0.5}, ["backoff must be a Backoff or a dict of its fields", "got 0.5"]),
         ({"clubcollect_conn_id": ""}, ["clubcollect_conn_id"]),
     ],
 )

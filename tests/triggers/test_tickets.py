@@ -113,8 +113,8 @@ def test_retries_through_faults_like_the_hook(sandbox: SandboxHandle, monkeypatc
     )
 
     # Tiny back-offs instead of the default half second and up: the retries are what counts.
-    fast = {"backoff_initial": 0.001, "backoff_max": 0.005}
-    event = asyncio.run(first_event(UnansweredTicketsTrigger(CO, retry_policy=fast)))
+    fast = {"initial": 0.001, "maximum": 0.005}
+    event = asyncio.run(first_event(UnansweredTicketsTrigger(CO, backoff=fast)))
 
     assert event["status"] == "success"
     statuses = [r["status"] for r in sandbox.requests()]
@@ -136,7 +136,7 @@ def test_serialize_round_trip_holds_no_key(sandbox: SandboxHandle) -> None:
         "reference_time": None,
         "poke_interval": 5.0,
         "clubcollect_conn_id": "clubcollect_default",
-        "retry_policy": None,
+        "backoff": None,
         "timeout_at": None,
         "max_concurrency": 3,
     }
