@@ -16,6 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_clubcollect.budget import budget_for
 from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError, error_for
 from airflow_provider_clubcollect.retry import TransportFailure, Verdict, verdict
 from airflow_provider_clubcollect.wire import RawResponse, parse_response
@@ -148,6 +149,8 @@ class SyncTransport:
         from requests.adapters import HTTPAdapter
 
         self.settings = settings
+        # Every attempt draws from the key's request budget (max_requests_per_second), retries included.
+        self.budget = budget_for(settings)
         self.session: requests.Session = requests.Session()
         self.session.headers.update(settings.headers())
         # Retries are ours (call_sync); urllib3's own would retry blindly and hide attempts.
@@ -166,6 +169,7 @@ class SyncTransport:
         """
         import requests
 
+        self.budget.acquire()
         try:
             response = self.session.request(
                 request.method,
@@ -216,6 +220,7 @@ class AsyncTransport:
         import httpx
 
         self.settings = settings
+        self.budget = budget_for(settings)
         self.client: httpx.AsyncClient = httpx.AsyncClient(
             headers=settings.headers(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
@@ -232,6 +237,7 @@ class AsyncTransport:
         """
         import httpx
 
+        await self.budget.aacquire()
         try:
             response = await self.client.request(
                 request.method,

@@ -252,3 +252,39 @@ def test_store_window_never_exceeds_the_rate():
         assert amount >= 1
         assert seconds >= 1
         assert amount / seconds <= rate + 1e-9
+
+
+def test_the_hook_and_the_trigger_draw_from_the_connections_budget(sandbox, monkeypatch):
+    """max_requests_per_second reaches every request: the hook's (retries included) and the trigger's."""
+    import json
+
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+
+    for n in range(3):
+        sandbox.add_invoice(f"inv-{n}", "club-1", [{"message": "?", "sender": "CUSTOMER", "date": "2026-01-01"}])
+    conn = {**json.loads(sandbox.conn_uri_json), "extra": {"max_requests_per_second": 20}}
+    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(conn))
+    sandbox.set_faults(rate_limit_per_second=20, rate_limit_burst=22)
+    sandbox.clear_requests()
+
+    with ClubCollectHook() as hook:
+        for _ in range(30):
+            hook.get_invoice_tickets("inv-1")
+    # The trigger's poll reads one page of 1 ticket per request: 15 polls in a row.
+    trigger = UnansweredTicketsTrigger("club-1", min_tickets=99, poke_interval=0.001, timeout_at=None)
+
+    async def fifteen_polls() -> None:
+        from airflow_provider_clubcollect.triggers.tickets import _aconnect
+
+        transport, retries = await _aconnect("clubcollect_default")
+        try:
+            for _ in range(15):
+                await trigger.poll(transport, retries)
+        finally:
+            await transport.aclose()
+
+    asyncio.run(fifteen_polls())
+    statuses = [entry["status"] for entry in sandbox.requests()]
+    assert len(statuses) == 45
+    assert statuses.count(429) == 0, "every request waited for the connection's budget"

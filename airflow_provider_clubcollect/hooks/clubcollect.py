@@ -166,7 +166,8 @@ class ClubCollectHook(BaseHook):
                 raise missing_connection(self.clubcollect_conn_id) from None
             settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
             # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
-            mask_secret(settings.api_key)
+            for secret in settings.secrets:  # the key, and a budget_url's Redis password
+                mask_secret(secret)
             self._settings = settings
         return self._settings
 

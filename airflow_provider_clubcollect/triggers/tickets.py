@@ -215,7 +215,8 @@ async def _aconnect(conn_id: str, backoff: Backoff | None = None) -> tuple[Async
         raise missing_connection(conn_id) from None
     settings = settings_from_airflow_connection(conn)
     # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
-    await amask_secret(settings.api_key)
+    for secret in settings.secrets:
+        await amask_secret(secret)
     # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
     transport = await asyncio.to_thread(AsyncTransport, settings)
     return transport, RequestRetries(backoff or Backoff(), settings.max_retries)
