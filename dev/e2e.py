@@ -28,6 +28,7 @@ printed is one summary table; the exit status is 0 only when every check passed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -42,9 +43,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from e2e_common import E2EError, free_port, postgres_bin, tail, wait_until
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".e2e"
@@ -98,6 +101,10 @@ WATCH_POLL = 5.0  # the example's poll_interval
 
 RUN_TIMEOUT = 240.0  # seconds a DAG run may take on this 2-core machine under full load
 RESUME_WITHIN = 60.0  # seconds from tickets arriving to the deferred sensor's success
+
+
+class E2EError(Exception):
+    """A check failed, or a component did not come up."""
 
 
 @dataclass
@@ -179,8 +186,41 @@ class Stack:
 # --- small helpers ----------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, stack: Stack, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
 def say(message: str) -> None:
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise E2EError("PostgreSQL is not installed (apt-get install postgresql); `make e2e` installs it.")
+    return Path(found[-1]).parent
 
 
 # --- the services -----------------------------------------------------------------------------------

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,10 +52,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from e2e_common import E2EError, free_port, postgres_bin, tail, wait_until
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,6 +133,10 @@ START_TIMEOUT = 120.0  # seconds for a component to come up, or the DAG files to
 CLI_TIMEOUT = 120.0
 
 
+class E2EError(Exception):
+    """A component did not come up, or something could not be checked."""
+
+
 def say(message: str) -> None:
     print(f"[e2e-airflow2 {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -196,6 +200,39 @@ class Stack:
         for component in self.components:
             if not component.alive():
                 raise E2EError(f"{component.name} exited with {component.process.returncode}:\n{tail(component.log)}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, stack: Stack, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise E2EError("PostgreSQL is not installed (apt-get install postgresql); `make e2e-airflow2` installs it.")
+    return Path(found[-1]).parent
 
 
 # --- the run ------------------------------------------------------------------------------------------
