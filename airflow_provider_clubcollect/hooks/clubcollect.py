@@ -25,7 +25,6 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectNotFoundError,
     ClubCollectServerError,
-    ClubCollectValidationError,
 )
 from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
@@ -34,7 +33,7 @@ from airflow_provider_clubcollect.selection import find_ticket, to_utc
 from airflow_provider_clubcollect.transport import SyncTransport, call_sync
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from concurrent.futures import Future
 
     import requests
@@ -310,18 +309,13 @@ class ClubCollectHook(BaseHook):
                     record.save(earlier["intent_at"], posted)
                     return posted
             record.save(datetime.now(timezone.utc).isoformat(), None)
-        try:
-            ticket = self._create_ticket(invoice_id, message)
-        except (ClubCollectAuthError, ClubCollectNotFoundError, ClubCollectValidationError):
-            # Refused for certain: nothing was created, so a retry may post without looking.
-            if record is not None:
-                record.forget()
-            raise
+        ticket = self._create_ticket(invoice_id, message, refused=record.forget if record is not None else None)
         if record is not None:
             record.save(record.intent_at, ticket)
         return ticket
 
-    def _create_ticket(self, invoice_id: str, message: str) -> wire.Ticket:
+    def _create_ticket(self, invoice_id: str, message: str, refused: Callable[[], None] | None = None) -> wire.Ticket:
+        """Post with retries and the lost-answer read; ``refused()`` when every POST was refused for certain."""
         request = wire.create_ticket_request(invoice_id, message)
         retries = self._retries
         since = datetime.now(timezone.utc) - CLOCK_SKEW
@@ -370,6 +364,13 @@ class ClubCollectHook(BaseHook):
                         status_code=exc.status_code,
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
+            except ClubCollectError:
+                if lost == 0 and refused is not None:
+                    # No answer was lost: every POST was refused (4xx, 429, a refused connection),
+                    # nothing was created, and a retry of the task may post without reading the
+                    # thread, where someone else's identical message may have appeared since.
+                    refused()
+                raise
 
     def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
         """

@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAuthError,
     ClubCollectNotFoundError,
+    ClubCollectRateLimitError,
     ClubCollectServerError,
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
@@ -246,6 +247,28 @@ def test_a_refused_create_forgets_its_intent(hook: ClubCollectHook, sandbox: San
     with pytest.raises(ClubCollectNotFoundError):
         hook.create_ticket("inv-missing", "Hallo", task_state_store=store)
     assert list(store.values.values()) == [{}], "nothing was created: a retry posts without looking"
+
+
+def test_a_create_refused_by_429_on_every_post_forgets_its_intent(
+    hook: ClubCollectHook, sandbox: SandboxHandle
+) -> None:
+    """Every POST answered 429: nothing was created, so the task's retry posts ours, not a look-alike."""
+    sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
+    store = DictStore()
+    sandbox.set_faults(rate_limit_rate=1.0, retry_after=0)
+    with pytest.raises(ClubCollectRateLimitError):
+        hook.create_ticket("inv-1", "Eén keer", task_state_store=store)
+    assert list(store.values.values()) == [{}]
+    sandbox.clear_faults()
+    # Before the task's retry a colleague posts the very same text.
+    sandbox.add_tickets("inv-1", [{"message": "Eén keer", "sender": "COMPANY", "date": datetime.now(timezone.utc)}])
+    sandbox.clear_requests()
+
+    ours = hook.create_ticket("inv-1", "Eén keer", task_state_store=store)
+
+    assert [r["method"] for r in sandbox.requests()] == ["POST"]
+    assert [t["message"] for t in sandbox.invoice("inv-1")["tickets"]].count("Eén keer") == 2
+    assert ours["ticket_id"] == sandbox.invoice("inv-1")["tickets"][-1]["ticket_id"]
 
 
 def test_firewall_html_403_is_auth_error(hook: ClubCollectHook, sandbox: SandboxHandle) -> None:
