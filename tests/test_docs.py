@@ -117,3 +117,13 @@ def test_sandbox_page_lists_every_fault_setting_kind_and_field() -> None:
         name: [(item.name, _default(item.default)) for item in dataclasses.fields(kind) if item.name not in common]
         for name, kind in FAULTS.items()
     }
+
+
+def test_readme_getting_started_is_the_pages() -> None:
+    """The README's first commands are docs/getting-started.rst's, which tests/test_getting_started.py runs."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    (commands,) = re.findall(r"^## Getting started\n.*?```bash\n(.*?)```", readme, re.DOTALL | re.MULTILINE)
+    page_lines = {line.strip() for line in (REPO_ROOT / "docs" / "getting-started.rst").read_text().splitlines()}
+    lines = [line for line in commands.splitlines() if line and not line.startswith("#")]
+    assert len(lines) == 11
+    assert [line for line in lines if line not in page_lines] == []
