@@ -54,7 +54,7 @@ EXTRAS := test,docs
 CONSTRAINTS_EXTRAS := $(EXTRAS)$(if $(filter 2.11,$(AIRFLOW_MINOR)),$(comma)e2e)
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2
+.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2 getting-started
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
@@ -104,6 +104,12 @@ test: lint typecheck redis-server
 
 demo: install
 	$(PY) dev/demo.py
+
+# docs/getting-started.rst followed to the letter: its commands, read from the page, in a fresh venv
+# with the wheel built from this checkout and Airflow under constraints (about 2 minutes from pip's
+# cache; not part of make test).  See tests/test_getting_started.py.
+getting-started: install
+	CLUBCOLLECT_GETTING_STARTED=1 $(PY) -m pytest tests/test_getting_started.py
 
 # The provider in a real deployment (needs root: it installs Debian's PostgreSQL, Redis and
 # Chromium when missing, and runs PostgreSQL as the postgres user). See dev/e2e.py.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -185,8 +186,7 @@ class SyncTransport:
         except requests.exceptions.ReadTimeout:
             return _read_timeout(self.settings)
         except requests.exceptions.ConnectionError as exc:
-            reason, maybe_applied = _requests_connection_failure(exc)
-            return TransportFailure(self.settings.scrub(reason), maybe_applied)
+            return _unreachable(self.settings, *_requests_connection_failure(exc))
         except (requests.exceptions.RequestException, ValueError) as exc:
             # ValueError: http.client refusing a header value that requests (before 2.32.6) let through.
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
@@ -198,7 +198,7 @@ class SyncTransport:
 
 
 def _requests_connection_failure(exc: requests.exceptions.ConnectionError) -> tuple[str, bool]:
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, SSLError
 
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
@@ -206,7 +206,25 @@ def _requests_connection_failure(exc: requests.exceptions.ConnectionError) -> tu
     if isinstance(reason, NewConnectionError):
         # The TCP connection was never made: the request cannot have been applied.
         return f"could not connect ({reason})", False
+    if isinstance(reason, SSLError):
+        # No TLS session, so nothing was sent.
+        return f"could not connect ({reason}{_TLS_HINT})", False
     return f"connection lost ({reason or exc})", True
+
+
+_TLS_HINT = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
+
+
+def _unreachable(settings: ClientSettings, reason: str, maybe_applied: bool) -> TransportFailure:
+    # Names the base URL it tried (never the key), so a wrong scheme, host or port shows in the error.
+    return TransportFailure(settings.scrub(f"{reason} at {settings.base_url}"), maybe_applied)
+
+
+def _from_tls(exc: BaseException | None) -> bool:
+    # httpx wraps the ssl module's error in its own, a link or two down the chain.
+    while exc is not None and not isinstance(exc, ssl.SSLError):
+        exc = exc.__cause__ or exc.__context__
+    return exc is not None
 
 
 class AsyncTransport:
@@ -248,7 +266,8 @@ class AsyncTransport:
         except httpx.ConnectTimeout:
             return _connect_timeout(self.settings)
         except httpx.ConnectError as exc:
-            return TransportFailure(self.settings.scrub(f"could not connect ({exc})"), False)
+            hint = _TLS_HINT if _from_tls(exc) else ""
+            return _unreachable(self.settings, f"could not connect ({exc}{hint})", False)
         except httpx.TimeoutException:
             return _read_timeout(self.settings)
         except httpx.TransportError as exc:

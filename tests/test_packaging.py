@@ -66,3 +66,18 @@ def test_every_supported_python_has_a_classifier_and_constraints() -> None:
         airflow_pins.update(re.findall(r"^apache-airflow==(.+)$", pins, re.MULTILINE))
     # One Airflow for every Python: the tests on each prove the same release.
     assert len(airflow_pins) == 1, airflow_pins
+
+
+def test_the_first_release_is_what_the_changelog_says() -> None:
+    """The changelog opens with this version, dated or unreleased, and lists no changes against a release nobody had."""
+    from airflow_provider_clubcollect import __version__
+
+    changelog = (REPO_ROOT / "docs" / "changelog.rst").read_text()
+    sections = re.findall(r"^(.+)\n-+\n", changelog, re.MULTILINE)
+    assert sections == [f"{__version__} (unreleased)"] or re.fullmatch(
+        rf"{re.escape(__version__)} \(\d{{4}}-\d{{2}}-\d{{2}}\)", sections[0]
+    ), sections
+    assert metadata.version(DIST) == __version__
+    if len(sections) == 1:  # the first release: what it holds, not what changed
+        for word in ("Unreleased", "breaking", "moved from", "renamed", "withdrawn", "instead of", "was 3."):
+            assert word not in changelog, word

@@ -7,6 +7,8 @@ points Airflow's default ClubCollect connection at it, then serves until Ctrl-C 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import signal
 import sys
 import threading
@@ -17,6 +19,21 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from airflow_provider_clubcollect.sandbox.server import SandboxServer
+
+#: The environment variable that gives ``--api-key`` its default.
+API_KEY_ENV = "CLUBCOLLECT_SANDBOX_API_KEY"
+
+
+def default_api_key(seed: int | None) -> str:
+    """
+    The key a sandbox started without ``--api-key`` accepts: the same at every start with the same seed.
+
+    An exported connection then survives a restart.  It is no secret (anyone can derive it): the sandbox
+    holds made-up data and listens on loopback unless told otherwise.
+
+    :param seed: the seed of the data; ``None`` for ``--empty``.
+    """
+    return hashlib.sha256(f"clubcollect-sandbox:{'empty' if seed is None else seed}".encode()).hexdigest()[:40]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
     seed.add_argument("--empty", action="store_true", help="start with no data at all")
     parser.add_argument(
-        "--api-key", default=None, help="the API key to accept (default: a new random key, printed at start)"
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV) or None,
+        help=f"the API key to accept (default: ${API_KEY_ENV} if set, else a key derived from the seed, "
+        "the same at every start, so an exported connection keeps working after a restart)",
     )
     parser.add_argument(
         "--rate-limit-per-second",
@@ -91,7 +111,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except SandboxInputError as error:
         parser.error(str(error))  # exits 2 with the usage line, as for any bad flag
     out = out or sys.stdout
-    server = SandboxServer(host=args.host, port=args.port, seed=None if args.empty else args.seed, api_key=args.api_key)
+    seed = None if args.empty else args.seed
+    server = SandboxServer(host=args.host, port=args.port, seed=seed, api_key=args.api_key or default_api_key(seed))
     try:
         server.start()
     except OSError as error:

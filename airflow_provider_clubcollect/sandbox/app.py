@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 # Request is needed at runtime: FastAPI reads the endpoints' annotations to inject it.
 from fastapi import FastAPI, Request  # noqa: TC002
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError, SandboxNotFoundError
@@ -63,6 +63,12 @@ ERROR_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 ERROR_INVALID_REQUEST: Final = "invalid_request"
 
 _INTEGER: Final = re.compile(r"[0-9]+")
+
+#: What a plain web server answers for a path it does not serve: the API's JSON errors belong to the
+#: API's own paths, so a base URL without ``/api`` meets this page, as it would in front of ClubCollect.
+PLAIN_NOT_FOUND: Final = (
+    "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n<body><h1>Not Found</h1></body></html>\n"
+)
 
 
 class SandboxApp(FastAPI):
@@ -281,10 +287,13 @@ def _error(status: int, code: str, **extra: Any) -> JSONResponse:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    # Whatever goes wrong, the body is shaped like the API's errors: {"error": code}.
+    # Whatever goes wrong under the API's and the control API's paths, the body is shaped like the
+    # API's errors: {"error": code}.  Elsewhere a 404 is a plain web server's page.
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 404 and not any(_is_under(request.url.path, p) for p in (API_PREFIX, CONTROL_PREFIX)):
+            return HTMLResponse(PLAIN_NOT_FOUND, status_code=404)
         code = ERROR_METHOD_NOT_ALLOWED if error.status_code == 405 else ERROR_NOT_FOUND
         if error.status_code not in (404, 405):
             code = ERROR_INVALID_REQUEST
@@ -360,7 +369,11 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 def _is_api_path(path: str) -> bool:
-    return path == BASE_PATH or path.startswith(f"{BASE_PATH}/")
+    return _is_under(path, BASE_PATH)
+
+
+def _is_under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(f"{prefix}/")
 
 
 def _describe(scope: Scope, api_key: str) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import requests
 CONN_LINE = re.compile(r"^AIRFLOW_CONN_CLUBCOLLECT_DEFAULT='(?P<json>\{.*\})'$")
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_clubcollect.sandbox", *args],
         stdout=subprocess.PIPE,
@@ -109,15 +109,37 @@ def test_cli_reports_a_busy_port():
     assert "Cannot listen on 127.0.0.1" in err
 
 
-def test_cli_empty_and_random_key():
-    process = start_cli("--port", "0", "--empty")
+def banner_of(*args: str, env: dict[str, str] | None = None) -> str:
+    """The banner of a CLI started with these arguments (and environment), stopped right after."""
+    process = start_cli("--port", "0", *args, env=env)
     try:
-        text = "\n".join(read_banner(process))
+        return "\n".join(read_banner(process))
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=15)
+
+
+def api_key_of(banner: str) -> str:
+    return re.search(r"^API key:\s+(\S+)$", banner, re.MULTILINE).group(1)
+
+
+def test_cli_key_is_stable_across_restarts_for_the_same_seed():
+    from airflow_provider_clubcollect.sandbox.__main__ import default_api_key
+
+    # Derived from the seed alone, so every start with the same seed has it.
+    assert default_api_key(0) == default_api_key(0) != default_api_key(1) != default_api_key(None)
+    assert re.fullmatch(r"[0-9a-f]{40}", default_api_key(0))
+    text = banner_of("--seed", "0")
+    assert api_key_of(text) == default_api_key(0)
+    # The connection line carries it, so an exported connection survives a restart.
+    assert f'"password": "{default_api_key(0)}"' in text
+
+
+def test_cli_empty_takes_the_key_from_the_environment():
+    text = banner_of("--empty", env={"CLUBCOLLECT_SANDBOX_API_KEY": "env-key"})
     assert "Companies: none" in text
-    assert re.search(r"^API key:\s+[0-9a-f]{40}$", text, re.MULTILINE)
+    assert api_key_of(text) == "env-key"
+    assert '"password": "env-key"' in text
 
 
 def test_cli_enforces_a_budget_per_key():
