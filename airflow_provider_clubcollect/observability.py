@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 PREFIX = "clubcollect"
 #: The ``[metrics]`` options of which any one being true makes Airflow's ``Stats`` send somewhere.
 _METRICS_ON = ("statsd_on", "statsd_datadog_enabled", "otel_on")
+#: Airflow 3.2+ has two copies of ``Stats``: a task process initializes the SDK's, the triggerer
+#: (and the rest of Airflow's core) the core's, which ``airflow.providers.common.compat.sdk`` does
+#: not hand out.  Before 3.2 there is one ``Stats``, which initializes itself.
+_STATS_MODULES = ("airflow.sdk._shared.observability.metrics.stats", "airflow._shared.observability.metrics.stats")
 
 
 class Retry(NamedTuple):
@@ -53,6 +57,10 @@ def _stats() -> Any:
 
     if not any(conf.getboolean("metrics", key, fallback=False) for key in _METRICS_ON):
         return None
+    for name in _STATS_MODULES:
+        module = sys.modules.get(name)
+        if getattr(module, "_factory", None) is not None:  # the copy this process's Airflow initialized
+            return module.Stats  # type: ignore[union-attr]
     from airflow.providers.common.compat.sdk import Stats
 
     return Stats

@@ -6,7 +6,8 @@ then parse it or raise its typed error.  Both ask one function, :func:`_next_wai
 each attempt, so retries, waits, error mapping and parsing exist once and only the socket work (and
 ``time.sleep`` against ``asyncio.sleep``) differs.  The transports send one attempt each:
 :class:`SyncTransport` over ``requests``, :class:`AsyncTransport` over ``httpx``, both imported
-when a transport is built, not at module level, to keep DAG parsing fast.
+when a transport is built, not at module level, to keep DAG parsing fast.  With Airflow's metrics
+or traces on, each attempt is recorded by the transport's :class:`~airflow_provider_clubcollect.observability.Watch`.
 """
 
 from __future__ import annotations

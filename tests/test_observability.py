@@ -7,6 +7,7 @@ UDP, is shown in ``make e2e``); spans by OpenTelemetry's in-memory exporter.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +15,8 @@ import pytest
 
 from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
-from tests.conftest import fast_backoff, thread
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
+from tests.conftest import REPO_ROOT, fast_backoff, thread
 
 if AIRFLOW_V_3_3_PLUS:
     from tests.triggers.test_event_trigger import supervisor  # noqa: F401 - a fixture
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 COMPANY = "company-private-4711"
 INVOICE = "invoice-private-0815"
 MESSAGE = "Dear member, your private text"
+PRODUCTION_PAGE = (REPO_ROOT / "docs" / "production.rst").read_text()
 
 
 class RecordingStats:
@@ -56,11 +58,22 @@ class RecordingStats:
         return [value for kind, name, value, _ in self.calls if kind == "timing" and name == stat]
 
 
+def documented(name: str) -> bool:
+    """Whether docs/production.rst lists the metric ``name`` (``<call>`` and the like stand for one part)."""
+    for first, alternative in re.findall(r"``(clubcollect\.[\w.<>]+)``(?: / ``(\.\w+)``)?", PRODUCTION_PAGE):
+        for listed in (first, first.rsplit(".", 1)[0] + alternative) if alternative else (first,):
+            if re.fullmatch(re.sub(r"<\w+>", r"\\w+", re.escape(listed)), name):
+                return True
+    return False
+
+
 @pytest.fixture
-def stats(monkeypatch: pytest.MonkeyPatch) -> RecordingStats:
+def stats(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingStats]:
     recording = RecordingStats()
     monkeypatch.setattr(observability, "_stats", lambda: recording)
-    return recording
+    yield recording
+    undocumented = {name for _, name, _, _ in recording.calls if not documented(name)}
+    assert not undocumented, f"not in docs/production.rst: {undocumented}"
 
 
 @pytest.fixture
@@ -201,17 +214,16 @@ def test_the_async_transport_records_the_same(sandbox: SandboxHandle, stats: Rec
 
 
 def test_off_by_default_and_on_with_airflow_metrics_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.providers.common.compat.sdk import Stats
-
     observability._stats.cache_clear()
     try:
         assert observability.watch_for("c") is None  # Airflow's defaults: no metrics, no tracer provider
         observability._stats.cache_clear()
         monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-        assert observability._stats() is Stats
+        stats = observability._stats()
+        assert callable(stats.incr)
         watch = observability.watch_for("c")
         assert watch is not None
-        assert watch.stats is Stats
+        assert watch.stats is stats
         assert watch.tracer is None
     finally:
         monkeypatch.undo()
@@ -282,3 +294,24 @@ def test_the_watcher_counts_polls_tickets_reported_and_store_writes_each_poll_a_
     parents = [s.parent.span_id for s in spans.get_finished_spans() if s.name.startswith("GET ") and s.parent]
     assert len(parents) >= pages
     assert set(parents) <= polls
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_2_PLUS, reason="Airflow 3.2+ keeps two copies of Stats")
+def test_the_stats_airflow_initialized_in_this_process_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    # The triggerer initializes the core's copy, which common.compat does not hand out.
+    core = importlib.import_module("airflow._shared.observability.metrics.stats")
+    sdk = importlib.import_module("airflow.sdk._shared.observability.metrics.stats")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setattr(sdk, "_factory", None)
+    monkeypatch.setattr(core, "_factory", lambda: None)
+    observability._stats.cache_clear()
+    try:
+        assert observability._stats() is core.Stats
+        monkeypatch.setattr(sdk, "_factory", lambda: None)  # a task process: the SDK's
+        observability._stats.cache_clear()
+        assert observability._stats() is sdk.Stats
+    finally:
+        monkeypatch.undo()
+        observability._stats.cache_clear()
