@@ -59,8 +59,9 @@ def _stats() -> Any:
         return None
     for name in _STATS_MODULES:
         module = sys.modules.get(name)
-        if getattr(module, "_factory", None) is not None:  # the copy this process's Airflow initialized
-            return module.Stats  # type: ignore[union-attr]
+        # The copy this process's Airflow initialized: its factory is set (in 3.2, on the Stats class).
+        if module is not None and (getattr(module, "_factory", None) or vars(module.Stats).get("factory")):
+            return module.Stats
     from airflow.providers.common.compat.sdk import Stats
 
     return Stats

@@ -303,13 +303,20 @@ def test_the_stats_airflow_initialized_in_this_process_is_used(monkeypatch: pyte
     # The triggerer initializes the core's copy, which common.compat does not hand out.
     core = importlib.import_module("airflow._shared.observability.metrics.stats")
     sdk = importlib.import_module("airflow.sdk._shared.observability.metrics.stats")
+
+    def initialize(module: Any, factory: Any) -> None:  # what Stats.initialize does, undone after the test
+        if hasattr(module, "_factory"):  # Airflow 3.3
+            monkeypatch.setattr(module, "_factory", factory)
+        else:  # Airflow 3.2: the factory is the Stats class's own
+            monkeypatch.setattr(module.Stats, "factory", factory)
+
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-    monkeypatch.setattr(sdk, "_factory", None)
-    monkeypatch.setattr(core, "_factory", lambda: None)
+    initialize(sdk, None)
+    initialize(core, lambda: None)
     observability._stats.cache_clear()
     try:
         assert observability._stats() is core.Stats
-        monkeypatch.setattr(sdk, "_factory", lambda: None)  # a task process: the SDK's
+        initialize(sdk, lambda: None)  # a task process: the SDK's
         observability._stats.cache_clear()
         assert observability._stats() is sdk.Stats
     finally:
