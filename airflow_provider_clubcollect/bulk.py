@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextvars import copy_context
 from typing import TYPE_CHECKING
 
+from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAuthError,
     ClubCollectError,
@@ -141,6 +143,7 @@ class AdaptiveLimiter:
             if started_in == self._round and self.limit > 1:
                 self.limit = max(1, self.limit // 2)
                 self.limits.append(self.limit)
+                observability.gauge("limiter_window", self.limit)
                 log.warning(
                     "ClubCollect answered 429 (too many requests): at most %d requests in flight now.", self.limit
                 )
@@ -151,6 +154,7 @@ class AdaptiveLimiter:
             if self._successes >= self.limit:
                 self.limit += 1
                 self.limits.append(self.limit)
+                observability.gauge("limiter_window", self.limit)
                 self._successes = 0
 
     def send(self, send: Callable[[ApiRequest], Outcome], request: ApiRequest) -> Outcome:
@@ -252,8 +256,10 @@ def run_bulk(
     workers = min(check_concurrency(max_concurrency), total)
     started = last_time = time.monotonic()
     last_count = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clubcollect") as pool:
-        futures = {pool.submit(attempt, invoice_id): invoice_id for invoice_id in invoice_ids}
+    action_name = verb.replace(" ", "_")
+    with observability.span(f"bulk.{action_name}"), ThreadPoolExecutor(workers, "clubcollect") as pool:
+        # Each in the caller's context (a copy each), so that the requests' spans are the action's children.
+        futures = {pool.submit(copy_context().run, attempt, invoice_id): invoice_id for invoice_id in invoice_ids}
         for finished, future in enumerate(as_completed(futures), start=1):
             invoice_id, error = futures[future], future.result()
             if error is None:
@@ -279,6 +285,8 @@ def run_bulk(
                 )
                 last_time, last_count = now, finished
     result.done.sort()
+    observability.count(f"bulk.{action_name}.done", len(result.done))
+    observability.count(f"bulk.{action_name}.failed", len(result.failed))
     if refused:
         raise _refused(refused[0], verb, result, sorted(not_tried), total)
     summary = f"ClubCollect: {verb}: {len(result.done)} of {len(invoice_ids)} invoices done"

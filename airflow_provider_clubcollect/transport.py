@@ -6,7 +6,8 @@ then parse it or raise its typed error.  Both ask one function, :func:`_next_wai
 each attempt, so retries, waits, error mapping and parsing exist once and only the socket work (and
 ``time.sleep`` against ``asyncio.sleep``) differs.  The transports send one attempt each:
 :class:`SyncTransport` over ``requests``, :class:`AsyncTransport` over ``httpx``, both imported
-when a transport is built, not at module level, to keep DAG parsing fast.
+when a transport is built, not at module level, to keep DAG parsing fast.  With Airflow's metrics
+or traces on, each attempt is recorded by the transport's :class:`~airflow_provider_clubcollect.observability.Watch`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.budget import budget_for
 from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError, error_for
 from airflow_provider_clubcollect.retry import TransportFailure, Verdict, verdict
@@ -47,13 +49,17 @@ def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiR
     :raises ClubCollectAmbiguousError: when a non-idempotent request may have been applied.
     """
     attempt = 1
-    while True:
-        outcome = send(request)
-        wait = _next_wait(request, retries, outcome, attempt)
-        if wait is None:
-            return parse_response(request, _answer(outcome), attempts=attempt)
-        time.sleep(wait)
-        attempt += 1
+    try:
+        while True:
+            outcome = send(request)
+            wait = _next_wait(request, retries, outcome, attempt)
+            if wait is None:
+                return _parse(request, outcome, attempt)
+            time.sleep(wait)
+            attempt = _retrying(outcome, attempt, wait)
+    finally:
+        if attempt > 1:
+            observability.RETRY.set(None)
 
 
 async def call_async(
@@ -67,13 +73,29 @@ async def call_async(
     :param send: sends one attempt and returns its outcome.
     """
     attempt = 1
-    while True:
-        outcome = await send(request)
-        wait = _next_wait(request, retries, outcome, attempt)
-        if wait is None:
-            return parse_response(request, _answer(outcome), attempts=attempt)
-        await asyncio.sleep(wait)
-        attempt += 1
+    try:
+        while True:
+            outcome = await send(request)
+            wait = _next_wait(request, retries, outcome, attempt)
+            if wait is None:
+                return _parse(request, outcome, attempt)
+            await asyncio.sleep(wait)
+            attempt = _retrying(outcome, attempt, wait)
+    finally:
+        if attempt > 1:
+            observability.RETRY.set(None)
+
+
+def _retrying(outcome: Outcome, attempt: int, wait: float) -> int:
+    """The next attempt's number; the transport's metrics and span learn why it is sent (observability.RETRY)."""
+    observability.RETRY.set(observability.Retry(attempt + 1, wait, observability.outcome_name(outcome)))
+    return attempt + 1
+
+
+def _parse(request: ApiRequest, outcome: Outcome, attempts: int) -> Any:
+    answer = parse_response(request, _answer(outcome), attempts=attempts)
+    observability.tickets_read(request, answer)
+    return answer
 
 
 def _next_wait(request: ApiRequest, retries: RequestRetries, outcome: Outcome, attempt: int) -> float | None:
@@ -152,6 +174,8 @@ class SyncTransport:
         self.settings = settings
         # Every attempt draws from the key's request budget (max_requests_per_second), retries included.
         self.budget = budget_for(settings)
+        #: Metrics and spans of every attempt; ``None`` with both off (Airflow's default).
+        self.watch = observability.watch_for(settings.conn_id)
         self.session: requests.Session = requests.Session()
         self.session.headers.update(settings.headers())
         # Retries are ours (call_sync); urllib3's own would retry blindly and hide attempts.
@@ -168,9 +192,12 @@ class SyncTransport:
         :param request: what to send.
         :return: the answer, or a :class:`TransportFailure` saying whether it may have been applied.
         """
+        self.budget.acquire()
+        return self._send(request) if self.watch is None else self.watch.sent(request, self._send)
+
+    def _send(self, request: ApiRequest) -> Outcome:
         import requests
 
-        self.budget.acquire()
         try:
             response = self.session.request(
                 request.method,
@@ -239,6 +266,7 @@ class AsyncTransport:
 
         self.settings = settings
         self.budget = budget_for(settings)
+        self.watch = observability.watch_for(settings.conn_id)
         self.client: httpx.AsyncClient = httpx.AsyncClient(
             headers=settings.headers(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
@@ -253,9 +281,12 @@ class AsyncTransport:
         :param request: what to send.
         :return: the answer, or a :class:`TransportFailure` saying whether it may have been applied.
         """
+        await self.budget.aacquire()
+        return await (self._send(request) if self.watch is None else self.watch.asent(request, self._send))
+
+    async def _send(self, request: ApiRequest) -> Outcome:
         import httpx
 
-        await self.budget.aacquire()
         try:
             response = await self.client.request(
                 request.method,

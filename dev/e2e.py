@@ -15,6 +15,9 @@ example DAG, triggers each twice (with a logical date, then manually without one
   replies created, no duplicates;
 - the API key appears in no log file, no table of the metadata database (``pg_dump``) and no
   Redis key or value;
+- the provider's metrics, sent by every component through Airflow's StatsD client to a listener
+  started here, count each request the sandbox logged once, by call and outcome (two 429s
+  injected among them), and no metric line holds the key, an ID or a message;
 - no process started here listens on anything but 127.0.0.1.
 
 It also takes a screenshot of the ClubCollect connection form in Airflow's UI with headless
@@ -39,7 +42,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -326,6 +331,10 @@ def airflow_env(deploy_key: str, ports: dict[str, int], fernet_key: str, jwt_sec
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # Every component's metrics, the provider's among them, to e2e's own StatsD listener.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(ports["statsd"]),
             "CLUBCOLLECT_E2E_HOSTNAME": "airflow-e2e",
             # The provider's connection, as users deploy it: an environment variable on every
             # component (the key then never enters the metadata database).
@@ -552,9 +561,11 @@ def seed_retried(sandbox: Any) -> None:
     for invoice_id in ("inv-hook", "inv-operator"):
         sandbox.add_invoice(invoice_id, RETRIED_COMPANY, [ticket("Waarom?", "CUSTOMER", asked)])
     # The read that would find the applied POST fails too: only Airflow's retry of the task, with
-    # the intent recorded in its task state store, can find the ticket.
+    # the intent recorded in its task state store, can find the ticket.  And two 429s on the export
+    # company's pages, retried after Retry-After, for the metrics check (check_metrics).
     sandbox.set_faults(
         script=[
+            *[{"fault": "rate_limit", "retry_after": 0.5, "method": "GET", "path_regex": EXPORT_COMPANY}] * 2,
             {"fault": "apply_then_drop", "method": "POST", "path_regex": "inv-operator"},
             {"fault": "error", "status": 500, "method": "GET", "path_regex": "inv-operator"},
         ]
@@ -1140,6 +1151,78 @@ def screenshot_connection_form(phase: Phase) -> None:
     deploy.api.call("DELETE", "/connections/clubcollect_default")
 
 
+def statsd_listener() -> tuple[int, list[str]]:
+    """A StatsD server on 127.0.0.1, in a thread: its port, and the list it appends every line it receives to."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    lines: list[str] = []
+
+    def serve() -> None:
+        while True:
+            lines.extend(server.recv(65535).decode(errors="replace").splitlines())
+
+    threading.Thread(target=serve, name="statsd", daemon=True).start()
+    return server.getsockname()[1], lines
+
+
+def clubcollect_counts(lines: list[str]) -> Counter[str]:
+    """The provider's StatsD counters (``airflow.clubcollect.<name>:<n>|c``), summed by name."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.startswith("airflow.clubcollect.") and value.endswith("|c"):
+            counts[name.removeprefix("airflow.clubcollect.")] += int(value.split("|")[0])
+    return counts
+
+
+def check_metrics(phase: Phase, sandbox: Any, lines: list[str], start: int) -> None:
+    """The requests the provider counted in every component, per call and outcome, against the sandbox's log."""
+    from airflow_provider_clubcollect.observability import route
+    from airflow_provider_clubcollect.wire import ApiRequest
+
+    for _ in range(30):  # a quiet moment: every request logged was answered, none arrived since
+        logged = sandbox.requests()
+        time.sleep(1)  # the metrics of answers just given arrive (UDP on loopback)
+        seen = clubcollect_counts(lines[start:])
+        if len(sandbox.requests()) == len(logged) and all(r["status"] or r["fault"] for r in logged):
+            break
+    expected = Counter(
+        f"requests.{route(ApiRequest(r['method'], r['path'].removeprefix('/api/'), ''))[0]}."
+        + ("dropped" if r["status"] is None else "429" if r["status"] == 429 else f"{r['status'] // 100}xx")
+        for r in logged
+    )
+    counted = Counter({name: n for name, n in seen.items() if name.startswith("requests.")})
+    phase.check(
+        counted == expected,
+        f"metrics: StatsD counted {counted.total()} requests by call and outcome, as the sandbox's log "
+        f"({len(logged)} since the phase began){'' if counted == expected else f': {counted} vs {expected}'}",
+    )
+    throttled = sum(r["status"] == 429 for r in logged)
+    phase.check(
+        throttled > 0 and sum(seen[f"retries.{name[9:]}"] for name in counted if name.endswith(".429")) == throttled,
+        f"metrics: {throttled} 429s answered, each counted as a request and as a retry",
+    )
+
+
+def check_metrics_hold_no_secret(phase: Phase, sandbox: Any, lines: list[str]) -> None:
+    """No line the components sent to StatsD holds the key, a company or invoice ID, or a ticket's text."""
+    state = sandbox.state()
+    secrets_ = {phase.deploy.key, *state["companies"], *state["invoices"]}
+    secrets_ |= {t["message"] for i in state["invoices"].values() for t in i["tickets"] if len(t["message"]) >= 8}
+    ours = [line for line in lines if line.startswith("airflow.clubcollect.")]
+    leaked = [line for line in lines if any(secret in line for secret in secrets_)]
+    counts = clubcollect_counts(ours)
+    phase.check(
+        len(ours) > 100 and not leaked,
+        f"metrics: none of {len(lines)} StatsD lines ({len(ours)} the provider's) holds the key, an ID or a message "
+        f"{leaked[:3]}",
+    )
+    phase.check(
+        counts["watcher.polls.ok"] > 0 and counts["watcher.tickets_reported"] == 4,
+        f"metrics: the watcher's polls ({counts['watcher.polls.ok']}) and its 4 tickets reported, from the triggerer",
+    )
+
+
 def check_secrets(phase: Phase) -> None:
     deploy = phase.deploy
     key = deploy.key.encode()
@@ -1261,7 +1344,9 @@ def main() -> int:
     try:
         from cryptography.fernet import Fernet
 
+        statsd_port, metric_lines = statsd_listener()
         ports = {"pg": free_port(), "redis": free_port(), "sandbox": free_port(), "api": free_port()}
+        ports["statsd"] = statsd_port
         key = "e2e-key-" + secrets.token_hex(16)
         env = airflow_env(key, ports, Fernet.generate_key().decode(), secrets.token_urlsafe(64))
         password = secrets.token_urlsafe(12)
@@ -1330,8 +1415,11 @@ def main() -> int:
         scheduler = stack.start("scheduler-local", [AIRFLOW, "scheduler", "--skip-serve-logs"], env)
         check_connection_test(local)
         screenshot_connection_form(local)
+        started_lines = len(metric_lines)  # quiet: run_phase empties the sandbox's request log first
         run_phase(local, datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1))
+        check_metrics(local, sandbox_client(deploy), metric_lines, started_lines)
         run_watcher(local, sandbox_client(deploy))
+        check_metrics_hold_no_secret(local, sandbox_client(deploy), metric_lines)
         check_secrets(local)
         check_loopback_only(local)
         stack.stop(scheduler)

@@ -7,12 +7,13 @@ import functools
 import hashlib
 import threading
 import time
+from contextvars import copy_context
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_clubcollect import wire
+from airflow_provider_clubcollect import observability, wire
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.connection import (
     check_max_retries,
@@ -286,6 +287,7 @@ class ClubCollectHook(BaseHook):
         if record is not None:
             earlier = record.load()
             if earlier.get("ticket"):
+                observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
                 self.log.info(
                     "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
                     invoice_id,
@@ -384,6 +386,7 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`hook`
         """
         found = find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
+        observability.count("creates_already_posted", int(found is not None), conn_id=self.clubcollect_conn_id)
         return cast("wire.Ticket | None", found)
 
     def archive_tickets(self, invoice_id: str) -> None:
@@ -470,7 +473,8 @@ class ClubCollectHook(BaseHook):
 
         def send_what_the_pager_allows() -> None:
             while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
-                pending[pool.submit(self._call, request, retries, limiter)] = request
+                # In the caller's context (a copy each): the requests' spans are children of the task's.
+                pending[pool.submit(copy_context().run, self._call, request, retries, limiter)] = request
 
         try:
             while not pager.done:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
@@ -177,7 +178,8 @@ class UnansweredTicketsTrigger(BaseTrigger):
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         pager = CompanyTicketPager(self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
-        tickets = await read_pages(pager, transport, retries)
+        with observability.span("poll", trigger=type(self).__name__):
+            tickets = await read_pages(pager, transport, retries)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
         # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
         return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
@@ -512,9 +514,11 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                     pager = CompanyTicketPager(
                         watcher.company_id, STATUS_UNANSWERED, max_concurrency=watcher.max_concurrency
                     )
-                    tickets = await read_pages(pager, transport, retries)
+                    with observability.span("poll", trigger=cls.__name__):
+                        tickets = await read_pages(pager, transport, retries)
                 except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
                     failures += 1
+                    observability.count("watcher.polls.failed", conn_id=watcher.clubcollect_conn_id)
                     wait = max(watcher.poll_interval, retries.backoff.delay(failures))
                     watcher.log.warning(
                         "Watching company %r: the poll failed (%s); still watching, next poll in %.1f s.",
@@ -527,6 +531,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 except Exception as exc:
                     raise watcher._stopped(exc) from exc
                 failures = 0
+                observability.count("watcher.polls.ok", conn_id=watcher.clubcollect_conn_id)
                 yield _Poll(polled_at, tuple(tickets))
                 await asyncio.sleep(watcher.poll_interval)
         finally:
@@ -558,6 +563,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 if not await self._save(store, updated):
                     break  # not recorded, so not reported: the next poll tries again
                 reported = updated
+                observability.count("watcher.tickets_reported", conn_id=self.clubcollect_conn_id)
                 yield TriggerEvent(
                     {
                         "ticket_id": ticket["ticket_id"],
@@ -621,7 +627,9 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
             await store.aset(self.state_key, reported.to_json())
         except Exception as exc:
             self.log.warning("Could not write the asset state store (%s); trying again at the next poll.", exc)
+            observability.count("watcher.store_writes.failed", conn_id=self.clubcollect_conn_id)
             return False
+        observability.count("watcher.store_writes.ok", conn_id=self.clubcollect_conn_id)
         return True
 
     def _stopped(self, exc: Exception) -> ClubCollectError:
@@ -635,6 +643,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
             "Waiting will not heal this: fix the cause."
         )
         self.log.error("%s", message)
+        observability.count("watcher.stopped", conn_id=self.clubcollect_conn_id)
         return cls(message, status_code=status, error_code=code)
 
 
