@@ -319,6 +319,7 @@ class ClubCollectHook(BaseHook):
             raise
         if record is not None:
             record.save(record.intent_at, ticket)
+        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
         return ticket
 
     def _create_ticket(self, invoice_id: str, message: str) -> wire.Ticket:
