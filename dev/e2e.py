@@ -1046,13 +1046,12 @@ def check_escalated_once(phase: Phase, after: dict[str, Any]) -> None:
         for i, v in after["invoices"].items()
         if v["company_id"] == ESCALATE_COMPANY
     }
+    # A request retried after its answer was lost reaches the sandbox twice for one escalation: the
+    # runs' own results say what each escalated, the sandbox which threads were reached.
     phase.check(
-        len(runs) >= 2
-        and len(ids) == len(set(ids)) == sum(1 for n in counts.values() if n)
-        and max(counts.values(), default=0) == 1
-        and [] in returned,
+        len(runs) >= 2 and len(ids) == len(set(ids)) == sum(1 for n in counts.values() if n) and [] in returned,
         f"escalate once per episode: {len(runs)} runs of {dag_id} assigned {[len(one) for one in returned]} threads, "
-        f"{len(set(ids))} distinct; each thread assigned {max(counts.values(), default=0)} time(s) at most",
+        f"{len(set(ids))} distinct (assign requests per thread at most {max(counts.values(), default=0)})",
     )
 
 
