@@ -21,14 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError, shorten, shown
-from airflow_provider_clubcollect.selection import Thread, ticket_date
+from airflow_provider_clubcollect.selection import Thread, ticket_date, ticket_dicts
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import parse_iso_datetime
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 #: The start of every key the operator derives: ``clubcollect.escalated.<conn_id>.<company_id>``.
 KEY_PREFIX = "clubcollect.escalated"
@@ -311,10 +314,8 @@ def given_episodes(value: Any, invoice_ids: Iterable[str]) -> tuple[dict[str, da
     :param invoice_ids: the IDs parsed from it.
     :return: invoice ID to the start of its current episode (``None``: not waiting), and the IDs to read.
     """
-    items = [inner for item in value for inner in (item if _is_list(item) else (item,))]
-    tickets = [item for item in items if isinstance(item, Mapping) and {"invoice_id", "sender", "date"} <= item.keys()]
     by_invoice: dict[str, list[dict[str, Any]]] = {}
-    for ticket in tickets:
+    for ticket in ticket_dicts(value):
         by_invoice.setdefault(str(ticket["invoice_id"]), []).append(dict(ticket))
     episodes = {
         invoice_id: thread_episode(invoice_id, by_invoice[invoice_id])
@@ -332,7 +333,3 @@ def thread_episode(invoice_id: str, tickets: Iterable[Mapping[str, Any]]) -> dat
     :param tickets: its tickets, in any order.
     """
     return Thread(invoice_id, tuple(dict(t) for t in sorted(tickets, key=ticket_date))).unanswered_since
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))

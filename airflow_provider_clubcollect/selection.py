@@ -69,6 +69,28 @@ def run_reference_time(value: datetime | str | None, context: Mapping[str, Any])
     return to_utc(value)
 
 
+def is_literal(value: Any) -> bool:
+    """
+    Whether a templated field's value is final at DAG parse time: a string without Jinja.
+
+    :param value: the value as given to the operator.
+    """
+    return isinstance(value, str) and not any(marker in value for marker in ("{{", "{%", "{#"))
+
+
+def check_literal_id(value: Any, name: str) -> None:
+    """
+    Check an ID when the DAG is parsed, with the validator used at run time; templates wait for their run.
+
+    :param value: the ID as given: a plain string is checked; a template, an ``XComArg`` or a
+        mapped argument is checked once rendered.
+    :param name: the parameter's name, for the error.
+    :raises ClubCollectValidationError: for a literal ID the run would refuse.
+    """
+    if is_literal(value):
+        validate_id(value, name)
+
+
 def check_duration(value: Any, name: str) -> timedelta:
     """
     Check a duration parameter such as ``inactive_for``.
@@ -149,30 +171,83 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     ]
 
 
-def select_inactive(tickets: Iterable[Mapping[str, Any]], inactive_for: timedelta, now: datetime) -> list[str]:
+def select_inactive(
+    tickets: Iterable[Mapping[str, Any]],
+    inactive_for: timedelta | None,
+    now: datetime,
+    at_most: timedelta | None = None,
+) -> list[str]:
     """
-    Invoices whose thread's last activity is older than ``inactive_for``.
+    Invoices whose thread's last activity is older than ``inactive_for`` (and at most ``at_most`` old).
 
     :param tickets: the company's tickets in one status.
-    :param inactive_for: how long without activity.
+    :param inactive_for: how long without activity, or ``None`` for any time.
     :param now: the reference time.
+    :param at_most: the longest time without activity to include; ``None`` for no bound.
     :return: sorted invoice IDs.
     """
-    return [t.invoice_id for t in group_threads(tickets) if now - t.last_activity > inactive_for]
+    return [t.invoice_id for t in group_threads(tickets) if in_window(now - t.last_activity, inactive_for, at_most)]
 
 
 def select_unanswered(
-    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+    tickets: Iterable[Mapping[str, Any]],
+    unanswered_for: timedelta | None,
+    now: datetime,
+    at_most: timedelta | None = None,
 ) -> list[str]:
     """
-    Invoices whose thread awaits an answer, for longer than ``unanswered_for`` when given.
+    Invoices whose thread awaits an answer, for longer than ``unanswered_for`` (and at most ``at_most``).
 
     :param tickets: the company's unanswered tickets.
     :param unanswered_for: how long unanswered, or ``None`` for any time.
     :param now: the reference time.
+    :param at_most: the longest time unanswered to include; ``None`` for no bound.
     :return: sorted invoice IDs.
     """
-    return [t.invoice_id for t in _unanswered_threads(tickets, unanswered_for, now)]
+    return [t.invoice_id for t in _unanswered_threads(tickets, unanswered_for, now, at_most)]
+
+
+def in_window(age: timedelta, more_than: timedelta | None, at_most: timedelta | None) -> bool:
+    """
+    Whether an age is longer than ``more_than`` and at most ``at_most`` (each ``None``: no bound).
+
+    :param age: how long a thread has waited, or been without activity.
+    :param more_than: the exclusive lower bound.
+    :param at_most: the inclusive upper bound.
+    """
+    return (more_than is None or age > more_than) and (at_most is None or age <= at_most)
+
+
+def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | None) -> str:
+    """
+    A window in words, for log lines: ``waited for more than 2 days and at most 5 days``.
+
+    :param measure: the verb phrase, such as ``waited`` or ``had no activity``.
+    :param more_than: the exclusive lower bound, or ``None``.
+    :param at_most: the inclusive upper bound, or ``None``.
+    """
+    bounds = [f"more than {human_duration(more_than)}"] if more_than is not None else []
+    if at_most is not None:
+        bounds.append(f"at most {human_duration(at_most)}")
+    return f"{measure} for {' and '.join(bounds)}" if bounds else f"{measure} for any time"
+
+
+def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
+    """
+    The poll line of the sensor and its trigger: how many tickets wait, how long, and whether that is enough.
+
+    :param count: the tickets awaiting an answer (for long enough).
+    :param company_id: the company.
+    :param unanswered_for: the age that counts (a ``timedelta`` or seconds), ``None`` for any.
+    :param min_tickets: how many the sensor waits for.
+    """
+    if isinstance(unanswered_for, (int, float)):
+        unanswered_for = timedelta(seconds=unanswered_for)
+    age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
+    tickets = f"{count} ticket{' awaits' if count == 1 else 's await'}"
+    if count >= min_tickets:
+        return f"{tickets} an answer{age} in company {company_id!r}: at least {min_tickets} wanted, done."
+    return f"{tickets} an answer{age} in company {company_id!r}; waiting until at least {min_tickets} do."
 
 
 def awaiting_answer(
@@ -190,12 +265,15 @@ def awaiting_answer(
 
 
 def _unanswered_threads(
-    tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
+    tickets: Iterable[Mapping[str, Any]],
+    unanswered_for: timedelta | None,
+    now: datetime,
+    at_most: timedelta | None = None,
 ) -> list[Thread]:
     chosen = []
     for thread in group_threads(tickets):
         since = thread.unanswered_since
-        if since is not None and (unanswered_for is None or now - since > unanswered_for):
+        if since is not None and in_window(now - since, unanswered_for, at_most):
             chosen.append(thread)
     return chosen
 
@@ -246,6 +324,20 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
             item = item["invoice_id"]
         ids.add(validate_id(item, f"an invoice ID in {name}"))
     return sorted(ids)
+
+
+def ticket_dicts(value: Any) -> list[dict[str, Any]]:
+    """
+    The whole tickets in a rendered ``invoice_ids``: dicts with ``invoice_id``, ``sender`` and ``date``.
+
+    :param value: strings and dicts, lists of them flattened one level (as for :func:`invoice_ids_from`).
+    """
+    if not _is_list_like(value):
+        return []
+    items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
+    return [
+        dict(item) for item in items if isinstance(item, Mapping) and {"invoice_id", "sender", "date"} <= item.keys()
+    ]
 
 
 def _is_list_like(value: Any) -> bool:

@@ -101,6 +101,9 @@ REVIEW_CHOICES = {
 HITL_SETTLE = 10.0  # seconds between a human-in-the-loop task's start and the answer (see answer())
 # The asset-watcher example, pointed at a company of its own in e2e's copy of the DAG file.
 WATCH_DAG_ID = "clubcollect_acknowledge_new_messages"
+# Reminds and escalates in its default company, the auto-escalate example's, whose end state is checked
+# here: left paused (tests/dags/test_reply_then_escalate.py runs it on days with and without work).
+REPLY_ESCALATE_DAG_ID = "clubcollect_reply_then_escalate"
 WATCH_COMPANY = "e2e0watched".ljust(40, "0")
 WATCH_POLL = 5.0  # the example's poll_interval
 
@@ -410,7 +413,11 @@ def sandbox_client(deploy: Deployment) -> Any:
 
 def dag_ids() -> list[str]:
     """The example DAGs triggered twice and left to run; the review and watcher DAGs have scenarios of their own."""
-    return sorted(path.stem for path in EXAMPLE_DAGS.glob("*.py") if path.stem not in (REVIEW_DAG_ID, WATCH_DAG_ID))
+    return sorted(
+        path.stem
+        for path in EXAMPLE_DAGS.glob("*.py")
+        if path.stem not in (REVIEW_DAG_ID, WATCH_DAG_ID, REPLY_ESCALATE_DAG_ID)
+    )
 
 
 def wait_for_dags(deploy: Deployment, expected: list[str]) -> None:
@@ -547,6 +554,7 @@ def run_phase(phase: Phase, logical_base: datetime) -> None:
 
     after = sandbox.state()
     check_end_state(phase, before, after, manual_started)
+    check_escalated_once(phase, after)
     check_mapped(phase, before)
     check_retried(phase, retried, after)
     check_exports(phase, before, phase_started)
@@ -1035,6 +1043,27 @@ def check_end_state(
         if v["company_id"] in (EXPORT_COMPANY,) and (v["actions"]["archive"] or v["actions"]["assign_to_support"])
     }
     phase.check(not untouched, "the read-only export company was not changed")
+
+
+def check_escalated_once(phase: Phase, after: dict[str, Any]) -> None:
+    """The daily escalation assigns each waiting thread once: over all runs of the auto-escalate DAG
+    (logical date, manual, scheduled), no invoice is returned or assigned twice, and a later run assigns nothing."""
+    dag_id = "clubcollect_auto_escalate"
+    runs = [r for r in phase.records if r.dag_id == dag_id and r.state == "success"]
+    returned = [xcom(phase.deploy, dag_id, r.run_id, "assign_to_support") or [] for r in runs]
+    ids = [invoice_id for one in returned for invoice_id in one]
+    counts = {
+        i: v["actions"]["assign_to_support"]
+        for i, v in after["invoices"].items()
+        if v["company_id"] == ESCALATE_COMPANY
+    }
+    # A request retried after its answer was lost reaches the sandbox twice for one escalation: the
+    # runs' own results say what each escalated, the sandbox which threads were reached.
+    phase.check(
+        len(runs) >= 2 and len(ids) == len(set(ids)) == sum(1 for n in counts.values() if n) and [] in returned,
+        f"escalate once per episode: {len(runs)} runs of {dag_id} assigned {[len(one) for one in returned]} threads, "
+        f"{len(set(ids))} distinct (assign requests per thread at most {max(counts.values(), default=0)})",
+    )
 
 
 def check_mapped(phase: Phase, before: dict[str, Any]) -> None:

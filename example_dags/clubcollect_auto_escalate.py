@@ -36,6 +36,9 @@ with DAG(
     schedule="@hourly",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    # One run at a time: two overlapping runs would both read the escalation record before either
+    # wrote it, and both assign the same threads (docs: escalate_tickets, "Runs at the same time").
+    max_active_runs=1,
     params={"company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1)},
     tags=["clubcollect", "example"],
 ):

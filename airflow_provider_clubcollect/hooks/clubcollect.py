@@ -314,6 +314,7 @@ class ClubCollectHook(BaseHook):
         ticket = self._create_ticket(invoice_id, message, refused=record.forget if record is not None else None)
         if record is not None:
             record.save(record.intent_at, ticket)
+        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
         return ticket
 
     def _create_ticket(self, invoice_id: str, message: str, refused: Callable[[], None] | None = None) -> wire.Ticket:

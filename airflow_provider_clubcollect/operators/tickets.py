@@ -33,12 +33,15 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     check_duration,
+    check_literal_id,
     group_threads,
-    human_duration,
     invoice_ids_from,
+    is_literal,
     run_reference_time,
     select_inactive,
     select_unanswered,
+    ticket_dicts,
+    window_rule,
 )
 from airflow_provider_clubcollect.wire import (
     MAX_PAGE_SIZE,
@@ -61,9 +64,15 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
 
-def _is_literal(value: Any) -> bool:
-    """Whether a templated field's value is final at DAG parse time (no Jinja, no XComArg)."""
-    return isinstance(value, str) and not any(marker in value for marker in ("{{", "{%", "{#"))
+def _check_literal_invoice_ids(value: Any) -> None:
+    # A plain string is refused (a list is wanted); a list is checked unless an item is a template or an XComArg.
+    if isinstance(value, str):
+        if is_literal(value):
+            invoice_ids_from(value)
+    elif isinstance(value, (list, tuple)) and all(
+        (isinstance(item, str) and is_literal(item)) or isinstance(item, dict) for item in value
+    ):
+        invoice_ids_from(value)
 
 
 class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
@@ -118,6 +127,10 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request, as for
+        :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
+        :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator` and :ref:`lineage`
     """
@@ -134,23 +147,27 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         page_size: int = MAX_PAGE_SIZE,
         output_path: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        check_literal_id(company_id, "company_id")
         self.company_id = company_id
         self.status = status
         self.page_size = validate_page_size(page_size)
         self.output_path = output_path
         self.max_concurrency = check_concurrency(max_concurrency)
         self._exported: dict[str, Any] | None = None
-        if _is_literal(status):
+        if is_literal(status):
             validate_status(status)
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
-            if _is_literal(output_path):
+            if is_literal(output_path):
                 outlet: Asset | AssetAlias = Asset(output_path)
             else:
                 owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
@@ -261,14 +278,27 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
 
     :param str invoice_id: the invoice (templated).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request, as for
+        :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
+        :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:FetchInvoiceTicketsOperator`
     """
 
     template_fields: Sequence[str] = ("invoice_id",)
 
-    def __init__(self, *, invoice_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        invoice_id: str,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        check_literal_id(invoice_id, "invoice_id")
         self.invoice_id = invoice_id
 
     def execute(self, context: Context) -> list[Ticket]:
@@ -291,17 +321,31 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     :param str invoice_id: the invoice (templated).
     :param str message: the ticket's text (templated); must not be empty.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request, as for
+        :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
+        :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:CreateTicketOperator`
     """
 
     template_fields: Sequence[str] = ("invoice_id", "message")
 
-    def __init__(self, *, invoice_id: str, message: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        invoice_id: str,
+        message: str,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        check_literal_id(invoice_id, "invoice_id")
         self.invoice_id = invoice_id
         self.message = message
-        if _is_literal(message):
+        if is_literal(message):
             validate_message(message)
 
     def execute(self, context: Context) -> Ticket:
@@ -309,73 +353,30 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         message = validate_message(self.message)
         # The hook remembers what an earlier try of this task posted: in the task state store
         # (Airflow 3.3+), else by reading the thread since the run began.
-        ticket = self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
-        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
-        return ticket
+        # The hook logs what it did, once: posted, or found what an earlier try posted.
+        return self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
 
 
-class _BulkTicketOperator(ClubCollectBaseOperator):
-    """Shared by archive and escalate: choose invoices, then act on each, concurrently."""
+class _CompanySelection(ClubCollectBaseOperator):
+    """Choose a company's threads by a window of age: shared by the selection and the bulk operators."""
 
-    template_fields: Sequence[str] = ("invoice_ids", "company_id", "reference_time")
-    verb = ""
+    template_fields: Sequence[str] = ("company_id", "reference_time")
+    max_concurrency: int
 
-    def __init__(
-        self,
-        *,
-        invoice_ids: Any = None,
-        company_id: str | None = None,
-        dry_run: bool = False,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        reference_time: datetime | str | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, company_id: str | None, reference_time: datetime | str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if (invoice_ids is None) == (company_id is None):
-            raise ClubCollectValidationError(
-                f"{type(self).__name__} takes either invoice_ids or company_id, not "
-                f"{'both' if invoice_ids is not None else 'neither'}."
-            )
-        self.invoice_ids = invoice_ids
+        check_literal_id(company_id, "company_id")
         self.company_id = company_id
-        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
-        self.is_dry_run = bool(dry_run)
-        self.max_concurrency = check_concurrency(max_concurrency)
         self.reference_time = reference_time
-
-    def execute(self, context: Context) -> list[str]:
-        invoice_ids = self._chosen(context)
-        if self.is_dry_run:
-            return self._dry_run(invoice_ids)
-        result = self._run(invoice_ids)
-        result.raise_for_failures(self.verb)
-        return result.done
-
-    def _chosen(self, context: Context) -> list[str]:
-        """The invoices to act on: those given, or those the company's selection picks."""
-        if self.invoice_ids is not None:
-            invoice_ids = invoice_ids_from(self.invoice_ids)
-            self.log.info("%d invoices given.", len(invoice_ids))
-            return invoice_ids
-        company_id = validate_id(self.company_id, "company_id")
-        now = run_reference_time(self.reference_time, context)
-        return self._select(company_id, now)
-
-    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
-        for invoice_id in invoice_ids:
-            self.log.info("Dry run: would %s invoice %s.", self.verb, invoice_id)
-        self.log.info("Dry run: would %s %d invoices; nothing changed.", self.verb, len(invoice_ids))
-        return invoice_ids
-
-    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
-        # One limiter for every request of the action: a 429 slows all of them down.
-        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
-            return run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
+        # Filled while a run chooses (an operator object runs one task instance), for the dry run's table.
+        self._tickets: Sequence[Mapping[str, Any]] = []
+        self._now: datetime | None = None
 
     def _select(self, company_id: str, now: datetime) -> list[str]:
         # Every page is read before the first action, so acting cannot make the paging skip tickets.
         status = self._status()
         tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
+        self._tickets, self._now = tickets, now
         chosen, rule = self._choose(tickets, now)
         self.log.info(
             "%d of %d %s threads of company %r %s (now = %s).",
@@ -391,9 +392,182 @@ class _BulkTicketOperator(ClubCollectBaseOperator):
     def _status(self) -> str:
         raise NotImplementedError
 
+    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
+        """Whether the age is time unanswered (else time without activity), and its bounds."""
+        raise NotImplementedError
+
     def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         """The invoices to act on, and the rule that chose them, for the log."""
-        raise NotImplementedError
+        unanswered, more_than, at_most = self._window()
+        if unanswered:
+            return select_unanswered(tickets, more_than, now, at_most), window_rule("waited", more_than, at_most)
+        return select_inactive(tickets, more_than, now, at_most), window_rule("had no activity", more_than, at_most)
+
+    def _table(self, invoice_ids: Sequence[str]) -> str:
+        from datetime import datetime, timezone
+
+        from airflow_provider_clubcollect.review import threads_table
+
+        company = None if self.company_id is None else str(self.company_id)
+        return threads_table(
+            self._tickets, invoice_ids, company_id=company, now=self._now or datetime.now(timezone.utc)
+        )
+
+
+class SelectThreadsOperator(_CompanySelection):
+    """
+    Choose a company's threads by how long they have waited for an answer, or been without activity.
+
+    Returns the sorted invoice IDs, to map a task over (``CreateTicketOperator.partial(...).expand(
+    invoice_id=select.output)``) or to hand to ``invoice_ids``, and logs them as a table (company,
+    invoice, waiting time, the member's last words).  A window is "more than" its lower bound and
+    "at most" its upper bound: ``unanswered_for=timedelta(days=2), at_most=timedelta(days=5)``
+    picks threads waiting between 2 and 5 days; an escalation of "more than 5 days" then takes the
+    rest, with no thread in both.
+
+    :param str company_id: the company (templated).
+    :param str status: the threads to consider: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
+    :param timedelta | None unanswered_for: pick threads unanswered for more than this (``unanswered`` only).
+    :param timedelta | None inactive_for: pick threads without activity for more than this.
+    :param timedelta | None at_most: the upper bound of the same age; ``None`` for none.
+    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param int max_concurrency: pages in flight at once, at least 1 (default 8).
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request, as for
+        :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
+        :class:`ClubCollectBaseOperator`.
+    :return: the sorted invoice IDs chosen (an empty list on a day with nothing to do).
+
+    .. seealso:: :ref:`howto/operator:SelectThreadsOperator`
+    """
+
+    template_fields: Sequence[str] = (*_CompanySelection.template_fields, "status")
+
+    def __init__(
+        self,
+        *,
+        company_id: str,
+        status: str = STATUS_UNANSWERED,
+        unanswered_for: timedelta | None = None,
+        inactive_for: timedelta | None = None,
+        at_most: timedelta | None = None,
+        reference_time: datetime | str | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            company_id=company_id,
+            reference_time=reference_time,
+            clubcollect_conn_id=clubcollect_conn_id,
+            backoff=backoff,
+            retry_policy=retry_policy,
+            **kwargs,
+        )
+        if unanswered_for is not None and inactive_for is not None:
+            raise ClubCollectValidationError(
+                "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
+                "and at_most for its upper bound."
+            )
+        for value, name in ((unanswered_for, "unanswered_for"), (inactive_for, "inactive_for"), (at_most, "at_most")):
+            if value is not None:
+                check_duration(value, name)
+        if unanswered_for is not None and is_literal(status) and validate_status(status) != STATUS_UNANSWERED:
+            raise ClubCollectValidationError(
+                f"unanswered_for selects unanswered threads, so status must be {STATUS_UNANSWERED!r}, got {status!r}; "
+                "use inactive_for for answered or archived threads."
+            )
+        if is_literal(status):
+            validate_status(status)
+        self.status = status
+        self.unanswered_for = unanswered_for
+        self.inactive_for = inactive_for
+        self.at_most = at_most
+        self.max_concurrency = check_concurrency(max_concurrency)
+
+    def execute(self, context: Context) -> list[str]:
+        company_id = validate_id(self.company_id, "company_id")
+        chosen = self._select(company_id, run_reference_time(self.reference_time, context))
+        if chosen:
+            self.log.info("Chosen threads:\n%s", self._table(chosen))
+        return chosen
+
+    def _status(self) -> str:
+        return validate_status(self.status)
+
+    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
+        if self.inactive_for is not None:
+            return False, self.inactive_for, self.at_most
+        return self._status() == STATUS_UNANSWERED, self.unanswered_for, self.at_most
+
+
+class _BulkTicketOperator(_CompanySelection):
+    """Shared by archive and escalate: choose invoices, then act on each, concurrently."""
+
+    template_fields: Sequence[str] = ("invoice_ids", *_CompanySelection.template_fields)
+    verb = ""
+
+    def __init__(
+        self,
+        *,
+        invoice_ids: Any,
+        company_id: str | None,
+        at_most: timedelta | None,
+        dry_run: bool,
+        max_concurrency: int,
+        reference_time: datetime | str | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(company_id=company_id, reference_time=reference_time, **kwargs)
+        if (invoice_ids is None) == (company_id is None):
+            raise ClubCollectValidationError(
+                f"{type(self).__name__} takes either invoice_ids or company_id, not "
+                f"{'both' if invoice_ids is not None else 'neither'}."
+            )
+        _check_literal_invoice_ids(invoice_ids)
+        if at_most is not None:
+            check_duration(at_most, "at_most")
+        self.invoice_ids = invoice_ids
+        self.at_most = at_most
+        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
+        self.is_dry_run = bool(dry_run)
+        self.max_concurrency = check_concurrency(max_concurrency)
+
+    def execute(self, context: Context) -> list[str]:
+        invoice_ids = self._chosen(context)
+        if self.is_dry_run:
+            return self._dry_run(invoice_ids)
+        result = self._run(invoice_ids)
+        result.raise_for_failures(self.verb)
+        return result.done
+
+    def _chosen(self, context: Context) -> list[str]:
+        """The invoices to act on: those given, or those the company's selection picks."""
+        if self.invoice_ids is not None:
+            invoice_ids = invoice_ids_from(self.invoice_ids)
+            self._tickets = ticket_dicts(self.invoice_ids)
+            self.log.info("%d invoices given.", len(invoice_ids))
+            return invoice_ids
+        company_id = validate_id(self.company_id, "company_id")
+        now = run_reference_time(self.reference_time, context)
+        return self._select(company_id, now)
+
+    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
+        self.log.info(
+            "Dry run: would %s %d invoices; nothing changed.%s",
+            self.verb,
+            len(invoice_ids),
+            f"\n{self._table(invoice_ids)}" if invoice_ids else "",
+        )
+        return invoice_ids
+
+    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
+        # One limiter for every request of the action: a 429 slows all of them down.
+        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
+            return run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
 
     def _act(self, invoice_id: str) -> None:
         raise NotImplementedError
@@ -412,10 +586,15 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     :param str | None company_id: the company whose stale threads to archive (templated).
     :param str status: the threads to consider, ``answered`` (default) or ``unanswered`` (templated).
     :param timedelta | None inactive_for: how long a thread must have been without activity.
+    :param timedelta | None at_most: the longest time without activity to archive; ``None`` (default) for no bound.
     :param bool dry_run: only log and return what would be archived.
     :param int max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
     :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request, as for
+        :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
+        :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
@@ -427,26 +606,43 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     def __init__(
         self,
         *,
+        invoice_ids: Any = None,
+        company_id: str | None = None,
         status: str = STATUS_ANSWERED,
         inactive_for: timedelta | None = None,
+        at_most: timedelta | None = None,
+        dry_run: bool = False,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        reference_time: datetime | str | None = None,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            invoice_ids=invoice_ids,
+            company_id=company_id,
+            at_most=at_most,
+            dry_run=dry_run,
+            max_concurrency=max_concurrency,
+            reference_time=reference_time,
+            clubcollect_conn_id=clubcollect_conn_id,
+            backoff=backoff,
+            retry_policy=retry_policy,
+            **kwargs,
+        )
         self.status = status
         self.inactive_for = inactive_for
         if self.company_id is not None:
             check_duration(inactive_for, "inactive_for")
-            if _is_literal(status):
+            if is_literal(status):
                 _check_archivable(status)
 
     def _status(self) -> str:
         return _check_archivable(self.status)
 
-    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
-        inactive_for = check_duration(self.inactive_for, "inactive_for")
-        return select_inactive(
-            tickets, inactive_for, now
-        ), f"had no activity for more than {human_duration(inactive_for)}"
+    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
+        return False, check_duration(self.inactive_for, "inactive_for"), self.at_most
 
     def _act(self, invoice_id: str) -> None:
         self.hook.archive_tickets(invoice_id)
@@ -481,6 +677,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
     :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
+    :param timedelta | None at_most: the longest wait to escalate; ``None`` (default) for no bound.
     :param bool dry_run: only log and return what would be escalated; the record is read, never written.
     :param bool escalate_again: escalate the chosen threads even if already escalated for their current
         episode; default ``False`` (templated): ``"{{ params.escalate_again }}"`` lets a run ask for it.
@@ -490,6 +687,10 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
     :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request, as for
+        :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
+        :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
@@ -501,24 +702,44 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     def __init__(
         self,
         *,
+        invoice_ids: Any = None,
+        company_id: str | None = None,
         unanswered_for: timedelta | None = None,
+        at_most: timedelta | None = None,
         escalate_again: bool | str = False,
         escalation_record: str | None = None,
+        dry_run: bool = False,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        reference_time: datetime | str | None = None,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            invoice_ids=invoice_ids,
+            company_id=company_id,
+            at_most=at_most,
+            dry_run=dry_run,
+            max_concurrency=max_concurrency,
+            reference_time=reference_time,
+            clubcollect_conn_id=clubcollect_conn_id,
+            backoff=backoff,
+            retry_policy=retry_policy,
+            **kwargs,
+        )
         self.unanswered_for = unanswered_for
         self.escalate_again = escalate_again
         self.escalation_record = escalation_record
         if self.company_id is not None:
             check_duration(unanswered_for, "unanswered_for")
         # A template or an XComArg is checked once rendered.
-        deferred = (isinstance(escalate_again, str) and not _is_literal(escalate_again)) or hasattr(
+        deferred = (isinstance(escalate_again, str) and not is_literal(escalate_again)) or hasattr(
             escalate_again, "resolve"
         )
         if not deferred:
             check_flag(escalate_again)
-        if escalation_record is not None and _is_literal(escalation_record):
+        if escalation_record is not None and is_literal(escalation_record):
             check_key(escalation_record)
         # Filled while a run chooses and acts (an operator object runs one task instance).
         self._episodes: dict[str, datetime | None] = {}
@@ -618,10 +839,12 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         return STATUS_UNANSWERED
 
     def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
-        unanswered_for = check_duration(self.unanswered_for, "unanswered_for")
         # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
         self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(tickets)}
-        return select_unanswered(tickets, unanswered_for, now), f"waited for more than {human_duration(unanswered_for)}"
+        return super()._choose(tickets, now)
+
+    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
+        return True, check_duration(self.unanswered_for, "unanswered_for"), self.at_most
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)

@@ -16,9 +16,11 @@ from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     check_duration,
+    check_literal_id,
     human_duration,
     run_reference_time,
     to_utc,
+    waiting_summary,
 )
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, validate_id
 
@@ -53,8 +55,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     :param str company_id: the company (templated).
     :param int min_tickets: how many tickets must await an answer (default 1).
     :param timedelta | None unanswered_for: count only threads unanswered for longer than this ``timedelta``.
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current
-        UTC time; a value that renders to nothing means the run's ``run_after``.
+    :param datetime | str | None reference_time: where the sensor's clock starts (templated); default the
+        current UTC time; a value that renders to nothing means the run's ``run_after``.  The clock moves
+        while the sensor waits: each poke's "now" is ``reference_time`` plus the time since the sensor
+        began waiting (its first try's start; in reschedule mode its first reschedule), so that with
+        ``unanswered_for`` a thread that starts waiting after the run began still ages past it.
     :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request
@@ -91,12 +96,15 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
         if unanswered_for is not None:
             check_duration(unanswered_for, "unanswered_for")
+        check_literal_id(company_id, "company_id")
         self.company_id = company_id
         self.min_tickets = min_tickets
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.max_concurrency = check_concurrency(max_concurrency)
+        # Where waiting began when the task instance does not say (execute() called outside a run).
+        self._began: datetime | None = None
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -108,17 +116,42 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """
         company_id = validate_id(self.company_id, "company_id")
         # A bad rendered value fails before any page is read.
-        now = run_reference_time(self.reference_time, context)
+        now = self._now(context)
         tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
         waiting = awaiting_answer(tickets, self.unanswered_for, now)
         self.log.info(
-            "%d tickets of company %r await an answer%s; waiting for %d.",
-            len(waiting),
-            company_id,
-            f" for more than {human_duration(self.unanswered_for)}" if self.unanswered_for is not None else "",
-            self.min_tickets,
+            "%s (now = %s)",
+            waiting_summary(len(waiting), company_id, self.unanswered_for, self.min_tickets),
+            now.isoformat(),
         )
         return PokeReturnValue(is_done=len(waiting) >= self.min_tickets, xcom_value=waiting)
+
+    def _now(self, context: Context) -> datetime:
+        """This poke's "now": the current UTC time, or ``reference_time`` moved on by the time spent waiting."""
+        from datetime import datetime, timezone
+
+        wall = datetime.now(timezone.utc)
+        if self.reference_time is None:
+            return wall
+        return run_reference_time(self.reference_time, context) + (wall - self._waiting_began(context, wall))
+
+    def _waiting_began(self, context: Context, wall: datetime) -> datetime:
+        """
+        When this sensor began waiting: in reschedule mode its first reschedule (each poke is a new
+        process), else the start of its try (a deferred task resumes with it), else its first poke.
+        """
+        from datetime import datetime
+
+        ti = context.get("ti")
+        began = None
+        if self.reschedule and ti is not None:
+            began = _first_reschedule(ti, context, self.retries or 0)
+        began = began or getattr(ti, "start_date", None)
+        if isinstance(began, datetime):
+            return min(to_utc(began), wall)
+        if self._began is None:
+            self._began = wall
+        return self._began
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -166,7 +199,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     def _timed_out(self) -> None:
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
-        message = f"Sensor has timed out: no {self.min_tickets} tickets awaited an answer within {self.timeout} s."
+        age = f" for more than {human_duration(self.unanswered_for)}" if self.unanswered_for is not None else ""
+        message = (
+            f"Sensor has timed out: fewer than {self.min_tickets} tickets of company {self.company_id!r} "
+            f"awaited an answer{age} within {self.timeout} s."
+        )
         if self.soft_fail:
             raise AirflowSkipException(message)
         raise AirflowSensorTimeout(message)
@@ -182,14 +219,27 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         # Imported here, not at module level: DAG files parse without it (it costs milliseconds).
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
+        unanswered_for = given = self.unanswered_for
+        if given is not None and self.reference_time is not None:
+            # The trigger's clock is the wall clock: "now" runs ahead of (or behind) it by a fixed offset
+            # (reference_time minus the start of waiting), so the same threads count when they have waited
+            # that much less (or more) by the wall clock.
+            wall = datetime.now(timezone.utc)
+            offset = self._now(context) - wall
+            unanswered_for = max(timedelta(0), given - offset)
+            self.log.info(
+                "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
+                "(unanswered_for %s, with reference_time's clock %s ahead of it).",
+                human_duration(unanswered_for),
+                human_duration(given),
+                _signed(offset),
+            )
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=validate_id(self.company_id, "company_id"),
                 min_tickets=self.min_tickets,
-                unanswered_for_seconds=None if self.unanswered_for is None else self.unanswered_for.total_seconds(),
-                reference_time=None
-                if self.reference_time is None
-                else run_reference_time(self.reference_time, context).isoformat(),
+                unanswered_for_seconds=None if unanswered_for is None else unanswered_for.total_seconds(),
+                reference_time=None,
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
                 backoff=self.backoff,
@@ -219,7 +269,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         if event["status"] == EVENT_TIMEOUT:
             self._timed_out()
         tickets: list[dict[str, Any]] = list(event.get("tickets") or [])
-        self.log.info("%d tickets of company %r await an answer.", len(tickets), self.company_id)
+        self.log.info("%s", waiting_summary(len(tickets), str(self.company_id), self.unanswered_for, self.min_tickets))
         return tickets
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -240,6 +290,27 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             # before 3.1 soft_fail does not turn the timeout into a skip.
             self._timed_out()
         return super().resume_execution(next_method, next_kwargs, context)
+
+
+def _first_reschedule(ti: Any, context: Context, retries: int) -> datetime | None:
+    """The start of a rescheduled sensor's first poke, as ``BaseSensorOperator`` finds it for its timeout."""
+    from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if AIRFLOW_V_3_0_PLUS:
+        return ti.get_first_reschedule_date(context)  # type: ignore[no-any-return]
+    from airflow.sensors.base import _orig_start_date
+
+    return _orig_start_date(  # type: ignore[no-any-return]
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        map_index=ti.map_index,
+        try_number=(ti.max_tries or 0) - retries + 1,
+    )
+
+
+def _signed(offset: timedelta) -> str:
+    return human_duration(offset) if offset >= timedelta(0) else f"-{human_duration(-offset)}"
 
 
 def _seconds_since(context: Context) -> float:

@@ -32,7 +32,13 @@ from airflow_provider_clubcollect.exceptions import (
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
-from airflow_provider_clubcollect.selection import awaiting_answer, awaiting_answer_due, ticket_date, to_utc
+from airflow_provider_clubcollect.selection import (
+    awaiting_answer,
+    awaiting_answer_due,
+    ticket_date,
+    to_utc,
+    waiting_summary,
+)
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
@@ -147,10 +153,8 @@ class UnansweredTicketsTrigger(BaseTrigger):
                     )
                     return
                 self.log.info(
-                    "%d tickets of company %r await an answer; waiting for %d. Next poll in %g s.",
-                    len(waiting),
-                    self.company_id,
-                    self.min_tickets,
+                    "%s Next poll in %g s.",
+                    waiting_summary(len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets),
                     self.poke_interval,
                 )
                 await asyncio.sleep(self.poke_interval if left is None else min(self.poke_interval, left))

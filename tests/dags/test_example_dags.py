@@ -53,6 +53,7 @@ TESTED_ONE_BY_ONE = {
     "clubcollect_answer_invoice",
     "clubcollect_acknowledge_new_messages",
     "clubcollect_export_to_storage",  # tests/dags/test_export_lineage.py
+    "clubcollect_reply_then_escalate",  # tests/dags/test_reply_then_escalate.py
 }
 
 
