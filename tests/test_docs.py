@@ -148,10 +148,6 @@ def test_readme_getting_started_is_the_pages() -> None:
 DOC_FILES = sorted(
     [path for path in (REPO_ROOT / "docs").rglob("*.rst") if "_build" not in path.parts] + [REPO_ROOT / "README.md"]
 )
-#: Signatures a page shows wrongly today, fixed in another lane of issue 22; drop an entry once it passes.
-KNOWN_STALE = {
-    ("docs/sensor.rst", "UnansweredTicketsSensor"): "issue 22 item 7: company_id is keyword-only",
-}
 
 
 def _public_callables() -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -345,7 +341,6 @@ def test_docs_python_and_signatures_match_the_code(path: Path) -> None:
     text = path.read_text()
     where = str(path.relative_to(REPO_ROOT))
     problems: list[str] = []
-    stale: dict[str, list[str]] = {}
     for block in _python_blocks(text, path):
         tree = ast.parse(block, filename=where)  # a snippet that does not parse fails here
         for node in ast.walk(tree):
@@ -357,11 +352,5 @@ def test_docs_python_and_signatures_match_the_code(path: Path) -> None:
         targets = [names[name]] if name in names else methods.get(name, [])
         for target in targets:
             label = f"{where}: {literal[:80]}"
-            found = _literal_problems(literal, target, label, in_text_block)
-            if (where, name) in KNOWN_STALE:
-                stale.setdefault(KNOWN_STALE[where, name], []).extend(found)
-            else:
-                problems += found
+            problems += _literal_problems(literal, target, label, in_text_block)
     assert problems == []
-    if any(stale.values()):
-        pytest.xfail("; ".join(f"{reason} ({len(found)} mismatches)" for reason, found in stale.items() if found))
