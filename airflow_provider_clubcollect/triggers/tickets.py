@@ -256,6 +256,12 @@ def _built_from(settings: ClientSettings) -> tuple[Any, ...]:
     )
 
 
+#: Polls on one connection and event loop in flight at once.  Hundreds of watchers polling together
+#: would otherwise open as many connections, and the HTTP pool closes all but 20 after each poll and
+#: scans every connection for every request: a handful at a time keep their connections alive.
+POLLS_IN_FLIGHT = 16
+
+
 class _Client(NamedTuple):
     """A transport and what it was built from (the key only as a digest), to tell a changed connection."""
 
@@ -284,6 +290,7 @@ class _SharedConnection:
         self._read_at = -math.inf
         self._in_use: dict[AsyncTransport, int] = {}
         self._lock = asyncio.Lock()
+        self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
 
     @contextlib.asynccontextmanager
     async def transport(self) -> AsyncIterator[AsyncTransport]:
@@ -292,11 +299,17 @@ class _SharedConnection:
 
         :raises ClubCollectError: the connection is missing or invalid (at its first read, or after it changed).
         """
-        transport = await self._current()
+        await self._polls.acquire()
+        try:
+            transport = await self._current()
+        except BaseException:
+            self._polls.release()
+            raise
         self._in_use[transport] = self._in_use.get(transport, 0) + 1
         try:
             yield transport
         finally:
+            self._polls.release()
             self._in_use[transport] -= 1
             if not self._in_use[transport]:
                 del self._in_use[transport]
