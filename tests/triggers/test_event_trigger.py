@@ -660,3 +660,34 @@ def test_a_changed_connection_is_picked_up_and_the_old_client_closed(
     assert len(built) == 2, "a new client for the changed connection"
     assert all(t.client.is_closed for t in built)
     assert {r["status"] for r in sandbox.requests()} == {200, 401}
+
+
+def test_polls_on_one_connection_go_a_few_at_a_time(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_clubcollect.triggers import tickets
+
+    monkeypatch.setattr(tickets, "POLLS_IN_FLIGHT", 2)
+    companies = [f"club-{n}" for n in range(6)]
+    for n, company_id in enumerate(companies):
+        sandbox.add_invoice(f"inv-{n}", company_id, [customer(f"m{n}", hours=1)])
+    sandbox.set_faults(latency_ms=50)
+    seen: list[str] = []
+
+    async def main() -> None:
+        async def one(company_id: str) -> None:
+            async for event in UnansweredTicketsEventTrigger(company_id, poll_interval=0.01, backoff=FAST).run():
+                seen.extend(t["message"] for t in event.payload["tickets"])
+
+        tasks = [asyncio.ensure_future(one(c)) for c in companies]
+        try:
+            while len(seen) < len(companies) or await asyncio.to_thread(company_reads, sandbox) < 3 * len(companies):
+                await asyncio.sleep(0.05)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+    assert sorted(seen) == [f"m{n}" for n in range(6)]
+    in_flight = [r["in_flight"] for r in page_reads(sandbox)]
+    assert max(in_flight) == 2, f"at most 2 polls at once on one connection, got {max(in_flight)}"
