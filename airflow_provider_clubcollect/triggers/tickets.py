@@ -259,7 +259,7 @@ def _built_from(settings: ClientSettings) -> tuple[Any, ...]:
 #: Polls on one connection and event loop in flight at once.  Hundreds of watchers polling together
 #: would otherwise open as many connections, and the HTTP pool closes all but 20 after each poll and
 #: scans every connection for every request: a handful at a time keep their connections alive.
-POLLS_IN_FLIGHT = 16
+POLLS_IN_FLIGHT = 8
 
 
 class _Client(NamedTuple):
