@@ -367,15 +367,24 @@ def _warn_store_down(url: str, error: Exception, rate: float | None) -> None:
 # --- a budget shared through Redis --------------------------------------------------------------
 
 
-def store_window(rate: float) -> tuple[int, int]:
+#: The deployment's requests are spread over slots of about this many seconds (see :func:`store_slot`).
+SLOT_SECONDS: Final = 0.1
+
+
+def store_slot(rate: float) -> tuple[int, float]:
     """
-    The moving window that never exceeds ``rate``: ``(requests, seconds)``, whole numbers as ``limits`` counts.
+    The pace of a shared budget: ``(requests, seconds)``, at most that many requests in each slot of that length.
+
+    A window of a second lets every process start at once, a second's worth of requests in the
+    same instant, which an API metering with a token bucket of a smaller burst refuses (the sandbox
+    at 40 requests/s and a burst of 10 refused 60% of them).  Slots of about :data:`SLOT_SECONDS`
+    (one request per slot below 10 requests/s) spread the requests evenly: any interval of ``T``
+    seconds holds at most ``rate x T + requests``, and a slot never holds more than ``requests``.
 
     :param rate: requests per second, above 0.
     """
-    if rate >= 1:
-        return math.floor(rate), 1
-    return 1, math.ceil(1 / rate - 1e-9)
+    amount = max(1, math.floor(rate * SLOT_SECONDS))
+    return amount, amount / rate
 
 
 class _SharedBudget:
@@ -384,7 +393,7 @@ class _SharedBudget:
     def __init__(self, url: str, digest: str, rate: float) -> None:
         self.url = url
         self.digest = digest
-        self.amount, self.seconds = store_window(rate)
+        self.amount, self.seconds = store_slot(rate)
         self._lock = threading.Lock()
         self._sync: tuple[Any, Any] | None = None
         # redis.asyncio connections belong to the loop that made them: one limiter per loop.
@@ -393,16 +402,17 @@ class _SharedBudget:
     def _item(self) -> Any:
         from limits import RateLimitItemPerSecond
 
-        return RateLimitItemPerSecond(self.amount, self.seconds, namespace=STORE_NAMESPACE)
+        # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
+        return RateLimitItemPerSecond(self.amount, math.ceil(self.seconds), namespace=STORE_NAMESPACE)
 
     def _sync_limiter(self) -> tuple[Any, Any]:
         with self._lock:
             if self._sync is None:
                 from limits.storage import RedisStorage
-                from limits.strategies import MovingWindowRateLimiter
+                from limits.strategies import FixedWindowRateLimiter
 
                 storage = RedisStorage(self.url, key_prefix=STORE_KEY_PREFIX, wrap_exceptions=True, **_store_options())
-                self._sync = (MovingWindowRateLimiter(storage), self._item())
+                self._sync = (FixedWindowRateLimiter(storage), self._item())
             return self._sync
 
     def _async_limiter(self) -> tuple[Any, Any]:
@@ -411,7 +421,7 @@ class _SharedBudget:
             made = self._async.get(loop)
             if made is None:
                 from limits.aio.storage import RedisStorage
-                from limits.aio.strategies import MovingWindowRateLimiter
+                from limits.aio.strategies import FixedWindowRateLimiter
 
                 storage = RedisStorage(
                     f"async+{self.url}",
@@ -420,14 +430,14 @@ class _SharedBudget:
                     wrap_exceptions=True,
                     **_store_options(),
                 )
-                made = self._async[loop] = (MovingWindowRateLimiter(storage), self._item())
+                made = self._async[loop] = (FixedWindowRateLimiter(storage), self._item())
             return made
 
     def acquire(self, sleep: Callable[[float], None]) -> float:
         limiter, item = self._sync_limiter()
         waited = 0.0
-        while not limiter.hit(item, self.digest):
-            wait = self._wait(limiter.get_window_stats(item, self.digest).reset_time)
+        while not limiter.hit(item, self.digest, str(slot := self._slot())):
+            wait = self._until(slot + 1)
             sleep(wait)
             waited += wait
         return waited
@@ -435,17 +445,20 @@ class _SharedBudget:
     async def aacquire(self) -> float:
         limiter, item = self._async_limiter()
         waited = 0.0
-        while not await limiter.hit(item, self.digest):
-            wait = self._wait((await limiter.get_window_stats(item, self.digest)).reset_time)
+        while not await limiter.hit(item, self.digest, str(slot := self._slot())):
+            wait = self._until(slot + 1)
             await asyncio.sleep(wait)
             waited += wait
         return waited
 
-    def _wait(self, reset_time: float) -> float:
-        # Until the oldest request leaves the window (limits reports it on the epoch clock), plus a
-        # little jitter so that the processes waiting do not all ask again at the same instant.
-        until = min(max(reset_time - time.time(), 0.001), float(self.seconds))
-        return until + random.uniform(0.0, 0.05 * self.seconds / self.amount)
+    def _slot(self) -> int:
+        # Slots are numbered on the epoch clock, which every process of the deployment shares.
+        return math.floor(time.time() / self.seconds)
+
+    def _until(self, slot: int) -> float:
+        # Until the slot starts, plus a little jitter so that the waiting processes do not all ask
+        # again at the same instant.
+        return max(slot * self.seconds - time.time(), 0.001) + random.uniform(0.0, 0.05 * self.seconds)
 
 
 def _store_options() -> dict[str, Any]:

@@ -14,7 +14,15 @@ c. the import time of each public module over ``import airflow.sdk``, in a fresh
    a warm bytecode cache, median of 7;
 d. streaming 100,000 tickets to ``file://`` against returning them as a list: peak memory
    (tracemalloc, in a second run) and wall time;
-e. client CPU per request: the hook against a bare ``requests.Session`` with the same headers.
+e. client CPU per request: the hook against a bare ``requests.Session`` with the same headers;
+f. watchers: :data:`WATCHERS` ``UnansweredTicketsEventTrigger`` instances on one event loop, one
+   company of one ticket each, polling every :data:`WATCH_POLL` s: the memory each adds (resident
+   set, after a warm-up watcher) and the client CPU per poll; every watcher must report its first
+   ticket once and a second one added mid-run once;
+g. the request budget: :data:`BUDGET_PROCESSES` processes paging 10,000 tickets each through the hook
+   against a sandbox that enforces :data:`BUDGET_RATE` requests/s (burst :data:`BUDGET_BURST`) per
+   key, without and with the shared budget (a ``redis-server`` of its own on a free loopback port):
+   wall time over the budget's bound (pages / rate) and the share of 429s.
 
 It prints one table with PASS or FAIL per target, and the machine's load (other work on a shared
 machine moves these figures).  Everything started is stopped, also on failure and on Ctrl-C.
@@ -23,6 +31,7 @@ machine moves these figures).  Everything started is stopped, also on failure an
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import platform
@@ -34,6 +43,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +59,14 @@ SERVERS = 2
 COMPANY = "bench-company-10k"
 BIG_COMPANY = "bench-company-100k"
 ARCHIVE_COMPANY = "bench-company-archive"
+#: f. watchers: how many, each on a company of its own with one ticket, polling this often (seconds).
+WATCHERS = 300
+WATCH_POLL = 2.0
+WATCH_COMPANY = "bench-watch"
+#: g. the request budget the sandbox enforces per key, and how many processes share it.
+BUDGET_RATE = 40
+BUDGET_BURST = 10
+BUDGET_PROCESSES = 4
 PUBLIC_MODULES = (
     "airflow_provider_clubcollect.hooks.clubcollect",
     "airflow_provider_clubcollect.operators.tickets",
@@ -76,7 +94,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_sandboxes(api_key: str) -> tuple[list[subprocess.Popen[bytes]], str, Sandboxes]:
+def start_sandboxes(api_key: str, servers: int = SERVERS) -> tuple[list[subprocess.Popen[bytes]], str, Sandboxes]:
     """
     :data:`SERVERS` sandbox processes sharing one API port (``SO_REUSEPORT``), each seeded alike.
 
@@ -88,7 +106,7 @@ def start_sandboxes(api_key: str) -> tuple[list[subprocess.Popen[bytes]], str, S
     """
     port = free_port()
     processes, controls = [], []
-    for _ in range(SERVERS):
+    for _ in range(servers):
         process = subprocess.Popen(
             [sys.executable, __file__, "--serve", str(port)],
             stdin=subprocess.PIPE,
@@ -145,6 +163,8 @@ def serve(port: int) -> None:
     seed(state, COMPANY, 100, 100)
     seed(state, BIG_COMPANY, 200, 500)
     seed(state, ARCHIVE_COMPANY, 1000, 1)
+    for n in range(WATCHERS):
+        seed(state, f"{WATCH_COMPANY}-{n:03d}", 1, 1)
     shared = socket.socket()
     shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     shared.bind(("127.0.0.1", port))
@@ -202,7 +222,7 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - began, result
 
 
-def row(figure: str, value: str, ratio: float, target: str, ok: bool) -> Row:
+def row(figure: str, value: str, ratio: float | None, target: str, ok: bool | None) -> Row:
     return Row(figure, value, ratio, target, ok)
 
 
@@ -495,6 +515,210 @@ def bench_cpu(client: Any, base_url: str, rows: list[Row]) -> None:
     client.set_faults(latency_ms=LATENCY_MS)
 
 
+def resident_bytes() -> int:
+    """This process's resident set, from /proc (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_watchers(client: Sandboxes, rows: list[Row]) -> None:
+    """f. :data:`WATCHERS` event watchers on one loop: memory per watcher, CPU per poll, each ticket once."""
+    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsEventTrigger
+
+    companies = [f"{WATCH_COMPANY}-{n:03d}" for n in range(WATCHERS)]
+    seen: dict[str, list[str]] = {c: [] for c in companies}
+
+    async def watch(company: str) -> None:
+        trigger = UnansweredTicketsEventTrigger(company, poll_interval=WATCH_POLL)
+        async for event in trigger.run():
+            seen[company].extend(t["ticket_id"] for t in event.payload["tickets"])
+
+    def polls() -> int:
+        return sum(1 for r in client.requests() if f"/{WATCH_COMPANY}-" in r["path"])
+
+    async def until(what: str, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"watchers: {what} within {timeout:g} s")
+            await asyncio.sleep(0.05)
+
+    async def run() -> tuple[float, float, int]:
+        # A warm-up watcher of its own: imports, the shared client, Airflow's connection read.
+        warm = asyncio.ensure_future(watch(companies[0]))
+        await until("the warm-up watcher reported", lambda: bool(seen[companies[0]]), 60)
+        base = resident_bytes()
+        tasks = [asyncio.ensure_future(watch(c)) for c in companies[1:]]
+        try:
+            await until("every watcher reported its ticket", lambda: all(seen.values()), 120)
+            await asyncio.sleep(WATCH_POLL)  # every watcher has polled twice: steady state
+            memory = (resident_bytes() - base) / (WATCHERS - 1)
+            await asyncio.to_thread(client.clear_requests)
+            cpu = time.process_time()
+            await asyncio.sleep(5 * WATCH_POLL)
+            cpu_per_poll = (time.process_time() - cpu) / await asyncio.to_thread(polls)
+            await asyncio.to_thread(client.clear_requests)
+            # A second member message in every company, mid-run: reported once each, none missed.
+            for company in companies:
+                for sandbox in client.clients:
+                    await asyncio.to_thread(
+                        sandbox.add_tickets,
+                        f"{company}-00000",
+                        [
+                            {
+                                "message": "Nog een vraag",
+                                "sender": "CUSTOMER",
+                                "date": "2026-06-01T00:00:00+00:00",
+                                "ticket_id": f"{company}-second",
+                            }
+                        ],
+                    )
+            await until(
+                "every watcher reported the second ticket", lambda: all(len(s) >= 2 for s in seen.values()), 120
+            )
+            await asyncio.sleep(2 * WATCH_POLL)  # more polls: nothing may come again
+            return memory, cpu_per_poll, await asyncio.to_thread(polls)
+        finally:
+            for task in [warm, *tasks]:
+                task.cancel()
+            await asyncio.gather(warm, *tasks, return_exceptions=True)
+
+    client.set_faults()  # no latency: polls of one page, as fast as the loop takes them
+    memory, cpu_per_poll, later_polls = asyncio.run(run())
+    client.set_faults(latency_ms=LATENCY_MS)
+    exact = all(seen[c] == [f"{c}-00000-0", f"{c}-second"] for c in companies)
+    rows.append(
+        row(
+            f"f. {WATCHERS} watchers on one loop: memory per watcher (RSS)",
+            f"{memory / 1024:.0f} KB",
+            memory / (100 * 1024),
+            "<= 100 KB",
+            memory <= 100 * 1024,
+        )
+    )
+    rows.append(
+        row(
+            "f. watchers: client CPU per poll of a one-page company",
+            f"{cpu_per_poll * 1000:.2f} ms",
+            cpu_per_poll / 0.002,
+            "<= 2 ms",
+            cpu_per_poll <= 0.002,
+        )
+    )
+    rows.append(
+        row(
+            "f. watchers: each ticket reported once, none missed (2 per watcher)",
+            f"{sum(len(v) for v in seen.values())} reports, {later_polls} polls after the 2nd",
+            None,
+            "exactly 2 each",
+            exact,
+        )
+    )
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    """A ``redis-server`` of its own on a free loopback port, nothing saved; stop it by its PID."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+
+
+def page_with_budget() -> None:
+    """One process of g.: say it is ready, wait for the common start, read the company's 10,000 tickets."""
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
+    with ClubCollectHook() as hook:
+        assert hook.settings.max_retries  # the connection read before the start, not in the window
+        print("ready", flush=True)
+        sys.stdin.readline()
+        count = len(hook.get_company_tickets(COMPANY, "unanswered"))
+        # When the read ended, on the clock the parent shares: a Python's exit is no part of the figure.
+        print(f"read {count} at {time.time()!r}", flush=True)
+
+
+def bench_budget(api_key: str, rows: list[Row]) -> None:
+    """g. :data:`BUDGET_PROCESSES` processes against one key's budget, without and with the shared budget."""
+    processes, base_url, client = start_sandboxes(api_key, servers=1)  # one bucket per key
+    redis, redis_port = start_redis()
+    try:
+        client.set_faults(rate_limit_per_second=BUDGET_RATE, rate_limit_burst=BUDGET_BURST)
+        results = {}
+        cap = {"max_requests_per_second": BUDGET_RATE, "max_retries": 100}  # every ticket read, however refused
+        for label, extra in (
+            ("each process capped alone", cap),
+            ("shared budget (Redis)", dict(cap, budget_url=f"redis://127.0.0.1:{redis_port}/0")),
+        ):
+            conn = {"conn_type": "clubcollect", "password": api_key, "host": f"{base_url}/api", "extra": extra}
+            env = dict(os.environ, AIRFLOW_CONN_CLUBCOLLECT_DEFAULT=json.dumps(conn))
+            time.sleep(1.5)  # the sandbox's bucket refills: each run starts with a full burst
+            client.clear_requests()
+            workers = [
+                subprocess.Popen(
+                    [sys.executable, __file__, "--page-with-budget"],
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+                for _ in range(BUDGET_PROCESSES)
+            ]
+            # Every Python started and read its connection before the clock starts; then all at once.
+            for worker in workers:
+                assert worker.stdout is not None
+                while worker.stdout.readline() not in (b"ready\n", b""):
+                    pass
+            began = time.time()
+            for worker in workers:
+                assert worker.stdin is not None
+                worker.stdin.write(b"go\n")
+                worker.stdin.flush()
+            with ThreadPoolExecutor(len(workers)) as pool:  # read every pipe at once: none may fill and stall
+                outputs = list(pool.map(lambda w: w.communicate(timeout=600)[0], workers))
+            last_lines = [o.splitlines()[-1].split() if o.strip() else [] for o in outputs]
+            if any(w.returncode for w in workers) or any(line[:2] != [b"read", b"10000"] for line in last_lines):
+                raise RuntimeError(f"g. a paging process failed ({label}): exit {[w.returncode for w in workers]}")
+            wall = max(float(line[-1]) for line in last_lines) - began
+            statuses = [r["status"] for r in client.requests()]
+            answered = sum(1 for s in statuses if s != 429)
+            refused = len(statuses) - answered
+            bound = answered / BUDGET_RATE
+            results[label] = (wall, bound, refused, len(statuses))
+        for label, (wall, bound, refused, sent) in results.items():
+            shared = label.startswith("shared")
+            rows.append(
+                row(
+                    f"g. {BUDGET_PROCESSES} processes at {BUDGET_RATE} req/s (burst {BUDGET_BURST}), {label}",
+                    f"{wall:.1f} s, {refused} of {sent} requests refused (429: {refused / sent:.0%})",
+                    wall / bound,
+                    f"<= 1.15x bound ({bound:.1f} s), < 1% 429" if shared else "(comparison)",
+                    wall / bound <= 1.15 and refused < 0.01 * sent if shared else None,
+                )
+            )
+    finally:
+        os.killpg(redis.pid, 15)
+        redis.wait(10)
+        for process in processes:
+            os.killpg(process.pid, 15)
+        for process in processes:
+            process.wait(10)
+
+
 def print_table(rows: list[Row]) -> bool:
     header = ("figure", "measured", "ratio", "target", "")
     lines = [
@@ -518,7 +742,7 @@ def print_table(rows: list[Row]) -> bool:
     return all(r.ok is not False for r in rows)
 
 
-def main(figures: str = "abcde") -> int:
+def main(figures: str = "abcdefg") -> int:
     api_key = secrets.token_hex(20)
     home = tempfile.mkdtemp(prefix="clubcollect-bench-airflow-")
     os.environ.update({"AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
@@ -539,6 +763,8 @@ def main(figures: str = "abcde") -> int:
             "d": lambda: bench_streaming(rows),
             "e": lambda: bench_cpu(client, base_url, rows),
             "c": lambda: bench_imports(rows),
+            "f": lambda: bench_watchers(client, rows),
+            "g": lambda: bench_budget(api_key, rows),
         }
         for figure, step in steps.items():
             if figure in figures:
@@ -562,8 +788,11 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         serve(int(sys.argv[2]))
         sys.exit(0)
+    if sys.argv[1:2] == ["--page-with-budget"]:
+        page_with_budget()
+        sys.exit(0)
     try:
         # `python dev/bench.py ce` measures figures c and e only (e.g. before and after a change).
-        sys.exit(main("".join(sys.argv[1:]) or "abcde"))
+        sys.exit(main("".join(sys.argv[1:]) or "abcdefg"))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -2,11 +2,12 @@
 
 Shows: ``UnansweredTicketsEventTrigger`` in an ``AssetWatcher`` on the asset
 ``clubcollect://<company_id>/unanswered``.  The triggerer polls the company's unanswered tickets
-(every 5 seconds here, for demos; a minute or more in production) and turns each ticket that newly
-awaits an answer into an asset event; each event schedules this DAG, which posts one
-acknowledgement per thread with ``CreateTicketOperator``, mapped over the invoices.  Airflow may
-fold several events into one run, and may deliver an event again: the first task reads the
-events' tickets, and keeps only the threads where one of them still awaits an answer, so that a
+(every 5 seconds here, for demos; a minute or more in production) and turns the tickets that newly
+await an answer into an asset event, one per poll carrying every ticket that poll found (a burst of
+messages is one event, so one run); each event schedules this DAG, which posts one acknowledgement
+per thread with ``CreateTicketOperator``, mapped over the invoices.  Airflow may fold several
+events into one run, and may deliver an event again: the first task reads every triggering
+event's tickets, and keeps only the threads where one of them still awaits an answer, so that a
 ticket is acknowledged once however often its event arrives.  The post itself runs on a worker,
 never in the triggerer.
 
@@ -58,13 +59,13 @@ def invoices_to_acknowledge(triggering_asset_events: Any = None) -> list[str]:
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
     from airflow_provider_clubcollect.selection import group_threads
 
-    # Each event's extra is {"from_trigger": True, "payload": {"ticket_id", "invoice_id", "ticket"}}.
+    # Each event's extra is {"from_trigger": True, "payload": {..., "tickets": [every ticket of one poll]}}.
     events = triggering_asset_events.get(UNANSWERED, ()) if triggering_asset_events else ()
     by_invoice: dict[str, set[str]] = {}
     for event in events:
         payload = (event.extra or {}).get("payload") or {}
-        if "ticket_id" in payload and "invoice_id" in payload:
-            by_invoice.setdefault(payload["invoice_id"], set()).add(payload["ticket_id"])
+        for ticket in payload.get("tickets", ()):
+            by_invoice.setdefault(ticket["invoice_id"], set()).add(ticket["ticket_id"])
     if not by_invoice:
         print("No triggering ticket events (as in `airflow dags test`): nothing to acknowledge.")
         return []

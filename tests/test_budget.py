@@ -24,7 +24,7 @@ from airflow_provider_clubcollect.budget import (
     forget_budgets,
     key_digest,
     shown_budget_url,
-    store_window,
+    store_slot,
 )
 from airflow_provider_clubcollect.connection import settings_from_connection
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
@@ -246,12 +246,13 @@ def test_the_cap_keeps_a_process_inside_the_servers_budget(sandbox):
     assert sum(entry["status"] == 429 for entry in sandbox.requests()) == 0
 
 
-def test_store_window_never_exceeds_the_rate():
-    for rate in (0.05, 0.3, 1 / 3, 0.5, 0.99, 1, 1.5, 2.5, 10, 120):
-        amount, seconds = store_window(rate)
+def test_store_slots_keep_the_rate_and_spread_it():
+    for rate in (0.05, 0.3, 1 / 3, 0.5, 0.99, 1, 1.5, 2.5, 10, 40, 120):
+        amount, seconds = store_slot(rate)
         assert amount >= 1
-        assert seconds >= 1
-        assert amount / seconds <= rate + 1e-9
+        assert amount / seconds == pytest.approx(rate), "the cap, on average"
+        assert seconds <= 0.1 or amount == 1, "a tenth of a second's worth at most in one slot"
+    assert store_slot(40) == (4, 0.1)
 
 
 def test_the_hook_and_the_trigger_draw_from_the_connections_budget(sandbox, monkeypatch):

@@ -105,23 +105,23 @@ def shared_budget(port: int, rate: float = 3.0, **kwargs) -> RequestBudget:
 
 def test_two_budgets_share_one_budget(store):
     port, _ = store
-    first, second = shared_budget(port), shared_budget(port)  # 3 requests in any second
-    assert [first.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    first, second = shared_budget(port, rate=0.5), shared_budget(port, rate=0.5)  # one request in each 2 s slot
+    assert first.acquire() == 0.0
     # The other "process" has spent nothing itself, yet finds the key's budget spent.
     assert second.acquire() > 0
 
 
 def test_a_second_process_draws_from_the_same_budget(store):
     port, _ = store
-    # One request in any 2 s.  The child takes it and stays alive until told, so that how long a
-    # Python takes to start or exit is never part of the window.
+    # One request in each slot of 2 s.  The child takes one and stays alive until told, so that how
+    # long a Python takes to start or exit is never part of the test.
     extra = {"max_requests_per_second": 0.5, "budget_url": url(port)}
     child = f"""
 import json, sys
 from airflow_provider_clubcollect.budget import budget_for
 from airflow_provider_clubcollect.connection import settings_from_connection
 budget = budget_for(settings_from_connection("cc", host=None, password={KEY!r}, extra={extra!r}))
-print(json.dumps([budget.shared, budget.acquire()]), flush=True)
+print(json.dumps([budget.shared, budget.acquire(), budget._shared._slot()]), flush=True)
 sys.stdin.read()
 """
     process = subprocess.Popen(
@@ -131,10 +131,15 @@ sys.stdin.read()
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line, process.stderr.read() if process.stderr else "the child printed nothing"
-        assert json.loads(line) == [True, 0.0]
+        shared, waited, child_slot = json.loads(line)
+        assert (shared, waited) == (True, 0.0)
         here = budget_for(settings_from_connection("cc", host=None, password=KEY, extra=extra))
         assert here.shared
-        assert here.acquire() > 0
+        here.acquire()
+        # The child's slot is spent for every process: this one goes in a later slot (it waits,
+        # unless the child's slot ended meanwhile).
+        assert here._shared is not None
+        assert here._shared._slot() > child_slot
     finally:
         process.communicate(timeout=60)
 
@@ -145,7 +150,7 @@ def test_a_shared_budget_holds_the_rate_across_budgets(store):
     started = time.monotonic()
     for n in range(12):
         budgets[n % 2].acquire()
-    # 12 requests at 5 in any second: the 6th and the 11th each wait for the window to move on.
+    # 12 requests at 5 a second, one per slot of 0.2 s: the 12th goes 11 slots after the first.
     assert time.monotonic() - started >= 2.0 - 0.05
 
 
@@ -153,19 +158,18 @@ def test_async_budgets_share_one_budget(store):
     port, _ = store
 
     async def main() -> tuple[list[float], float]:
-        first, second = shared_budget(port), shared_budget(port)
-        taken = [await first.aacquire() for _ in range(3)]
-        return taken, await second.aacquire()
+        first, second = shared_budget(port, rate=0.5), shared_budget(port, rate=0.5)
+        return await first.aacquire(), await second.aacquire()
 
     taken, waited = asyncio.run(main())
-    assert taken == [0.0, 0.0, 0.0]
+    assert taken == 0.0
     assert waited > 0
 
 
 def test_sync_and_async_draw_from_one_budget(store):
     port, _ = store
-    budget = shared_budget(port)
-    assert [budget.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    budget = shared_budget(port, rate=0.5)
+    assert budget.acquire() == 0.0
     assert asyncio.run(budget.aacquire()) > 0
 
 

@@ -10,11 +10,14 @@ loop: the connection is read with ``aget_connection`` and waits are ``asyncio.sl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
+import weakref
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -43,10 +46,14 @@ from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Hashable, Mapping
+    from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 
+    from airflow_provider_clubcollect.connection import ClientSettings
     from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Event ``status`` values.
 EVENT_SUCCESS = "success"
@@ -133,40 +140,40 @@ class UnansweredTicketsTrigger(BaseTrigger):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        transport: AsyncTransport | None = None
         try:
             deadline = None if self.timeout_at is None else to_utc(self.timeout_at)
-            transport, retries = await self._connect()
-            while True:
-                try:
-                    # A poll is read-only, so cutting one short at the deadline loses nothing.
-                    waiting = await asyncio.wait_for(self.poll(transport, retries), _seconds_until(deadline))
-                except asyncio.TimeoutError:
-                    waiting = None
-                if waiting is not None and len(waiting) >= self.min_tickets:
-                    yield TriggerEvent({"status": EVENT_SUCCESS, "tickets": waiting})
-                    return
-                left = _seconds_until(deadline)
-                if waiting is None or (left is not None and left <= 0):
-                    yield TriggerEvent(
-                        {"status": EVENT_TIMEOUT, "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
+            async with _shared_connection(self.clubcollect_conn_id) as connection:
+                while True:
+                    try:
+                        # A poll is read-only, so cutting one short at the deadline loses nothing.
+                        waiting = await asyncio.wait_for(self._poll_shared(connection), _seconds_until(deadline))
+                    except asyncio.TimeoutError:
+                        waiting = None
+                    if waiting is not None and len(waiting) >= self.min_tickets:
+                        yield TriggerEvent({"status": EVENT_SUCCESS, "tickets": waiting})
+                        return
+                    left = _seconds_until(deadline)
+                    if waiting is None or (left is not None and left <= 0):
+                        yield TriggerEvent(
+                            {"status": EVENT_TIMEOUT, "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
+                        )
+                        return
+                    self.log.info(
+                        "%s Next poll in %g s.",
+                        waiting_summary(len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets),
+                        self.poke_interval,
                     )
-                    return
-                self.log.info(
-                    "%s Next poll in %g s.",
-                    waiting_summary(len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets),
-                    self.poke_interval,
-                )
-                await asyncio.sleep(self.poke_interval if left is None else min(self.poke_interval, left))
+                    await asyncio.sleep(self.poke_interval if left is None else min(self.poke_interval, left))
         except Exception as exc:
             # Every failure, a missing connection included, becomes an error event, so that the
             # sensor handles it as a failed poke (a crashed trigger would reach the task as a
-            # TaskDeferralError instead).
+            # TaskDeferralError instead).  Leaving the shared connection also runs when the
+            # triggerer cancels the trigger (task timeout, cleared task).
             yield TriggerEvent({"status": EVENT_ERROR, **_as_clubcollect_error(exc).to_payload()})
-        finally:
-            # Also runs when the triggerer cancels the trigger (task timeout, cleared task).
-            if transport is not None:
-                await asyncio.shield(transport.aclose())
+
+    async def _poll_shared(self, connection: _SharedConnection) -> list[dict[str, Any]]:
+        async with connection.transport() as transport:
+            return await self.poll(transport, RequestRetries(self.backoff or Backoff(), transport.settings.max_retries))
 
     async def _connect(self) -> tuple[AsyncTransport, RequestRetries]:
         return await _aconnect(self.clubcollect_conn_id, self.backoff)
@@ -185,8 +192,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         with observability.span("poll", trigger=type(self).__name__):
             tickets = await read_pages(pager, transport, retries)
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
-        # Selection is CPU work proportional to the tickets: keep it off the triggerer's loop.
-        return await asyncio.to_thread(awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
+        return await _off_loop(len(tickets), awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
 
 
 def _seconds_until(deadline: datetime | None) -> float | None:
@@ -203,16 +209,21 @@ def _as_clubcollect_error(exc: Exception) -> ClubCollectError:
 
 async def _aconnect(conn_id: str, backoff: Backoff | None = None) -> tuple[AsyncTransport, RequestRetries]:
     """
-    Read and check the connection without blocking the loop, and build the async transport.
+    Read and check the connection without blocking the loop, and build an async transport of its own.
 
     :param conn_id: the Airflow connection of type ``clubcollect``.
     :param backoff: the waits between retries; ``None`` for the defaults.
     :return: the transport, and how to retry its requests (the connection's ``max_retries``, as in the hook).
     """
+    transport = await _new_transport(await _asettings(conn_id))
+    return transport, RequestRetries(backoff or Backoff(), transport.settings.max_retries)
+
+
+async def _asettings(conn_id: str) -> ClientSettings:
+    """The connection's checked settings, read without blocking the loop, its secrets masked."""
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
     from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
-    from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
 
     try:
@@ -223,9 +234,162 @@ async def _aconnect(conn_id: str, backoff: Backoff | None = None) -> tuple[Async
     # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
     for secret in settings.secrets:
         await amask_secret(secret)
+    return settings
+
+
+async def _new_transport(settings: ClientSettings) -> AsyncTransport:
+    from airflow_provider_clubcollect.transport import AsyncTransport
+
     # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
-    transport = await asyncio.to_thread(AsyncTransport, settings)
-    return transport, RequestRetries(backoff or Backoff(), settings.max_retries)
+    return await asyncio.to_thread(AsyncTransport, settings)
+
+
+#: Seconds the triggers of one event loop reuse a read of their connection before reading it again:
+#: a changed connection (key, base URL, budget, retries) is picked up within this time.
+CONNECTION_TTL = 60.0
+
+
+def _built_from(settings: ClientSettings) -> tuple[Any, ...]:
+    from airflow_provider_clubcollect.budget import key_digest
+
+    return (
+        settings.base_url,
+        key_digest(settings.api_key),
+        settings.timeout,
+        settings.max_retries,
+        settings.max_requests_per_second,
+        settings.budget_url,
+    )
+
+
+#: Polls on one connection and event loop in flight at once.  Hundreds of watchers polling together
+#: would otherwise open as many connections, and the HTTP pool closes all but 20 after each poll and
+#: scans every connection for every request: a handful at a time keep their connections alive.
+POLLS_IN_FLIGHT = 8
+
+
+class _Client(NamedTuple):
+    """A transport and what it was built from (the key only as a digest), to tell a changed connection."""
+
+    transport: AsyncTransport
+    built_from: tuple[Any, ...]
+
+
+class _SharedConnection:
+    """
+    One connection as every trigger on one event loop uses it: one read, one HTTP client and pool.
+
+    A thousand watchers on one connection share one ``httpx.AsyncClient`` (and its TLS context and
+    keep-alive pool) instead of building a client each.  The connection is read again at most every
+    :data:`CONNECTION_TTL` seconds, by one poll while the others keep the client they have; when it
+    changed, the next polls use a new client, and the old one is closed once no poll uses it.  The
+    key stays in the client's ``Authorization`` header; what tells two reads apart holds its digest.
+    Get it with :func:`_shared_connection`.
+
+    :param str conn_id: the Airflow connection of type ``clubcollect``.
+    """
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self.users = 0
+        self._client: _Client | None = None
+        self._read_at = -math.inf
+        self._in_use: dict[AsyncTransport, int] = {}
+        self._lock = asyncio.Lock()
+        self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
+
+    @contextlib.asynccontextmanager
+    async def transport(self) -> AsyncIterator[AsyncTransport]:
+        """
+        The current client, for one poll; a client the connection replaced is closed after its last poll.
+
+        :raises ClubCollectError: the connection is missing or invalid (at its first read, or after it changed).
+        """
+        await self._polls.acquire()
+        try:
+            transport = await self._current()
+        except BaseException:
+            self._polls.release()
+            raise
+        self._in_use[transport] = self._in_use.get(transport, 0) + 1
+        try:
+            yield transport
+        finally:
+            self._polls.release()
+            self._in_use[transport] -= 1
+            if not self._in_use[transport]:
+                del self._in_use[transport]
+                if self._client is None or transport is not self._client.transport:
+                    await asyncio.shield(transport.aclose())
+
+    async def _current(self) -> AsyncTransport:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self._client is None or loop.time() - self._read_at >= CONNECTION_TTL:
+                try:
+                    settings = await _asettings(self.conn_id)
+                except ClubCollectError:
+                    raise  # missing or invalid: as for a trigger reading it the first time
+                except Exception as exc:
+                    if self._client is None:
+                        raise
+                    # A read that failed for want of Airflow (its API server restarting): keep the
+                    # client, read again at the next poll.
+                    log.warning("Could not read connection %r again (%s); keeping the last read.", self.conn_id, exc)
+                    return self._client.transport
+                self._read_at = loop.time()
+                built_from = _built_from(settings)
+                if self._client is None or self._client.built_from != built_from:
+                    old, self._client = self._client, _Client(await _new_transport(settings), built_from)
+                    if old is not None and old.transport not in self._in_use:
+                        await old.transport.aclose()
+            return self._client.transport
+
+    async def aclose(self) -> None:
+        """Close the client (when the last trigger using the connection on this loop has left)."""
+        client, self._client = self._client, None
+        if client is not None and client.transport not in self._in_use:
+            await client.transport.aclose()
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _SharedConnection]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.asynccontextmanager
+async def _shared_connection(conn_id: str) -> AsyncIterator[_SharedConnection]:
+    """
+    The :class:`_SharedConnection` of ``conn_id`` on the running loop, for as long as a trigger runs.
+
+    :param str conn_id: the Airflow connection of type ``clubcollect``.
+    """
+    connections = _shared.setdefault(asyncio.get_running_loop(), {})
+    connection = connections.get(conn_id)
+    if connection is None:
+        connection = connections[conn_id] = _SharedConnection(conn_id)
+    connection.users += 1
+    try:
+        yield connection
+    finally:
+        connection.users -= 1
+        if not connection.users:
+            del connections[conn_id]
+            await asyncio.shield(connection.aclose())
+
+
+async def _off_loop(size: int, func: Callable[..., _T], *args: Any) -> _T:
+    """
+    Run CPU work proportional to ``size`` tickets: in a thread when large, so as not to hold the loop,
+    inline when small, where the hop to a thread would cost more than the work.
+    """
+    if size <= INLINE_TICKETS:
+        return func(*args)
+    return await asyncio.to_thread(func, *args)
+
+
+#: Up to this many tickets, a poll selects on the loop (well under a millisecond); more go to a thread.
+INLINE_TICKETS = 500
 
 
 async def read_pages(
@@ -309,9 +473,9 @@ class _Reported(NamedTuple):
             self.watermark is not None and isinstance(key, tuple) and cast("_Key", key) <= self.watermark
         )
 
-    def add(self, key: _Key) -> _Reported:
-        """This state with ``key`` reported, folded to stay within its bound."""
-        recent = sorted(self.recent | {key})
+    def add(self, *keys: _Key) -> _Reported:
+        """This state with ``keys`` reported, folded to stay within its bound."""
+        recent = sorted(self.recent.union(keys))
         try:
             horizon = _iso(datetime.fromisoformat(recent[-1][0]) - LOOKBACK)
         except OverflowError:  # the newest is within LOOKBACK of the calendar's start: nothing is older
@@ -505,25 +669,23 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
         .. seealso:: :doc:`/event-driven`
         """
         watcher = cls(**kwargs)
-        transport: AsyncTransport | None = None
-        try:
-            try:
-                transport, retries = await _aconnect(watcher.clubcollect_conn_id, watcher.backoff)
-            except Exception as exc:
-                raise watcher._stopped(exc) from exc
+        backoff = watcher.backoff or Backoff()
+        async with _shared_connection(watcher.clubcollect_conn_id) as connection:
             failures = 0
             while True:
                 polled_at = datetime.now(timezone.utc)
                 try:
-                    pager = CompanyTicketPager(
-                        watcher.company_id, STATUS_UNANSWERED, max_concurrency=watcher.max_concurrency
-                    )
-                    with observability.span("poll", trigger=cls.__name__):
-                        tickets = await read_pages(pager, transport, retries)
+                    async with connection.transport() as transport:
+                        pager = CompanyTicketPager(
+                            watcher.company_id, STATUS_UNANSWERED, max_concurrency=watcher.max_concurrency
+                        )
+                        retries = RequestRetries(backoff, transport.settings.max_retries)
+                        with observability.span("poll", trigger=cls.__name__):
+                            tickets = await read_pages(pager, transport, retries)
                 except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
                     failures += 1
                     observability.count("watcher.polls.failed", conn_id=watcher.clubcollect_conn_id)
-                    wait = max(watcher.poll_interval, retries.backoff.delay(failures))
+                    wait = max(watcher.poll_interval, backoff.delay(failures))
                     watcher.log.warning(
                         "Watching company %r: the poll failed (%s); still watching, next poll in %.1f s.",
                         watcher.company_id,
@@ -538,10 +700,6 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 observability.count("watcher.polls.ok", conn_id=watcher.clubcollect_conn_id)
                 yield _Poll(polled_at, tuple(tickets))
                 await asyncio.sleep(watcher.poll_interval)
-        finally:
-            # Also runs when the triggerer cancels the poll (the last watcher left, or shutdown).
-            if transport is not None:
-                await asyncio.shield(transport.aclose())
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         """
@@ -559,22 +717,24 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 if loaded is None:
                     continue  # the store could not be read: report nothing until it can
                 reported, store = loaded
-            fresh = await asyncio.to_thread(self._newly_due, poll, reported)
-            if fresh:
-                self.log.info("%d tickets of company %r newly await an answer.", len(fresh), self.company_id)
-            for key, ticket in fresh:
-                updated = reported.add(key)
-                if not await self._save(store, updated):
-                    break  # not recorded, so not reported: the next poll tries again
-                reported = updated
-                observability.count("watcher.tickets_reported", conn_id=self.clubcollect_conn_id)
-                yield TriggerEvent(
-                    {
-                        "ticket_id": ticket["ticket_id"],
-                        "invoice_id": ticket["invoice_id"],
-                        "ticket": ticket,
-                    }
-                )
+            fresh = await _off_loop(len(poll.tickets), self._newly_due, poll, reported)
+            if not fresh:
+                continue
+            self.log.info("%d tickets of company %r newly await an answer.", len(fresh), self.company_id)
+            updated = reported.add(*(key for key, _ticket in fresh))
+            if not await self._save(store, updated):
+                continue  # not recorded, so not reported: the next poll tries again
+            reported = updated
+            observability.count("watcher.tickets_reported", len(fresh), conn_id=self.clubcollect_conn_id)
+            oldest = fresh[0][1]
+            yield TriggerEvent(
+                {
+                    "ticket_id": oldest["ticket_id"],
+                    "invoice_id": oldest["invoice_id"],
+                    "ticket": oldest,
+                    "tickets": [ticket for _key, ticket in fresh],
+                }
+            )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll on its own and yield an event per ticket newly due (the path without a shared poll)."""

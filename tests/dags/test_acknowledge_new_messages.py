@@ -79,8 +79,8 @@ def test_dags_test_without_events_acknowledges_nothing_and_succeeds(
     assert [r for r in clubcollect_sandbox.requests() if r["method"] != "GET"] == []
 
 
-def asset_events(example: ModuleType, tickets: list[dict[str, Any]]) -> Any:
-    """Triggering asset events as a task receives them, built with Airflow's own accessor."""
+def asset_events(example: ModuleType, polls: list[list[dict[str, Any]]]) -> Any:
+    """Triggering asset events as a task receives them, one per poll, built with Airflow's own accessor."""
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
     from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
 
@@ -91,7 +91,12 @@ def asset_events(example: ModuleType, tickets: list[dict[str, Any]]) -> Any:
             # What the triggerer stores for a watcher's event (models/trigger.py, submit_event).
             extra={
                 "from_trigger": True,
-                "payload": {"ticket_id": t["ticket_id"], "invoice_id": t["invoice_id"], "ticket": t},
+                "payload": {
+                    "ticket_id": p[0]["ticket_id"],
+                    "invoice_id": p[0]["invoice_id"],
+                    "ticket": p[0],
+                    "tickets": p,
+                },
             },
             source_task_id=None,
             source_dag_id=None,
@@ -100,7 +105,7 @@ def asset_events(example: ModuleType, tickets: list[dict[str, Any]]) -> Any:
             source_aliases=[],
             timestamp=datetime.now(timezone.utc),
         )
-        for t in tickets
+        for p in polls
     )
 
 
@@ -124,7 +129,8 @@ def test_each_waiting_thread_is_chosen_once_and_answered_ones_never(
         for t in sandbox.invoice(invoice_id)["tickets"]
         if t["sender"] == "CUSTOMER"
     ]
-    events = asset_events(example, tickets + tickets[:1])  # one event delivered twice
+    # A burst of three tickets in one poll's event, the fourth in a later poll's, and the first event delivered twice.
+    events = asset_events(example, [tickets[:3], tickets[3:], tickets[:3]])
 
     chosen = example.invoices_to_acknowledge.function(triggering_asset_events=events)
 
