@@ -1,0 +1,81 @@
+"""What every ClubCollect operator and the sensor share: the connection, the request back-off, the hook."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY, as_backoff, task_retry_policy_kwargs
+
+if TYPE_CHECKING:
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+    from airflow_provider_clubcollect.retry import Backoff
+
+__all__ = ["ClubCollectBaseOperator", "ClubCollectConnectionMixin"]
+
+
+class ClubCollectConnectionMixin:
+    """
+    What the operators and the sensor share: the connection they use and the hook they build.
+
+    The arguments have no defaults here: each class using the mixin declares them, with their
+    defaults, in its own ``__init__``, where Airflow applies ``default_args`` and checks the
+    arguments of ``partial()`` and ``expand()``.
+
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
+    :param Any retry_policy: Airflow's task retry policy (Airflow 3.3+), or
+        :data:`~airflow_provider_clubcollect.retry.DEFAULT_TASK_RETRY_POLICY` for a ``ClubCollectRetryPolicy``.
+    """
+
+    def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
+        self.clubcollect_conn_id = clubcollect_conn_id
+        # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.
+        self.backoff = as_backoff(backoff)
+
+    @functools.cached_property
+    def hook(self) -> ClubCollectHook:
+        """The hook, built once per task run, with a connection pool for every request in flight."""
+        # Imported here: a DAG file that only builds operators does not load the request layer.
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+
+        return ClubCollectHook(
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
+            backoff=self.backoff,
+        )
+
+
+class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
+    """
+    Base of the ClubCollect operators: holds the connection id and builds the hook.
+
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param Backoff | None backoff: the waits between retries of each request
+        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed to
+        Airflow as it is.  By default a ``ClubCollectRetryPolicy``: a refused key, an unknown invoice or company
+        and bad input fail the task at once, a 429 retries no sooner than its ``Retry-After``.  ``None`` leaves
+        every failure to ``retries`` and ``retry_delay``.
+
+    .. seealso:: :ref:`operators` and :ref:`task-retries`
+    """
+
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        clubcollect_conn_id: str = DEFAULT_CONN_ID,
+        backoff: Backoff | None = None,
+        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        # Declared here, with their defaults: Airflow applies default_args, and checks the
+        # arguments of partial() and expand(), through each operator class's own __init__.
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
