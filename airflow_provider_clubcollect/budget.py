@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.connection import ClientSettings
 
+__all__ = [
+    "RequestBudget",
+    "budget_for",
+]
+
 log = logging.getLogger(__name__)
 
 #: The optional dependencies a shared budget needs, as ``pip install`` takes them.

@@ -34,14 +34,11 @@ from airflow_provider_clubcollect.get_provider_info import (
     DISTRIBUTION_NAME,
     MAX_RETRIES_LIMIT,
 )
-from airflow_provider_clubcollect.retry import as_backoff, task_retry_policy_kwargs
 from airflow_provider_clubcollect.wire import BASE_PATH
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
-    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.retry import Backoff
 
 #: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
@@ -382,37 +379,3 @@ def settings_from_airflow_connection(
         timeout=timeout,
         max_retries=max_retries,
     )
-
-
-class ClubCollectConnectionMixin:
-    """
-    What the operators and the sensor share: the connection they use and the hook they build.
-
-    The arguments have no defaults here: each class using the mixin declares them, with their
-    defaults, in its own ``__init__``, where Airflow applies ``default_args`` and checks the
-    arguments of ``partial()`` and ``expand()``.
-
-    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request
-        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
-    :param Any retry_policy: Airflow's task retry policy (Airflow 3.3+), or
-        :data:`~airflow_provider_clubcollect.retry.DEFAULT_TASK_RETRY_POLICY` for a ``ClubCollectRetryPolicy``.
-    """
-
-    def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
-        self.clubcollect_conn_id = clubcollect_conn_id
-        # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.
-        self.backoff = as_backoff(backoff)
-
-    @functools.cached_property
-    def hook(self) -> ClubCollectHook:
-        """The hook, built once per task run, with a connection pool for every request in flight."""
-        # Imported here: a DAG file that only builds operators does not load the request layer.
-        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
-
-        return ClubCollectHook(
-            self.clubcollect_conn_id,
-            pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
-            backoff=self.backoff,
-        )

@@ -16,6 +16,16 @@ from airflow.providers.common.compat.sdk import AirflowException
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import ApiRequest, RawResponse
 
+__all__ = [
+    "ClubCollectAmbiguousError",
+    "ClubCollectAuthError",
+    "ClubCollectError",
+    "ClubCollectNotFoundError",
+    "ClubCollectRateLimitError",
+    "ClubCollectServerError",
+    "ClubCollectValidationError",
+]
+
 #: The longest text quoted from a value or an answer in a message, and the longest message.
 MAX_QUOTED_CHARS: Final = 200
 MAX_MESSAGE_CHARS: Final = 20_000

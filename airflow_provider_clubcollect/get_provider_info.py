@@ -11,6 +11,8 @@ from typing import Any, Final
 
 from airflow_provider_clubcollect import __version__
 
+__all__ = ["get_provider_info"]
+
 # The distribution and its connection, defined here because Airflow reads this module (through
 # the package's entry point) without importing the hook, and the hook, the sandbox and the
 # connection form all name the same things.  Plain values only: importing this must never import Airflow.

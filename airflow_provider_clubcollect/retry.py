@@ -25,11 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, parse_retry_after, shown
+from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_clubcollect.wire import RawResponse
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
     from airflow_provider_clubcollect.wire import ApiRequest
+
+# ClubCollectRetryPolicy is public on Airflow 3.3+ only (see __getattr__ below).
+__all__ = ["Backoff", "ClubCollectRetryPolicy"] if AIRFLOW_V_3_3_PLUS else ["Backoff"]
 
 
 class TransportFailure(NamedTuple):
@@ -197,9 +201,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _airflow_has_task_retry_policies() -> bool:
-    from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
 
+
+def _airflow_has_task_retry_policies() -> bool:
     return AIRFLOW_V_3_3_PLUS
 
 

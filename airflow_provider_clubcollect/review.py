@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from datetime import datetime
 
+__all__ = [
+    "review_body",
+    "threads_table",
+]
+
 #: Characters of a member's message shown; the rest is cut with an ellipsis.
 MESSAGE_CHARS = 160
 #: Threads listed at most; the body then says how many more there are.

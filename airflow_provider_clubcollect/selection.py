@@ -16,6 +16,15 @@ from typing import Any, NamedTuple
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
 from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, parse_iso_datetime, validate_id
 
+__all__ = [
+    "Thread",
+    "awaiting_answer",
+    "group_threads",
+    "select_inactive",
+    "select_unanswered",
+    "to_utc",
+]
+
 
 def ticket_date(ticket: Mapping[str, Any]) -> datetime:
     """

@@ -27,6 +27,12 @@ from airflow_provider_clubcollect.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+__all__ = [
+    "CompanyTicket",
+    "Page",
+    "Ticket",
+]
+
 #: The path every base URL gets when the connection names only a host.
 BASE_PATH: Final = "/api"
 API_VERSION_PREFIX: Final = "v2"

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.connection import ClientSettings
 
+__all__ = ["ClubCollectHook"]
+
 #: Connections kept open per hook: enough for the default concurrency of paging and bulk actions.
 DEFAULT_POOL_SIZE = 10
 #: An invoice ID that cannot exist, read by ``test_connection`` to prove the key without changing anything.

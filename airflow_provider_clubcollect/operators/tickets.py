@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
-
 from airflow_provider_clubcollect.bulk import (
     DEFAULT_MAX_CONCURRENCY,
     AdaptiveLimiter,
@@ -19,7 +17,6 @@ from airflow_provider_clubcollect.bulk import (
     check_concurrency,
     run_bulk,
 )
-from airflow_provider_clubcollect.connection import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.escalation import (
     EscalationRecord,
     check_flag,
@@ -30,6 +27,7 @@ from airflow_provider_clubcollect.escalation import (
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     check_duration,
@@ -63,6 +61,15 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
+__all__ = [
+    "ArchiveTicketsOperator",
+    "CreateTicketOperator",
+    "EscalateTicketsOperator",
+    "FetchCompanyTicketsOperator",
+    "FetchInvoiceTicketsOperator",
+    "SelectThreadsOperator",
+]
+
 
 def _check_literal_invoice_ids(value: Any) -> None:
     # A plain string is refused (a list is wanted); a list is checked unless an item is a template or an XComArg.
@@ -73,36 +80,6 @@ def _check_literal_invoice_ids(value: Any) -> None:
         (isinstance(item, str) and is_literal(item)) or isinstance(item, dict) for item in value
     ):
         invoice_ids_from(value)
-
-
-class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
-    """
-    Base of the ClubCollect operators: holds the connection id and builds the hook.
-
-    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request
-        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed to
-        Airflow as it is.  By default a ``ClubCollectRetryPolicy``: a refused key, an unknown invoice or company
-        and bad input fail the task at once, a 429 retries no sooner than its ``Retry-After``.  ``None`` leaves
-        every failure to ``retries`` and ``retry_delay``.
-
-    .. seealso:: :ref:`operators` and :ref:`task-retries`
-    """
-
-    ui_color = "#e8f4ea"
-
-    def __init__(
-        self,
-        *,
-        clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        backoff: Backoff | None = None,
-        retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
-        **kwargs: Any,
-    ) -> None:
-        # Declared here, with their defaults: Airflow applies default_args, and checks the
-        # arguments of partial() and expand(), through each operator class's own __init__.
-        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):

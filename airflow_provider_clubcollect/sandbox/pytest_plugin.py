@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
     from airflow_provider_clubcollect.sandbox.server import SandboxServer
 
+__all__ = ["clubcollect_sandbox"]
+
 #: The name pytest registers this plugin under through its entry point (group ``pytest11``).
 ENTRY_POINT_NAME = "clubcollect"
 #: The seed every test starts from.

@@ -52,6 +52,11 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.transport import AsyncTransport
     from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
 
+__all__ = [
+    "UnansweredTicketsEventTrigger",
+    "UnansweredTicketsTrigger",
+]
+
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
