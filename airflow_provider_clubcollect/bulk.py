@@ -117,8 +117,6 @@ class AdaptiveLimiter:
     def __init__(self, max_concurrency: int) -> None:
         self.max_concurrency = check_concurrency(max_concurrency)
         self.limit = self.max_concurrency
-        #: Every limit taken, in order, starting with ``max_concurrency``.
-        self.limits = [self.limit]
         self.in_flight = 0
         self._round = 0
         self._successes = 0
@@ -142,7 +140,6 @@ class AdaptiveLimiter:
         if outcome.status == 429:
             if started_in == self._round and self.limit > 1:
                 self.limit = max(1, self.limit // 2)
-                self.limits.append(self.limit)
                 observability.gauge("limiter_window", self.limit)
                 log.warning(
                     "ClubCollect answered 429 (too many requests): at most %d requests in flight now.", self.limit
@@ -153,7 +150,6 @@ class AdaptiveLimiter:
             self._successes += 1
             if self._successes >= self.limit:
                 self.limit += 1
-                self.limits.append(self.limit)
                 observability.gauge("limiter_window", self.limit)
                 self._successes = 0
 

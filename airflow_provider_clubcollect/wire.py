@@ -44,14 +44,12 @@ STATUSES: Final = (STATUS_UNANSWERED, STATUS_ANSWERED, STATUS_ARCHIVED)
 
 SENDER_CUSTOMER: Final = "CUSTOMER"
 SENDER_COMPANY: Final = "COMPANY"
-SENDERS: Final = (SENDER_CUSTOMER, SENDER_COMPANY)
 
 ACTION_ARCHIVE: Final = "archive"
 ACTION_ASSIGN_TO_SUPPORT: Final = "assign_to_support"
 ACTIONS: Final = (ACTION_ARCHIVE, ACTION_ASSIGN_TO_SUPPORT)
 
-#: The API's default page size (the provider always asks for :data:`MAX_PAGE_SIZE`), and its most.
-API_DEFAULT_PAGE_SIZE: Final = 30
+#: The most tickets the API returns per page; the provider always asks for that many.
 MAX_PAGE_SIZE: Final = 100
 
 # Documented error codes; a 404 without its call's code comes from something else than the API.

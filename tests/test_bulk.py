@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_clubcollect import bulk
+from airflow_provider_clubcollect import bulk, observability
 from airflow_provider_clubcollect.bulk import AdaptiveLimiter, run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
@@ -29,7 +29,11 @@ def invoices(sandbox: SandboxHandle, count: int) -> list[str]:
     return ids
 
 
-def test_a_429_halves_the_limit_for_the_rest_of_the_action(sandbox: SandboxHandle) -> None:
+def test_a_429_halves_the_limit_for_the_rest_of_the_action(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows: list[float] = []  # every limit taken after the first, as the limiter_window metric reports it
+    monkeypatch.setattr(observability, "gauge", lambda name, value, **tags: windows.append(value))
     ids = invoices(sandbox, 60)
     # The first archive is refused with 429: every request of the action slows down, not only that one.
     sandbox.set_faults(latency_ms=50, script=[{"fault": "rate_limit", "retry_after": 0, "method": "POST"}])
@@ -40,8 +44,8 @@ def test_a_429_halves_the_limit_for_the_rest_of_the_action(sandbox: SandboxHandl
 
     assert result.done == ids
     assert {sandbox.invoice(i)["status"] for i in ids} == {"archived"}
-    assert limiter.limits[:2] == [8, 4], "halved once, not once per 429 of the same round"
-    assert limiter.limits[2:5] == [5, 6, 7], "then raised one step at a time"
+    assert windows[:1] == [4], "halved once, not once per 429 of the same round"
+    assert windows[1:4] == [5, 6, 7], "then raised one step at a time"
     posts = [r for r in sandbox.requests() if r["method"] == "POST"]
     assert max(r["in_flight"] for r in posts) <= 8
     assert [r["status"] for r in posts].count(429) == 1

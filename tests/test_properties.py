@@ -63,7 +63,7 @@ date_strings = st.one_of(
         ]
     ),
 )
-field_values = st.one_of(json_values, date_strings, st.sampled_from(list(wire.SENDERS)))
+field_values = st.one_of(json_values, date_strings, st.sampled_from([wire.SENDER_CUSTOMER, wire.SENDER_COMPANY]))
 tickets = st.dictionaries(
     st.sampled_from(["ticket_id", "invoice_id", "sender", "date", "message"]),
     field_values,
@@ -73,7 +73,7 @@ plausible_tickets = st.fixed_dictionaries(
     {
         "ticket_id": st.text(min_size=1, max_size=8),
         "invoice_id": st.sampled_from(["inv-1", "inv-2", "inv-3"]),
-        "sender": st.sampled_from([*wire.SENDERS, "OTHER"]),
+        "sender": st.sampled_from([wire.SENDER_CUSTOMER, wire.SENDER_COMPANY, "OTHER"]),
         "date": date_strings,
     }
 )
