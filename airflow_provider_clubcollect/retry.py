@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, parse_retry_after, shown
+from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
-from airflow_provider_clubcollect.wire import RawResponse
+from airflow_provider_clubcollect.wire import RawResponse, parse_retry_after
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy

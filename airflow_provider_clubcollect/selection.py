@@ -287,27 +287,6 @@ def _unanswered_threads(
     return chosen
 
 
-def find_ticket(
-    tickets: Iterable[Mapping[str, Any]], message: str, *, sender: str, since: datetime
-) -> dict[str, Any] | None:
-    """
-    The newest ticket from ``sender`` with exactly ``message``, dated at or after ``since``.
-
-    :param tickets: an invoice's tickets.
-    :param message: the text to match exactly.
-    :param sender: ``COMPANY`` or ``CUSTOMER``.
-    :param since: the earliest date (timezone-aware).
-    """
-    found = None
-    for ticket in tickets:
-        if ticket.get("sender") == sender and ticket.get("message") == message:
-            date = parse_iso_datetime(ticket.get("date"))
-            # An unreadable date must not make us post twice: it counts as recent.
-            if date is None or date >= since:
-                found = dict(ticket)
-    return found
-
-
 def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
     """
     Invoice IDs from a list of ID strings or of ticket dicts (their ``invoice_id``), de-duplicated.

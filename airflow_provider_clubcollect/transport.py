@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.budget import budget_for
-from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError, error_for
+from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError
 from airflow_provider_clubcollect.retry import TransportFailure, Verdict, verdict
-from airflow_provider_clubcollect.wire import RawResponse, parse_response
+from airflow_provider_clubcollect.wire import RawResponse, error_for, parse_response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

@@ -9,19 +9,23 @@ never drift apart.  This module does no I/O.  The distribution's and the connect
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict, cast
 from urllib.parse import quote
 
 from airflow_provider_clubcollect.exceptions import (
-    NOT_JSON,
+    ClubCollectAuthError,
+    ClubCollectError,
+    ClubCollectNotFoundError,
+    ClubCollectRateLimitError,
     ClubCollectServerError,
     ClubCollectValidationError,
-    decode_json,
-    error_for,
+    finite_seconds,
+    shorten,
     shown,
-    snippet,
 )
 
 if TYPE_CHECKING:
@@ -447,3 +451,128 @@ def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
     return ClubCollectServerError(
         f"Could not {request.description}: the API's answer is not what it documents ({what})."
     )
+
+
+def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
+    """
+    The error an unsuccessful answer stands for.
+
+    :param request: the request the answer belongs to.
+    :param response: the answer (any status outside 2xx).
+    :param attempts: how many times the request was sent, for the message.
+    """
+    status = response.status
+    code = error_code_of(response.body)
+    if code is not None:
+        code = shorten(code, 100)
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    detail = f"HTTP {status}" + (f" {code}" if code else "")
+    if code is None and response.body:
+        detail += f" ({snippet(response.body)})"
+    prefix = f"Could not {request.description}: {detail}{tried}."
+    cls: type[ClubCollectError] = ClubCollectError
+    advice = ""
+    if status in (401, 403):
+        cls, advice = (
+            ClubCollectAuthError,
+            (
+                " The API refused the key: check the API key in the connection "
+                "(a firewall's 403 may also mean the request was blocked)."
+            ),
+        )
+    elif status == 404 and code != request.not_found_code:
+        # The API answers its 404s with a documented code; anything else (an HTML page, an
+        # empty body, another code) is most likely a web server answering for a wrong path.
+        cls, advice = (
+            ClubCollectNotFoundError,
+            (
+                f" Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
+                "is the connection's base URL right (it should end in /api)?"
+            ),
+        )
+    elif status == 404:
+        cls, advice = ClubCollectNotFoundError, " It does not exist, or this API key may not see it."
+    elif status == 422:
+        cls, advice = ClubCollectValidationError, " The API refused the input."
+    elif status == 429:
+        # Finite only: a Retry-After of "inf" is no wait anyone can schedule (nor valid JSON in an event).
+        retry_after = finite_seconds(parse_retry_after(response.headers.get("retry-after")))
+        asked = "" if retry_after is None else f" It asked to wait {retry_after:g} s (Retry-After)."
+        return ClubCollectRateLimitError(
+            f"{prefix} The API is rate limiting: wait, or lower max_concurrency.{asked}",
+            status_code=status,
+            error_code=code,
+            retry_after=retry_after,
+        )
+    elif status >= 500:
+        cls, advice = ClubCollectServerError, " ClubCollect is failing; try again later."
+    return cls(prefix + advice, status_code=status, error_code=code)
+
+
+def error_code_of(body: bytes) -> str | None:
+    """
+    The API's error code in an error body: ``{"error": code}`` or ``{"errors": code}``.
+
+    :param body: the body bytes; an HTML page or anything else gives ``None``.
+    """
+    payload = decode_json(body)
+    if not isinstance(payload, dict):
+        return None
+    # ClubCollect's company page documents ``{"errors": "not_found"}``: read both keys.
+    for key in ("error", "errors"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            return ",".join(value)
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    :param value: the header value, or ``None``.
+    :return: the seconds (never negative), or ``None`` when absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(when.timestamp()) - time.time())
+
+
+#: What :func:`decode_json` returns for a body that is not JSON (compared by identity).
+NOT_JSON: Final = object()
+
+
+def decode_json(body: bytes) -> Any:
+    """
+    An answer's JSON value, or :data:`NOT_JSON`.
+
+    :param body: the body bytes.
+    """
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a body nested deeper than Python's parser goes ("[" * 100_000).
+        return NOT_JSON
+
+
+def snippet(body: bytes, limit: int = 120) -> str:
+    """
+    The start of an answer's body, whitespace collapsed, quoted for a message.
+
+    :param body: the body bytes.
+    :param limit: the most characters to keep.
+    """
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))

@@ -12,8 +12,8 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectError,
     ClubCollectRateLimitError,
-    error_for,
 )
+from airflow_provider_clubcollect.wire import error_for
 
 REQUEST = wire.get_invoice_tickets_request("inv-1")
 

@@ -25,7 +25,6 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
     ClubCollectServerError,
-    parse_retry_after,
 )
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.operators.tickets import (
@@ -36,6 +35,7 @@ from airflow_provider_clubcollect.operators.tickets import (
 )
 from airflow_provider_clubcollect.retry import Backoff, RequestRetries
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
+from airflow_provider_clubcollect.wire import parse_retry_after
 from tests.conftest import NOW, running_task, thread
 
 if TYPE_CHECKING:

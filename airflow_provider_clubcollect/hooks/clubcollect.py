@@ -30,11 +30,11 @@ from airflow_provider_clubcollect.exceptions import (
 from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
-from airflow_provider_clubcollect.selection import find_ticket, to_utc
+from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.transport import SyncTransport, call_sync
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from concurrent.futures import Future
 
     import requests
@@ -388,9 +388,9 @@ class ClubCollectHook(BaseHook):
 
         .. seealso:: :ref:`hook`
         """
-        found = find_ticket(self.get_invoice_tickets(invoice_id), message, sender=wire.SENDER_COMPANY, since=since)
+        found = _newest_posted(self.get_invoice_tickets(invoice_id), message, since)
         observability.count("creates_already_posted", int(found is not None), conn_id=self.clubcollect_conn_id)
-        return cast("wire.Ticket | None", found)
+        return found
 
     def archive_tickets(self, invoice_id: str) -> None:
         """
@@ -561,6 +561,18 @@ class ClubCollectHook(BaseHook):
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
+
+
+def _newest_posted(tickets: Iterable[Mapping[str, Any]], message: str, since: datetime) -> wire.Ticket | None:
+    """The newest company ticket with exactly ``message`` dated at or after ``since``; an unreadable date counts."""
+    found = None
+    for ticket in tickets:
+        if ticket.get("sender") == wire.SENDER_COMPANY and ticket.get("message") == message:
+            date = wire.parse_iso_datetime(ticket.get("date"))
+            # An unreadable date must not make us post twice: it counts as recent.
+            if date is None or date >= since:
+                found = ticket
+    return None if found is None else cast("wire.Ticket", dict(found))
 
 
 class _CreateRecord:
