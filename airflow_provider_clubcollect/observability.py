@@ -25,7 +25,7 @@ from airflow_provider_clubcollect.wire import RawResponse
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
-    from airflow_provider_clubcollect.retry import Outcome
+    from airflow_provider_clubcollect.transport import Outcome
     from airflow_provider_clubcollect.wire import ApiRequest
 
 #: Every metric's name starts so (after Airflow's own ``statsd_prefix``).

@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.wire import (
     MAX_PAGE_SIZE,
     company_tickets_page_request,

@@ -1,11 +1,10 @@
 """Retry tuning, public: :class:`Backoff`, the waits between retries of one *request*, and
 ``ClubCollectRetryPolicy``, a task retry policy for Airflow 3.3's ``retry_policy=``.
 
-The request layer's one retry decision lives here too, used by the sync hook and the async
-trigger alike: whether an attempt's outcome is final, may be retried, or may have been applied
-(:func:`verdict`), and how long to wait first (:meth:`Backoff.wait_seconds`).  ``Retry-After`` is
-honoured; otherwise waits grow exponentially with jitter so that many workers do not retry in
-lockstep.  Nothing here does I/O or sleeps: the transports do, with ``time.sleep`` or ``asyncio.sleep``.
+How long to wait before a retry is :meth:`Backoff.wait_seconds`: ``Retry-After`` is honoured;
+otherwise waits grow exponentially with jitter so that many workers do not retry in lockstep.
+Whether to retry at all is the transport's :func:`~airflow_provider_clubcollect.transport.verdict`,
+beside the loop that acts on it.  Nothing here does I/O or sleeps.
 
 Retrying a *task* is Airflow's business (``retries``, ``retry_delay``, and from Airflow 3.3 its
 ``retry_policy``); ``ClubCollectRetryPolicy`` tells Airflow which ClubCollect errors a retry cannot
@@ -17,53 +16,21 @@ import it.
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
-from airflow_provider_clubcollect.wire import RawResponse, parse_retry_after
+from airflow_provider_clubcollect.wire import parse_retry_after
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
-    from airflow_provider_clubcollect.wire import ApiRequest
 
 # ClubCollectRetryPolicy is public on Airflow 3.3+ only (see __getattr__ below).
 __all__ = ["Backoff", "ClubCollectRetryPolicy"] if AIRFLOW_V_3_3_PLUS else ["Backoff"]
-
-
-class TransportFailure(NamedTuple):
-    """
-    No HTTP answer arrived.
-
-    :param reason: what happened (connection refused, timeout, connection dropped), for logs.
-    :param maybe_applied: whether the request may have reached the server and been applied; a
-        refused connection or a connect timeout never did, a read timeout or a dropped answer may have.
-    :param timed_out: whether no answer came within the read timeout: the server may still be at work.
-    """
-
-    reason: str
-    maybe_applied: bool
-    timed_out: bool = False
-
-
-#: What one attempt produced: an answer, or none.
-Outcome = RawResponse | TransportFailure
-
-
-class Verdict(enum.Enum):
-    """What to do after an attempt."""
-
-    #: The outcome is the answer: success, or an error that a retry cannot fix.
-    FINAL = "final"
-    #: Try again after a wait.
-    RETRY = "retry"
-    #: A request that is not idempotent may have been applied: retrying blindly could apply it twice.
-    AMBIGUOUS = "ambiguous"
 
 
 @dataclass(frozen=True)
@@ -151,37 +118,6 @@ def as_backoff(value: object, name: str = "backoff") -> Backoff | None:
     raise ClubCollectValidationError(
         f"{name} must be a Backoff or a dict of its fields (initial, maximum, retry_after_max), got {shown(value)}."
     )
-
-
-class RequestRetries(NamedTuple):
-    """How one request is retried: the back-off and the count (the connection's ``max_retries``)."""
-
-    backoff: Backoff
-    max_retries: int
-
-
-def verdict(request: ApiRequest, outcome: Outcome) -> Verdict:
-    """
-    Judge one attempt's outcome.
-
-    Retried: connection errors and timeouts, 429 (after ``Retry-After`` when given) and 5xx.
-    Requests that are not idempotent (creating a ticket) are retried only when the outcome proves
-    the server did not apply them (429, a refused connection); otherwise the verdict is
-    :attr:`Verdict.AMBIGUOUS` and the caller decides.
-
-    :param request: the request that was sent.
-    :param outcome: its answer, or the failure to get one.
-    """
-    if isinstance(outcome, TransportFailure):
-        if outcome.maybe_applied and not request.idempotent:
-            return Verdict.AMBIGUOUS
-        return Verdict.RETRY
-    if outcome.status == 429:
-        # A rate-limited request was refused, not applied: safe to retry for any method.
-        return Verdict.RETRY
-    if outcome.status >= 500:
-        return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
-    return Verdict.FINAL
 
 
 def __getattr__(name: str) -> Any:

@@ -13,15 +13,15 @@ or traces on, each attempt is recorded by the transport's :class:`~airflow_provi
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.budget import budget_for
 from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, ClubCollectServerError
-from airflow_provider_clubcollect.retry import TransportFailure, Verdict, verdict
 from airflow_provider_clubcollect.wire import RawResponse, error_for, parse_response
 
 if TYPE_CHECKING:
@@ -31,15 +31,76 @@ if TYPE_CHECKING:
     import requests
 
     from airflow_provider_clubcollect.connection import ClientSettings
-    from airflow_provider_clubcollect.retry import Outcome, RequestRetries
+    from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import ApiRequest
 
 log = logging.getLogger(__name__)
 
 
+class TransportFailure(NamedTuple):
+    """
+    No HTTP answer arrived.
+
+    :param reason: what happened (connection refused, timeout, connection dropped), for logs.
+    :param maybe_applied: whether the request may have reached the server and been applied; a
+        refused connection or a connect timeout never did, a read timeout or a dropped answer may have.
+    :param timed_out: whether no answer came within the read timeout: the server may still be at work.
+    """
+
+    reason: str
+    maybe_applied: bool
+    timed_out: bool = False
+
+
+#: What one attempt produced: an answer, or none.
+Outcome = RawResponse | TransportFailure
+
+
+class Verdict(enum.Enum):
+    """What to do after an attempt."""
+
+    #: The outcome is the answer: success, or an error that a retry cannot fix.
+    FINAL = "final"
+    #: Try again after a wait.
+    RETRY = "retry"
+    #: A request that is not idempotent may have been applied: retrying blindly could apply it twice.
+    AMBIGUOUS = "ambiguous"
+
+
+class RequestRetries(NamedTuple):
+    """How one request is retried: the back-off and the count (the connection's ``max_retries``)."""
+
+    backoff: Backoff
+    max_retries: int
+
+
+def verdict(request: ApiRequest, outcome: Outcome) -> Verdict:
+    """
+    Judge one attempt's outcome.
+
+    Retried: connection errors and timeouts, 429 (after ``Retry-After`` when given) and 5xx.
+    Requests that are not idempotent (creating a ticket) are retried only when the outcome proves
+    the server did not apply them (429, a refused connection); otherwise the verdict is
+    :attr:`Verdict.AMBIGUOUS` and the caller decides.
+
+    :param request: the request that was sent.
+    :param outcome: its answer, or the failure to get one.
+    """
+    if isinstance(outcome, TransportFailure):
+        if outcome.maybe_applied and not request.idempotent:
+            return Verdict.AMBIGUOUS
+        return Verdict.RETRY
+    if outcome.status == 429:
+        # A rate-limited request was refused, not applied: safe to retry for any method.
+        return Verdict.RETRY
+    if outcome.status >= 500:
+        return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
+    return Verdict.FINAL
+
+
 def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Outcome]) -> Any:
     """
-    One API call with blocking I/O: send, retry as :func:`~airflow_provider_clubcollect.retry.verdict` says, parse.
+    One API call with blocking I/O: send, retry as :func:`verdict` says, parse.
 
     :param request: what to send.
     :param retries: how many retries, and how long to wait before each.

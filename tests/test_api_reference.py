@@ -25,6 +25,7 @@ NOT_IN_REFERENCE = {
             "connection",
             "escalation",
             "examples",
+            "limiter",
             "observability",
             "paging",
             "transport",

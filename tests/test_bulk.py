@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_provider_clubcollect import bulk, observability
-from airflow_provider_clubcollect.bulk import AdaptiveLimiter, run_bulk
+from airflow_provider_clubcollect.bulk import run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.limiter import AdaptiveLimiter
 from tests.conftest import fast_backoff, thread
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ from airflow_provider_clubcollect.operators.tickets import (
     EscalateTicketsOperator,
     FetchCompanyTicketsOperator,
 )
-from airflow_provider_clubcollect.retry import Backoff, RequestRetries
+from airflow_provider_clubcollect.retry import Backoff
+from airflow_provider_clubcollect.transport import RequestRetries
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from airflow_provider_clubcollect.wire import parse_retry_after
 from tests.conftest import NOW, running_task, thread

@@ -182,8 +182,7 @@ def test_one_span_per_attempt_under_the_current_span(
 
 def test_the_async_transport_records_the_same(sandbox: SandboxHandle, stats: RecordingStats, spans: Any) -> None:
     from airflow_provider_clubcollect.connection import settings_from_connection
-    from airflow_provider_clubcollect.retry import RequestRetries
-    from airflow_provider_clubcollect.transport import AsyncTransport, call_async
+    from airflow_provider_clubcollect.transport import AsyncTransport, RequestRetries, call_async
     from airflow_provider_clubcollect.wire import company_tickets_page_request
 
     sandbox.add_invoice(INVOICE, COMPANY, thread(("CUSTOMER", 3), ("CUSTOMER", 2)))

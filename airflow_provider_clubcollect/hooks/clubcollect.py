@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import observability, wire
-from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.connection import (
     check_max_retries,
     missing_connection,
@@ -28,10 +27,11 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectServerError,
 )
 from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
+from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
-from airflow_provider_clubcollect.transport import SyncTransport, call_sync
+from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_sync
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping

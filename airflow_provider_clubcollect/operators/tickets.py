@@ -10,13 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.bulk import (
-    DEFAULT_MAX_CONCURRENCY,
-    AdaptiveLimiter,
-    BulkResult,
-    check_concurrency,
-    run_bulk,
-)
+from airflow_provider_clubcollect.bulk import BulkResult, run_bulk
 from airflow_provider_clubcollect.escalation import (
     EscalationRecord,
     check_flag,
@@ -27,6 +21,7 @@ from airflow_provider_clubcollect.escalation import (
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency
 from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.operators.base import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (

@@ -23,7 +23,6 @@ from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_clubcollect import observability
-from airflow_provider_clubcollect.bulk import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
@@ -33,8 +32,9 @@ from airflow_provider_clubcollect.exceptions import (
     shown,
 )
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.paging import CompanyTicketPager
-from airflow_provider_clubcollect.retry import Backoff, RequestRetries, as_backoff
+from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     awaiting_answer_due,
@@ -42,6 +42,7 @@ from airflow_provider_clubcollect.selection import (
     to_utc,
     waiting_summary,
 )
+from airflow_provider_clubcollect.transport import RequestRetries
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
 
@@ -413,7 +414,7 @@ async def read_pages(
     """
     from functools import partial
 
-    from airflow_provider_clubcollect.bulk import AdaptiveLimiter
+    from airflow_provider_clubcollect.limiter import AdaptiveLimiter
     from airflow_provider_clubcollect.transport import call_async
 
     limiter = AdaptiveLimiter(pager.max_concurrency)

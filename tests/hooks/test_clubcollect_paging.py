@@ -80,8 +80,7 @@ def read_sync(max_concurrency: int = C) -> list[str]:
 
 
 def read_async(max_concurrency: int = C) -> list[str]:
-    from airflow_provider_clubcollect.retry import RequestRetries
-    from airflow_provider_clubcollect.transport import AsyncTransport
+    from airflow_provider_clubcollect.transport import AsyncTransport, RequestRetries
     from airflow_provider_clubcollect.triggers.tickets import read_pages
 
     settings = ClubCollectHook().settings
