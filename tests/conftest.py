@@ -73,6 +73,11 @@ def page_reads(sandbox: SandboxHandle) -> list[dict[str, Any]]:
     return [r for r in sandbox.requests() if "/companies/" in r["path"]]
 
 
+def without_looks(reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page reads proper: without the pager's one-ticket looks at the tail (``page_size=1``)."""
+    return [r for r in reads if r["query"].get("page_size") != "1"]
+
+
 def days_ago(days: float) -> str:
     """An ISO date ``days`` before :data:`NOW`."""
     return (NOW - timedelta(days=days)).isoformat()
