@@ -62,6 +62,11 @@ if TYPE_CHECKING:
 #: How often the pager may start over before it gives up on a list that will not hold still.
 MAX_REWINDS = 50
 
+#: The total the last read of a list ended with, per (company, status), in this process: where
+#: the tail probably is, so that the first look goes out beside page 1 instead of after it.  Only
+#: a guess: a look that misses the tail is sent again where the tail is.
+_LAST_TOTALS: dict[tuple[str, str], int] = {}
+
 
 class CompanyTicketPager:
     """
@@ -116,6 +121,7 @@ class CompanyTicketPager:
         self._answers = 0  # page answers since the last look
         self._pages_in_flight = 0
         self._next_out = 1
+        self._sizing = True  # page 1 is being read for the total
         self._requested: set[int] = set()
         self._ready: dict[int, tuple[list[CompanyTicket], int]] = {}  # page -> (tickets, looks sent before)
         # Pages handed out, not yet in the verified prefix: page -> (looks sent before, ticket_ids).
@@ -141,23 +147,30 @@ class CompanyTicketPager:
         """
         if self.done:
             return None
-        if self.total_entries is None:  # the first request: page 1
-            return None if self._sent else self._send(1)
+        if self._sizing:  # page 1 first, and a look where the tail was at the last read
+            guess = _LAST_TOTALS.get((self.company_id, self.status))
+            if 1 not in self._requested:
+                return self._send(1)
+            return self._look_at(guess) if guess and not self._looks else None
+        assert self.total_entries is not None
         if not self._looking and (
             not self._baseline
             or self._answers >= self.window
             or (self._answers and not self._pages_in_flight and self._next_page() is None)
         ):
-            self._looking = True
-            self._looks += 1
-            self._answers = 0
-            look = company_tickets_page_request(self.company_id, self.status, max(self.total_entries, 1), 1)
-            self._sent[id(look)] = (look, 0, self._epoch)
-            return look
+            return self._look_at(self.total_entries)
         page = self._next_page()
         if page is None or not self._baseline or self._pages_in_flight >= self.max_concurrency:
             return None
         return self._send(page)
+
+    def _look_at(self, position: int) -> ApiRequest:
+        self._looking = True
+        self._looks += 1
+        self._answers = 0
+        look = company_tickets_page_request(self.company_id, self.status, max(position, 1), 1)
+        self._sent[id(look)] = (look, 0, self._epoch)
+        return look
 
     def _next_page(self) -> int | None:
         if self._finished or self.total_pages is None:
@@ -191,13 +204,16 @@ class CompanyTicketPager:
         if not page:
             self._looking = False
             self._look(int(dict(request.params)["page_number"]), total, tickets)
-        elif self.total_entries is None:  # page 1, read first
-            self._set_total(total)
-            if total > self.page_size:  # more than one page: fix a baseline, then read them all
-                self._restart(total, count=False)
-            else:  # the whole list in one answer
-                self._baseline, self._agreed = True, 1
+        elif self._sizing:  # page 1, read first
+            self._sizing = False
+            if total <= self.page_size:  # the whole list in one answer: that is the read
+                self._set_total(total)
+                self._agreed = self._looks + 1
                 self._ready[1] = (tickets, 0)
+            else:  # every page is read once a look has fixed the baseline (page 1 again)
+                self._requested.clear()
+                if not self._baseline:
+                    self._set_total(total)
         elif total != self.total_entries:
             self._restart(total)
         else:
@@ -219,14 +235,17 @@ class CompanyTicketPager:
         self._set_total(total)
         if seen_tail:  # the look saw the tail: it is the (new) baseline
             self._baseline, self._tail, self._agreed = True, tail, self._looks
+            if len(_LAST_TOTALS) >= 1000:
+                _LAST_TOTALS.clear()
+            _LAST_TOTALS[self.company_id, self.status] = total
 
     def _set_total(self, total: int) -> None:
         self.total_entries, self.total_pages = total, math.ceil(total / self.page_size)
         if not self._anchored:  # resume no further than the list's last page
             self._next_out = min(self._next_out, max(self.total_pages, 1))
 
-    def _restart(self, total: int, *, count: bool = True) -> None:
-        self.rewinds += count
+    def _restart(self, total: int) -> None:
+        self.rewinds += 1
         if self.rewinds > MAX_REWINDS:
             raise ClubCollectServerError(
                 f"Could not read the {self.status} tickets of company {self.company_id!r}: the list "
@@ -241,7 +260,7 @@ class CompanyTicketPager:
         self._ready.clear()
         self._requested.clear()
         self._epoch += 1
-        self._baseline = self._looking = self._finished = False
+        self._baseline = self._looking = self._finished = self._sizing = False
         self._answers = 0
         self._set_total(total)
 

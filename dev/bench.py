@@ -6,9 +6,10 @@ of this script (``--serve``) sharing one loopback API port, each seeded in memor
 its target is about:
 
 a. reading 10,000 tickets of one company (100 pages): the hook and the trigger, wall time (median
-   of 5 reads) and requests (of them, the pager's looks at the tail), against the bound ``(1 + ceil((pages - 1) / C)) x RTT`` (RTT: the measured round trip
-   of one page); and a do-it-yourself ``requests`` loop at page_size 30 (the default of
-   HttpOperator's pagination) against the hook;
+   of 5 reads) and requests (of them, the pager's looks at the tail), against the bound
+   ``(1 + ceil((pages - 1) / C)) x RTT`` (RTT: the measured round trip of one page); and a
+   do-it-yourself ``requests`` loop at page_size 30 (the default of HttpOperator's pagination)
+   against the hook;
 b. archiving 1,000 invoices at C=8 and C=32, against ``ceil(1000 / C) x RTT`` (RTT: one archive);
 c. the import time of each public module over ``import airflow.sdk``, in a fresh interpreter with
    a warm bytecode cache, median of 7;

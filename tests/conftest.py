@@ -91,6 +91,17 @@ def thread(*senders_and_ages: tuple[str, float]) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _no_paging_guesses() -> Iterator[None]:
+    """Each test pages without the totals earlier tests' reads left (so request counts do not
+    depend on the order tests run in)."""
+    from airflow_provider_clubcollect.paging import _LAST_TOTALS
+
+    _LAST_TOTALS.clear()
+    yield
+    _LAST_TOTALS.clear()
+
+
 @pytest.fixture
 def sandbox(clubcollect_sandbox: SandboxHandle) -> SandboxHandle:
     """The sandbox, emptied: each test adds exactly the companies and threads it needs."""

@@ -237,6 +237,10 @@ def test_property_every_ticket_present_throughout_comes_once(seed: int) -> None:
                 newest += 1
                 current.append(f"t{newest:06d}")
 
+    from airflow_provider_clubcollect.paging import _LAST_TOTALS
+
+    if rng.random() < 0.5:  # a total from an earlier read: right, or not
+        _LAST_TOTALS["co", "unanswered"] = rng.choice([len(listing), rng.randint(1, 2 * len(listing))])
     pager = CompanyTicketPager("co", "unanswered", page_size=size, max_concurrency=concurrency)
     out = []
     pending: list[ApiRequest] = []
@@ -252,3 +256,15 @@ def test_property_every_ticket_present_throughout_comes_once(seed: int) -> None:
     assert len(out) == len(set(out)), "a ticket was handed out twice"
     throughout = [t for t in original if t not in touched]
     assert sorted(set(throughout) - set(out)) == [], "a ticket present throughout was skipped"
+
+
+def test_a_later_read_of_the_list_sends_its_first_look_beside_page_one() -> None:
+    listing = [f"t{n:03d}" for n in range(100)]
+    assert run(CompanyTicketPager("co", "unanswered", page_size=5), listing) == listing
+
+    pager = CompanyTicketPager("co", "unanswered", page_size=5)
+    first = requests_now(pager)
+    assert [(number_of(r), is_look(r)) for r in first] == [(1, False), (100, True)]
+    for request in first:
+        pager.accept(request, answer(request, listing))
+    assert run(pager, listing) == listing
