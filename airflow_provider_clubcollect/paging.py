@@ -1,28 +1,42 @@
-"""Reading every page of a company's ticket list, shared by the sync hook and the async trigger.
+"""Reading every page of a company's ticket list, shared by the sync hook and the async triggers.
 
-:class:`CompanyTicketPager` does no I/O: it says which pages to read, judges each answer and
+:class:`CompanyTicketPager` does no I/O: it says which requests to send, judges each answer and
 hands the tickets out page by page, oldest first, each ``ticket_id`` once.  The drivers (threads
-in the hook, tasks in the trigger) only send what it asks for, at most ``max_concurrency`` at a
-time, and give back the answers in whatever order they arrive.
+in the hook, tasks in the triggers) only send what it asks for and give back the answers in
+whatever order they arrive.
 
-Page 1 comes first and gives the list's size.  The other pages are then read several at a time,
-but never more than :attr:`~CompanyTicketPager.window` (``2 x max_concurrency``) pages ahead of
-the page being handed out, so a lazy consumer holds a bounded number of pages in memory.
+The list is paged by position and changes while it is read: threads leave it anywhere (answered,
+archived), new tickets join at its end, and a thread that comes back brings its old tickets back
+at their old dates together with a new one at the end.  A ticket is skipped when the tickets
+before it shift between the read of one page and the read of the next, and the total alone cannot
+show it when as many join as leave.  So the pager also watches the list's *tail*: a *look* is a
+one-ticket request for the last position (``page_size=1``, ``page_number=total``), which gives
+the total and the newest ticket.  Every ticket that joins is, or comes with, a new newest ticket;
+so when two looks agree and every page in between reports the same total, nothing joined or left
+between them, and the pages read in between are one snapshot.
 
-The list can change while it is read, and out-of-order reads make growth as dangerous as
-shrinkage: a ticket pushed from page 5 onto page 6 is skipped if page 6 was read before the
-change and page 5 after.  Every answer reports ``total_entries``.  The pages that report the same
-total as the read so far (the *baseline*) are taken as one consistent snapshot.  When a page
-reports another total, the pager starts over from the first page not yet handed out, less enough
-pages to cover the shift (``ceil(difference / page_size)``), with the new total as the baseline:
-pages read for the old baseline but not yet handed out are dropped, answers to requests sent
-before the restart are ignored, and tickets handed out before are dropped by ``ticket_id`` when
-re-read.  Tickets present throughout the read are thus all returned, once, in the list's order.
-After :data:`MAX_REWINDS` restarts the read fails.
+- Page 1 is read first; when it holds the whole list, that is the read (one request).
+- Otherwise a look fixes the *baseline* (total and newest ticket), and only then are pages 1 to
+  the last read, up to ``max_concurrency`` at a time, never more than :attr:`~CompanyTicketPager.window`
+  pages ahead of the page being handed out.  A look goes out, beside the pages, after every
+  ``window`` answers and after the last one.  Pages are handed out as they come; a page is
+  *verified* when a look sent after its answer agrees with the baseline.
+- A page reporting another total, or a look that disagrees, starts the read over: a new
+  baseline, and the pages from the first one not verified are read again.  Where to resume is
+  checked, not guessed: the first page re-read must begin with a ticket handed out from a
+  verified page, else the page before it is read too, and so on (page 1 always qualifies).
+  Tickets handed out before are dropped by ``ticket_id``; tickets that were skipped come out
+  then, after newer ones.  After :data:`MAX_REWINDS` restarts the read fails.
 
-The blind spot: the API has no cursor or version, only the total.  When tickets are both added
-and removed between two reads, the total understates how far tickets moved (in the extreme, as
-many added as removed leave it unchanged and nothing is noticed), and a ticket can be skipped.
+Cost on a list that holds still: for more than one page, one extra read of page 1, one look
+before the pages and one per ``window`` answers (one ticket each).  A change costs one look, a
+re-read of the pages since the last agreeing look, and a page per step back.
+
+The blind spot, with no cursor or version in the API: tickets that join in the middle of the list
+*without* a new newest ticket (only the ``archived`` list sees these: a thread archived brings
+its old tickets) while as many tickets leave, between two looks.  In the ``unanswered`` and
+``answered`` lists every join brings a new newest ticket, so nothing is missed.  The order of
+tickets (by date) must not change while the list is read.
 """
 
 from __future__ import annotations
@@ -43,19 +57,24 @@ from airflow_provider_clubcollect.wire import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket, Page
+    from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
 
 #: How often the pager may start over before it gives up on a list that will not hold still.
 MAX_REWINDS = 50
+
+#: The total the last read of a list ended with, per (company, status), in this process: where
+#: the tail probably is, so that the first look goes out beside page 1 instead of after it.  Only
+#: a guess: a look that misses the tail is sent again where the tail is.
+_LAST_TOTALS: dict[tuple[str, str], int] = {}
 
 
 class CompanyTicketPager:
     """
     The paging state of one read of a company's tickets in one status.
 
-    A driver loops until :attr:`done`: it sends every request :meth:`next_request` gives (up to
-    ``max_concurrency`` in flight), passes each answer to :meth:`accept`, and hands out what
-    :meth:`pop` returns, page by page::
+    A driver loops until :attr:`done`: it sends every request :meth:`next_request` gives (it
+    keeps at most :attr:`max_in_flight` in flight), passes each answer to :meth:`accept`, and
+    hands out what :meth:`pop` returns, page by page::
 
         while not pager.done:
             while (request := pager.next_request()) is not None:
@@ -83,6 +102,8 @@ class CompanyTicketPager:
         self.status = validate_status(status)
         self.page_size = validate_page_size(page_size)
         self.max_concurrency = check_concurrency(max_concurrency)
+        #: Requests in flight at most: ``max_concurrency`` pages and one look at the tail.
+        self.max_in_flight = self.max_concurrency + 1
         #: Pages requested but not yet handed out, at most: the read-ahead of a lazy consumer.
         self.window = 2 * self.max_concurrency
         #: The last page handed out.
@@ -91,43 +112,82 @@ class CompanyTicketPager:
         self.total_pages: int | None = None
         self.total_entries: int | None = None
         self.rewinds = 0
+        self._tail: str | None = None
+        self._baseline = False  # whether a look has fixed total_entries and _tail
         self._epoch = 0
-        self._next_request = 1
+        self._looks = 0  # looks sent
+        self._agreed = 0  # the last look that agreed with the baseline (pages answered before it are verified)
+        self._looking = False
+        self._answers = 0  # page answers since the last look
+        self._pages_in_flight = 0
         self._next_out = 1
-        self._ready: dict[int, list[CompanyTicket]] = {}
-        # id(request) -> (request, page, epoch); the request is kept so that its id stays unique.
+        self._sizing = True  # page 1 is being read for the total
+        self._requested: set[int] = set()
+        self._ready: dict[int, tuple[list[CompanyTicket], int]] = {}  # page -> (tickets, looks sent before)
+        # Pages handed out, not yet in the verified prefix: page -> (looks sent before, ticket_ids).
+        self._handed: dict[int, tuple[int, list[str]]] = {}
+        self._anchored = True
+        self._finished = False
+        # id(request) -> (request, page or 0 for a look, epoch); the request is kept so that its id stays unique.
         self._sent: dict[int, tuple[ApiRequest, int, int]] = {}
         self._seen: set[str] = set()
-        self._done = False
+        self._untrusted: set[str] = set()  # handed out from pages never verified
 
     @property
     def done(self) -> bool:
-        """Whether every page has been handed out."""
-        return self._done
+        """Whether every page has been handed out and verified."""
+        return self._finished and not self._handed
 
     def next_request(self) -> ApiRequest | None:
         """
-        The request for the next page to read, or ``None`` when nothing is to be sent now.
+        The next request to send, or ``None`` when nothing is to be sent now.
 
-        ``None`` means: wait for an answer (page 1 is read alone; the window is full), or
-        :attr:`done`.
+        ``None`` means: wait for an answer (page 1 is read alone; the baseline is being fixed;
+        ``max_concurrency`` pages are in flight; the window is full), or :attr:`done`.
         """
-        page = self._next_request
-        if (
-            self._done
-            or page - self._next_out >= self.window
-            or (self.total_pages is None and page > 1)
-            or (self.total_pages is not None and page > max(self.total_pages, 1))
-        ):
+        if self.done:
             return None
+        if self._sizing:  # page 1 first, and a look where the tail was at the last read
+            guess = _LAST_TOTALS.get((self.company_id, self.status))
+            if 1 not in self._requested:
+                return self._send(1)
+            return self._look_at(guess) if guess and not self._looks else None
+        assert self.total_entries is not None
+        if not self._looking and (
+            not self._baseline
+            or self._answers >= self.window
+            or (self._answers and not self._pages_in_flight and self._next_page() is None)
+        ):
+            return self._look_at(self.total_entries)
+        page = self._next_page()
+        if page is None or not self._baseline or self._pages_in_flight >= self.max_concurrency:
+            return None
+        return self._send(page)
+
+    def _look_at(self, position: int) -> ApiRequest:
+        self._looking = True
+        self._looks += 1
+        self._answers = 0
+        look = company_tickets_page_request(self.company_id, self.status, max(position, 1), 1)
+        self._sent[id(look)] = (look, 0, self._epoch)
+        return look
+
+    def _next_page(self) -> int | None:
+        if self._finished or self.total_pages is None:
+            return None
+        last = min(max(self.total_pages, 1), self._next_out + self.window - 1)
+        return next((p for p in range(self._next_out, last + 1) if p not in self._requested), None)
+
+    def _send(self, page: int) -> ApiRequest:
         request = company_tickets_page_request(self.company_id, self.status, page, self.page_size)
         self._sent[id(request)] = (request, page, self._epoch)
-        self._next_request += 1
+        self._requested.add(page)
+        self._pages_in_flight += 1
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
         """
-        Take one page's answer, in any order.
+        Take one answer, in any order.
 
         :param request: the request :meth:`next_request` gave.
         :param payload: the decoded JSON answer.
@@ -135,35 +195,74 @@ class CompanyTicketPager:
             kept changing for :data:`MAX_REWINDS` restarts.
         """
         _, page, epoch = self._sent.pop(id(request))
-        if self._done or epoch != self._epoch:
+        if page:
+            self._pages_in_flight -= 1
+        if self.done or epoch != self._epoch:
             return  # sent before the last restart, or not needed any more
         tickets = parse_tickets(request, payload, company=True)
-        info = parse_page_info(request, payload)
-        if self.total_entries is None:
-            self.total_entries, self.total_pages = info["total_entries"], info["total_pages"]
-        elif info["total_entries"] != self.total_entries:
-            self._restart(info)
-            return
-        self._ready[page] = tickets
+        total = parse_page_info(request, payload)["total_entries"]
+        if not page:
+            self._looking = False
+            self._look(int(dict(request.params)["page_number"]), total, tickets)
+        elif self._sizing:  # page 1, read first
+            self._sizing = False
+            if total <= self.page_size:  # the whole list in one answer: that is the read
+                self._set_total(total)
+                self._agreed = self._looks + 1
+                self._ready[1] = (tickets, 0)
+            else:  # every page is read once a look has fixed the baseline (page 1 again)
+                self._requested.clear()
+                if not self._baseline:
+                    self._set_total(total)
+        elif total != self.total_entries:
+            self._restart(total)
+        else:
+            self._answers += 1
+            self._ready[page] = (tickets, self._looks)
 
-    def _restart(self, info: Page) -> None:
-        assert self.total_entries is not None
+    def _look(self, position: int, total: int, tickets: list[CompanyTicket]) -> None:
+        tail = tickets[0]["ticket_id"] if tickets and position == total else None
+        seen_tail = position == total or total == 0
+        if self._baseline and total == self.total_entries and tail == self._tail:
+            self._agreed = self._looks  # every page answered before this look was sent is verified
+            for page in sorted(self._handed):  # the verified prefix grows
+                if self._handed[page][0] >= self._agreed:
+                    break
+                del self._handed[page]
+            return
+        if self._baseline or not seen_tail:
+            self._restart(total)
+        self._set_total(total)
+        if seen_tail:  # the look saw the tail: it is the (new) baseline
+            self._baseline, self._tail, self._agreed = True, tail, self._looks
+            if len(_LAST_TOTALS) >= 1000:
+                _LAST_TOTALS.clear()
+            _LAST_TOTALS[self.company_id, self.status] = total
+
+    def _set_total(self, total: int) -> None:
+        self.total_entries, self.total_pages = total, math.ceil(total / self.page_size)
+        if not self._anchored:  # resume no further than the list's last page
+            self._next_out = min(self._next_out, max(self.total_pages, 1))
+
+    def _restart(self, total: int) -> None:
         self.rewinds += 1
         if self.rewinds > MAX_REWINDS:
             raise ClubCollectServerError(
                 f"Could not read the {self.status} tickets of company {self.company_id!r}: the list "
                 f"kept changing while it was read ({MAX_REWINDS} restarts). Try again later."
             )
-        # Tickets moved by at most the change in the total (see the module's blind spot), so
-        # every ticket not yet handed out is on this page or later.
-        shift = math.ceil(abs(info["total_entries"] - self.total_entries) / self.page_size)
-        start = max(1, self._next_out - shift)
-        self._epoch += 1
+        # Read again from the first page not verified; what it handed out may not be trusted.
+        for _, ids in self._handed.values():
+            self._untrusted.update(ids)
+        self._next_out = min([*self._handed, self._next_out])
+        self._anchored = self._next_out == 1
+        self._handed.clear()
         self._ready.clear()
-        self._next_request = self._next_out = start
-        self.total_entries, self.total_pages = info["total_entries"], info["total_pages"]
-        # Shrunk below the pages handed out: every ticket still in the list was handed out.
-        self._done = start > info["total_pages"]
+        self._requested.clear()
+        self._epoch += 1
+        self._baseline = self._looking = self._finished = self._sizing = False
+        self._answers = 0
+        self._set_total(total)
 
     def pop(self) -> list[CompanyTicket] | None:
         """
@@ -171,16 +270,29 @@ class CompanyTicketPager:
 
         An empty page ends the read, also when the server claimed more pages.
         """
-        tickets = None if self._done else self._ready.pop(self._next_out, None)
-        if tickets is None:
+        ready = None if self._finished else self._ready.get(self._next_out)
+        if ready is None:
             return None
+        tickets, looks = ready
+        if not self._anchored:
+            # Resume where the page begins with a ticket handed out from a verified page: every
+            # ticket before it was handed out.  Else read the page before it too.
+            first = tickets[0]["ticket_id"] if tickets else None
+            if self._next_out > 1 and (first not in self._seen or first in self._untrusted):
+                assert self.total_pages is not None
+                self._next_out = min(self._next_out - 1, max(self.total_pages, 1))
+                return None
+            self._anchored = True
+        del self._ready[self._next_out]
         assert self.total_pages is not None
         self.last_page_read = self._next_out
         self._next_out += 1
         seen = self._seen
-        ids = {ticket["ticket_id"] for ticket in tickets}
-        if len(ids) == len(tickets) and seen.isdisjoint(ids):
-            seen |= ids
+        ids = [ticket["ticket_id"] for ticket in tickets]
+        if looks >= self._agreed or self._handed:  # not verified, or after one that is not
+            self._handed[self.last_page_read] = (looks, ids)
+        if len(set(ids)) == len(tickets) and seen.isdisjoint(ids):
+            seen.update(ids)
             fresh = tickets  # the common case, in set operations: every ticket new, none twice in the page
         else:
             fresh = []
@@ -190,7 +302,7 @@ class CompanyTicketPager:
                     seen.add(ticket_id)
                     fresh.append(ticket)
         if not tickets or self.last_page_read >= self.total_pages:
-            self._done = True
+            self._finished = True
         return fresh
 
     def progress(self) -> str:

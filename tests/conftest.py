@@ -73,6 +73,11 @@ def page_reads(sandbox: SandboxHandle) -> list[dict[str, Any]]:
     return [r for r in sandbox.requests() if "/companies/" in r["path"]]
 
 
+def without_looks(reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page reads proper: without the pager's one-ticket looks at the tail (``page_size=1``)."""
+    return [r for r in reads if r["query"].get("page_size") != "1"]
+
+
 def days_ago(days: float) -> str:
     """An ISO date ``days`` before :data:`NOW`."""
     return (NOW - timedelta(days=days)).isoformat()
@@ -84,6 +89,17 @@ def thread(*senders_and_ages: tuple[str, float]) -> list[dict[str, Any]]:
         {"message": f"{sender.lower()} message {n}", "sender": sender, "date": days_ago(age)}
         for n, (sender, age) in enumerate(senders_and_ages)
     ]
+
+
+@pytest.fixture(autouse=True)
+def _no_paging_guesses() -> Iterator[None]:
+    """Each test pages without the totals earlier tests' reads left (so request counts do not
+    depend on the order tests run in)."""
+    from airflow_provider_clubcollect.paging import _LAST_TOTALS
+
+    _LAST_TOTALS.clear()
+    yield
+    _LAST_TOTALS.clear()
 
 
 @pytest.fixture

@@ -26,10 +26,14 @@ def number_of(request: ApiRequest) -> int:
     return int(dict(request.params)["page_number"])
 
 
-def answer(request: ApiRequest, listing: list[str], size: int) -> dict[str, object]:
-    """The page ``request`` asks for, cut from ``listing`` as it is now."""
-    n = number_of(request)
+def answer(request: ApiRequest, listing: list[str]) -> dict[str, object]:
+    """What ``request`` asks for (a page, or a one-ticket look at the tail), cut from ``listing`` as it is now."""
+    n, size = number_of(request), int(dict(request.params)["page_size"])
     return page(n, size, len(listing), listing[(n - 1) * size : n * size])
+
+
+def is_look(request: ApiRequest) -> bool:
+    return dict(request.params)["page_size"] == "1"
 
 
 def requests_now(pager: CompanyTicketPager) -> list[ApiRequest]:
@@ -46,14 +50,29 @@ def handed_out(pager: CompanyTicketPager) -> list[str]:
     return out
 
 
+def run(pager: CompanyTicketPager, listing: list[str], change: Any = None) -> list[str]:
+    """Drive a pager to the end, answering the newest request first (out of order), calling
+    ``change(listing, answered)`` before each answer is cut."""
+    out: list[str] = []
+    pending: list[ApiRequest] = []
+    answered = 0
+    while not pager.done:
+        pending += requests_now(pager)
+        request = pending.pop()
+        if change is not None:
+            change(listing, answered)
+        answered += 1
+        pager.accept(request, answer(request, listing))
+        out += handed_out(pager)
+    return out
+
+
 def test_progress_line_counts_pages_and_tickets() -> None:
     pager = CompanyTicketPager("co", "unanswered", page_size=100, max_concurrency=1)
-    for number in (1, 2, 3):
-        request = pager.next_request()
-        assert request is not None
-        pager.accept(request, page(number, 100, 1180, [f"{number}-{n}" for n in range(100)]))
-        assert len(handed_out(pager)) == 100
-    assert pager.progress() == "page 3/12, 300 of 1,180 tickets"
+    listing = [f"t{n}" for n in range(1180)]
+    assert pager.progress() == "page 0/?, 0 of ? tickets"
+    assert run(pager, listing) == listing
+    assert pager.progress() == "page 12/12, 1,180 of 1,180 tickets"
 
 
 def test_progress_line_for_an_empty_list() -> None:
@@ -66,42 +85,42 @@ def test_progress_line_for_an_empty_list() -> None:
     assert pager.progress() == "page 1/1, 0 of 0 tickets"
 
 
-def test_page_one_alone_then_never_more_than_the_window_ahead() -> None:
+def test_one_page_is_one_request() -> None:
+    listing = [f"t{n}" for n in range(100)]
+    pager = CompanyTicketPager("co", "unanswered", page_size=100)
+    (request,) = requests_now(pager)
+    pager.accept(request, answer(request, listing))
+    assert handed_out(pager) == listing
+    assert pager.done
+
+
+def test_page_one_then_a_look_then_never_more_than_the_window_ahead() -> None:
     listing = [f"t{n:03d}" for n in range(100)]
     pager = CompanyTicketPager("co", "unanswered", page_size=5, max_concurrency=3)
     assert pager.window == 6
     (first,) = requests_now(pager)
     assert number_of(first) == 1, "page 1 alone: it gives the total"
-    pager.accept(first, answer(first, listing, 5))
-    assert handed_out(pager) == listing[:5]
+    pager.accept(first, answer(first, listing))
+    assert handed_out(pager) == [], "page 1 is read again once the tail is known"
+    (look,) = requests_now(pager)
+    assert (is_look(look), number_of(look)) == (True, 100), "then the tail alone: the baseline"
+    pager.accept(look, answer(look, listing))
 
-    # Page 2 hangs; every other answer arrives at once.
+    # Page 1 hangs; every other answer arrives at once.
     sent = requests_now(pager)
-    assert [number_of(r) for r in sent] == [2, 3, 4, 5, 6, 7], "at most the window ahead of page 1"
-    for request in sent[1:]:
-        pager.accept(request, answer(request, listing, 5))
-    assert handed_out(pager) == [], "page 3 waits for page 2"
-    assert requests_now(pager) == [], "nothing more while page 2 is missing"
+    assert [number_of(r) for r in sent] == [1, 2, 3], "max_concurrency pages in flight"
+    hanging, answered = sent[0], []
+    while more := [r for r in sent[1:] if r not in answered]:
+        for request in more:
+            pager.accept(request, answer(request, listing))
+            answered.append(request)
+        assert handed_out(pager) == [], "page 2 waits for page 1"
+        sent = [hanging, *answered, *requests_now(pager)]
+    assert [number_of(r) for r in answered] == [2, 3, 4, 5, 6], "never more than the window ahead of page 1"
 
-    pager.accept(sent[0], answer(sent[0], listing, 5))
-    assert handed_out(pager) == listing[5:35]
-    assert [number_of(r) for r in requests_now(pager)] == [8, 9, 10, 11, 12, 13]
-
-
-def run(pager: CompanyTicketPager, listing: list[str], size: int, change: Any) -> list[str]:
-    """Drive a pager to the end, answering the newest request first (out of order), calling
-    ``change(listing, answered)`` before each answer is cut."""
-    out: list[str] = []
-    pending: list[ApiRequest] = []
-    answered = 0
-    while not pager.done:
-        pending += requests_now(pager)
-        request = pending.pop()
-        change(listing, answered)
-        answered += 1
-        pager.accept(request, answer(request, listing, size))
-        out += handed_out(pager)
-    return out
+    pager.accept(hanging, answer(hanging, listing))
+    assert handed_out(pager) == listing[:30]
+    assert [number_of(r) for r in requests_now(pager) if not is_look(r)] == [7, 8, 9]
 
 
 def test_growth_before_pages_read_out_of_order_is_not_skipped() -> None:
@@ -113,7 +132,7 @@ def test_growth_before_pages_read_out_of_order_is_not_skipped() -> None:
             current[0:0] = ["new-a", "new-b", "new-c"]
 
     pager = CompanyTicketPager("co", "unanswered", page_size=5, max_concurrency=3)
-    out = run(pager, listing, 5, grow)
+    out = run(pager, listing, grow)
 
     assert pager.rewinds == 1
     assert len(out) == len(set(out)), "a ticket was handed out twice"
@@ -129,7 +148,7 @@ def test_shrink_before_the_current_page_is_not_skipped() -> None:
             del current[1:4]
 
     pager = CompanyTicketPager("co", "unanswered", page_size=5, max_concurrency=3)
-    out = run(pager, listing, 5, shrink)
+    out = run(pager, listing, shrink)
 
     assert pager.rewinds == 2
     removed = set(original) - set(listing)
@@ -145,7 +164,7 @@ def test_a_list_that_never_holds_still_fails_clearly() -> None:
 
     pager = CompanyTicketPager("co", "unanswered", page_size=5, max_concurrency=3)
     with pytest.raises(ClubCollectServerError, match=rf"kept changing while it was read \({MAX_REWINDS} restarts\)"):
-        run(pager, listing, 5, grow)
+        run(pager, listing, grow)
 
 
 def test_bad_max_concurrency_is_refused() -> None:
@@ -156,3 +175,96 @@ def test_bad_max_concurrency_is_refused() -> None:
             ClubCollectValidationError, match=rf"max_concurrency must be an integer of at least 1, got {bad!r}"
         ):
             CompanyTicketPager("co", "unanswered", max_concurrency=bad)  # type: ignore[arg-type]
+
+
+def test_the_issue_25_case_total_unchanged() -> None:
+    """1,000 one-ticket threads at C=8; at the 8th page request the 120 oldest leave and 120 new
+    join at the end, so the total stays 1,000: no ticket present throughout is skipped."""
+    listing = [f"t{n:04d}" for n in range(1000)]
+    original = list(listing)
+    pages = 0
+
+    def change(current: list[str], answered: int) -> None:
+        nonlocal pages
+        pages += 1
+        if pages == 8:
+            del current[:120]
+            current += [f"new{n:03d}" for n in range(120)]
+
+    pager = CompanyTicketPager("co", "unanswered", page_size=100, max_concurrency=8)
+    out = run(pager, listing, change)
+
+    assert len(out) == len(set(out))
+    assert [t for t in out if t in original[120:]] == original[120:]
+    assert pager.rewinds == 1
+
+
+@pytest.mark.parametrize("seed", range(1000))
+def test_property_every_ticket_present_throughout_comes_once(seed: int) -> None:
+    """Random changes at random moments of a read answered in random order: threads leave
+    anywhere, join at the end, and come back at their old places with a new ticket at the end;
+    with the total unchanged or not.  Every ticket present throughout comes exactly once."""
+    import random
+
+    rng = random.Random(seed)
+    size, concurrency = rng.choice([(5, 3), (10, 4), (7, 1), (10, 8)])
+    keys = list(range(0, 10 * rng.randint(20, 120), 10))
+    listing = [f"t{k:06d}" for k in keys]
+    original, gone, touched = list(listing), [], set()
+    newest = keys[-1]
+    moments = {rng.randrange(60): rng.choice(["leave", "join", "back", "swap", "swap-back"]) for _ in range(3)}
+
+    def change(current: list[str], answered: int) -> None:
+        nonlocal newest
+        kind = moments.get(answered)
+        if kind is None or not current:
+            return
+        count = rng.randint(1, 2 * size)
+        if kind in ("leave", "swap", "swap-back"):
+            for ticket in rng.sample(current, min(count, len(current))):
+                current.remove(ticket)
+                gone.append(ticket)
+                touched.add(ticket)
+        if kind in ("back", "swap-back") and gone:
+            for ticket in rng.sample(gone, min(count, len(gone))):
+                gone.remove(ticket)
+                current.append(ticket)
+                newest += 1
+                current.append(f"t{newest:06d}")  # a thread comes back with a new ticket at the end
+            current.sort()
+        if kind in ("join", "swap"):
+            for _ in range(count):
+                newest += 1
+                current.append(f"t{newest:06d}")
+
+    from airflow_provider_clubcollect.paging import _LAST_TOTALS
+
+    if rng.random() < 0.5:  # a total from an earlier read: right, or not
+        _LAST_TOTALS["co", "unanswered"] = rng.choice([len(listing), rng.randint(1, 2 * len(listing))])
+    pager = CompanyTicketPager("co", "unanswered", page_size=size, max_concurrency=concurrency)
+    out = []
+    pending: list[ApiRequest] = []
+    answered = 0
+    while not pager.done:
+        pending += requests_now(pager)
+        request = pending.pop(rng.randrange(len(pending)))
+        change(listing, answered)
+        answered += 1
+        pager.accept(request, answer(request, listing))
+        out += handed_out(pager)
+
+    assert len(out) == len(set(out)), "a ticket was handed out twice"
+    throughout = [t for t in original if t not in touched]
+    assert sorted(set(throughout) - set(out)) == [], "a ticket present throughout was skipped"
+
+
+def test_a_later_read_of_the_list_sends_its_first_look_beside_page_one() -> None:
+    listing = [f"t{n:03d}" for n in range(100)]
+    assert run(CompanyTicketPager("co", "unanswered", page_size=5), listing) == listing
+
+    pager = CompanyTicketPager("co", "unanswered", page_size=5)
+    first = requests_now(pager)
+    assert [(number_of(r), is_look(r)) for r in first] == [(1, False), (100, True)]
+    for request in first:
+        pager.accept(request, answer(request, listing))
+    assert run(pager, listing) == listing

@@ -470,12 +470,12 @@ class ClubCollectHook(BaseHook):
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         retries = self._retries
-        limiter = AdaptiveLimiter(pager.max_concurrency)
-        pool = ThreadPoolExecutor(max_workers=pager.max_concurrency, thread_name_prefix="clubcollect-page")
+        limiter = AdaptiveLimiter(pager.max_in_flight)
+        pool = ThreadPoolExecutor(max_workers=pager.max_in_flight, thread_name_prefix="clubcollect-page")
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
-            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
+            while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
                 # In the caller's context (a copy each): the requests' spans are children of the task's.
                 pending[pool.submit(copy_context().run, self._call, request, retries, limiter)] = request
 

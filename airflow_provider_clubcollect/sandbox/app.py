@@ -474,6 +474,18 @@ def _add_control_routes(app: FastAPI, state: SandboxState) -> None:
         state.clear_requests()
         return Response(status_code=204)
 
+    @app.post(f"{CONTROL_PREFIX}/list_changes", status_code=204)
+    async def change_list(request: Request) -> Response:
+        """Change threads before the n-th list request from now: ``{"after_reads", "answer", "archive", "write"}``."""
+        body = await _json_object(request)
+        state.change_list(
+            body.get("after_reads", 1),
+            answer=body.get("answer", []),
+            archive=body.get("archive", []),
+            write=body.get("write", []),
+        )
+        return Response(status_code=204)
+
     @app.get(f"{CONTROL_PREFIX}/faults")
     async def faults() -> Response:
         """The fault settings in force."""

@@ -162,6 +162,27 @@ class SandboxClient:
         """Forget the API requests received."""
         self._call("DELETE", "/requests")
 
+    def change_list(
+        self,
+        after_reads: int = 1,
+        *,
+        answer: Iterable[str] = (),
+        archive: Iterable[str] = (),
+        write: Iterable[str] = (),
+    ) -> None:
+        """
+        Change threads just before the sandbox serves the ``after_reads``-th company-list request
+        from now (1: the next one): a moment in the middle of a paged read.
+
+        :param after_reads: which list request from now, at least 1.
+        :param answer: invoice IDs that get a COMPANY reply (they leave the unanswered list).
+        :param archive: invoice IDs archived.
+        :param write: invoice IDs that get a CUSTOMER ticket dated after every other: the thread
+            joins the unanswered list at its end, or comes back with its old tickets at their old dates.
+        """
+        body = {"after_reads": after_reads, "answer": list(answer), "archive": list(archive), "write": list(write)}
+        self._call("POST", "/list_changes", body)
+
     # --- faults -----------------------------------------------------------------------------------
 
     def set_faults(self, **settings: Any) -> dict[str, Any]:

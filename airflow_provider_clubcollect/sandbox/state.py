@@ -18,7 +18,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect.sandbox.errors import SandboxInputError, SandboxNotFoundError
@@ -211,6 +211,9 @@ class SandboxState:
         # sort, not one per page.  Every change to tickets or thread status bumps the version.
         self._version = 0
         self._lists: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
+        # Company-list requests served, and changes due at one of them (change_list).
+        self._list_reads = 0
+        self._list_changes: list[tuple[int, dict[str, list[str]]]] = []
 
     @property
     def api_key(self) -> str:
@@ -239,6 +242,8 @@ class SandboxState:
             self._faults = FaultSettings()
             self._version += 1
             self._lists.clear()
+            self._list_reads = 0
+            self._list_changes.clear()
         if seed is not None:
             seed_state(self, seed, now=now)
 
@@ -494,6 +499,12 @@ class SandboxState:
         :param page_size: tickets per page, from 1 to :data:`MAX_PAGE_SIZE`.
         :return: ``{"tickets": [...], "page": {...}}``, or ``None`` for an unknown company.
         """
+        with self._lock:
+            self._list_reads += 1
+            due = [change for at, change in self._list_changes if at == self._list_reads]
+            self._list_changes = [(at, change) for at, change in self._list_changes if at > self._list_reads]
+        for change in due:
+            self._apply_list_change(change)
         tickets = self._company_list(company_id, status)
         if tickets is None:
             return None
@@ -507,6 +518,56 @@ class SandboxState:
                 "total_pages": math.ceil(len(tickets) / page_size),
             },
         }
+
+    # --- changes in the middle of a read ----------------------------------------------------------
+
+    def change_list(
+        self,
+        after_reads: int = 1,
+        *,
+        answer: Sequence[str] = (),
+        archive: Sequence[str] = (),
+        write: Sequence[str] = (),
+    ) -> None:
+        """
+        Change threads at a chosen moment of a read: just before the sandbox serves the
+        ``after_reads``-th request for a company's list from now (1: the next one), whatever
+        its company, status or page.
+
+        Each invoice in ``answer`` gets a COMPANY reply (its thread leaves the unanswered list
+        for the answered one), each in ``archive`` is archived, and each in ``write`` gets a
+        CUSTOMER ticket dated after every ticket the sandbox holds: its thread joins the
+        unanswered list at the end, or comes back into it with its old tickets at their old dates.
+
+        :param after_reads: which list request from now, at least 1.
+        :param answer: invoice IDs to answer.
+        :param archive: invoice IDs to archive.
+        :param write: invoice IDs a member writes on.
+        :raises SandboxInputError: for a bad ``after_reads`` or a list that is not of strings.
+        :raises SandboxNotFoundError: for an unknown invoice.
+        """
+        if isinstance(after_reads, bool) or not isinstance(after_reads, int) or after_reads < 1:
+            raise SandboxInputError(f"after_reads must be an integer of at least 1, got {after_reads!r}")
+        change = {"answer": answer, "archive": archive, "write": write}
+        for name, ids in change.items():
+            if isinstance(ids, str) or not all(isinstance(invoice_id, str) for invoice_id in ids):
+                raise SandboxInputError(f"{name} must be a list of invoice IDs, got {ids!r}")
+        with self._lock:
+            unknown = sorted({i for ids in change.values() for i in ids} - set(self._invoices))
+            if unknown:
+                raise SandboxNotFoundError(f"no invoice {', '.join(map(repr, unknown))}")
+            self._list_changes.append((self._list_reads + after_reads, {k: list(v) for k, v in change.items()}))
+
+    def _apply_list_change(self, change: Mapping[str, list[str]]) -> None:
+        for invoice_id in change["answer"]:
+            self.create_ticket(invoice_id, "Beantwoord")
+        for invoice_id in change["archive"]:
+            self.apply_action(invoice_id, "archive")
+        for invoice_id in change["write"]:
+            with self._lock:
+                newest = max((t.date for i in self._invoices.values() for t in i.tickets), default=utc_now())
+            date = max(utc_now(), newest + timedelta(microseconds=1))
+            self.add_tickets(invoice_id, [TicketSpec(message="Nog steeds?", sender="CUSTOMER", date=date)])
 
     # --- the request log --------------------------------------------------------------------------
 

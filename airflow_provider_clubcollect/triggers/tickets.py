@@ -417,13 +417,13 @@ async def read_pages(
     from airflow_provider_clubcollect.limiter import AdaptiveLimiter
     from airflow_provider_clubcollect.transport import call_async
 
-    limiter = AdaptiveLimiter(pager.max_concurrency)
+    limiter = AdaptiveLimiter(pager.max_in_flight)
     send = partial(limiter.asend, transport.send)
     tickets: list[CompanyTicket] = []
     pending: dict[asyncio.Task[Any], ApiRequest] = {}
     try:
         while not pager.done:
-            while len(pending) < pager.max_concurrency and (request := pager.next_request()) is not None:
+            while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
                 pending[asyncio.create_task(call_async(request, retries, send))] = request
             if not pending:  # pragma: no cover - a pager bug; never spin
                 raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
