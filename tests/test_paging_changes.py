@@ -128,7 +128,8 @@ def read_event_trigger(concurrency: int) -> list[dict[str, Any]]:
         async def once() -> Any:
             yield poll
 
-        return [dict(event.payload["ticket"]) async for event in watcher.filter_shared_stream(once())]
+        events = [event.payload async for event in watcher.filter_shared_stream(once())]
+        return [dict(ticket) for payload in events for ticket in payload["tickets"]]
 
     return asyncio.run(first_poll())
 
