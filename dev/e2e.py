@@ -18,7 +18,13 @@ example DAG, triggers each twice (with a logical date, then manually without one
 - the provider's metrics, sent by every component through Airflow's StatsD client to a listener
   started here, count each request the sandbox logged once, by call and outcome (two 429s
   injected among them), and no metric line holds the key, an ID or a message;
-- no process started here listens on anything but 127.0.0.1.
+- no process started here listens on anything but 127.0.0.1;
+- a burst of three member messages at once reaches asset-triggered runs within the watcher's poll
+  interval plus a scheduler loop, none stranded (``run_burst``);
+- on Celery, the shared request budget (``run_budget``): the sandbox enforces a budget per key, a
+  fan-out over 40 companies plus four asset watchers draw from one budget in Redis (under 1% 429s,
+  at least 90% of the budget used while the tasks read, every company read once), then the same
+  fan-out with each process capped alone, for comparison.
 
 It also takes a screenshot of the ClubCollect connection form in Airflow's UI with headless
 Chromium (``docs/img/connection-form.png``), and checks that Airflow's REST connection test
@@ -33,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import secrets
@@ -106,6 +113,16 @@ WATCH_DAG_ID = "clubcollect_acknowledge_new_messages"
 REPLY_ESCALATE_DAG_ID = "clubcollect_reply_then_escalate"
 WATCH_COMPANY = "e2e0watched".ljust(40, "0")
 WATCH_POLL = 5.0  # the example's poll_interval
+# A burst of three messages is handled by runs within a poll interval plus this: a scheduler loop and a margin.
+BURST_MARGIN = 5.0
+BURST = [f"e2e0watched0burst{n}".ljust(40, "0") for n in range(3)]  # three threads, a message each at once
+# The shared request budget (issue 23): a fan-out over many companies plus a few watchers, under the
+# sandbox's per-key budget, through a connection sharing the budget in Redis, then one capping each process alone.
+BUDGET_DAG = REPO / "tests" / "dags" / "dag_files" / "clubcollect_test_budget.py"
+BUDGET_VARIANTS = ("shared", "alone")
+BUDGET_RATE = 20.0  # requests per second: the sandbox's budget and both connections' max_requests_per_second
+BUDGET_BURST = 5
+BUDGET_COMPANIES = 40
 
 RUN_TIMEOUT = 240.0  # seconds a DAG run may take on this 2-core machine under full load
 RESUME_WITHIN = 60.0  # seconds from tickets arriving to the deferred sensor's success
@@ -308,6 +325,11 @@ def airflow_env(deploy_key: str, ports: dict[str, int], fernet_key: str, jwt_sec
     keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
     pg = f"airflow@127.0.0.1:{ports['pg']}/airflow"
+
+    def connection(**extra: Any) -> str:
+        host = f"http://127.0.0.1:{ports['sandbox']}/api"
+        return json.dumps({"conn_type": "clubcollect", "password": deploy_key, "host": host, "extra": extra})
+
     env.update(
         {
             "PYTHONPATH": str(REPO),
@@ -341,18 +363,14 @@ def airflow_env(deploy_key: str, ports: dict[str, int], fernet_key: str, jwt_sec
             "CLUBCOLLECT_E2E_HOSTNAME": "airflow-e2e",
             # The provider's connection, as users deploy it: an environment variable on every
             # component (the key then never enters the metadata database).
-            "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
-                {"conn_type": "clubcollect", "password": deploy_key, "host": f"http://127.0.0.1:{ports['sandbox']}/api"}
-            ),
+            "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": connection(),
             # The retried-create scenario's: one lost answer fails a try, so that Airflow retries it.
-            "AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES": json.dumps(
-                {
-                    "conn_type": "clubcollect",
-                    "password": deploy_key,
-                    "host": f"http://127.0.0.1:{ports['sandbox']}/api",
-                    "extra": {"max_retries": 0},
-                }
+            "AIRFLOW_CONN_CLUBCOLLECT_NO_RETRIES": connection(max_retries=0),
+            # The budget scenario's (run_budget): one budget in Redis (a database of its own), or a cap per process.
+            "AIRFLOW_CONN_CLUBCOLLECT_BUDGET_SHARED": connection(
+                max_requests_per_second=BUDGET_RATE, budget_url=f"redis://127.0.0.1:{ports['redis']}/1"
             ),
+            "AIRFLOW_CONN_CLUBCOLLECT_BUDGET_ALONE": connection(max_requests_per_second=BUDGET_RATE),
         }
     )
     return env
@@ -892,7 +910,137 @@ def run_watcher(phase: Phase, sandbox: Any) -> None:
         f"watcher: 4 asset events, one per new ticket, each carrying its ticket_id ({len(events)} events)",
     )
     phase.check(all(deploy.key not in json.dumps(e) for e in events), "watcher: no asset event carries the API key")
+    run_burst(phase, sandbox, acknowledgement, {r["dag_run_id"] for r in runs()})
     deploy.api.call("PATCH", f"/dags/{WATCH_DAG_ID}", {"is_paused": True})
+
+
+def run_burst(phase: Phase, sandbox: Any, acknowledgement: str, earlier_runs: set[str]) -> None:
+    """Three member messages at once (issue 26): each ticket reaches a run within a poll and a scheduler loop."""
+    from airflow_provider_clubcollect.sandbox.client import ticket
+
+    deploy = phase.deploy
+    arrived = datetime.now(timezone.utc)
+    ticket_ids = {
+        sandbox.add_invoice(invoice_id, WATCH_COMPANY, [ticket("Ik heb een vraag", "CUSTOMER", arrived)])["tickets"][0][
+            "ticket_id"
+        ]
+        for invoice_id in BURST
+    }
+
+    def handled() -> dict[str, dict[str, Any]] | None:
+        """Each burst ticket's run: the one whose triggering events carry it."""
+        found = {}
+        for run in deploy.api.get(f"/dags/{WATCH_DAG_ID}/dagRuns?limit=100&run_type=asset_triggered")["dag_runs"]:
+            if run["dag_run_id"] not in earlier_runs:
+                upstream = f"/dags/{WATCH_DAG_ID}/dagRuns/{_q(run['dag_run_id'])}/upstreamAssetEvents"
+                for event in deploy.api.get(upstream)["asset_events"]:
+                    payload = (event.get("extra") or {}).get("payload") or {}
+                    found.update(
+                        {t["ticket_id"]: run for t in payload.get("tickets", ()) if t["ticket_id"] in ticket_ids}
+                    )
+        return found if len(found) == len(ticket_ids) else None
+
+    found = wait_until("a run for each ticket of the burst", handled, RUN_TIMEOUT, deploy.stack, 0.5)
+    latency = max((_dt(run["queued_at"]) - arrived).total_seconds() for run in found.values())
+    within = WATCH_POLL + BURST_MARGIN
+    for run_id in sorted({run["dag_run_id"] for run in found.values()}):
+        record = RunRecord(phase.name, WATCH_DAG_ID, run_id, f"burst of 3 messages, run {latency:.1f} s after")
+        phase.records.append(record)
+        wait_for_run(deploy, record)
+    invoices = sandbox.state()["invoices"]
+    acks = [sum(t["message"] == acknowledgement for t in invoices[i]["tickets"]) for i in BURST]
+    phase.check(
+        latency <= within and acks == [1, 1, 1],
+        f"burst: 3 messages at once reached {len({r['dag_run_id'] for r in found.values()})} run(s) "
+        f"{latency:.1f} s after they arrived (poll interval {WATCH_POLL:g} s + {BURST_MARGIN:g} s: {within:g} s), "
+        f"none stranded; acknowledgements per thread {acks}",
+    )
+
+
+def run_budget(phase: Phase, sandbox: Any) -> None:
+    """
+    The shared request budget at scale (issue 23): the sandbox enforces BUDGET_RATE per key; a fan-out over
+    BUDGET_COMPANIES companies (a mapped task each, on both workers) plus watchers in the triggerer reads them,
+    first sharing the budget in Redis, then with each process capped alone, the comparison.
+    """
+    from airflow_provider_clubcollect.sandbox.client import ticket
+
+    asked = datetime.now(timezone.utc) - timedelta(hours=1)
+    expected = {}
+    for n in range(BUDGET_COMPANIES):  # 60 to 66 waiting tickets each: 12 to 14 pages of 5
+        company = f"e2e0budget0fan{n:02d}".ljust(40, "0")
+        tickets = [ticket(f"Vraag {k}", "CUSTOMER", asked + timedelta(seconds=k)) for k in range(60 + n % 7)]
+        expected[company] = len(
+            sandbox.add_invoice(f"{company[:16]}0invoice".ljust(40, "0"), company, tickets)["tickets"]
+        )
+    watched = [a["uri"].split("/")[2] for a in phase.deploy.api.get("/assets?limit=100")["assets"]]
+    for company in (c for c in watched if c.startswith("e2e0budget0")):
+        sandbox.add_company(company, "E2E budget: watched")
+    sandbox.set_faults(rate_limit_per_second=BUDGET_RATE, rate_limit_burst=BUDGET_BURST)
+    try:
+        figures = [budget_fan_out(phase, sandbox, variant, expected) for variant in BUDGET_VARIANTS]
+    finally:
+        sandbox.clear_faults()
+    (refused, rate), _ = figures
+    phase.check(
+        refused < 0.01 and 0.9 * BUDGET_RATE <= rate <= 1.02 * BUDGET_RATE,
+        f"budget: with the shared budget, {refused:.1%} of requests answered 429 (under 1%) and {rate:.1f} "
+        f"requests/s while the fan-out read (within 90% of the sandbox's {BUDGET_RATE:g})",
+    )
+
+
+def budget_fan_out(phase: Phase, sandbox: Any, variant: str, expected: dict[str, int]) -> tuple[float, float]:
+    """One fan-out with its watchers polling: the share of 429s, and the requests per second while it read."""
+    deploy = phase.deploy
+    dag_id = f"{BUDGET_DAG.stem}_{variant}"
+    deploy.api.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+
+    def polled() -> set[str]:
+        return {
+            m.group(1)
+            for r in sandbox.requests()
+            if (m := re.search(f"/companies/(e2e0budget0{variant}\\w+)/", r["path"]))
+        }
+
+    watchers = wait_until(f"{dag_id}'s watchers to poll", lambda: len(polled()) >= 4 and polled(), 120, deploy.stack)
+    sandbox.clear_requests()
+    record = RunRecord(phase.name, dag_id, "", f"{len(expected)} companies mapped")
+    record.run_id = trigger(deploy, dag_id, None, {"company_ids": list(expected)})
+    phase.records.append(record)
+    wait_for_run(deploy, record)
+    log = sandbox.requests()
+    deploy.api.call("PATCH", f"/dags/{dag_id}", {"is_paused": True})
+
+    # While the fan-out read: from each company's first request to its last, merged.
+    spans: dict[str, list[float]] = {}
+    for r in log:
+        if (m := re.search(r"/companies/(\w+)/", r["path"])) and m.group(1) in expected:
+            span = spans.setdefault(m.group(1), [r["at"], r["at"]])
+            span[:] = [min(span[0], r["at"]), max(span[1], r["at"])]
+    merged: list[list[float]] = []
+    for start, end in sorted(spans.values()):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    # The whole seconds inside a span: the limiter's slots are aligned on them.
+    busy = {second for start, end in merged for second in range(math.ceil(start), math.floor(end))}
+    per_second = Counter(math.floor(r["at"]) for r in log)
+    rate = sum(per_second[second] for second in busy) / max(1, len(busy))
+    refused = sum(r["status"] == 429 for r in log) / max(1, len(log))
+    totals = xcom(deploy, dag_id, record.run_id, "totals") if record.state == "success" else {}
+    tries = [t["try_number"] for t in task_instances(deploy, dag_id, record.run_id) if t["task_id"] == "fetch"]
+    summary = (
+        f"{refused:.1%} of {len(log)} requests 429, {rate:.1f} requests/s while reading ({len(busy)} s of the run's "
+        f"{record.duration or 0:.0f} s), {sum(n > 1 for n in tries)} of {len(tries)} tasks retried"
+    )
+    record.kind += f", {variant} budget: {summary}"
+    phase.check(
+        record.state == "success" and totals == expected and len(watchers) >= 4,
+        f"budget ({variant}): each of the {len(expected)} companies' {sum(expected.values())} waiting tickets read "
+        f"once by its mapped task, {len(watchers)} watchers polling beside them; {summary}",
+    )
+    return refused, rate
 
 
 def _watch_acknowledgement() -> str:
@@ -1247,8 +1395,9 @@ def check_metrics_hold_no_secret(phase: Phase, sandbox: Any, lines: list[str]) -
         f"{leaked[:3]}",
     )
     phase.check(
-        counts["watcher.polls.ok"] > 0 and counts["watcher.tickets_reported"] == 4,
-        f"metrics: the watcher's polls ({counts['watcher.polls.ok']}) and its 4 tickets reported, from the triggerer",
+        counts["watcher.polls.ok"] > 0 and counts["watcher.tickets_reported"] == 4 + len(BURST),
+        f"metrics: the watcher's polls ({counts['watcher.polls.ok']}) and its {4 + len(BURST)} tickets reported "
+        "(4, then a burst), from the triggerer",
     )
 
 
@@ -1348,7 +1497,7 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     LOGS.mkdir(parents=True)
     (HOME / "dags").mkdir(parents=True)
-    for dag_file in [*EXAMPLE_DAGS.glob("*.py"), DEFERRED_DAG, RETRIED_DAG]:
+    for dag_file in [*EXAMPLE_DAGS.glob("*.py"), DEFERRED_DAG, RETRIED_DAG, BUDGET_DAG]:
         text = dag_file.read_text()
         if dag_file.stem == WATCH_DAG_ID:  # watch a company of e2e's own, not one the others act on
             text = re.sub(r'SANDBOX_COMPANY_ID = "\w+"', f'SANDBOX_COMPANY_ID = "{WATCH_COMPANY}"', text)
@@ -1436,7 +1585,8 @@ def main() -> int:
         base = f"http://127.0.0.1:{ports['api']}"
         wait_until("the api-server", lambda: api_up(base), 180, stack, 2)
         deploy.api = Api(base, password)
-        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, WATCH_DAG_ID, DEFERRED_DAG_ID, RETRIED_DAG_ID])
+        budget_dags = [f"{BUDGET_DAG.stem}_{variant}" for variant in BUDGET_VARIANTS]
+        wait_for_dags(deploy, [*dag_ids(), REVIEW_DAG_ID, WATCH_DAG_ID, DEFERRED_DAG_ID, RETRIED_DAG_ID, *budget_dags])
 
         # LocalExecutor.
         local = Phase("local", deploy)
@@ -1475,6 +1625,7 @@ def main() -> int:
                 {**celery_env, "CLUBCOLLECT_E2E_HOSTNAME": f"celery-worker-{n}"},
             )
         run_phase(celery, datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=2))
+        run_budget(celery, sandbox_client(deploy))
         check_secrets(celery)
         check_loopback_only(celery)
     except KeyboardInterrupt as exc:

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
@@ -395,6 +396,7 @@ def _describe(scope: Scope, api_key: str) -> dict[str, Any]:
         "api_key_in_query": api_key_in_query,
         "status": None,
         "fault": None,
+        "at": time.time(),
     }
 
 

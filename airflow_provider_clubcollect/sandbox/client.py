@@ -152,8 +152,9 @@ class SandboxClient:
     def requests(self) -> list[dict[str, Any]]:
         """
         The API requests received, oldest first: ``{"method", "path", "query", "user_agent",
-        "content_type", "accept", "authorized", "api_key_in_query", "status", "fault", "in_flight"}``
-        each; ``in_flight`` counts the API requests being served when it arrived, itself included.
+        "content_type", "accept", "authorized", "api_key_in_query", "status", "fault", "at", "in_flight"}``
+        each; ``at`` is when it arrived (seconds since the epoch), ``in_flight`` counts the API requests
+        being served then, itself included.
         """
         result: list[dict[str, Any]] = self._call("GET", "/requests")
         return result

@@ -94,6 +94,7 @@ def too_new_example_dags() -> dict[str, str]:
     if not AIRFLOW_V_3_0_PLUS:
         needs["clubcollect_acknowledge_new_messages"] = "3.0 (asset watchers)"
         needs["clubcollect_process_export"] = "3.0 (triggering_asset_events; 2.11 names them for datasets)"
+        needs["clubcollect_test_budget"] = "3.0 (asset watchers)"
     if not AIRFLOW_V_3_1_PLUS:
         needs["clubcollect_review_before_escalation"] = "3.1 (human-in-the-loop operators)"
     return needs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -433,6 +434,7 @@ def test_page_size_limits_agree_with_wire(api, server):
 
 
 def test_request_log_records_api_requests_only(api, server, control, thread):
+    began = time.time()
     api.get(invoice_path(thread), params={"x": "1"})
     api.post(invoice_path(thread), json={"message": "hi"})
     api.get(invoice_path(thread), headers=api.headers(Authorization="ApiKey wrong", User_Agent="curl/8"))
@@ -452,6 +454,7 @@ def test_request_log_records_api_requests_only(api, server, control, thread):
     assert first["api_key_in_query"] is False
     assert first["fault"] is None
     assert log[2]["user_agent"] == "curl/8"
+    assert began <= log[0]["at"] <= log[1]["at"] <= log[2]["at"] <= time.time(), "when each arrived, in order"
     assert api.api_key not in json.dumps(log)
 
     control.clear_requests()
