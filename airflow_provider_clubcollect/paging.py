@@ -15,7 +15,8 @@ the total and the newest ticket.  Every ticket that joins is, or comes with, a n
 so when two looks agree and every page in between reports the same total, nothing joined or left
 between them, and the pages read in between are one snapshot.
 
-- Page 1 is read first; when it holds the whole list, that is the read (one request).
+- Page 1 is read first; when it holds the whole list, that is the read (one request).  When an
+  earlier read in this process found more than a page, the baseline look alone is sent first instead.
 - Otherwise a look fixes the *baseline* (total and newest ticket), and only then are pages 1 to
   the last read, up to ``max_concurrency`` at a time, never more than :attr:`~CompanyTicketPager.window`
   pages ahead of the page being handed out.  A look goes out, beside the pages, after every
@@ -28,8 +29,9 @@ between them, and the pages read in between are one snapshot.
   Tickets handed out before are dropped by ``ticket_id``; tickets that were skipped come out
   then, after newer ones.  After :data:`MAX_REWINDS` restarts the read fails.
 
-Cost on a list that holds still: for more than one page, one extra read of page 1, one look
-before the pages and one per ``window`` answers (one ticket each).  A change costs one look, a
+Cost on a list that holds still: for more than one page, one extra read of page 1 (none on a
+later read), one look before the pages and one per ``window`` answers (one ticket each): one
+round trip more than page 1 then the rest at ``max_concurrency``.  A change costs one look, a
 re-read of the pages since the last agreeing look, and a page per step back.
 
 The blind spot, with no cursor or version in the API: tickets that join in the middle of the list
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
 MAX_REWINDS = 50
 
 #: The total the last read of a list ended with, per (company, status), in this process: where
-#: the tail probably is, so that the first look goes out beside page 1 instead of after it.  Only
+#: the tail probably is, so that the first look goes out instead of page 1, not after it.  Only
 #: a guess: a look that misses the tail is sent again where the tail is.
 _LAST_TOTALS: dict[tuple[str, str], int] = {}
 
@@ -147,11 +149,15 @@ class CompanyTicketPager:
         """
         if self.done:
             return None
-        if self._sizing:  # page 1 first, and a look where the tail was at the last read
+        if self._sizing:
             guess = _LAST_TOTALS.get((self.company_id, self.status))
-            if 1 not in self._requested:
+            if guess and guess > self.page_size:  # more than a page at the last read: the look sizes it
+                self._sizing = False
+                self._set_total(guess)
+            elif 1 not in self._requested:  # page 1 first, and a look where the tail was at the last read
                 return self._send(1)
-            return self._look_at(guess) if guess and not self._looks else None
+            else:
+                return self._look_at(guess) if guess and not self._looks else None
         assert self.total_entries is not None
         if not self._looking and (
             not self._baseline

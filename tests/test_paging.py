@@ -4,6 +4,7 @@ async, are in tests/hooks/test_clubcollect_paging.py."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -258,13 +259,53 @@ def test_property_every_ticket_present_throughout_comes_once(seed: int) -> None:
     assert sorted(set(throughout) - set(out)) == [], "a ticket present throughout was skipped"
 
 
-def test_a_later_read_of_the_list_sends_its_first_look_beside_page_one() -> None:
+def test_a_later_read_of_the_list_starts_with_a_look_where_the_tail_was() -> None:
     listing = [f"t{n:03d}" for n in range(100)]
     assert run(CompanyTicketPager("co", "unanswered", page_size=5), listing) == listing
 
     pager = CompanyTicketPager("co", "unanswered", page_size=5)
     first = requests_now(pager)
-    assert [(number_of(r), is_look(r)) for r in first] == [(1, False), (100, True)]
+    assert [(number_of(r), is_look(r)) for r in first] == [(100, True)], "no page 1 to size a list known to be long"
     for request in first:
         pager.accept(request, answer(request, listing))
     assert run(pager, listing) == listing
+
+
+def rounds_of_a_still_read(pager: CompanyTicketPager, listing: list[str]) -> tuple[int, int]:
+    """Drive a pager in lock step, as on a network where every request takes one round trip:
+    each round sends everything the pager allows, then every answer of the round arrives (the
+    requests the answers free go out in the next round).  Returns (round trips, requests)."""
+    rounds = requests = 0
+    in_flight = requests_now(pager)
+    out: list[str] = []
+    while in_flight:
+        rounds += 1
+        requests += len(in_flight)
+        assert len(in_flight) <= pager.max_in_flight
+        arriving, in_flight = in_flight, []
+        for request in arriving:
+            pager.accept(request, answer(request, listing))
+            out += handed_out(pager)
+            in_flight += requests_now(pager)
+    assert pager.done
+    assert out == listing
+    return rounds, requests
+
+
+@pytest.mark.parametrize(("pages", "concurrency"), [(100, 8), (37, 4), (2, 8)])
+def test_a_still_list_costs_one_round_trip_beyond_the_bound(pages: int, concurrency: int) -> None:
+    # make bench figure a: the bound is (1 + ceil((pages - 1) / C)) round trips (page 1, then the
+    # rest at C).  A later read (the tail known) sends the baseline look, then pages 1..N at C
+    # with the looks beside them, and one final look: 1 + ceil(pages / C) + 1.
+    listing = [f"t{n:05d}" for n in range(pages * 10)]
+    first = rounds_of_a_still_read(
+        CompanyTicketPager("co", "unanswered", page_size=10, max_concurrency=concurrency), listing
+    )
+    later = rounds_of_a_still_read(
+        CompanyTicketPager("co", "unanswered", page_size=10, max_concurrency=concurrency), listing
+    )
+    looks = 1 + pages // (2 * concurrency) + 1  # the baseline, one per window of answers, the final one
+    assert later[0] == 1 + math.ceil(pages / concurrency) + 1
+    assert first[0] == later[0] + 1, "the first read finds the tail after page 1"
+    assert later[1] == pages + looks, "a later read does not size the list with page 1: the look does"
+    assert first[1] == later[1] + 1
