@@ -1035,11 +1035,18 @@ def budget_fan_out(phase: Phase, sandbox: Any, variant: str, expected: dict[str,
         f"{record.duration or 0:.0f} s), {sum(n > 1 for n in tries)} of {len(tries)} tasks retried"
     )
     record.kind += f", {variant} budget: {summary}"
-    phase.check(
-        record.state == "success" and totals == expected and len(watchers) >= 4,
-        f"budget ({variant}): each of the {len(expected)} companies' {sum(expected.values())} waiting tickets read "
-        f"once by its mapped task, {len(watchers)} watchers polling beside them; {summary}",
-    )
+    read_all = record.state == "success" and totals == expected and len(watchers) >= 4
+    if variant == "shared":
+        phase.check(
+            read_all,
+            f"budget ({variant}): each of the {len(expected)} companies' {sum(expected.values())} waiting tickets "
+            f"read once by its mapped task, {len(watchers)} watchers polling beside them; {summary}",
+        )
+    else:
+        # The comparison, not judged: without the shared budget a task may spend all its retries on 429s.
+        outcome = "every company read" if read_all else "not every company read (tasks gave up on 429s)"
+        say(f"{phase.name}: comparison, budget ({variant}): {outcome}; {summary}")
+        record.state = f"{record.state} (not judged)"
     return refused, rate
 
 
