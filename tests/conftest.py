@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
+    from airflow_provider_clubcollect.sandbox.server import SandboxServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = REPO_ROOT / "example_dags"
@@ -103,10 +104,12 @@ def _no_paging_guesses() -> Iterator[None]:
 
 
 @pytest.fixture
-def sandbox(clubcollect_sandbox: SandboxHandle) -> SandboxHandle:
-    """The sandbox, emptied: each test adds exactly the companies and threads it needs."""
-    clubcollect_sandbox.reset(seed=None)
-    return clubcollect_sandbox
+def sandbox(clubcollect_sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxHandle]:
+    """The sandbox, empty (never seeded first): each test adds exactly the companies and threads it needs."""
+    from airflow_provider_clubcollect.sandbox.pytest_plugin import sandbox_handle
+
+    with sandbox_handle(clubcollect_sandbox_server, monkeypatch, None) as handle:
+        yield handle
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ is imported inside the fixtures.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -79,11 +80,17 @@ def clubcollect_sandbox(
 
     .. seealso:: :ref:`sandbox`
     """
+    with sandbox_handle(clubcollect_sandbox_server, monkeypatch, DEFAULT_SEED) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def sandbox_handle(server: SandboxServer, monkeypatch: pytest.MonkeyPatch, seed: int | None) -> Iterator[SandboxHandle]:
+    """The server reset to ``seed`` (empty when ``None``), with ``clubcollect_default`` pointed at it."""
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
 
-    server = clubcollect_sandbox_server
     # Reset in-process rather than over HTTP: same effect, no round trip.
-    server.state.reset(seed=DEFAULT_SEED)
+    server.state.reset(seed=seed)
     handle = SandboxHandle(server)
     monkeypatch.setenv(handle.conn_env_var, handle.conn_uri_json)
     try:
