@@ -171,16 +171,7 @@ class SandboxClient:
         archive: Iterable[str] = (),
         write: Iterable[str] = (),
     ) -> None:
-        """
-        Change threads just before the sandbox serves the ``after_reads``-th company-list request
-        from now (1: the next one): a moment in the middle of a paged read.
-
-        :param after_reads: which list request from now, at least 1.
-        :param answer: invoice IDs that get a COMPANY reply (they leave the unanswered list).
-        :param archive: invoice IDs archived.
-        :param write: invoice IDs that get a CUSTOMER ticket dated after every other: the thread
-            joins the unanswered list at its end, or comes back with its old tickets at their old dates.
-        """
+        """:meth:`.SandboxState.change_list` over HTTP (``POST /_sandbox/list_changes``)."""
         body = {"after_reads": after_reads, "answer": list(answer), "archive": list(archive), "write": list(write)}
         self._call("POST", "/list_changes", body)
 
