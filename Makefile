@@ -54,7 +54,7 @@ EXTRAS := test,docs
 CONSTRAINTS_EXTRAS := $(EXTRAS)$(if $(filter 2.11,$(AIRFLOW_MINOR)),$(comma)e2e)
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e bench e2e-airflow2 getting-started
+.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e screenshot bench e2e-airflow2 getting-started
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
@@ -111,9 +111,9 @@ demo: install
 getting-started: install
 	CLUBCOLLECT_GETTING_STARTED=1 $(PY) -m pytest tests/test_getting_started.py
 
-# The provider in a real deployment (needs root: it installs Debian's PostgreSQL, Redis and
-# Chromium when missing, and runs PostgreSQL as the postgres user). See dev/e2e.py.
-E2E_APT := postgresql redis-server chromium
+# The provider in a real deployment (needs root: it installs Debian's PostgreSQL and Redis when
+# missing, and runs PostgreSQL as the postgres user). See dev/e2e.py.
+E2E_APT := postgresql redis-server
 
 $(VENV)/.e2e-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[$(EXTRAS),e2e]"
@@ -125,7 +125,12 @@ e2e: $(VENV)/.e2e-installed
 	  echo "Installing from Debian:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	$(PY) dev/e2e.py
+	$(PY) -m dev.e2e
+
+# The connection form's screenshots in docs/img (docs/connection.rst): Airflow's api-server alone,
+# on SQLite, and headless Chromium.  Not part of make e2e: run it when the form changes.
+screenshot: $(VENV)/.e2e-installed | $(CHROMIUM)
+	$(PY) -m dev.screenshot
 
 # A short deployment on Airflow 2.11 (PostgreSQL, scheduler, triggerer, LocalExecutor) in its own
 # venv, whatever AIRFLOW says: the deferrable sensor resumed by the triggerer, the archive example,
@@ -138,7 +143,7 @@ e2e-airflow2:
 	  echo "Installing from Debian: postgresql"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	}
-	$(E2E_AIRFLOW2_VENV)/bin/python dev/e2e_airflow2.py
+	$(E2E_AIRFLOW2_VENV)/bin/python -m dev.e2e_airflow2
 
 # How close paging, bulk actions, imports and streaming come to their bounds (a benchmark, not a
 # test: not part of make test). Prints one table with PASS/FAIL per target; see dev/bench.py.
@@ -202,4 +207,4 @@ $(DOCS_CHECKED): $(VENV)/.installed $(DOCS_INPUTS) | $(CHROMIUM)
 # --- end of docs ---------------------------------------------------------------------------------
 
 clean:
-	rm -rf .venv .venv-3.* .venv-airflow-* .mypy_cache .ruff_cache .pytest_cache .demo docs/_build .e2e
+	rm -rf .venv .venv-3.* .venv-airflow-* .mypy_cache .ruff_cache .pytest_cache .demo docs/_build .e2e .screenshot

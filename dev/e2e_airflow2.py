@@ -2,7 +2,7 @@
 
 Run it in the Airflow 2.11 venv (``make install AIRFLOW=2.11``), as root::
 
-    .venv-airflow-2.11/bin/python dev/e2e_airflow2.py [--keep]
+    .venv-airflow-2.11/bin/python -m dev.e2e_airflow2 [--keep]
 
 It starts, on 127.0.0.1 only and with throwaway data in one temporary folder: the ClubCollect
 sandbox, a PostgreSQL cluster (Debian's package, run as the ``postgres`` user), and Airflow 2.11's
@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,8 +50,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dev.deployment import DeploymentError, Stack, free_port, postgres_bin, say, start_postgres, wait_until
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,106 +133,11 @@ START_TIMEOUT = 120.0  # seconds for a component to come up, or the DAG files to
 CLI_TIMEOUT = 120.0
 
 
-class E2EError(Exception):
-    """A component did not come up, or something could not be checked."""
-
-
-def say(message: str) -> None:
-    print(f"[e2e-airflow2 {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# --- processes ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Component:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-class Stack:
-    """Every process started here, each in its own process group, stopped in reverse order."""
-
-    def __init__(self, logs: Path, cwd: Path) -> None:
-        self.logs = logs
-        self.cwd = cwd
-        self.components: list[Component] = []
-
-    def start(self, name: str, command: list[str], env: dict[str, str], user: str | None = None) -> Component:
-        log = self.logs / f"{name}.log"
-        with log.open("ab") as handle:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                user=user,
-                cwd=self.cwd,
-            )
-        component = Component(name, process, log)
-        self.components.append(component)
-        return component
-
-    def stop_all(self, grace: float = 20.0) -> None:
-        for component in reversed(self.components):
-            if component.alive():
-                # The leader first, so that it stops its own children (the scheduler its
-                # LocalExecutor workers, PostgreSQL its backends: SIGINT is its fast shutdown).
-                with contextlib.suppress(ProcessLookupError):
-                    component.process.send_signal(signal.SIGINT if component.name == "postgresql" else signal.SIGTERM)
-                try:
-                    component.process.wait(grace)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(component.process.pid, signal.SIGKILL)
-                    component.process.wait(10)
-            # Children that outlived their parent (LocalExecutor's task processes).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(component.process.pid, signal.SIGKILL)
-
-    def check_alive(self) -> None:
-        for component in self.components:
-            if not component.alive():
-                raise E2EError(f"{component.name} exited with {component.process.returncode}:\n{tail(component.log)}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float, stack: Stack, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        stack.check_alive()
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        raise E2EError("PostgreSQL is not installed (apt-get install postgresql); `make e2e-airflow2` installs it.")
-    return Path(found[-1]).parent
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -290,7 +195,7 @@ class Run:
         output = done.stdout + done.stderr
         self.cli_output.append(output)
         if done.returncode != 0:
-            raise E2EError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{output[-3000:]}")
+            raise DeploymentError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{output[-3000:]}")
         return output
 
     def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -307,39 +212,6 @@ def key_fragments(key: str, size: int = 12) -> list[bytes]:
 
 def leaks(content: bytes, fragments: list[bytes]) -> bool:
     return any(fragment in content for fragment in fragments)
-
-
-def start_postgres(run: Run) -> None:
-    pg = postgres_bin()
-    data = run.scratch / "pg"
-    data.mkdir()
-    shutil.chown(data, "postgres", "postgres")
-    done = subprocess.run(
-        [str(pg / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        capture_output=True,
-        text=True,
-        user="postgres",
-        cwd=data,
-        timeout=CLI_TIMEOUT,
-    )
-    if done.returncode != 0:
-        raise E2EError(f"initdb failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    port = str(run.ports["pg"])
-    settings = {
-        "listen_addresses": "127.0.0.1",
-        "unix_socket_directories": str(data),
-        "fsync": "off",
-        "synchronous_commit": "off",
-        "full_page_writes": "off",
-        "max_connections": "100",
-    }
-    command = [str(pg / "postgres"), "-D", str(data), "-p", port]
-    for name, value in settings.items():
-        command += ["-c", f"{name}={value}"]
-    run.stack.start("postgresql", command, {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}, user="postgres")
-    ready = [str(pg / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", port]
-    wait_until("PostgreSQL", lambda: subprocess.run(ready).returncode == 0, 60, run.stack, 0.5)
-    subprocess.run([str(pg / "createdb"), "-h", "127.0.0.1", "-p", port, "-U", "airflow", "airflow"], check=True)
 
 
 def airflow_env(run: Run) -> dict[str, str]:
@@ -401,7 +273,7 @@ def start(run: Run) -> None:
             ],
             {k: v for k, v in run.env.items() if not k.startswith("AIRFLOW")},
         )
-        start_postgres(run)
+        start_postgres(run.stack, run.scratch / "pg", run.ports["pg"])
         run.sandbox = SandboxClient(f"http://127.0.0.1:{run.ports['sandbox']}/_sandbox")
 
         def sandbox_up() -> bool:
@@ -426,7 +298,7 @@ def start(run: Run) -> None:
         def parsed() -> bool:
             errors = run.query("SELECT filename, stacktrace FROM import_error")
             if errors:
-                raise E2EError(f"DAG import errors: {errors}")
+                raise DeploymentError(f"DAG import errors: {errors}")
             found = {r["dag_id"] for r in run.query("SELECT dag_id FROM serialized_dag")}
             return {ARCHIVE_DAG_ID, DEFER_DAG_ID, PROBE_DAG_ID} <= found
 
@@ -503,7 +375,7 @@ def start_deferral(run: Run) -> str:
     def deferred() -> dict[str, Any] | None:
         ti = task_instance(run, DEFER_DAG_ID, run_id, "wait")
         if ti and ti["state"] in ("success", "failed", "skipped", "up_for_retry"):
-            raise E2EError(f"the sensor ended {ti['state']} without deferring")
+            raise DeploymentError(f"the sensor ended {ti['state']} without deferring")
         return ti if ti and ti["state"] == "deferred" else None
 
     ti = wait_until("the sensor to defer", deferred, DAG_TIMEOUT, run.stack, 1)
@@ -568,7 +440,7 @@ def start_archive(run: Run) -> tuple[list[str], str]:
     ]
     expected = select_inactive(answered, timedelta(days=30), datetime.now(timezone.utc))
     if not expected:
-        raise E2EError("the sandbox's seed should hold stale answered threads for the archive example")
+        raise DeploymentError("the sandbox's seed should hold stale answered threads for the archive example")
     run_id = f"e2e2__archive__{int(time.time())}"
     run.cli("dags", "unpause", ARCHIVE_DAG_ID)
     run.cli("dags", "trigger", ARCHIVE_DAG_ID, "--run-id", run_id)
@@ -615,7 +487,7 @@ def finish_deferral(run: Run, run_id: str) -> None:
         f"the triggerer ran trigger {info['trigger_id']} and fired it "
         f"(its log: starting/completed; {fired[0].name if fired else 'no trigger log file'}: fired)",
     )
-    with contextlib.suppress(E2EError):
+    with contextlib.suppress(DeploymentError):
         wait_until(
             "the trigger row's clean-up",
             lambda: not run.query("SELECT id FROM trigger WHERE id = %s", info["trigger_id"]),
@@ -826,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         key="e2e2-key-" + secrets.token_hex(16),
         ports={"pg": free_port(), "sandbox": free_port()},
         fernet_key=Fernet.generate_key().decode(),
-        stack=Stack(scratch / "logs", scratch),
+        stack=Stack(scratch),
     )
 
     def on_term(signum: int, frame: object) -> None:

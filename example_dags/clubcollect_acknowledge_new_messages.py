@@ -30,14 +30,15 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetWatcher, task
+from airflow.sdk import DAG, Asset, AssetWatcher, Variable, task
 
 from airflow_provider_clubcollect.operators.tickets import CreateTicketOperator
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsEventTrigger
 
-# The first company of the sandbox's default seed, whose other example (archive_stale) only acts
-# on answered threads: replace with your own company ID.
-SANDBOX_COMPANY_ID = "97a4208030e13df423f3ff0479579c9f540ec07f"
+# The watched company is part of the asset, so it is known when the file is parsed: the Variable
+# ``clubcollect_watched_company_id`` (e.g. ``AIRFLOW_VAR_CLUBCOLLECT_WATCHED_COMPANY_ID``), by default
+# the first company of the sandbox's seed, whose other example (archive_stale) only acts on answered threads.
+SANDBOX_COMPANY_ID = Variable.get("clubcollect_watched_company_id", "97a4208030e13df423f3ff0479579c9f540ec07f")
 ACKNOWLEDGEMENT = "Thank you for your message. We have received it and will answer within two working days."
 
 # [START howto_asset_watcher]

@@ -8,8 +8,9 @@ with the company, the status and the ticket count in the event's extra;
 With the OpenLineage provider installed, the run also reports the company's ticket list as its
 input dataset and the file as its output dataset.
 
-Use ``s3://``, ``gs://`` or another ``ObjectStoragePath`` URL as ``export_root`` in production:
-a ``file://`` path is only readable by a downstream task on the same machine.
+The param ``export_root`` defaults to the Variable ``clubcollect_export_root``, else
+``file:///tmp/clubcollect-exports``.  Use ``s3://``, ``gs://`` or another ``ObjectStoragePath`` URL in
+production: a ``file://`` path is only readable by a downstream task on the same machine.
 
 Run it against the local sandbox::
 
@@ -21,7 +22,7 @@ Run it against the local sandbox::
 from __future__ import annotations
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param, Variable
 
 from airflow_provider_clubcollect.operators.tickets import FetchCompanyTicketsOperator
 
@@ -36,7 +37,9 @@ with DAG(
     catchup=False,
     params={
         "company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1),
-        "export_root": Param("file:///tmp/clubcollect-exports", type="string", minLength=1),
+        "export_root": Param(
+            Variable.get("clubcollect_export_root", "file:///tmp/clubcollect-exports"), type="string", minLength=1
+        ),
     },
     tags=["clubcollect", "example"],
 ):

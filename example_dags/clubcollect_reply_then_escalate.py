@@ -32,8 +32,6 @@ from airflow_provider_clubcollect.operators.tickets import (
     SelectThreadsOperator,
 )
 
-# The second company of the sandbox's default seed: replace with your own company ID.
-SANDBOX_COMPANY_ID = "9555b2fcac1eafcf9a5f77a6fcb9182c0bbe3152"
 REMINDER = "Thank you for your message: we have not forgotten you and will answer within three days."
 
 with DAG(
@@ -42,10 +40,9 @@ with DAG(
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    # One run at a time: two overlapping runs would both read the escalation record before either
-    # wrote it, and both assign the same threads (docs: escalate_tickets, "Runs at the same time").
-    max_active_runs=1,
-    params={"company_id": Param(SANDBOX_COMPANY_ID, type="string", minLength=1)},
+    max_active_runs=1,  # as in clubcollect_auto_escalate: overlapping runs would escalate twice
+    # By default the sandbox seed's second company: give your own.
+    params={"company_id": Param("9555b2fcac1eafcf9a5f77a6fcb9182c0bbe3152", type="string", minLength=1)},
     tags=["clubcollect", "example"],
 ):
     # [START howto_operator_reply_then_escalate]

@@ -61,6 +61,16 @@ def test_the_dag_is_scheduled_on_the_watched_asset(example: ModuleType) -> None:
     assert "UnansweredTicketsEventTrigger" in str(serialized)
 
 
+def test_the_variable_names_the_watched_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.dags.conftest import parse_dag_file
+
+    company = "e2e0watched".ljust(40, "0")
+    monkeypatch.setenv("AIRFLOW_VAR_CLUBCOLLECT_WATCHED_COMPANY_ID", company)
+    (asset,) = parse_dag_file(EXAMPLE_DAGS / f"{DAG_ID}.py")[DAG_ID].timetable.asset_condition.objects
+    assert asset.uri == f"clubcollect://{company}/unanswered"
+    assert asset.watchers[0].trigger.serialize()[1]["company_id"] == company
+
+
 def test_a_deferral_trigger_cannot_serve_a_watcher() -> None:
     from airflow.sdk import AssetWatcher
 

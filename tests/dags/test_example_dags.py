@@ -210,6 +210,16 @@ def test_reply_with_hook(
     assert invoice["tickets"][-1]["ticket_id"] == result["reply_ticket_id"]
     assert invoice["tickets"][-1]["sender"] == "COMPANY"
 
+    # A second run answers the thread waiting longest now: another one, and the first not again.
+    run_ok(run_dag, example_airflow, clubcollect_sandbox, "clubcollect_reply_with_hook")
+    second = example_airflow.xcom("clubcollect_reply_with_hook", "reply_and_archive")
+    assert second["invoice_id"] in unanswered_before - {result["invoice_id"]}
+    state = clubcollect_sandbox.state()["invoices"]
+    assert {i: v["tickets_created"] for i, v in state.items() if v["tickets_created"]} == {
+        result["invoice_id"]: 1,
+        second["invoice_id"]: 1,
+    }
+
 
 def test_deferrable_sensor_resumes_when_tickets_arrive(
     run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle

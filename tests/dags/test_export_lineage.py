@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.conftest import EXAMPLE_DAGS
 from tests.dags.test_example_dags import EXAMPLE_COMPANIES, assert_key_nowhere, company_tickets
 
 if TYPE_CHECKING:
@@ -133,3 +134,10 @@ def test_export_emits_an_asset_event_and_openlineage_datasets(
     assert (output["namespace"], "/" + output["name"]) == ("file", result["path"].removeprefix("file://"))
     assert output["outputFacets"]["outputStatistics"]["rowCount"] == len(expected)
     assert clubcollect_sandbox.api_key not in openlineage_file.read_text()
+
+
+def test_the_variable_sets_the_default_export_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.dags.conftest import parse_dag_file
+
+    monkeypatch.setenv("AIRFLOW_VAR_CLUBCOLLECT_EXPORT_ROOT", "file:///srv/exports")
+    assert parse_dag_file(EXAMPLE_DAGS / f"{DAG_ID}.py")[DAG_ID].params["export_root"] == "file:///srv/exports"
