@@ -54,7 +54,7 @@ EXTRAS := test,docs
 CONSTRAINTS_EXTRAS := $(EXTRAS)$(if $(filter 2.11,$(AIRFLOW_MINOR)),$(comma)e2e)
 # --- end of Python versions and constraints -----------------------------------------------------
 
-.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e screenshot bench e2e-airflow2 getting-started
+.PHONY: install test lint typecheck pytest unit redis-server demo sandbox constraints docs docs-check clean e2e screenshot bench e2e-airflow2 getting-started size
 
 # __init__.py holds the version the installed metadata carries.  $(wildcard ...): a missing constraints
 # file gets the message below, not make's "No rule to make target".
@@ -149,6 +149,13 @@ e2e-airflow2:
 # test: not part of make test). Prints one table with PASS/FAIL per target; see dev/bench.py.
 bench: install
 	$(PY) dev/bench.py
+
+# Issue 21's size measure: non-blank lines, the sandbox excluded from the package.
+REQUEST_LAYER := $(addprefix airflow_provider_clubcollect/,wire.py transport.py retry.py paging.py connection.py exceptions.py limiter.py hooks/clubcollect.py)
+size:
+	@printf '%6d  package without the sandbox (at most 3,000)\n' $$(find airflow_provider_clubcollect -name '*.py' -not -path '*/sandbox/*' -exec cat {} + | grep -cv '^\s*$$')
+	@printf '%6d  request layer: wire, transport, retry, paging, connection, exceptions, limiter, hook (at most 1,450)\n' $$(cat $(wildcard $(REQUEST_LAYER)) | grep -cv '^\s*$$')
+	@printf '%6d  dev/e2e.py (at most 700)\n' $$(grep -cv '^\s*$$' dev/e2e.py)
 
 # A local ClubCollect in the foreground, for trying DAGs by hand.
 sandbox: install
