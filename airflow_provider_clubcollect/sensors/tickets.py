@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
+from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
-from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.operators.base import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
@@ -22,7 +22,7 @@ from airflow_provider_clubcollect.selection import (
     to_utc,
     waiting_summary,
 )
-from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, validate_id
+from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, check_id, check_int
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -94,8 +94,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        if isinstance(min_tickets, bool) or not isinstance(min_tickets, int) or min_tickets < 1:
-            raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
+        check_int(min_tickets, "min_tickets")
         if unanswered_for is not None:
             check_duration(unanswered_for, "unanswered_for")
         check_literal_id(company_id, "company_id")
@@ -104,7 +103,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         # Where waiting began when the task instance does not say (execute() called outside a run).
         self._began: datetime | None = None
 
@@ -116,7 +115,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        company_id = validate_id(self.company_id, "company_id")
+        company_id = check_id(self.company_id, "company_id")
         # A bad rendered value fails before any page is read.
         now = self._now(context)
         tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
@@ -238,7 +237,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             )
         self.defer(
             trigger=UnansweredTicketsTrigger(
-                company_id=validate_id(self.company_id, "company_id"),
+                company_id=check_id(self.company_id, "company_id"),
                 min_tickets=self.min_tickets,
                 unanswered_for_seconds=None if unanswered_for is None else unanswered_for.total_seconds(),
                 reference_time=None,
