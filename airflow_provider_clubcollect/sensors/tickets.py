@@ -215,6 +215,8 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         :param Context context: the task context.
         :param dict[str, Any] | None event: the trigger's event payload.
         :raises ClubCollectError: the subclass named in an error event, with the API's message.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         status = event.get("status") if isinstance(event, dict) else None
         if status == "error":
