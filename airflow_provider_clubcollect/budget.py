@@ -46,15 +46,7 @@ def key_digest(api_key: str) -> str:
 
 
 def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | None) -> str | None:
-    """
-    The ``budget_url`` extra, checked: a ``redis://`` or ``rediss://`` URL, or ``None``.
-
-    :param value: the extra as stored.
-    :param conn_id: the connection, named in the error.
-    :param max_requests_per_second: the connection's cap: a budget URL without one has nothing to share.
-    :raises ClubCollectValidationError: for a URL that is not Redis's, with no cap beside it, or
-        when the ``budget`` extra is not installed; naming the URL without its password.
-    """
+    """The ``budget_url`` extra, checked: a ``redis://`` or ``rediss://`` URL, or ``None``."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     where = f"Connection {conn_id!r}: extra 'budget_url'"
@@ -102,16 +94,7 @@ def shown_budget_url(url: str | None) -> str | None:
 
 
 class TokenBucket:
-    """
-    One process's cap: a token bucket safe to share between threads and event loops.
-
-    Each call reserves the next turn and says how long to wait for it, so that callers sleep
-    outside the lock and are served in the order they asked.
-
-    :param rate: turns per second.
-    :param burst: turns served at once from a full bucket.
-    :param clock: seconds on a monotonic clock (a fake one in tests).
-    """
+    """One process's cap: a token bucket safe to share between threads and event loops."""
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
@@ -237,14 +220,7 @@ class RequestBudget:
 
 
 def store_slot(rate: float) -> tuple[int, float]:
-    """
-    The pace of a shared budget: at most ``requests`` in each slot of ``seconds`` (about 0.1 s).
-
-    Slots, not a one-second window, so that processes starting together do not send a second's
-    worth of requests in the same instant (an API with a smaller burst refuses them).
-
-    :param rate: requests per second, above 0.
-    """
+    """The pace of a shared budget: at most ``requests`` in each slot of ``seconds`` (about 0.1 s)."""
     amount = max(1, math.floor(rate * 0.1))
     return amount, amount / rate
 

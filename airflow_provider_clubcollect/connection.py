@@ -28,19 +28,7 @@ _FIELDS = {name: field["schema"] for name, field in get_provider_info()["connect
 
 
 class ClientSettings:
-    """
-    Everything a transport needs to talk to ClubCollect.
-
-    A plain class, not a tuple: the API key must not come out of ``repr``, iteration or indexing.
-
-    :param conn_id: the Airflow connection these came from, for messages.
-    :param base_url: the API's base URL, without a trailing slash.
-    :param api_key: the partner API key.
-    :param timeout: seconds one request may take (the read timeout).
-    :param max_retries: retries after the first attempt.
-    :param max_requests_per_second: the cap on every request made with the key; ``None`` for none.
-    :param budget_url: the Redis URL through which processes share that cap; ``None`` keeps it per process.
-    """
+    """Everything a transport needs to talk to ClubCollect."""
 
     __slots__ = ("api_key", "base_url", "budget_url", "conn_id", "max_requests_per_second", "max_retries", "timeout")
 
@@ -85,11 +73,7 @@ class ClientSettings:
         return min(self.timeout, 10.0)
 
     def url(self, path: str) -> str:
-        """
-        The full URL of an API path.
-
-        :param path: a path relative to the base URL, as :mod:`~airflow_provider_clubcollect.wire` builds it.
-        """
+        """The full URL of an API path."""
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
@@ -102,22 +86,14 @@ class ClientSettings:
         }
 
     def scrub(self, text: str) -> str:
-        """
-        ``text`` with the API key (and the budget URL's Redis password) replaced by ``***``.
-
-        :param text: a message, such as one built from a library's exception, which may quote a header.
-        """
+        """``text`` with the API key (and the budget URL's Redis password) replaced by ``***``."""
         # Longest first across all secrets, so that no secret is cut up by another inside it.
         for form in sorted((form for secret in self.secrets for form in _key_forms(secret)), key=len, reverse=True):
             text = text.replace(form, "***")
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
-        """
-        An answer's body with the API key replaced by ``***``, before anything reads it.
-
-        :param body: the body bytes; a gateway echoing request headers puts the key in error pages.
-        """
+        """An answer's body with the API key replaced by ``***``, before anything reads it."""
         for form in _key_forms(self.api_key):
             body = body.replace(form.encode("utf-8"), b"***")
         return body
@@ -146,18 +122,7 @@ def settings_from_connection(
     timeout: float | None = None,
     max_retries: int | None = None,
 ) -> ClientSettings:
-    """
-    Read and check a ``clubcollect`` connection.
-
-    :param conn_id: the connection's id, named in every error.
-    :param host: the base URL, a bare host name, or nothing for ClubCollect's production API.
-    :param password: the API key.
-    :param port: the connection's port, used with a bare host name.
-    :param extra: the connection's extras: ``timeout``, ``max_retries``, ``max_requests_per_second``, ``budget_url``.
-    :param timeout: overrides the ``timeout`` extra.
-    :param max_retries: overrides the ``max_retries`` extra.
-    :raises ClubCollectValidationError: naming the connection and the bad value.
-    """
+    """Read and check a ``clubcollect`` connection."""
     where = f"Connection {conn_id!r}"
     if not password or not password.strip():
         raise ClubCollectValidationError(
@@ -221,17 +186,7 @@ def _number(text: str) -> Any:
 
 
 def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str = "") -> str:
-    """
-    The base URL a connection's ``host`` stands for.
-
-    A full URL is used as it is; a bare host name means ``https://<host>/api``; nothing means
-    ClubCollect's production API.  Plain ``http://`` is allowed for a loopback host only.
-
-    :param host: the connection's host field.
-    :param port: the connection's port, used with a bare host name.
-    :param conn_id: the connection's id, for the error message.
-    :raises ClubCollectValidationError: for a URL that is unusable or unsafe.
-    """
+    """The base URL a connection's ``host`` stands for."""
     raw = (host or "").strip()
     if not raw:
         return DEFAULT_BASE_URL
@@ -270,11 +225,7 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
 
 
 def is_loopback(hostname: str) -> bool:
-    """
-    Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``).
-
-    :param hostname: a host name or IP address.
-    """
+    """Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``)."""
     if hostname.lower() == "localhost":
         return True
     try:
@@ -284,11 +235,7 @@ def is_loopback(hostname: str) -> bool:
 
 
 def missing_connection(conn_id: str) -> ClubCollectValidationError:
-    """
-    The error for a connection Airflow does not know: how to create it, in the UI or as an environment variable.
-
-    :param conn_id: the connection id that was looked up.
-    """
+    """The error for a connection Airflow does not know: how to create it, in the UI or as an environment variable."""
     example = json.dumps({"conn_type": CONN_TYPE, "password": "<API key>"})
     return ClubCollectValidationError(
         f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "
@@ -300,14 +247,7 @@ def missing_connection(conn_id: str) -> ClubCollectValidationError:
 def settings_from_airflow_connection(
     conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
-    """
-    Read and check an Airflow ``Connection`` of type ``clubcollect``.
-
-    :param conn: the connection, from ``BaseHook.get_connection`` or ``aget_connection``.
-    :param timeout: overrides the ``timeout`` extra.
-    :param max_retries: overrides the ``max_retries`` extra.
-    :raises ClubCollectValidationError: naming the connection and the bad value.
-    """
+    """Read and check an Airflow ``Connection`` of type ``clubcollect``."""
     conn_type = getattr(conn, "conn_type", None)
     if conn_type and conn_type != CONN_TYPE:
         raise ClubCollectValidationError(

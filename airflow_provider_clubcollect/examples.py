@@ -23,11 +23,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent / "example_dags"
 
 
 def example_dags() -> dict[str, Path]:
-    """
-    The example DAG files by DAG id (each file is named after its DAG).
-
-    :raises FileNotFoundError: when neither the wheel's copy nor a checkout's is there.
-    """
+    """The example DAG files by DAG id (each file is named after its DAG)."""
     for folder in (PACKAGED, CHECKOUT):
         if folder.is_dir():
             return {path.stem: path for path in sorted(folder.glob("clubcollect_*.py"))}

@@ -34,26 +34,7 @@ _LAST_TOTALS: dict[tuple[str, str], int] = {}
 
 
 class CompanyTicketPager:
-    """
-    The paging state of one read of a company's tickets in one status.
-
-    A driver loops until :attr:`done`: it sends every request :meth:`next_request` gives (it
-    keeps at most :attr:`max_in_flight` in flight), passes each answer to :meth:`accept`, and
-    hands out what :meth:`pop` returns, page by page::
-
-        while not pager.done:
-            while (request := pager.next_request()) is not None:
-                start(request)
-            request, payload = wait_for_any_answer()
-            pager.accept(request, payload)
-            while (tickets := pager.pop()) is not None:
-                yield from tickets
-
-    :param company_id: the company.
-    :param status: ``unanswered``, ``answered`` or ``archived``.
-    :param page_size: tickets per page, 1 to 100.
-    :param max_concurrency: pages in flight at once, at least 1; the read-ahead window is twice that.
-    """
+    """The paging state of one read of a company's tickets in one status."""
 
     def __init__(
         self,
@@ -104,12 +85,7 @@ class CompanyTicketPager:
         return self._finished and not self._handed
 
     def next_request(self) -> ApiRequest | None:
-        """
-        The next request to send, or ``None`` when nothing is to be sent now.
-
-        ``None`` means: wait for an answer (page 1 is read alone; the baseline is being fixed;
-        ``max_concurrency`` pages are in flight; the window is full), or :attr:`done`.
-        """
+        """The next request to send, or ``None`` when nothing is to be sent now."""
         if self.done:
             return None
         if self._sizing:
@@ -155,14 +131,7 @@ class CompanyTicketPager:
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
-        """
-        Take one answer, in any order.
-
-        :param request: the request :meth:`next_request` gave.
-        :param payload: the decoded JSON answer.
-        :raises ClubCollectServerError: when the answer is not the documented shape, or the list
-            kept changing for :data:`MAX_REWINDS` restarts.
-        """
+        """Take one answer, in any order."""
         _, page, epoch = self._sent.pop(id(request))
         if page:
             self._pages_in_flight -= 1
@@ -234,11 +203,7 @@ class CompanyTicketPager:
         self._set_total(total)
 
     def pop(self) -> list[CompanyTicket] | None:
-        """
-        The next page's tickets not handed out before, in the API's order; ``None`` until it is read.
-
-        An empty page ends the read, also when the server claimed more pages.
-        """
+        """The next page's tickets not handed out before, in the API's order; ``None`` until it is read."""
         ready = None if self._finished else self._ready.get(self._next_out)
         if ready is None:
             return None

@@ -105,16 +105,7 @@ def check_number(value: object, name: str, *, zero: bool = False) -> float:
 
 
 def check_id(value: object, name: str) -> str:
-    """
-    Check an invoice or company ID: a non-empty string that cannot change the request path.
-
-    IDs are opaque, so no format is enforced; only what would escape or collapse a path segment.
-
-    :param value: the ID.
-    :param name: the parameter's name, for the error message.
-    :return: the ID, unchanged.
-    :raises ClubCollectValidationError: when the ID is not a usable path segment.
-    """
+    """Check an invoice or company ID: a non-empty string that cannot change the request path."""
     if not isinstance(value, str):
         raise ClubCollectValidationError(f"{name} must be a string, got {type(value).__name__} {shown(value)}.")
     problem = None
@@ -134,24 +125,14 @@ def check_id(value: object, name: str) -> str:
 
 
 def check_status(status: object) -> str:
-    """
-    Check a ticket status.
-
-    :param status: the status.
-    :raises ClubCollectValidationError: when it is not one of :data:`STATUSES`.
-    """
+    """Check a ticket status."""
     if status not in STATUSES:
         raise ClubCollectValidationError(f"Unknown ticket status {shown(status)}; allowed: {', '.join(STATUSES)}.")
     return str(status)
 
 
 def check_message(message: object) -> str:
-    """
-    Check a ticket message.
-
-    :param message: the message text.
-    :raises ClubCollectValidationError: when it is not a string with some non-whitespace text.
-    """
+    """Check a ticket message."""
     if not isinstance(message, str) or not message.strip():
         raise ClubCollectValidationError(
             f"message must be a non-empty string with text other than whitespace, got {shown(message)}."
@@ -163,18 +144,7 @@ def check_message(message: object) -> str:
 
 
 class ApiRequest(NamedTuple):
-    """
-    One call to the API as data, so that sync and async transports send it the same way.
-
-    :param method: ``GET`` or ``POST``.
-    :param path: path relative to the base URL, already quoted.
-    :param description: what the call does, naming its subject, for log lines and errors.
-    :param params: query parameters.
-    :param body: JSON body, or ``None``.
-    :param idempotent: whether it may be retried after an answer that may have been lost.
-    :param expect_body: whether success carries a JSON body (200) or none (204).
-    :param not_found_code: the error code the API documents for this call's 404.
-    """
+    """One call to the API as data, so that sync and async transports send it the same way."""
 
     method: str
     path: str
@@ -195,33 +165,19 @@ def _invoice_path(invoice_id: str) -> str:
 
 
 def get_invoice_tickets_request(invoice_id: str) -> ApiRequest:
-    """
-    Build the request that reads an invoice's tickets.
-
-    :param invoice_id: the invoice.
-    """
+    """Build the request that reads an invoice's tickets."""
     return ApiRequest("GET", _invoice_path(invoice_id), f"fetch tickets of invoice {shown(invoice_id)}")
 
 
 def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
-    """
-    Build the request that posts a ticket on an invoice (not idempotent).
-
-    :param invoice_id: the invoice.
-    :param message: the ticket's text.
-    """
+    """Build the request that posts a ticket on an invoice (not idempotent)."""
     body = {"message": check_message(message)}
     description = f"create a ticket on invoice {shown(invoice_id)}"
     return ApiRequest("POST", _invoice_path(invoice_id), description, body=body, idempotent=False)
 
 
 def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
-    """
-    Build the request that archives an invoice's tickets or assigns them to support (idempotent).
-
-    :param invoice_id: the invoice.
-    :param action: one of :data:`ACTIONS`.
-    """
+    """Build the request that archives an invoice's tickets or assigns them to support (idempotent)."""
     if action not in ACTIONS:
         raise ClubCollectValidationError(f"Unknown ticket action {shown(action)}; allowed: {', '.join(ACTIONS)}.")
     verb = action.replace("_", " ")
@@ -232,14 +188,7 @@ def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
 def company_tickets_page_request(
     company_id: str, status: str, page_number: int = 1, page_size: int = MAX_PAGE_SIZE
 ) -> ApiRequest:
-    """
-    Build the request that reads one page of a company's tickets in one status.
-
-    :param company_id: the company.
-    :param status: one of :data:`STATUSES`.
-    :param page_number: the page, counted from 1.
-    :param page_size: tickets per page, 1 to :data:`MAX_PAGE_SIZE`.
-    """
+    """Build the request that reads one page of a company's tickets in one status."""
     path = f"v2/companies/{quote(check_id(company_id, 'company_id'), safe='')}/tickets/{check_status(status)}"
     page_number = check_int(page_number, "page_number")
     page_size = check_int(page_size, "page_size", high=MAX_PAGE_SIZE)
@@ -253,11 +202,7 @@ def company_tickets_page_request(
 
 
 def parse_iso_datetime(value: object) -> datetime | None:
-    """
-    An ISO 8601 date and time as an aware UTC datetime (naive means UTC), or ``None`` when it is not one.
-
-    :param value: a string such as ``2026-05-01T10:00:00+00:00`` (or ``...Z``), or a datetime.
-    """
+    """An ISO 8601 date and time as an aware UTC datetime (naive means UTC), or ``None`` when it is not one."""
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -291,13 +236,7 @@ def parse_iso_datetime(value: object) -> datetime | None:
 
 
 class RawResponse(NamedTuple):
-    """
-    An HTTP answer as the transport received it.
-
-    :param status: the HTTP status code.
-    :param headers: the headers, read case-insensitively.
-    :param body: the body bytes.
-    """
+    """An HTTP answer as the transport received it."""
 
     status: int
     headers: Mapping[str, str]
@@ -308,15 +247,7 @@ class RawResponse(NamedTuple):
 
 
 def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> Any:
-    """
-    Turn an answer into the API's JSON value, or raise the error it stands for.
-
-    :param request: the request the answer belongs to.
-    :param response: the answer.
-    :param attempts: how many times the request was sent, for an error's message.
-    :return: the decoded JSON body, ``None`` for a call without one.
-    :raises ClubCollectError: the subclass matching the status, naming the call and the API's code.
-    """
+    """Turn an answer into the API's JSON value, or raise the error it stands for."""
     if not 200 <= response.status < 300:
         raise error_for(request, response, attempts=attempts)
     if not request.expect_body:
@@ -328,14 +259,7 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
-    """
-    The ``tickets`` list of an answer, checked to be what the API documents.
-
-    :param request: the request the answer belongs to, for the error message.
-    :param payload: the decoded JSON body.
-    :param company: whether tickets must carry ``invoice_id`` (company lists do).
-    :raises ClubCollectServerError: when the body is not the documented shape.
-    """
+    """The ``tickets`` list of an answer, checked to be what the API documents."""
     tickets = payload.get("tickets") if isinstance(payload, dict) else None
     if not isinstance(tickets, list):
         raise _malformed(request, "no 'tickets' list")
@@ -351,26 +275,14 @@ def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -
 
 
 def parse_ticket(request: ApiRequest, payload: Any) -> Ticket:
-    """
-    A single ticket (the answer to creating one), checked.
-
-    :param request: the request the answer belongs to, for the error message.
-    :param payload: the decoded JSON body.
-    :raises ClubCollectServerError: when the body is not a ticket.
-    """
+    """A single ticket (the answer to creating one), checked."""
     if not isinstance(payload, dict) or not isinstance(payload.get("ticket_id"), str):
         raise _malformed(request, f"not a ticket: {shown(payload)}")
     return cast("Ticket", payload)
 
 
 def parse_page_info(request: ApiRequest, payload: Any) -> Page:
-    """
-    The ``page`` object of a company list, checked.
-
-    :param request: the request the answer belongs to, for the error message.
-    :param payload: the decoded JSON body.
-    :raises ClubCollectServerError: when it is missing or not made of integers.
-    """
+    """The ``page`` object of a company list, checked."""
     page = payload.get("page") if isinstance(payload, dict) else None
     names = Page.__annotations__
     if not isinstance(page, dict) or any(type(page.get(name)) is not int for name in names):
@@ -386,13 +298,7 @@ def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
 
 
 def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
-    """
-    The error an unsuccessful answer stands for.
-
-    :param request: the request the answer belongs to.
-    :param response: the answer (any status outside 2xx).
-    :param attempts: how many times the request was sent, for the message.
-    """
+    """The error an unsuccessful answer stands for."""
     status = response.status
     code = _error_code(response.body)
     detail = f"HTTP {status}" + (f" {code}" if code else "")
@@ -445,12 +351,7 @@ def _error_code(body: bytes) -> str | None:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """
-    Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    :param value: the header value, or ``None``.
-    :return: the seconds (never negative), or ``None`` when absent or unreadable.
-    """
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if value is None or not value.strip():
         return None
     try:
