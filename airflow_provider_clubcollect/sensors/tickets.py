@@ -34,42 +34,25 @@ if TYPE_CHECKING:
 __all__ = ["UnansweredTicketsSensor"]
 
 
-def _default_deferrable() -> bool:
-    from airflow.providers.common.compat.sdk import conf
-
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
-
-
 class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     """
-    Wait until at least ``min_tickets`` tickets of a company await an answer.
+    Wait until at least ``min_tickets`` tickets of a company await an answer; return them (oldest first).
 
-    A ticket awaits an answer when it is a CUSTOMER ticket newer than the newest COMPANY ticket of
-    an unanswered thread; with ``unanswered_for``, only threads unanswered for longer than that
-    count.  The XCom value is the list of those tickets (CompanyTicket dicts, oldest first).
-
-    Works in ``poke`` and ``reschedule`` mode, and with ``deferrable=True`` waits in the triggerer
-    (:class:`~airflow_provider_clubcollect.triggers.tickets.UnansweredTicketsTrigger`), holding no
-    worker slot; it ends the same way in every mode: same XCom value, same errors, same
-    ``timeout`` and ``soft_fail`` behaviour.
+    A ticket awaits an answer when it is a CUSTOMER ticket newer than the newest COMPANY ticket of an
+    unanswered thread.  Ends the same way in ``poke``, ``reschedule`` and deferrable mode (in the
+    triggerer, holding no worker slot): same XCom value, same errors, same ``timeout`` and ``soft_fail``.
 
     :param str company_id: the company (templated).
     :param int min_tickets: how many tickets must await an answer (default 1).
-    :param timedelta | None unanswered_for: count only threads unanswered for longer than this ``timedelta``.
-    :param datetime | str | None reference_time: where the sensor's clock starts (templated); default the
-        current UTC time; a value that renders to nothing means the run's ``run_after``.  The clock moves
-        while the sensor waits: each poke's "now" is ``reference_time`` plus the time since the sensor
-        began waiting (its first try's start; in reschedule mode its first reschedule), so that with
-        ``unanswered_for`` a thread that starts waiting after the run began still ages past it.
+    :param timedelta | None unanswered_for: count only threads unanswered for longer than this.
+    :param datetime | str | None reference_time: where the sensor's clock starts (templated): default now; a
+        value rendering to nothing means the run's ``run_after``; it moves on while the sensor waits
+        (:ref:`sensor-clock`).
     :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request
-        (:class:`~airflow_provider_clubcollect.retry.Backoff`), also handed to the trigger; the count is the
-        connection's ``max_retries``.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed to
-        Airflow as it is.  By default a ``ClubCollectRetryPolicy``: a refused key, an unknown company and bad
-        input fail the task at once, a 429 retries no sooner than its ``Retry-After``.  ``None`` leaves every
-        failure to ``retries`` and ``retry_delay``.
+    :param Backoff | None backoff: the waits between retries of each request, also handed to the trigger.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+); by
+        default a ``ClubCollectRetryPolicy``, ``None`` leaves failures to ``retries`` and ``retry_delay``.
     :param int max_concurrency: pages in flight at once while polling, at least 1 (default 8).
 
     .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
@@ -101,7 +84,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         self.min_tickets = min_tickets
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        if deferrable is None:
+            from airflow.providers.common.compat.sdk import conf
+
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = bool(deferrable)
         self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         # Where waiting began when the task instance does not say (execute() called outside a run).
         self._began: datetime | None = None
