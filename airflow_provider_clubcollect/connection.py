@@ -6,6 +6,7 @@ import difflib
 import functools
 import ipaddress
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,28 +28,17 @@ if TYPE_CHECKING:
 _FIELDS = {name: field["schema"] for name, field in get_provider_info()["connection-types"][0]["conn-fields"].items()}
 
 
+@dataclass(repr=False, eq=False, slots=True)
 class ClientSettings:
-    """Everything a transport needs to talk to ClubCollect."""
+    """Everything a transport needs to talk to ClubCollect; its repr, unlike a tuple's, never shows the key."""
 
-    __slots__ = ("api_key", "base_url", "budget_url", "conn_id", "max_requests_per_second", "max_retries", "timeout")
-
-    def __init__(
-        self,
-        conn_id: str,
-        base_url: str,
-        api_key: str,
-        timeout: float = _FIELDS["timeout"]["default"],
-        max_retries: int = _FIELDS["max_retries"]["default"],
-        max_requests_per_second: float | None = None,
-        budget_url: str | None = None,
-    ) -> None:
-        self.conn_id = conn_id
-        self.base_url = base_url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.max_requests_per_second = max_requests_per_second
-        self.budget_url = budget_url
+    conn_id: str
+    base_url: str
+    api_key: str
+    timeout: float = _FIELDS["timeout"]["default"]
+    max_retries: int = _FIELDS["max_retries"]["default"]
+    max_requests_per_second: float | None = None
+    budget_url: str | None = None
 
     def __repr__(self) -> str:
         budget = ""
