@@ -25,17 +25,11 @@ __all__ = ["Backoff", "ClubCollectRetryPolicy"] if AIRFLOW_V_3_3_PLUS else ["Bac
 @dataclass(frozen=True)
 class Backoff:
     """
-    The waits between retries of one ClubCollect request, in seconds.
+    The waits between retries of one ClubCollect request, in seconds (the count is ``max_retries``).
 
-    A request is retried after connection errors and timeouts, 429 and 5xx, up to the connection's
-    ``max_retries`` extra (or the hook's ``max_retries=`` argument) times; this sets only how long
-    each wait is.  Without a ``Retry-After`` the wait before retry *n* is ``min(maximum, initial x
-    2^(n-1))``, of which a random half is jitter; a ``Retry-After`` (capped at ``retry_after_max``)
-    replaces it.  Pass it as ``backoff=`` to the hook, the operators, the sensor or a trigger.
-
-    .. code-block:: python
-
-        FetchCompanyTicketsOperator(task_id="export", company_id="...", backoff=Backoff(initial=2.0, maximum=60.0))
+    Without a ``Retry-After`` the wait before retry *n* is ``min(maximum, initial x 2^(n-1))``, half
+    of it jitter; a ``Retry-After`` (capped at ``retry_after_max``) replaces it.  Pass it as ``backoff=``
+    to the hook, the operators, the sensor or a trigger.
 
     :param float initial: the wait before the first retry, before jitter; 0 or more.
     :param float maximum: the longest wait between two attempts; at least ``initial``.
@@ -66,8 +60,7 @@ class Backoff:
         """
         # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 times any wait is past any cap.
         ceiling = min(self.maximum, self.initial * 2.0 ** min(max(retry_number - 1, 0), 64))
-        # "Equal jitter": at least half the exponential wait, so retries keep backing off,
-        # plus a random half, so that concurrent clients spread out.
+        # "Equal jitter": half the wait keeps backing off, a random half spreads concurrent clients out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def wait_seconds(self, retry_number: int, retry_after: str | None = None) -> float:
