@@ -93,29 +93,6 @@ def shown_budget_url(url: str | None) -> str | None:
     return urlsplit(url)._replace(netloc=f"***@{netloc.rpartition('@')[2]}").geturl()
 
 
-class TokenBucket:
-    """One process's cap: a token bucket safe to share between threads and event loops."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next: float | None = None  # when the turn after the last one reserved is due, saving none
-
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate:g}, burst={self.burst})"
-
-    def reserve(self) -> float:
-        """Reserve a turn: the seconds to wait before using it (0 when a saved one is there)."""
-        interval = 1.0 / self.rate
-        with self._lock:
-            now = self._clock()
-            due = now if self._next is None else max(self._next, now)
-            self._next = due + interval
-            return max(0.0, due - (self.burst - 1) * interval - now)
-
-
 class RequestBudget:
     """
     The turns one API key's requests take: the per-process cap, or a share of a budget in Redis.
@@ -144,7 +121,8 @@ class RequestBudget:
         self.budget_url = budget_url
         self._clock = clock
         self._sleep = sleep
-        self._bucket = None if rate is None else TokenBucket(rate, max(1, math.floor(rate)), clock)
+        self._lock = threading.Lock()
+        self._next: float | None = None  # when the turn after the last one reserved is due, saving none
         self._shared = None if rate is None or budget_url is None else _SharedBudget(budget_url, digest, rate)
         self._store_down_until: float | None = None  # while the clock is before it, the bucket serves
 
@@ -166,7 +144,7 @@ class RequestBudget:
                 return self._store_answered(self._shared.acquire(self._sleep))
             except Exception as error:  # whatever Redis raises, the DAG goes on
                 self._store_failed(error)
-        wait = self._bucket.reserve() if self._bucket is not None else 0.0
+        wait = self._reserve()
         if wait > 0:
             self._sleep(wait)
         return wait
@@ -178,10 +156,21 @@ class RequestBudget:
                 return self._store_answered(await self._shared.aacquire())
             except Exception as error:  # whatever Redis raises, the trigger goes on
                 self._store_failed(error)
-        wait = self._bucket.reserve() if self._bucket is not None else 0.0
+        wait = self._reserve()
         if wait > 0:
             await asyncio.sleep(wait)
         return wait
+
+    def _reserve(self) -> float:
+        """Reserve this process's next turn: the seconds to wait for it; ``burst`` saved turns go at once."""
+        if self.max_requests_per_second is None:
+            return 0.0
+        interval, burst = 1.0 / self.max_requests_per_second, max(1, math.floor(self.max_requests_per_second))
+        with self._lock:  # callers sleep outside it, served in the order they asked
+            now = self._clock()
+            due = now if self._next is None else max(self._next, now)
+            self._next = due + interval
+            return max(0.0, due - (burst - 1) * interval - now)
 
     def _store_usable(self) -> bool:
         """Whether to ask the store: never failed, or failed long enough ago."""
