@@ -139,15 +139,8 @@ class ClubCollectRateLimitError(ClubCollectError):
     .. seealso:: :ref:`troubleshooting`
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        retry_after: float | None = None,
-    ):
-        super().__init__(message, status_code=status_code, error_code=error_code)
+    def __init__(self, message: str, *, retry_after: float | None = None, **codes: Any):
+        super().__init__(message, **codes)
         self.retry_after = retry_after
 
 
@@ -171,13 +164,6 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     .. seealso:: :ref:`troubleshooting`
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        timed_out: bool = False,
-    ):
-        super().__init__(message, status_code=status_code, error_code=error_code)
+    def __init__(self, message: str, *, timed_out: bool = False, **codes: Any):
+        super().__init__(message, **codes)
         self.timed_out = timed_out

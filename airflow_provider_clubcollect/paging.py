@@ -24,12 +24,9 @@ from airflow_provider_clubcollect.wire import (
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
 
-#: How often the pager may start over before it gives up on a list that will not hold still.
 MAX_REWINDS = 50
-
-#: The total the last read of a list ended with, per (company, status), in this process: where
-#: the tail probably is, so that the first look goes out instead of page 1, not after it.  Only
-#: a guess: a look that misses the tail is sent again where the tail is.
+# Where the tail probably is, per (company, status): the last read's total, so that a later read
+# sends its first look instead of page 1.  A look that misses the tail is sent again where it is.
 _LAST_TOTALS: dict[tuple[str, str], int] = {}
 
 
@@ -225,16 +222,11 @@ class CompanyTicketPager:
         ids = [ticket["ticket_id"] for ticket in tickets]
         if looks >= self._agreed or self._handed:  # not verified, or after one that is not
             self._handed[self.last_page_read] = (looks, ids)
-        if len(set(ids)) == len(tickets) and seen.isdisjoint(ids):
-            seen.update(ids)
-            fresh = tickets  # the common case, in set operations: every ticket new, none twice in the page
-        else:
-            fresh = []
-            for ticket in tickets:
-                ticket_id = ticket["ticket_id"]
-                if ticket_id not in seen:
-                    seen.add(ticket_id)
-                    fresh.append(ticket)
+        fresh = []
+        for ticket in tickets:
+            if ticket["ticket_id"] not in seen:
+                seen.add(ticket["ticket_id"])
+                fresh.append(ticket)
         if not tickets or self.last_page_read >= self.total_pages:
             self._finished = True
         return fresh
