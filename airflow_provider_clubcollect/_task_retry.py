@@ -1,8 +1,4 @@
-"""``ClubCollectRetryPolicy``: a task retry policy (Airflow 3.3+) that knows ClubCollect's errors.
-
-Private: the public name is ``airflow_provider_clubcollect.retry.ClubCollectRetryPolicy``, which
-imports this module on first use, and only on an Airflow that has task retry policies.
-"""
+"""``ClubCollectRetryPolicy`` (Airflow 3.3+), public as ``airflow_provider_clubcollect.retry``'s."""
 
 from __future__ import annotations
 
@@ -23,10 +19,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.exceptions import ClubCollectError
 
-#: The longest ``Retry-After`` a task waits for: a day, the longest retry delay Airflow computes itself.
+# A day: the longest retry delay Airflow computes itself.
 MAX_RETRY_AFTER: Final = timedelta(days=1)
 
-#: Errors no retry can heal, and what they mean, for the decision's reason.
 _HOPELESS: Final[dict[type[ClubCollectError], str]] = {
     ClubCollectAuthError: "the API refused the key (fix the connection's API key)",
     ClubCollectNotFoundError: "the invoice or company does not exist for this key (or the base URL is wrong)",
@@ -36,29 +31,20 @@ _HOPELESS: Final[dict[type[ClubCollectError], str]] = {
 
 class ClubCollectRetryPolicy(RetryPolicy):
     """
-    A task retry policy for Airflow 3.3's ``retry_policy=``, knowing ClubCollect's errors.
+    A task retry policy for Airflow 3.3's ``retry_policy=`` that knows ClubCollect's errors.
 
-    - Errors no retry can heal fail the task at once, whatever its ``retries``:
-      :class:`~airflow_provider_clubcollect.exceptions.ClubCollectAuthError` (401/403),
-      :class:`~airflow_provider_clubcollect.exceptions.ClubCollectNotFoundError` (an unknown invoice
-      or company) and :class:`~airflow_provider_clubcollect.exceptions.ClubCollectValidationError`
-      (422, and bad input caught before any request).
-    - A :class:`~airflow_provider_clubcollect.exceptions.ClubCollectRateLimitError` (429 after every
-      retry of the request) whose answer carried a ``Retry-After`` retries the task no sooner than
-      that: after ``max(retry_delay, Retry-After)``, at most a day.  Within the task's ``retries``.
-    - Everything else follows the task's own ``retries`` and ``retry_delay``.
-
-    The operators and the sensor use it unless the DAG gives another ``retry_policy`` (as an argument
-    or in ``default_args``); ``retry_policy=None`` leaves every failure to ``retries`` and
-    ``retry_delay``.  Give it to your own tasks that call the hook, or chain it with other policies
-    in Airflow's ``ChainRetryPolicy``:
+    A refused key, an unknown invoice or company and bad input
+    (:class:`~airflow_provider_clubcollect.exceptions.ClubCollectAuthError`,
+    :class:`~airflow_provider_clubcollect.exceptions.ClubCollectNotFoundError`,
+    :class:`~airflow_provider_clubcollect.exceptions.ClubCollectValidationError`) fail the task at once;
+    a :class:`~airflow_provider_clubcollect.exceptions.ClubCollectRateLimitError` with a ``Retry-After``
+    retries no sooner than that (at most a day); the rest follows the task's ``retries`` and ``retry_delay``.
+    The operators and the sensor use it unless the DAG gives another ``retry_policy`` (``None`` opts out):
 
     .. code-block:: python
 
         @task(retries=3, retry_policy=ClubCollectRetryPolicy())
         def reply(invoice_id: str) -> None: ...
-
-    Only on Airflow 3.3 and later: before that, importing it raises an ``ImportError`` saying so.
 
     .. seealso:: :ref:`task-retries`
     """
@@ -95,6 +81,7 @@ class ClubCollectRetryPolicy(RetryPolicy):
 
 
 def _named(exception: ClubCollectError) -> str:
+    """The error's class and HTTP status, for a decision's reason."""
     status = f" (HTTP {exception.status_code})" if exception.status_code is not None else ""
     return f"{type(exception).__name__}{status}"
 

@@ -17,7 +17,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     shorten,
 )
-from airflow_provider_clubcollect.limiter import check_concurrency
+from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -119,7 +119,7 @@ def run_bulk(
 
     total = len(invoice_ids)
     not_tried: list[str] = []
-    workers = min(check_concurrency(max_concurrency), total)
+    workers = min(check_int(max_concurrency, "max_concurrency"), total)
     started = last_time = time.monotonic()
     last_count = 0
     action_name = verb.replace(" ", "_")

@@ -1,8 +1,4 @@
-"""From an Airflow connection to the settings every request uses.
-
-Shared by the sync hook and the async trigger: both read the same connection fields and the same
-extras, and refuse the same unsafe base URLs, before any request is sent.
-"""
+"""From an Airflow connection to the checked settings every request uses, sync or async."""
 
 from __future__ import annotations
 
@@ -10,77 +6,39 @@ import difflib
 import functools
 import ipaddress
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_clubcollect import __version__
-from airflow_provider_clubcollect.budget import (
-    budget_url_password,
-    check_budget_url,
-    check_max_requests_per_second,
-    shown_budget_url,
-)
+from airflow_provider_clubcollect.budget import budget_url_password, check_budget_url, shown_budget_url
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.get_provider_info import (
-    CONN_EXTRA_BUDGET_URL,
-    CONN_EXTRA_MAX_REQUESTS_PER_SECOND,
-    CONN_EXTRA_MAX_RETRIES,
-    CONN_EXTRA_TIMEOUT,
-    CONN_EXTRAS,
     CONN_TYPE,
     DEFAULT_BASE_URL,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT_SECONDS,
     DISTRIBUTION_NAME,
-    MAX_RETRIES_LIMIT,
+    get_provider_info,
 )
-from airflow_provider_clubcollect.wire import BASE_PATH
+from airflow_provider_clubcollect.wire import BASE_PATH, check_int, check_number
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
+# The connection form is the one source of the extras, their defaults and bounds.
+_FIELDS = {name: field["schema"] for name, field in get_provider_info()["connection-types"][0]["conn-fields"].items()}
 
-#: Connecting should be quick; a slow connect means the host is unreachable, so fail fast and retry.
-MAX_CONNECT_TIMEOUT_SECONDS = 10.0
 
-
+@dataclass(repr=False, eq=False, slots=True)
 class ClientSettings:
-    """
-    Everything a transport needs to talk to ClubCollect.
+    """Everything a transport needs to talk to ClubCollect; its repr, unlike a tuple's, never shows the key."""
 
-    A plain class, not a tuple: the API key must not come out of ``repr``, iteration, indexing or
-    JSON encoding of this object.
-
-    :param conn_id: the Airflow connection these came from, for messages.
-    :param base_url: the API's base URL, without a trailing slash.
-    :param api_key: the partner API key.
-    :param timeout: seconds one request may take (the read timeout).
-    :param max_retries: retries after the first attempt.
-    :param max_requests_per_second: the cap on every request made with the key (SPEC section 12);
-        ``None`` for none.
-    :param budget_url: the Redis URL through which processes share that cap; ``None`` keeps it per
-        process.  It may carry a Redis password: shown only as :func:`~.budget.shown_budget_url` does.
-    """
-
-    __slots__ = ("api_key", "base_url", "budget_url", "conn_id", "max_requests_per_second", "max_retries", "timeout")
-
-    def __init__(
-        self,
-        conn_id: str,
-        base_url: str,
-        api_key: str,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        max_requests_per_second: float | None = None,
-        budget_url: str | None = None,
-    ) -> None:
-        self.conn_id = conn_id
-        self.base_url = base_url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.max_requests_per_second = max_requests_per_second
-        self.budget_url = budget_url
+    conn_id: str
+    base_url: str
+    api_key: str
+    timeout: float = _FIELDS["timeout"]["default"]
+    max_retries: int = _FIELDS["max_retries"]["default"]
+    max_requests_per_second: float | None = None
+    budget_url: str | None = None
 
     def __repr__(self) -> str:
         budget = ""
@@ -101,22 +59,15 @@ class ClientSettings:
 
     @property
     def connect_timeout(self) -> float:
-        """Seconds to wait for a connection: short, since a slow connect means an unreachable host."""
-        return min(self.timeout, MAX_CONNECT_TIMEOUT_SECONDS)
+        """Seconds to wait for a connection: at most 10, since a slow connect means an unreachable host."""
+        return min(self.timeout, 10.0)
 
     def url(self, path: str) -> str:
-        """
-        The full URL of an API path.
-
-        :param path: a path relative to the base URL, as :mod:`~airflow_provider_clubcollect.wire` builds it.
-        """
+        """The full URL of an API path."""
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
-        """
-        Headers for every request: the key in ``Authorization`` and nowhere else; JSON both ways;
-        a ``User-Agent`` naming the provider (a firewall in front of the API blocks some default agents).
-        """
+        """Headers for every request: the key in ``Authorization`` only, JSON, a ``User-Agent`` naming the provider."""
         return {
             "Authorization": f"ApiKey {self.api_key}",
             "Content-Type": "application/json",
@@ -125,27 +76,14 @@ class ClientSettings:
         }
 
     def scrub(self, text: str) -> str:
-        """
-        ``text`` with the API key (and the budget URL's Redis password) replaced by ``***``.
-
-        Applied to every message built from a library's exception text, which may quote a header.
-
-        :param text: a message.
-        """
+        """``text`` with the API key (and the budget URL's Redis password) replaced by ``***``."""
         # Longest first across all secrets, so that no secret is cut up by another inside it.
         for form in sorted((form for secret in self.secrets for form in _key_forms(secret)), key=len, reverse=True):
             text = text.replace(form, "***")
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
-        """
-        An answer's body with the API key replaced by ``***``, before anything reads it.
-
-        A gateway that echoes request headers puts the key into error pages; scrubbing the bytes
-        keeps it out of every message, log line, event and XCom value built from the answer.
-
-        :param body: the body bytes.
-        """
+        """An answer's body with the API key replaced by ``***``, before anything reads it."""
         for form in _key_forms(self.api_key):
             body = body.replace(form.encode("utf-8"), b"***")
         return body
@@ -153,10 +91,8 @@ class ClientSettings:
 
 @functools.lru_cache(maxsize=16)
 def _key_forms(key: str) -> tuple[str, ...]:
-    # The key as a server may echo it: as sent, escaped in JSON, in HTML or in a URL.  Cached:
-    # every answer is scrubbed, and building these costs more than the scrubbing itself.
+    """The key as a server may echo it (as sent, in JSON, HTML or a URL), longest first; cached per key."""
     import html
-    import json
     from urllib.parse import quote
 
     if not key:
@@ -176,74 +112,71 @@ def settings_from_connection(
     timeout: float | None = None,
     max_retries: int | None = None,
 ) -> ClientSettings:
-    """
-    Read and check a ``clubcollect`` connection.
-
-    :param conn_id: the connection's id, named in every error.
-    :param host: the base URL, a bare host name, or nothing for ClubCollect's production API.
-    :param password: the API key.
-    :param port: the connection's port, used with a bare host name.
-    :param extra: the connection's extras: ``timeout``, ``max_retries``, ``max_requests_per_second``
-        and ``budget_url``.
-    :param timeout: overrides the ``timeout`` extra.
-    :param max_retries: overrides the ``max_retries`` extra.
-    :raises ClubCollectValidationError: naming the connection and the bad value.
-    """
+    """Read and check a ``clubcollect`` connection."""
+    where = f"Connection {conn_id!r}"
     if not password or not password.strip():
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r} has no API key: set its password to the ClubCollect partner API key."
+            f"{where} has no API key: set its password to the ClubCollect partner API key."
         )
     if any(not 0x21 <= ord(char) <= 0x7E for char in password.strip()):
         # Never quote the key: an HTTP library's error about a bad header value would.
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: the API key contains whitespace, control or non-ASCII characters, "
+            f"{where}: the API key contains whitespace, control or non-ASCII characters, "
             "which cannot go into an HTTP header; check the connection's password."
         )
     extra = {} if extra is None else extra
     if not isinstance(extra, dict):
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: extra must be a JSON object such as "
-            f'{{"{CONN_EXTRA_TIMEOUT}": 30, "{CONN_EXTRA_MAX_RETRIES}": 5}}, got {type(extra).__name__} {shown(extra)}.'
+            f'{where}: extra must be a JSON object such as {{"timeout": 30, "max_retries": 5}}, '
+            f"got {type(extra).__name__} {shown(extra)}."
         )
     # Airflow's form in older releases wrote extras as "extra__clubcollect__<name>".
     extra = {str(key).removeprefix(f"extra__{CONN_TYPE}__"): value for key, value in extra.items()}
-    unknown = sorted(set(extra) - set(CONN_EXTRAS))
+    unknown = sorted(set(extra) - set(_FIELDS))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], CONN_EXTRAS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(unknown[0], _FIELDS, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else "."
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: unknown extra {shown(unknown[0])}{hint} "
-            f"A clubcollect connection's extras are {', '.join(CONN_EXTRAS)}."
+            f"{where}: unknown extra {shown(unknown[0])}{hint} "
+            f"A clubcollect connection's extras are {', '.join(_FIELDS)}."
         )
-    if timeout is None:
-        timeout = extra.get(CONN_EXTRA_TIMEOUT)
-    if max_retries is None:
-        max_retries = extra.get(CONN_EXTRA_MAX_RETRIES)
-    max_requests_per_second = check_max_requests_per_second(extra.get(CONN_EXTRA_MAX_REQUESTS_PER_SECOND), conn_id)
+    given = {**extra, **{k: v for k, v in (("timeout", timeout), ("max_retries", max_retries)) if v is not None}}
+    rate = _extra(given, "max_requests_per_second", where)
     return ClientSettings(
         conn_id=conn_id,
         base_url=resolve_base_url(host, port=port, conn_id=conn_id),
         api_key=password.strip(),
-        timeout=_positive_number(timeout, DEFAULT_TIMEOUT_SECONDS, CONN_EXTRA_TIMEOUT, conn_id),
-        max_retries=_non_negative_int(max_retries, DEFAULT_MAX_RETRIES, CONN_EXTRA_MAX_RETRIES, conn_id),
-        max_requests_per_second=max_requests_per_second,
-        budget_url=check_budget_url(extra.get(CONN_EXTRA_BUDGET_URL), conn_id, max_requests_per_second),
+        timeout=_extra(given, "timeout", where),
+        max_retries=_extra(given, "max_retries", where),
+        max_requests_per_second=rate,
+        budget_url=check_budget_url(extra.get("budget_url"), conn_id, rate),
     )
 
 
+def _extra(extra: dict[str, Any], name: str, where: str) -> Any:
+    """A numeric extra checked against the form's schema; its default when not set (text read as a number)."""
+    value, schema = extra.get(name), _FIELDS[name]
+    if isinstance(value, str):
+        value = _number(value) if value.strip() else None
+    if value is None:
+        return schema["default"]
+    if "maximum" in schema:
+        return check_int(value, f"{where}: extra {name!r}", low=schema["minimum"], high=schema["maximum"])
+    return check_number(value, f"{where}: extra {name!r}")
+
+
+def _number(text: str) -> Any:
+    """Text typed into a form as a number when it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str = "") -> str:
-    """
-    The base URL a connection's ``host`` stands for.
-
-    A full URL is used as it is; a bare host name means ``https://<host>/api``; nothing means
-    ClubCollect's production API.  Plain ``http://`` is refused unless the host is loopback: the
-    key would cross the network in clear text.
-
-    :param host: the connection's host field.
-    :param port: the connection's port, used with a bare host name.
-    :param conn_id: the connection's id, for the error message.
-    :raises ClubCollectValidationError: for a URL that is unusable or unsafe.
-    """
+    """The base URL a connection's ``host`` stands for."""
     raw = (host or "").strip()
     if not raw:
         return DEFAULT_BASE_URL
@@ -252,19 +185,22 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
     # Name the host without its query or credentials: a misplaced key may sit there.
     named = shorten(repr(f"{parts.scheme}://{parts.hostname or ''}{parts.path}"))
     where = f"Connection {conn_id!r} host {named}" if conn_id else f"Host {named}"
+    problem = None
     if parts.scheme not in ("http", "https"):
-        raise ClubCollectValidationError(f"{where}: the scheme must be https (or http on loopback).")
-    if not parts.hostname:
-        raise ClubCollectValidationError(f"{where}: no host name in it.")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ClubCollectValidationError(
-            f"{where}: a base URL must not carry a query, fragment or credentials; put the key in the password."
-        )
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ClubCollectValidationError(
-            f"{where}: plain http:// would send the API key in clear text; it is allowed only for a "
+        problem = "the scheme must be https (or http on loopback)."
+    elif not parts.hostname:
+        problem = "no host name in it."
+    elif parts.query or parts.fragment or parts.username or parts.password:
+        problem = "a base URL must not carry a query, fragment or credentials; put the key in the password."
+    elif parts.scheme == "http" and not is_loopback(parts.hostname):
+        problem = (
+            "plain http:// would send the API key in clear text; it is allowed only for a "
             "loopback host (127.0.0.0/8, ::1, localhost). Use https://."
         )
+    elif any(char.isspace() or ord(char) < 32 for char in parts.netloc):
+        problem = "the host must not contain whitespace or control characters."
+    if problem:
+        raise ClubCollectValidationError(f"{where}: {problem}")
     try:
         url_port = parts.port
     except ValueError:  # not a number, or past 65535
@@ -273,21 +209,13 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
         if candidate is not None and (isinstance(candidate, bool) or not 1 <= candidate <= 65535):
             got = parts.netloc.rpartition(":")[2] if candidate == url_port else candidate
             raise ClubCollectValidationError(f"{where}: the port must be a number from 1 to 65535, got {shown(got)}.")
-    if any(char.isspace() or ord(char) < 32 for char in parts.netloc):
-        raise ClubCollectValidationError(f"{where}: the host must not contain whitespace or control characters.")
-    netloc = parts.netloc
-    if not has_scheme and port and url_port is None:
-        netloc = f"{netloc}:{port}"
+    netloc = parts.netloc if has_scheme or not port or url_port is not None else f"{parts.netloc}:{port}"
     path = parts.path.rstrip("/") if (has_scheme or parts.path.strip("/")) else BASE_PATH
     return f"{parts.scheme}://{netloc}{path}"
 
 
 def is_loopback(hostname: str) -> bool:
-    """
-    Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``).
-
-    :param str hostname: a host name or IP address.
-    """
+    """Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``)."""
     if hostname.lower() == "localhost":
         return True
     try:
@@ -296,55 +224,8 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
-def _positive_number(value: Any, default: float, name: str, conn_id: str) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if isinstance(value, bool) or not number > 0 or number == float("inf"):
-        raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: extra {name!r} must be a positive number of seconds, got {shown(value)}."
-        )
-    return number
-
-
-def _non_negative_int(value: Any, default: int, name: str, conn_id: str) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = -1
-    if isinstance(value, (bool, float)) or not 0 <= number <= MAX_RETRIES_LIMIT:
-        raise ClubCollectValidationError(
-            f"Connection {conn_id!r}: extra {name!r} must be a whole number from 0 to {MAX_RETRIES_LIMIT}, "
-            f"got {shown(value)}."
-        )
-    return number
-
-
-def check_max_retries(value: object) -> int:
-    """
-    Check a ``max_retries`` argument (the connection's extra has its own reader, which takes text too).
-
-    :param value: an integer from 0 to :data:`~airflow_provider_clubcollect.get_provider_info.MAX_RETRIES_LIMIT`.
-    :raises ClubCollectValidationError: otherwise.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
-        raise ClubCollectValidationError(
-            f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}, got {shown(value)}."
-        )
-    return value
-
-
 def missing_connection(conn_id: str) -> ClubCollectValidationError:
-    """
-    The error for a connection Airflow does not know: how to create it, in the UI and as an environment variable.
-
-    :param conn_id: the connection id that was looked up.
-    """
+    """The error for a connection Airflow does not know: how to create it, in the UI or as an environment variable."""
     example = json.dumps({"conn_type": CONN_TYPE, "password": "<API key>"})
     return ClubCollectValidationError(
         f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "
@@ -356,14 +237,7 @@ def missing_connection(conn_id: str) -> ClubCollectValidationError:
 def settings_from_airflow_connection(
     conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
-    """
-    Read and check an Airflow ``Connection`` object of type ``clubcollect``.
-
-    :param conn: the connection, from ``BaseHook.get_connection`` or ``aget_connection``.
-    :param timeout: overrides the ``timeout`` extra.
-    :param max_retries: overrides the ``max_retries`` extra.
-    :raises ClubCollectValidationError: naming the connection and the bad value.
-    """
+    """Read and check an Airflow ``Connection`` of type ``clubcollect``."""
     conn_type = getattr(conn, "conn_type", None)
     if conn_type and conn_type != CONN_TYPE:
         raise ClubCollectValidationError(

@@ -1,9 +1,6 @@
 """``python -m airflow_provider_clubcollect.examples DAGS_FOLDER``: copy the example DAGs into a DAGs folder.
 
-The wheel ships the example DAGs as package data, in ``airflow_provider_clubcollect/example-dags/``: a
-directory no ``import`` can reach and no Airflow parses (Airflow reads its own ``dags_folder`` only).
-This command copies them where Airflow looks; in a checkout of the repository it copies
-``example_dags/``.  A file already there with other content is left alone unless ``--force``.
+The wheel ships them as package data (``example-dags/``, which Airflow never parses); a checkout has ``example_dags/``.
 """
 
 from __future__ import annotations
@@ -16,34 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-#: Where the wheel puts the example DAGs (pyproject.toml's ``force-include``).
-PACKAGED = Path(__file__).resolve().parent / "example-dags"
-#: Where they are in a checkout (an editable install).
-CHECKOUT = Path(__file__).resolve().parent.parent / "example_dags"
-
-
-def example_dags() -> dict[str, Path]:
-    """
-    The example DAG files by DAG id (each file is named after its DAG).
-
-    :raises FileNotFoundError: when neither the wheel's copy nor a checkout's is there.
-    """
-    for folder in (PACKAGED, CHECKOUT):
-        if folder.is_dir():
-            return {path.stem: path for path in sorted(folder.glob("clubcollect_*.py"))}
-    raise FileNotFoundError(f"no example DAGs in {PACKAGED} or {CHECKOUT}: reinstall airflow-provider-clubcollect")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m airflow_provider_clubcollect.examples",
-        description="Copy the ClubCollect provider's example DAGs into a DAGs folder.",
-    )
-    parser.add_argument("dags_folder", type=Path, help="where to copy them: Airflow's [core] dags_folder")
-    parser.add_argument("dag_ids", nargs="*", metavar="DAG_ID", help="only these example DAGs (default: all)")
-    parser.add_argument("--force", action="store_true", help="overwrite files of the same name that differ")
-    return parser
+_HERE = Path(__file__).resolve().parent
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -54,10 +24,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     :param out: where to print (standard output when ``None``).
     :return: the exit status: 0 when every file is in place, 1 when one was left alone.
     """
-    parser = build_parser()
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_clubcollect.examples",
+        description="Copy the ClubCollect provider's example DAGs into a DAGs folder.",
+    )
+    parser.add_argument("dags_folder", type=Path, help="where to copy them: Airflow's [core] dags_folder")
+    parser.add_argument("dag_ids", nargs="*", metavar="DAG_ID", help="only these example DAGs (default: all)")
+    parser.add_argument("--force", action="store_true", help="overwrite files of the same name that differ")
     args = parser.parse_args(argv)
     out = out or sys.stdout
-    available = example_dags()
+    # The wheel's copy (pyproject.toml's force-include), else a checkout's; each file is named after its DAG.
+    folder = next((f for f in (_HERE / "example-dags", _HERE.parent / "example_dags") if f.is_dir()), None)
+    if folder is None:
+        raise FileNotFoundError(f"no example DAGs next to {_HERE}: reinstall airflow-provider-clubcollect")
+    available = {path.stem: path for path in sorted(folder.glob("clubcollect_*.py"))}
     unknown = sorted(set(args.dag_ids) - set(available))
     if unknown:
         parser.error(f"no example DAG {', '.join(unknown)}; the examples are: {', '.join(available)}")

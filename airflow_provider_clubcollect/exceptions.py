@@ -1,13 +1,11 @@
-"""Errors raised by the ClubCollect provider.
+"""Errors raised by the ClubCollect provider: each carries ``status_code`` and the API's ``error_code``.
 
-Every error carries the HTTP ``status_code`` (``None`` when no answer arrived) and the API's
-``error`` code (``None`` when the API gave none), so that a task log says whether to fix an
-input, fix the key, or wait.  No error ever contains the API key.
+No error ever contains the API key.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException
 
@@ -21,18 +19,9 @@ __all__ = [
     "ClubCollectValidationError",
 ]
 
-#: The longest text quoted from a value or an answer in a message, and the longest message.
-MAX_QUOTED_CHARS: Final = 200
-MAX_MESSAGE_CHARS: Final = 20_000
 
-
-def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
-    """
-    ``repr(value)``, cut to at most ``limit`` characters, for naming a value in a message.
-
-    :param value: the value, such as a bad ID of any size.
-    :param limit: the most characters to keep.
-    """
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for naming a value (such as a bad ID of any size) in a message."""
     try:
         text = repr(value)
     except RecursionError:  # a value nested deeper than repr goes
@@ -40,14 +29,16 @@ def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
     return shorten(text, limit)
 
 
-def shorten(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
-    """
-    ``text`` cut to at most ``limit`` characters, saying so with ``...`` at the end.
-
-    :param text: any text, such as one built from an answer.
-    :param limit: the most characters to keep.
-    """
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def finite_seconds(value: Any) -> float | None:
+    """A finite number of seconds, 0 or more, or ``None`` (for ``inf``, ``nan`` and anything not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        return None
+    return float(value)
 
 
 class ClubCollectError(AirflowException):
@@ -62,18 +53,16 @@ class ClubCollectError(AirflowException):
     """
 
     def __init__(self, message: str, *, status_code: int | None = None, error_code: str | None = None):
-        # The last guard of a bounded message: the parts quoted from answers are short already.
-        message = shorten(str(message), MAX_MESSAGE_CHARS)
+        message = shorten(str(message), 20_000)  # the last guard of a bounded message
         super().__init__(message)
         self.message = message
         self.status_code = status_code  # type: ignore[assignment]  # an int here, not HTTPStatus
         self.error_code = error_code
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only arguments do not survive the default pickling of exceptions;
-        # Airflow pickles exceptions when it hands them between processes.  The instance's
-        # attributes go along, so that a subclass's own (``retry_after``, ``timed_out``) survive too.
-        return (_rebuild, (type(self), self.message, self.status_code, self.error_code), self.__dict__)
+        # Airflow pickles exceptions between processes, and keyword-only arguments do not survive
+        # the default; the instance's attributes (retry_after, timed_out) go along as its state.
+        return ClubCollectError.from_payload, (self.to_payload(),), self.__dict__
 
     def to_payload(self) -> dict[str, Any]:
         """
@@ -83,15 +72,13 @@ class ClubCollectError(AirflowException):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`, whose trigger sends errors this way.
         """
-        payload = {
+        return {
             "error_class": type(self).__name__,
             "message": self.message,
             "status_code": self.status_code,
             "error_code": self.error_code,
+            **({"retry_after": self.retry_after} if isinstance(self, ClubCollectRateLimitError) else {}),
         }
-        if isinstance(self, ClubCollectRateLimitError):
-            payload["retry_after"] = self.retry_after
-        return payload
 
     @staticmethod
     def from_payload(payload: dict[str, Any]) -> ClubCollectError:
@@ -103,7 +90,8 @@ class ClubCollectError(AirflowException):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`, whose trigger sends errors this way.
         """
-        cls = _ERROR_CLASSES.get(str(payload.get("error_class")), ClubCollectError)
+        name = str(payload.get("error_class"))
+        cls: type[ClubCollectError] = globals()[name] if name in __all__ else ClubCollectError
         error = cls(
             str(payload.get("message", "ClubCollect request failed")),
             status_code=payload.get("status_code"),
@@ -112,12 +100,6 @@ class ClubCollectError(AirflowException):
         if isinstance(error, ClubCollectRateLimitError):
             error.retry_after = finite_seconds(payload.get("retry_after"))
         return error
-
-
-def _rebuild(
-    cls: type[ClubCollectError], message: str, status_code: int | None, error_code: str | None
-) -> ClubCollectError:
-    return cls(message, status_code=status_code, error_code=error_code)
 
 
 class ClubCollectAuthError(ClubCollectError):
@@ -151,21 +133,14 @@ class ClubCollectRateLimitError(ClubCollectError):
     :param str message: what went wrong, for a person reading the task log.
     :param int | None status_code: the HTTP status of the answer (429).
     :param str | None error_code: the API's ``error`` code, if any.
-    :param float | None retry_after: the seconds the last answer's ``Retry-After`` asked to wait
-        (``None`` without one), uncapped by the request back-off: the soonest time to retry the task.
+    :param float | None retry_after: the seconds the last ``Retry-After`` asked to wait, uncapped:
+        the soonest time to retry the task (``ClubCollectRetryPolicy`` waits that long).
 
-    .. seealso:: :ref:`troubleshooting`, and :ref:`task-retries` (``ClubCollectRetryPolicy`` waits that long).
+    .. seealso:: :ref:`troubleshooting`
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        retry_after: float | None = None,
-    ):
-        super().__init__(message, status_code=status_code, error_code=error_code)
+    def __init__(self, message: str, *, retry_after: float | None = None, **codes: Any):
+        super().__init__(message, **codes)
         self.retry_after = retry_after
 
 
@@ -179,47 +154,16 @@ class ClubCollectServerError(ClubCollectError):
 
 class ClubCollectAmbiguousError(ClubCollectServerError):
     """
-    A request that changes data may or may not have been applied.
-
-    Raised for a non-idempotent request (creating a ticket) when the answer was lost: a timeout,
-    a dropped connection or a 5xx after the request was sent.  Retrying blindly could apply it twice.
+    A request that changes data (creating a ticket) may or may not have been applied: its answer was lost.
 
     :param str message: what went wrong, for a person reading the task log.
     :param int | None status_code: the HTTP status of the answer, or ``None`` when no answer arrived.
     :param str | None error_code: the API's ``error`` code, if any.
     :param bool timed_out: whether no answer came in time, so the server may still be applying it.
 
-    .. seealso:: :ref:`troubleshooting`, and the hook's "Never twice" in :ref:`hook`.
+    .. seealso:: :ref:`troubleshooting`
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        timed_out: bool = False,
-    ):
-        super().__init__(message, status_code=status_code, error_code=error_code)
+    def __init__(self, message: str, *, timed_out: bool = False, **codes: Any):
+        super().__init__(message, **codes)
         self.timed_out = timed_out
-
-
-_ERROR_CLASSES: dict[str, type[ClubCollectError]] = {
-    cls.__name__: cls
-    for cls in (
-        ClubCollectError,
-        ClubCollectAuthError,
-        ClubCollectNotFoundError,
-        ClubCollectValidationError,
-        ClubCollectRateLimitError,
-        ClubCollectServerError,
-        ClubCollectAmbiguousError,
-    )
-}
-
-
-def finite_seconds(value: Any) -> float | None:
-    """A finite number of seconds, or ``None`` (for ``inf``, ``nan`` and anything not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        return None
-    return float(value)

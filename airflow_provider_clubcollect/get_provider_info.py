@@ -1,8 +1,7 @@
-"""Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``).
+"""Provider metadata read by Airflow's providers manager, with the connection form as data.
 
-The connection form is declared here as data (``conn-fields`` and ``ui-field-behaviour``), the way
-Airflow 3.2+ reads it without importing the hook; the hook defines none of the deprecated form
-methods.  Defaults shown in the form are the constants below, which the hook uses too.
+Airflow reads it without importing the hook, so it imports no Airflow; the connection reads its
+extras, their defaults and bounds from the form below.
 """
 
 from __future__ import annotations
@@ -13,30 +12,10 @@ from airflow_provider_clubcollect import __version__
 
 __all__ = ["get_provider_info"]
 
-# The distribution and its connection, defined here because Airflow reads this module (through
-# the package's entry point) without importing the hook, and the hook, the sandbox and the
-# connection form all name the same things.  Plain values only: importing this must never import Airflow.
 DISTRIBUTION_NAME: Final = "airflow-provider-clubcollect"
 CONN_TYPE: Final = "clubcollect"
 DEFAULT_CONN_ID: Final = "clubcollect_default"
-#: The base URL of a connection without a host: ClubCollect's production API.
 DEFAULT_BASE_URL: Final = "https://app.clubcollect.com/api"
-CONN_EXTRA_TIMEOUT: Final = "timeout"
-CONN_EXTRA_MAX_RETRIES: Final = "max_retries"
-CONN_EXTRA_MAX_REQUESTS_PER_SECOND: Final = "max_requests_per_second"
-CONN_EXTRA_BUDGET_URL: Final = "budget_url"
-#: Every extra a clubcollect connection takes; any other is refused, naming the closest of these.
-CONN_EXTRAS: Final = (
-    CONN_EXTRA_TIMEOUT,
-    CONN_EXTRA_MAX_RETRIES,
-    CONN_EXTRA_MAX_REQUESTS_PER_SECOND,
-    CONN_EXTRA_BUDGET_URL,
-)
-DEFAULT_TIMEOUT_SECONDS: Final = 30.0
-DEFAULT_MAX_RETRIES: Final = 5
-#: The most retries allowed: more would wait for hours and only hide an outage.
-MAX_RETRIES_LIMIT: Final = 100
-
 _INTEGRATION = "ClubCollect"
 
 
@@ -59,64 +38,51 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [
-            {
-                "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_clubcollect.hooks.clubcollect"],
-            }
-        ],
-        "operators": [
-            {
-                "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_clubcollect.operators.tickets"],
-            }
-        ],
-        "sensors": [
-            {
-                "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_clubcollect.sensors.tickets"],
-            }
-        ],
-        "triggers": [
-            {
-                "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_clubcollect.triggers.tickets"],
-            }
-        ],
+        **{
+            kind: [
+                {"integration-name": _INTEGRATION, "python-modules": [f"airflow_provider_clubcollect.{kind}.{module}"]}
+            ]
+            for kind, module in (
+                ("hooks", "clubcollect"),
+                ("operators", "tickets"),
+                ("sensors", "tickets"),
+                ("triggers", "tickets"),
+            )
+        },
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook",
                 "hook-name": "ClubCollect",
                 "connection-type": CONN_TYPE,
                 "conn-fields": {
-                    CONN_EXTRA_TIMEOUT: {
+                    "timeout": {
                         "label": "Timeout (seconds per request)",
                         "schema": {
                             "type": ["number", "null"],
-                            "default": DEFAULT_TIMEOUT_SECONDS,
+                            "default": 30.0,
                             "exclusiveMinimum": 0,
                         },
                         "description": "How long one request may take before it is retried.",
                     },
-                    CONN_EXTRA_MAX_RETRIES: {
+                    "max_retries": {
                         "label": "Max retries",
                         "schema": {
                             "type": ["integer", "null"],
-                            "default": DEFAULT_MAX_RETRIES,
+                            "default": 5,
                             "minimum": 0,
-                            "maximum": MAX_RETRIES_LIMIT,
+                            "maximum": 100,
                         },
                         "description": "Retries after a connection error, 429 or 5xx, "
                         "with exponential back-off; Retry-After is honoured.",
                     },
-                    CONN_EXTRA_MAX_REQUESTS_PER_SECOND: {
+                    "max_requests_per_second": {
                         "label": "Max requests per second",
                         "schema": {"type": ["number", "null"], "default": None, "exclusiveMinimum": 0},
                         "description": "One cap for every request made with this API key: hook, sensor, "
                         "triggers and bulk actions. Per process, or across the deployment with a budget URL. "
                         "Empty: no cap.",
                     },
-                    CONN_EXTRA_BUDGET_URL: {
+                    "budget_url": {
                         "label": "Budget URL (Redis)",
                         # A password format: Airflow masks the field, which may carry a Redis password.
                         "schema": {"type": ["string", "null"], "default": None, "format": "password"},

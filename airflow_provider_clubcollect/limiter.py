@@ -11,8 +11,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect import observability
-from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError, shown
-from airflow_provider_clubcollect.wire import RawResponse
+from airflow_provider_clubcollect.exceptions import ClubCollectError
+from airflow_provider_clubcollect.wire import RawResponse, check_int
 
 if TYPE_CHECKING:
     import asyncio
@@ -27,18 +27,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_CONCURRENCY = 8
 
 log = logging.getLogger(__name__)
-
-
-def check_concurrency(value: object) -> int:
-    """
-    Check ``max_concurrency``.
-
-    :param value: an integer of at least 1.
-    :raises ClubCollectValidationError: otherwise.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ClubCollectValidationError(f"max_concurrency must be an integer of at least 1, got {shown(value)}.")
-    return value
 
 
 class AdaptiveLimiter:
@@ -57,7 +45,7 @@ class AdaptiveLimiter:
     """
 
     def __init__(self, max_concurrency: int) -> None:
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         self.limit = self.max_concurrency
         self.in_flight = 0
         self._round = 0

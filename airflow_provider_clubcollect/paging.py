@@ -1,44 +1,7 @@
-"""Reading every page of a company's ticket list, shared by the sync hook and the async triggers.
+"""Reading every page of a company's ticket list, each ticket once, while the list changes.
 
-:class:`CompanyTicketPager` does no I/O: it says which requests to send, judges each answer and
-hands the tickets out page by page, oldest first, each ``ticket_id`` once.  The drivers (threads
-in the hook, tasks in the triggers) only send what it asks for and give back the answers in
-whatever order they arrive.
-
-The list is paged by position and changes while it is read: threads leave it anywhere (answered,
-archived), new tickets join at its end, and a thread that comes back brings its old tickets back
-at their old dates together with a new one at the end.  A ticket is skipped when the tickets
-before it shift between the read of one page and the read of the next, and the total alone cannot
-show it when as many join as leave.  So the pager also watches the list's *tail*: a *look* is a
-one-ticket request for the last position (``page_size=1``, ``page_number=total``), which gives
-the total and the newest ticket.  Every ticket that joins is, or comes with, a new newest ticket;
-so when two looks agree and every page in between reports the same total, nothing joined or left
-between them, and the pages read in between are one snapshot.
-
-- Page 1 is read first; when it holds the whole list, that is the read (one request).  When an
-  earlier read in this process found more than a page, the baseline look alone is sent first instead.
-- Otherwise a look fixes the *baseline* (total and newest ticket), and only then are pages 1 to
-  the last read, up to ``max_concurrency`` at a time, never more than :attr:`~CompanyTicketPager.window`
-  pages ahead of the page being handed out.  A look goes out, beside the pages, after every
-  ``window`` answers and after the last one.  Pages are handed out as they come; a page is
-  *verified* when a look sent after its answer agrees with the baseline.
-- A page reporting another total, or a look that disagrees, starts the read over: a new
-  baseline, and the pages from the first one not verified are read again.  Where to resume is
-  checked, not guessed: the first page re-read must begin with a ticket handed out from a
-  verified page, else the page before it is read too, and so on (page 1 always qualifies).
-  Tickets handed out before are dropped by ``ticket_id``; tickets that were skipped come out
-  then, after newer ones.  After :data:`MAX_REWINDS` restarts the read fails.
-
-Cost on a list that holds still: for more than one page, one extra read of page 1 (none on a
-later read), one look before the pages and one per ``window`` answers (one ticket each): one
-round trip more than page 1 then the rest at ``max_concurrency``.  A change costs one look, a
-re-read of the pages since the last agreeing look, and a page per step back.
-
-The blind spot, with no cursor or version in the API: tickets that join in the middle of the list
-*without* a new newest ticket (only the ``archived`` list sees these: a thread archived brings
-its old tickets) while as many tickets leave, between two looks.  In the ``unanswered`` and
-``answered`` lists every join brings a new newest ticket, so nothing is missed.  The order of
-tickets (by date) must not change while the list is read.
+The pager does no I/O; the hook's threads and the triggers' tasks send what it asks for.  How it
+watches the list's tail to catch changes is explained in docs/hook.rst ("Paging").
 """
 
 from __future__ import annotations
@@ -47,50 +10,28 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError
-from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.wire import (
     MAX_PAGE_SIZE,
+    check_id,
+    check_int,
+    check_status,
     company_tickets_page_request,
     parse_page_info,
     parse_tickets,
-    validate_id,
-    validate_page_size,
-    validate_status,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect.wire import ApiRequest, CompanyTicket
 
-#: How often the pager may start over before it gives up on a list that will not hold still.
 MAX_REWINDS = 50
-
-#: The total the last read of a list ended with, per (company, status), in this process: where
-#: the tail probably is, so that the first look goes out instead of page 1, not after it.  Only
-#: a guess: a look that misses the tail is sent again where the tail is.
+# Where the tail probably is, per (company, status): the last read's total, so that a later read
+# sends its first look instead of page 1.  A look that misses the tail is sent again where it is.
 _LAST_TOTALS: dict[tuple[str, str], int] = {}
 
 
 class CompanyTicketPager:
-    """
-    The paging state of one read of a company's tickets in one status.
-
-    A driver loops until :attr:`done`: it sends every request :meth:`next_request` gives (it
-    keeps at most :attr:`max_in_flight` in flight), passes each answer to :meth:`accept`, and
-    hands out what :meth:`pop` returns, page by page::
-
-        while not pager.done:
-            while (request := pager.next_request()) is not None:
-                start(request)
-            request, payload = wait_for_any_answer()
-            pager.accept(request, payload)
-            while (tickets := pager.pop()) is not None:
-                yield from tickets
-
-    :param company_id: the company.
-    :param status: ``unanswered``, ``answered`` or ``archived``.
-    :param page_size: tickets per page, 1 to 100.
-    :param max_concurrency: pages in flight at once, at least 1; the read-ahead window is twice that.
-    """
+    """The paging state of one read of a company's tickets in one status."""
 
     def __init__(
         self,
@@ -100,10 +41,10 @@ class CompanyTicketPager:
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        self.company_id = validate_id(company_id, "company_id")
-        self.status = validate_status(status)
-        self.page_size = validate_page_size(page_size)
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.company_id = check_id(company_id, "company_id")
+        self.status = check_status(status)
+        self.page_size = check_int(page_size, "page_size", high=MAX_PAGE_SIZE)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         #: Requests in flight at most: ``max_concurrency`` pages and one look at the tail.
         self.max_in_flight = self.max_concurrency + 1
         #: Pages requested but not yet handed out, at most: the read-ahead of a lazy consumer.
@@ -141,12 +82,7 @@ class CompanyTicketPager:
         return self._finished and not self._handed
 
     def next_request(self) -> ApiRequest | None:
-        """
-        The next request to send, or ``None`` when nothing is to be sent now.
-
-        ``None`` means: wait for an answer (page 1 is read alone; the baseline is being fixed;
-        ``max_concurrency`` pages are in flight; the window is full), or :attr:`done`.
-        """
+        """The next request to send, or ``None`` when nothing is to be sent now."""
         if self.done:
             return None
         if self._sizing:
@@ -192,14 +128,7 @@ class CompanyTicketPager:
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
-        """
-        Take one answer, in any order.
-
-        :param request: the request :meth:`next_request` gave.
-        :param payload: the decoded JSON answer.
-        :raises ClubCollectServerError: when the answer is not the documented shape, or the list
-            kept changing for :data:`MAX_REWINDS` restarts.
-        """
+        """Take one answer, in any order."""
         _, page, epoch = self._sent.pop(id(request))
         if page:
             self._pages_in_flight -= 1
@@ -271,11 +200,7 @@ class CompanyTicketPager:
         self._set_total(total)
 
     def pop(self) -> list[CompanyTicket] | None:
-        """
-        The next page's tickets not handed out before, in the API's order; ``None`` until it is read.
-
-        An empty page ends the read, also when the server claimed more pages.
-        """
+        """The next page's tickets not handed out before, in the API's order; ``None`` until it is read."""
         ready = None if self._finished else self._ready.get(self._next_out)
         if ready is None:
             return None
@@ -297,16 +222,11 @@ class CompanyTicketPager:
         ids = [ticket["ticket_id"] for ticket in tickets]
         if looks >= self._agreed or self._handed:  # not verified, or after one that is not
             self._handed[self.last_page_read] = (looks, ids)
-        if len(set(ids)) == len(tickets) and seen.isdisjoint(ids):
-            seen.update(ids)
-            fresh = tickets  # the common case, in set operations: every ticket new, none twice in the page
-        else:
-            fresh = []
-            for ticket in tickets:
-                ticket_id = ticket["ticket_id"]
-                if ticket_id not in seen:
-                    seen.add(ticket_id)
-                    fresh.append(ticket)
+        fresh = []
+        for ticket in tickets:
+            if ticket["ticket_id"] not in seen:
+                seen.add(ticket["ticket_id"])
+                fresh.append(ticket)
         if not tickets or self.last_page_read >= self.total_pages:
             self._finished = True
         return fresh

@@ -1,30 +1,19 @@
-"""Retry tuning, public: :class:`Backoff`, the waits between retries of one *request*, and
-``ClubCollectRetryPolicy``, a task retry policy for Airflow 3.3's ``retry_policy=``.
+"""Retry tuning, public: :class:`Backoff` for one *request*, ``ClubCollectRetryPolicy`` for a *task*.
 
-How long to wait before a retry is :meth:`Backoff.wait_seconds`: ``Retry-After`` is honoured;
-otherwise waits grow exponentially with jitter so that many workers do not retry in lockstep.
-Whether to retry at all is the transport's :func:`~airflow_provider_clubcollect.transport.verdict`,
-beside the loop that acts on it.  Nothing here does I/O or sleeps.
-
-Retrying a *task* is Airflow's business (``retries``, ``retry_delay``, and from Airflow 3.3 its
-``retry_policy``); ``ClubCollectRetryPolicy`` tells Airflow which ClubCollect errors a retry cannot
-heal.  It subclasses Airflow's ``RetryPolicy``, which exists from Airflow 3.3 on, so it is imported
-on first use (a module ``__getattr__``): this module imports on every Airflow version, and is light
-(no HTTP client, and of Airflow only the exception its errors derive from), so that a DAG file may
-import it.
+Light enough for a DAG file to import: ``ClubCollectRetryPolicy`` (Airflow 3.3+) is imported on
+first use.  Whether to retry a request is the transport's ``verdict``; docs/hook.rst explains both.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_3_PLUS
-from airflow_provider_clubcollect.wire import parse_retry_after
+from airflow_provider_clubcollect.wire import check_number, parse_retry_after
 
 if TYPE_CHECKING:
     from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
@@ -36,17 +25,11 @@ __all__ = ["Backoff", "ClubCollectRetryPolicy"] if AIRFLOW_V_3_3_PLUS else ["Bac
 @dataclass(frozen=True)
 class Backoff:
     """
-    The waits between retries of one ClubCollect request, in seconds.
+    The waits between retries of one ClubCollect request, in seconds (the count is ``max_retries``).
 
-    A request is retried after connection errors and timeouts, 429 and 5xx, up to the connection's
-    ``max_retries`` extra (or the hook's ``max_retries=`` argument) times; this sets only how long
-    each wait is.  Without a ``Retry-After`` the wait before retry *n* is ``min(maximum, initial x
-    2^(n-1))``, of which a random half is jitter; a ``Retry-After`` (capped at ``retry_after_max``)
-    replaces it.  Pass it as ``backoff=`` to the hook, the operators, the sensor or a trigger.
-
-    .. code-block:: python
-
-        FetchCompanyTicketsOperator(task_id="export", company_id="...", backoff=Backoff(initial=2.0, maximum=60.0))
+    Without a ``Retry-After`` the wait before retry *n* is ``min(maximum, initial x 2^(n-1))``, half
+    of it jitter; a ``Retry-After`` (capped at ``retry_after_max``) replaces it.  Pass it as ``backoff=``
+    to the hook, the operators, the sensor or a trigger.
 
     :param float initial: the wait before the first retry, before jitter; 0 or more.
     :param float maximum: the longest wait between two attempts; at least ``initial``.
@@ -61,11 +44,7 @@ class Backoff:
 
     def __post_init__(self) -> None:
         for name in ("initial", "maximum", "retry_after_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ClubCollectValidationError(
-                    f"Backoff {name} must be a number of seconds, 0 or more and finite, got {shown(value)}."
-                )
+            check_number(getattr(self, name), f"Backoff {name}", zero=True)
         if self.maximum < self.initial:
             raise ClubCollectValidationError(
                 f"Backoff maximum must be at least initial ({self.initial!r} s), got {shown(self.maximum)}."
@@ -81,8 +60,7 @@ class Backoff:
         """
         # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 times any wait is past any cap.
         ceiling = min(self.maximum, self.initial * 2.0 ** min(max(retry_number - 1, 0), 64))
-        # "Equal jitter": at least half the exponential wait, so retries keep backing off,
-        # plus a random half, so that concurrent clients spread out.
+        # "Equal jitter": half the wait keeps backing off, a random half spreads concurrent clients out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def wait_seconds(self, retry_number: int, retry_after: str | None = None) -> float:
@@ -100,49 +78,39 @@ class Backoff:
         return self.delay(retry_number)
 
 
-def as_backoff(value: object, name: str = "backoff") -> Backoff | None:
-    """
-    A :class:`Backoff` from itself, from its fields as a dict (how a trigger serializes it), or ``None``.
-
-    :param value: the ``backoff=`` argument.
-    :param name: the argument's name, for the message.
-    :raises ClubCollectValidationError: for anything else, or a dict that is no ``Backoff``.
-    """
+def as_backoff(value: object) -> Backoff | None:
+    """A ``backoff=`` argument as a :class:`Backoff`: itself, its fields as a dict (a trigger's), or ``None``."""
     if value is None or isinstance(value, Backoff):
         return value
     if isinstance(value, Mapping):
         try:
             return Backoff(**value)
         except TypeError as exc:  # an unknown or missing field
-            raise ClubCollectValidationError(f"{name}: {exc}") from exc
+            raise ClubCollectValidationError(f"backoff: {exc}") from exc
     raise ClubCollectValidationError(
-        f"{name} must be a Backoff or a dict of its fields (initial, maximum, retry_after_max), got {shown(value)}."
+        f"backoff must be a Backoff or a dict of its fields (initial, maximum, retry_after_max), got {shown(value)}."
     )
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: ClubCollectRetryPolicy is imported when first asked for, on Airflow 3.3+ only.
-    if name == "ClubCollectRetryPolicy":
-        if not _airflow_has_task_retry_policies():
-            from airflow import __version__
+    """PEP 562: ``ClubCollectRetryPolicy`` is imported when first asked for, on Airflow 3.3+ only."""
+    if name != "ClubCollectRetryPolicy":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not AIRFLOW_V_3_3_PLUS:
+        from airflow import __version__
 
-            raise ImportError(
-                f"ClubCollectRetryPolicy needs Airflow 3.3 or later, where tasks take a retry_policy; this is "
-                f"Airflow {__version__}. Before 3.3, a task's retries and retry_delay decide alone.",
-                name=__name__,
-            )
-        from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy
+        raise ImportError(
+            f"ClubCollectRetryPolicy needs Airflow 3.3 or later, where tasks take a retry_policy; this is "
+            f"Airflow {__version__}. Before 3.3, a task's retries and retry_delay decide alone.",
+            name=__name__,
+        )
+    from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy
 
-        return ClubCollectRetryPolicy
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return ClubCollectRetryPolicy
 
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
-
-
-def _airflow_has_task_retry_policies() -> bool:
-    return AIRFLOW_V_3_3_PLUS
 
 
 class _ClubCollectDefault:
@@ -150,29 +118,23 @@ class _ClubCollectDefault:
 
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        # How the default reads in a signature (and in the API reference).
+    def __repr__(self) -> str:  # how the default reads in a signature and in the API reference
         return "ClubCollectRetryPolicy()"
 
 
-#: ``retry_policy``'s default on the operators and the sensor: ``ClubCollectRetryPolicy()`` on Airflow 3.3+.
-DEFAULT_TASK_RETRY_POLICY: Final = _ClubCollectDefault()
+DEFAULT_TASK_RETRY_POLICY = _ClubCollectDefault()
 
 
 def task_retry_policy_kwargs(retry_policy: object) -> dict[str, Any]:
     """
-    The ``retry_policy`` keyword argument the operators and the sensor hand Airflow's ``BaseOperator``.
+    The ``retry_policy`` keyword the operators and the sensor hand ``BaseOperator``.
 
-    What the DAG gave (an argument or ``default_args``; ``None`` included) goes to Airflow untouched;
-    without it, a :class:`ClubCollectRetryPolicy`.  Airflow before 3.3 takes no ``retry_policy``:
-    there the default and ``None`` are left out, anything else is left to Airflow to refuse.
+    What the DAG gave (``None`` included) goes to Airflow untouched; the default becomes a
+    ``ClubCollectRetryPolicy``, and before Airflow 3.3 the default and ``None`` are left out.
 
     :param retry_policy: the operator's ``retry_policy`` argument, or :data:`DEFAULT_TASK_RETRY_POLICY`.
     """
-    available = _airflow_has_task_retry_policies()
     # isinstance, not identity: Airflow may copy the arguments of a mapped task before it unmaps it.
     if isinstance(retry_policy, _ClubCollectDefault):
-        retry_policy = __getattr__("ClubCollectRetryPolicy")() if available else None
-    if retry_policy is None and not available:
-        return {}
-    return {"retry_policy": retry_policy}
+        retry_policy = __getattr__("ClubCollectRetryPolicy")() if AIRFLOW_V_3_3_PLUS else None
+    return {} if retry_policy is None and not AIRFLOW_V_3_3_PLUS else {"retry_policy": retry_policy}

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
-from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, parse_iso_datetime, validate_id
+from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, check_id, parse_iso_datetime
 
 __all__ = [
     "Thread",
@@ -97,7 +97,7 @@ def check_literal_id(value: Any, name: str) -> None:
     :raises ClubCollectValidationError: for a literal ID the run would refuse.
     """
     if is_literal(value):
-        validate_id(value, name)
+        check_id(value, name)
 
 
 def check_duration(value: Any, name: str) -> timedelta:
@@ -310,7 +310,7 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
             if "invoice_id" not in item:
                 raise ClubCollectValidationError(f"{name}: a ticket dict without 'invoice_id': {shown(item)}.")
             item = item["invoice_id"]
-        ids.add(validate_id(item, f"an invoice ID in {name}"))
+        ids.add(check_id(item, f"an invoice ID in {name}"))
     return sorted(ids)
 
 

@@ -1,10 +1,4 @@
-"""What differs between the Airflow versions this provider supports (2.11 to 3.3).
-
-Names that only moved (``BaseHook``, ``BaseOperator``, ``Asset``/``Dataset``, ...) are imported
-through ``airflow.providers.common.compat.sdk``, as the official providers do.  What is here is
-for features an older Airflow does not have at all: the version flags (kept in the provider, as
-``common.compat`` asks of providers) and the three calls whose home or async form differs.
-"""
+"""What differs between the Airflow versions supported (2.11 to 3.3) beyond names ``common.compat.sdk`` covers."""
 
 from __future__ import annotations
 
@@ -27,16 +21,11 @@ __all__ = [
 ]
 
 
-def _version_tuple(version: str) -> tuple[int, int]:
-    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2])
-    return major, minor
-
-
-_VERSION = _version_tuple(_airflow_version)
+# "3.3.2" -> (3, 3); a pre-release such as "3.4.0b1" reads as its release.
+_VERSION = tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in _airflow_version.split(".")[:2])
 AIRFLOW_V_3_0_PLUS = _VERSION >= (3, 0)
 AIRFLOW_V_3_1_PLUS = _VERSION >= (3, 1)
 AIRFLOW_V_3_2_PLUS = _VERSION >= (3, 2)
-#: The task state store, the asset state store, shared trigger streams, task retry policies, ``amask_secret``.
 AIRFLOW_V_3_3_PLUS = _VERSION >= (3, 3)
 
 

@@ -55,10 +55,10 @@ def test_extras_are_read_and_checked() -> None:
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ({"timeout": 0}, r"extra 'timeout' must be a positive number of seconds, got 0"),
-        ({"timeout": "soon"}, r"extra 'timeout' must be a positive number of seconds, got 'soon'"),
-        ({"max_retries": -1}, r"extra 'max_retries' must be a whole number from 0 to 100, got -1"),
-        ({"max_retries": 2.5}, r"extra 'max_retries' must be a whole number from 0 to 100, got 2\.5"),
+        ({"timeout": 0}, r"extra 'timeout' must be a finite number above 0, got 0"),
+        ({"timeout": "soon"}, r"extra 'timeout' must be a finite number above 0, got 'soon'"),
+        ({"max_retries": -1}, r"extra 'max_retries' must be an integer from 0 to 100, got -1"),
+        ({"max_retries": 2.5}, r"extra 'max_retries' must be an integer from 0 to 100, got 2\.5"),
     ],
 )
 def test_bad_extras_name_the_connection_and_value(extra: dict[str, object], match: str) -> None:

@@ -309,3 +309,35 @@ def test_a_still_list_costs_one_round_trip_beyond_the_bound(pages: int, concurre
     assert first[0] == later[0] + 1, "the first read finds the tail after page 1"
     assert later[1] == pages + looks, "a later read does not size the list with page 1: the look does"
     assert first[1] == later[1] + 1
+
+
+def test_page_one_read_before_the_baseline_is_read_again() -> None:
+    """Why a first read sends page 1 twice (the sandbox log shows it: page 1, the look, pages 1..N,
+    the look): two tickets of page 1 leave and two join at the end between page 1's answer and the
+    baseline look, so the total holds; a page 1 kept from before the look would skip the two
+    tickets that moved into it."""
+    listing = [f"t{n:03d}" for n in range(15)]
+    original = list(listing)
+    sent: list[tuple[int, bool]] = []
+
+    def change(current: list[str], answered: int) -> None:
+        if answered == 1:  # page 1 is answered; the look is not yet
+            del current[1:3]
+            current += ["new1", "new2"]
+
+    pager = CompanyTicketPager("co", "unanswered", page_size=5, max_concurrency=3)
+    real_next = pager.next_request
+
+    def recording_next() -> ApiRequest | None:
+        request = real_next()
+        if request is not None:
+            sent.append((number_of(request), is_look(request)))
+        return request
+
+    pager.next_request = recording_next  # type: ignore[method-assign]
+    out = run(pager, listing, change)
+
+    throughout = [t for t in original if t not in ("t001", "t002")]
+    assert [t for t in out if t in throughout] == throughout, "a ticket present throughout was skipped"
+    assert sent[:2] == [(1, False), (15, True)]
+    assert sorted(n for n, look in sent[2:] if not look) == [1, 2, 3], "page 1 again, after the baseline"

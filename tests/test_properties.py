@@ -144,7 +144,7 @@ def handle(request: wire.ApiRequest, response: wire.RawResponse) -> Any:
     payload = wire.parse_response(request, response, attempts=3)
     if request.method == "POST" and request.expect_body:
         return wire.parse_ticket(request, payload)
-    if request.path.startswith(f"{wire.API_VERSION_PREFIX}/companies/"):
+    if request.path.startswith("v2/companies/"):
         pager = CompanyTicketPager("club-1", wire.STATUS_UNANSWERED)
         return pager.accept(pager.next_request() or request, payload)  # as the answer to the pager's own request
     if request.expect_body:

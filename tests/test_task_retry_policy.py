@@ -186,7 +186,7 @@ def test_what_the_operators_hand_airflow_for_retry_policy() -> None:
 
 
 def test_before_airflow_3_3_the_policy_is_absent_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retry, "_airflow_has_task_retry_policies", lambda: False)
+    monkeypatch.setattr(retry, "AIRFLOW_V_3_3_PLUS", False)
 
     with pytest.raises(ImportError, match=r"ClubCollectRetryPolicy needs Airflow 3\.3 or later.*this is Airflow \d"):
         retry.ClubCollectRetryPolicy  # noqa: B018

@@ -15,7 +15,6 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import observability, wire
 from airflow_provider_clubcollect.connection import (
-    check_max_retries,
     missing_connection,
     settings_from_airflow_connection,
 )
@@ -32,6 +31,7 @@ from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_sync
+from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -140,7 +140,7 @@ class ClubCollectHook(BaseHook):
         super().__init__(**kwargs)
         self.clubcollect_conn_id = clubcollect_conn_id
         self._timeout = timeout
-        self._max_retries = None if max_retries is None else check_max_retries(max_retries)
+        self._max_retries = None if max_retries is None else check_int(max_retries, "max_retries", low=0, high=100)
         #: The waits between retries of a request.
         self.backoff: Backoff = as_backoff(backoff) or Backoff()
         self._pool_size = pool_size
@@ -275,7 +275,7 @@ class ClubCollectHook(BaseHook):
 
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
-        record = _CreateRecord.of(task_state_store, invoice_id, wire.validate_message(message))
+        record = _CreateRecord.of(task_state_store, invoice_id, wire.check_message(message))
         since = _earlier_try_started() if record is None else None
         if since is not None:
             posted = self.find_posted_ticket(invoice_id, message, since=since)

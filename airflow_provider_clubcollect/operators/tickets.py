@@ -21,7 +21,7 @@ from airflow_provider_clubcollect.escalation import (
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
-from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
@@ -41,10 +41,10 @@ from airflow_provider_clubcollect.wire import (
     STATUS_ANSWERED,
     STATUS_ARCHIVED,
     STATUS_UNANSWERED,
-    validate_id,
-    validate_message,
-    validate_page_size,
-    validate_status,
+    check_id,
+    check_int,
+    check_message,
+    check_status,
 )
 
 if TYPE_CHECKING:
@@ -128,12 +128,12 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         check_literal_id(company_id, "company_id")
         self.company_id = company_id
         self.status = status
-        self.page_size = validate_page_size(page_size)
+        self.page_size = check_int(page_size, "page_size", high=MAX_PAGE_SIZE)
         self.output_path = output_path
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         self._exported: dict[str, Any] | None = None
         if is_literal(status):
-            validate_status(status)
+            check_status(status)
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
@@ -148,8 +148,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             self.outlets = [*self.outlets, outlet]
 
     def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
-        company_id = validate_id(self.company_id, "company_id")
-        status = validate_status(self.status)
+        company_id = check_id(self.company_id, "company_id")
+        status = check_status(self.status)
         tickets = self.hook.iter_company_tickets(
             company_id, status, self.page_size, max_concurrency=self.max_concurrency
         )
@@ -274,7 +274,7 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
         self.invoice_id = invoice_id
 
     def execute(self, context: Context) -> list[Ticket]:
-        tickets = self.hook.get_invoice_tickets(validate_id(self.invoice_id, "invoice_id"))
+        tickets = self.hook.get_invoice_tickets(check_id(self.invoice_id, "invoice_id"))
         self.log.info("Fetched %d tickets of invoice %r.", len(tickets), self.invoice_id)
         return tickets
 
@@ -318,11 +318,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         self.invoice_id = invoice_id
         self.message = message
         if is_literal(message):
-            validate_message(message)
+            check_message(message)
 
     def execute(self, context: Context) -> Ticket:
-        invoice_id = validate_id(self.invoice_id, "invoice_id")
-        message = validate_message(self.message)
+        invoice_id = check_id(self.invoice_id, "invoice_id")
+        message = check_message(self.message)
         # The hook remembers what an earlier try of this task posted: in the task state store
         # (Airflow 3.3+), else by reading the thread since the run began.
         # The hook logs what it did, once: posted, or found what an earlier try posted.
@@ -447,28 +447,28 @@ class SelectThreadsOperator(_CompanySelection):
         for value, name in ((unanswered_for, "unanswered_for"), (inactive_for, "inactive_for"), (at_most, "at_most")):
             if value is not None:
                 check_duration(value, name)
-        if unanswered_for is not None and is_literal(status) and validate_status(status) != STATUS_UNANSWERED:
+        if unanswered_for is not None and is_literal(status) and check_status(status) != STATUS_UNANSWERED:
             raise ClubCollectValidationError(
                 f"unanswered_for selects unanswered threads, so status must be {STATUS_UNANSWERED!r}, got {status!r}; "
                 "use inactive_for for answered or archived threads."
             )
         if is_literal(status):
-            validate_status(status)
+            check_status(status)
         self.status = status
         self.unanswered_for = unanswered_for
         self.inactive_for = inactive_for
         self.at_most = at_most
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
 
     def execute(self, context: Context) -> list[str]:
-        company_id = validate_id(self.company_id, "company_id")
+        company_id = check_id(self.company_id, "company_id")
         chosen = self._select(company_id, run_reference_time(self.reference_time, context))
         if chosen:
             self.log.info("Chosen threads:\n%s", self._table(chosen))
         return chosen
 
     def _status(self) -> str:
-        return validate_status(self.status)
+        return check_status(self.status)
 
     def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
         if self.inactive_for is not None:
@@ -506,7 +506,7 @@ class _BulkTicketOperator(_CompanySelection):
         self.at_most = at_most
         # Stored as is_dry_run: BaseOperator already has a dry_run() method.
         self.is_dry_run = bool(dry_run)
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
 
     def execute(self, context: Context) -> list[str]:
         invoice_ids = self._chosen(context)
@@ -523,7 +523,7 @@ class _BulkTicketOperator(_CompanySelection):
             self._tickets = ticket_dicts(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
             return invoice_ids
-        company_id = validate_id(self.company_id, "company_id")
+        company_id = check_id(self.company_id, "company_id")
         now = run_reference_time(self.reference_time, context)
         return self._select(company_id, now)
 
@@ -621,7 +621,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
 
 
 def _check_archivable(status: object) -> str:
-    status = validate_status(status)
+    status = check_status(status)
     if status == STATUS_ARCHIVED:
         raise ClubCollectValidationError(
             f"status for archiving must be {STATUS_ANSWERED!r} or {STATUS_UNANSWERED!r}, got {status!r}: "
@@ -757,7 +757,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
             return check_key(self.escalation_record)
         conn_id = str(self.clubcollect_conn_id)
         if self.invoice_ids is None:
-            return derived_key(conn_id, validate_id(self.company_id, "company_id"))
+            return derived_key(conn_id, check_id(self.company_id, "company_id"))
         ti = context.get("ti")
         dag_id = getattr(ti, "dag_id", None) or (self.dag_id if self.has_dag() else "no_dag")  # type: ignore[no-untyped-call]
         parts = [conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id)]

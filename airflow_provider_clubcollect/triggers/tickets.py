@@ -32,7 +32,7 @@ from airflow_provider_clubcollect.exceptions import (
     shown,
 )
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
-from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import (
@@ -44,7 +44,7 @@ from airflow_provider_clubcollect.selection import (
 )
 from airflow_provider_clubcollect.transport import RequestRetries
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
-from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, parse_iso_datetime, validate_id
+from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, check_id, check_int, parse_iso_datetime
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Hashable, Mapping
@@ -117,7 +117,7 @@ class UnansweredTicketsTrigger(BaseTrigger):
         self.reference_time = reference_time
         self.poke_interval = poke_interval
         self.clubcollect_conn_id = clubcollect_conn_id
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """
@@ -617,7 +617,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
         super().__init__()
-        self.company_id = validate_id(company_id, "company_id")
+        self.company_id = check_id(company_id, "company_id")
         if unanswered_for_seconds is not None:
             unanswered_for_seconds = _seconds(unanswered_for_seconds, "unanswered_for_seconds", minimum_inclusive=True)
         self.unanswered_for_seconds = unanswered_for_seconds
@@ -628,7 +628,7 @@ class UnansweredTicketsEventTrigger(BaseEventTrigger):
                 f"clubcollect_conn_id must be a connection id, got {clubcollect_conn_id!r}."
             )
         self.clubcollect_conn_id = clubcollect_conn_id
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         self.backoff = as_backoff(backoff)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
