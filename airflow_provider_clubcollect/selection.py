@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
 from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, parse_iso_datetime, validate_id
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Thread",
     "awaiting_answer",
     "group_threads",
-    "select_inactive",
-    "select_unanswered",
+    "select_threads",
     "to_utc",
 ]
 
@@ -80,24 +82,28 @@ def run_reference_time(value: datetime | str | None, context: Mapping[str, Any])
 
 def is_literal(value: Any) -> bool:
     """
-    Whether a templated field's value is final at DAG parse time: a string without Jinja.
+    Whether a templated value is final when the DAG is parsed: no Jinja and no ``XComArg``, nor in a list.
 
     :param value: the value as given to the operator.
     """
-    return isinstance(value, str) and not any(marker in value for marker in ("{{", "{%", "{#"))
+    if isinstance(value, str):
+        return not any(marker in value for marker in ("{{", "{%", "{#"))
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, Mapping) or is_literal(item) for item in value)
+    return not hasattr(value, "resolve")
 
 
-def check_literal_id(value: Any, name: str) -> None:
+def check_literal(check: Callable[..., object], value: Any, *args: Any) -> None:
     """
-    Check an ID when the DAG is parsed, with the validator used at run time; templates wait for their run.
+    Run the run-time ``check`` when the DAG is parsed already, unless ``value`` is ``None`` or waits for its run.
 
-    :param value: the ID as given: a plain string is checked; a template, an ``XComArg`` or a
-        mapped argument is checked once rendered.
-    :param name: the parameter's name, for the error.
-    :raises ClubCollectValidationError: for a literal ID the run would refuse.
+    :param check: the validator, such as ``wire.validate_id``.
+    :param value: the value as given: a template, an ``XComArg`` or a mapped argument is checked once rendered.
+    :param args: the validator's further arguments, such as the parameter's name.
+    :raises ClubCollectValidationError: for a literal value the run would refuse.
     """
-    if is_literal(value):
-        validate_id(value, name)
+    if value is not None and is_literal(value):
+        check(value, *args)
 
 
 def check_duration(value: Any, name: str) -> timedelta:
@@ -180,51 +186,44 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     ]
 
 
-def select_inactive(
+def select_threads(
     tickets: Iterable[Mapping[str, Any]],
-    inactive_for: timedelta | None,
+    more_than: timedelta | None,
     now: datetime,
     at_most: timedelta | None = None,
+    *,
+    unanswered: bool = False,
 ) -> list[str]:
     """
-    Invoices whose thread's last activity is older than ``inactive_for`` (and at most ``at_most`` old).
+    Invoices whose thread has been without activity (or with ``unanswered``, waiting for an answer)
+    for more than ``more_than`` and at most ``at_most``.
 
     :param tickets: the company's tickets in one status.
-    :param inactive_for: how long without activity, or ``None`` for any time.
+    :param more_than: the exclusive lower bound of the age, or ``None`` for any.
     :param now: the reference time.
-    :param at_most: the longest time without activity to include; ``None`` for no bound.
+    :param at_most: the inclusive upper bound of the age, or ``None`` for any.
+    :param unanswered: measure the time waiting for an answer, not the time without activity.
     :return: sorted invoice IDs.
     """
-    return [t.invoice_id for t in group_threads(tickets) if in_window(now - t.last_activity, inactive_for, at_most)]
+    return [t.invoice_id for t in _threads(tickets, more_than, now, at_most, unanswered=unanswered)]
 
 
-def select_unanswered(
+def _threads(
     tickets: Iterable[Mapping[str, Any]],
-    unanswered_for: timedelta | None,
+    more_than: timedelta | None,
     now: datetime,
     at_most: timedelta | None = None,
-) -> list[str]:
-    """
-    Invoices whose thread awaits an answer, for longer than ``unanswered_for`` (and at most ``at_most``).
-
-    :param tickets: the company's unanswered tickets.
-    :param unanswered_for: how long unanswered, or ``None`` for any time.
-    :param now: the reference time.
-    :param at_most: the longest time unanswered to include; ``None`` for no bound.
-    :return: sorted invoice IDs.
-    """
-    return [t.invoice_id for t in _unanswered_threads(tickets, unanswered_for, now, at_most)]
-
-
-def in_window(age: timedelta, more_than: timedelta | None, at_most: timedelta | None) -> bool:
-    """
-    Whether an age is longer than ``more_than`` and at most ``at_most`` (each ``None``: no bound).
-
-    :param age: how long a thread has waited, or been without activity.
-    :param more_than: the exclusive lower bound.
-    :param at_most: the inclusive upper bound.
-    """
-    return (more_than is None or age > more_than) and (at_most is None or age <= at_most)
+    *,
+    unanswered: bool = True,
+) -> list[Thread]:
+    """The threads whose age (since unanswered, or since last activity) is in the window."""
+    chosen = []
+    for thread in group_threads(tickets):
+        since = thread.unanswered_since if unanswered else thread.last_activity
+        age = None if since is None else now - since
+        if age is not None and (more_than is None or age > more_than) and (at_most is None or age <= at_most):
+            chosen.append(thread)
+    return chosen
 
 
 def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | None) -> str:
@@ -269,22 +268,8 @@ def awaiting_answer(
     :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
     :param now: the reference time.
     """
-    waiting = [ticket for t in _unanswered_threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
+    waiting = [ticket for t in _threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
     return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get("ticket_id"))))
-
-
-def _unanswered_threads(
-    tickets: Iterable[Mapping[str, Any]],
-    unanswered_for: timedelta | None,
-    now: datetime,
-    at_most: timedelta | None = None,
-) -> list[Thread]:
-    chosen = []
-    for thread in group_threads(tickets):
-        since = thread.unanswered_since
-        if since is not None and in_window(now - since, unanswered_for, at_most):
-            chosen.append(thread)
-    return chosen
 
 
 def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
@@ -350,9 +335,9 @@ def awaiting_answer_due(
     :return: ``(due, ticket)`` pairs, sorted by due, then date, then ticket ID.
     """
     due: list[tuple[datetime, datetime, dict[str, Any]]] = []
-    for thread in _unanswered_threads(tickets, unanswered_for, now):
+    for thread in _threads(tickets, unanswered_for, now):
         since = thread.unanswered_since
-        assert since is not None  # _unanswered_threads keeps only threads awaiting an answer
+        assert since is not None  # _threads keeps only threads awaiting an answer
         for ticket in thread.awaiting_answer():
             date = ticket_date(ticket)
             due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))

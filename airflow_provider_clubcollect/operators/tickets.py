@@ -1,8 +1,7 @@
-"""Operators for the ticket workflows: export, reply, archive stale threads, escalate to support.
+"""Operators for the ticket workflows: export, reply, choose threads, archive stale ones, escalate to support.
 
-Every operator takes ``clubcollect_conn_id``; ID, status and message parameters are templated;
-return values go to XCom and are plain JSON.  Bulk actions read every page before acting, run
-concurrently up to ``max_concurrency``, try every invoice, and then fail naming each failure.
+Bulk actions read every page before acting, then act through
+:meth:`~airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook.for_each_invoice`.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.bulk import BulkResult, run_bulk
 from airflow_provider_clubcollect.escalation import (
     EscalationRecord,
     check_flag,
@@ -21,18 +19,17 @@ from airflow_provider_clubcollect.escalation import (
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
-from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter, check_concurrency
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     check_duration,
-    check_literal_id,
+    check_literal,
     group_threads,
     invoice_ids_from,
     is_literal,
     run_reference_time,
-    select_inactive,
-    select_unanswered,
+    select_threads,
     ticket_dicts,
     window_rule,
 )
@@ -53,6 +50,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
@@ -64,17 +62,6 @@ __all__ = [
     "FetchInvoiceTicketsOperator",
     "SelectThreadsOperator",
 ]
-
-
-def _check_literal_invoice_ids(value: Any) -> None:
-    # A plain string is refused (a list is wanted); a list is checked unless an item is a template or an XComArg.
-    if isinstance(value, str):
-        if is_literal(value):
-            invoice_ids_from(value)
-    elif isinstance(value, (list, tuple)) and all(
-        (isinstance(item, str) and is_literal(item)) or isinstance(item, dict) for item in value
-    ):
-        invoice_ids_from(value)
 
 
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
@@ -125,21 +112,20 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal_id(company_id, "company_id")
+        check_literal(validate_id, company_id, "company_id")
         self.company_id = company_id
         self.status = status
         self.page_size = validate_page_size(page_size)
         self.output_path = output_path
         self.max_concurrency = check_concurrency(max_concurrency)
         self._exported: dict[str, Any] | None = None
-        if is_literal(status):
-            validate_status(status)
+        check_literal(validate_status, status)
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
-            if is_literal(output_path):
+            if isinstance(output_path, str) and is_literal(output_path):
                 outlet: Asset | AssetAlias = Asset(output_path)
             else:
                 owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
@@ -270,7 +256,7 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal_id(invoice_id, "invoice_id")
+        check_literal(validate_id, invoice_id, "invoice_id")
         self.invoice_id = invoice_id
 
     def execute(self, context: Context) -> list[Ticket]:
@@ -314,11 +300,10 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal_id(invoice_id, "invoice_id")
+        check_literal(validate_id, invoice_id, "invoice_id")
         self.invoice_id = invoice_id
         self.message = message
-        if is_literal(message):
-            validate_message(message)
+        check_literal(validate_message, message)
 
     def execute(self, context: Context) -> Ticket:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
@@ -330,30 +315,42 @@ class CreateTicketOperator(ClubCollectBaseOperator):
 
 
 class _CompanySelection(ClubCollectBaseOperator):
-    """Choose a company's threads by a window of age: shared by the selection and the bulk operators."""
+    """Choose a company's threads by a window of age: the base of the selecting and the bulk operators."""
 
     template_fields: Sequence[str] = ("company_id", "reference_time")
-    max_concurrency: int
+    status: str = STATUS_UNANSWERED
+    unanswered_for: timedelta | None = None
+    inactive_for: timedelta | None = None
+    verb = "select"
 
-    def __init__(self, *, company_id: str | None, reference_time: datetime | str | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        check_literal_id(company_id, "company_id")
-        self.company_id = company_id
-        self.reference_time = reference_time
+    def _configure(
+        self, company_id: str | None, at_most: timedelta | None, max_concurrency: int, reference_time: Any
+    ) -> None:
+        """Check and keep the parameters every selection shares."""
+        check_literal(validate_id, company_id, "company_id")
+        check_literal(check_duration, at_most, "at_most")
+        self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
+        self.max_concurrency = check_concurrency(max_concurrency)
         # Filled while a run chooses (an operator object runs one task instance), for the dry run's table.
         self._tickets: Sequence[Mapping[str, Any]] = []
         self._now: datetime | None = None
 
-    def _select(self, company_id: str, now: datetime) -> list[str]:
-        # Every page is read before the first action, so acting cannot make the paging skip tickets.
+    def _status(self) -> str:
+        return validate_status(self.status)
+
+    def _select(self, context: Context) -> list[str]:
+        """Read every page before the first action (acting cannot make paging skip tickets), then choose."""
+        company_id = validate_id(self.company_id, "company_id")
+        now = run_reference_time(self.reference_time, context)
         status = self._status()
         tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
         self._tickets, self._now = tickets, now
         chosen, rule = self._choose(tickets, now)
+        count = len({t["invoice_id"] for t in tickets})
         self.log.info(
             "%d of %d %s threads of company %r %s (now = %s).",
             len(chosen),
-            len({t["invoice_id"] for t in tickets}),
+            count,
             status,
             company_id,
             rule,
@@ -361,19 +358,12 @@ class _CompanySelection(ClubCollectBaseOperator):
         )
         return chosen
 
-    def _status(self) -> str:
-        raise NotImplementedError
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        """Whether the age is time unanswered (else time without activity), and its bounds."""
-        raise NotImplementedError
-
     def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         """The invoices to act on, and the rule that chose them, for the log."""
-        unanswered, more_than, at_most = self._window()
-        if unanswered:
-            return select_unanswered(tickets, more_than, now, at_most), window_rule("waited", more_than, at_most)
-        return select_inactive(tickets, more_than, now, at_most), window_rule("had no activity", more_than, at_most)
+        unanswered = self.inactive_for is None and self._status() == STATUS_UNANSWERED
+        more_than = self.unanswered_for if unanswered else self.inactive_for
+        rule = window_rule("waited" if unanswered else "had no activity", more_than, self.at_most)
+        return select_threads(tickets, more_than, now, self.at_most, unanswered=unanswered), rule
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
         from datetime import datetime, timezone
@@ -391,24 +381,19 @@ class SelectThreadsOperator(_CompanySelection):
     Choose a company's threads by how long they have waited for an answer, or been without activity.
 
     Returns the sorted invoice IDs, to map a task over (``CreateTicketOperator.partial(...).expand(
-    invoice_id=select.output)``) or to hand to ``invoice_ids``, and logs them as a table (company,
-    invoice, waiting time, the member's last words).  A window is "more than" its lower bound and
-    "at most" its upper bound: ``unanswered_for=timedelta(days=2), at_most=timedelta(days=5)``
-    picks threads waiting between 2 and 5 days; an escalation of "more than 5 days" then takes the
-    rest, with no thread in both.
+    invoice_id=select.output)``) or to hand to ``invoice_ids``, and logs them as a table.  A window
+    is "more than" its lower bound and "at most" its upper bound, so two windows never share a thread.
 
     :param str company_id: the company (templated).
-    :param str status: the threads to consider: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
+    :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
     :param timedelta | None unanswered_for: pick threads unanswered for more than this (``unanswered`` only).
     :param timedelta | None inactive_for: pick threads without activity for more than this.
     :param timedelta | None at_most: the upper bound of the same age; ``None`` for none.
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param datetime | str | None reference_time: "now" (templated); default the current UTC time.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs chosen (an empty list on a day with nothing to do).
 
     .. seealso:: :ref:`howto/operator:SelectThreadsOperator`
@@ -431,115 +416,72 @@ class SelectThreadsOperator(_CompanySelection):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            company_id=company_id,
-            reference_time=reference_time,
-            clubcollect_conn_id=clubcollect_conn_id,
-            backoff=backoff,
-            retry_policy=retry_policy,
-            **kwargs,
-        )
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        self._configure(company_id, at_most, max_concurrency, reference_time)
         if unanswered_for is not None and inactive_for is not None:
             raise ClubCollectValidationError(
                 "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
                 "and at_most for its upper bound."
             )
-        for value, name in ((unanswered_for, "unanswered_for"), (inactive_for, "inactive_for"), (at_most, "at_most")):
-            if value is not None:
-                check_duration(value, name)
-        if unanswered_for is not None and is_literal(status) and validate_status(status) != STATUS_UNANSWERED:
+        check_literal(check_duration, unanswered_for, "unanswered_for")
+        check_literal(check_duration, inactive_for, "inactive_for")
+        check_literal(validate_status, status)
+        if unanswered_for is not None and is_literal(status) and status != STATUS_UNANSWERED:
             raise ClubCollectValidationError(
                 f"unanswered_for selects unanswered threads, so status must be {STATUS_UNANSWERED!r}, got {status!r}; "
                 "use inactive_for for answered or archived threads."
             )
-        if is_literal(status):
-            validate_status(status)
-        self.status = status
-        self.unanswered_for = unanswered_for
-        self.inactive_for = inactive_for
-        self.at_most = at_most
-        self.max_concurrency = check_concurrency(max_concurrency)
+        self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
 
     def execute(self, context: Context) -> list[str]:
-        company_id = validate_id(self.company_id, "company_id")
-        chosen = self._select(company_id, run_reference_time(self.reference_time, context))
+        chosen = self._select(context)
         if chosen:
             self.log.info("Chosen threads:\n%s", self._table(chosen))
         return chosen
 
-    def _status(self) -> str:
-        return validate_status(self.status)
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        if self.inactive_for is not None:
-            return False, self.inactive_for, self.at_most
-        return self._status() == STATUS_UNANSWERED, self.unanswered_for, self.at_most
-
 
 class _BulkTicketOperator(_CompanySelection):
-    """Shared by archive and escalate: choose invoices, then act on each, concurrently."""
+    """Choose invoices (given, or a company's selection), then act on each through the hook's bulk call."""
 
     template_fields: Sequence[str] = ("invoice_ids", *_CompanySelection.template_fields)
-    verb = ""
 
-    def __init__(
-        self,
-        *,
-        invoice_ids: Any,
-        company_id: str | None,
-        at_most: timedelta | None,
-        dry_run: bool,
-        max_concurrency: int,
-        reference_time: datetime | str | None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(company_id=company_id, reference_time=reference_time, **kwargs)
+    def _configure_bulk(self, invoice_ids: Any, company_id: str | None, dry_run: bool, *args: Any) -> None:
+        """Check and keep the parameters both bulk operators share."""
         if (invoice_ids is None) == (company_id is None):
             raise ClubCollectValidationError(
                 f"{type(self).__name__} takes either invoice_ids or company_id, not "
                 f"{'both' if invoice_ids is not None else 'neither'}."
             )
-        _check_literal_invoice_ids(invoice_ids)
-        if at_most is not None:
-            check_duration(at_most, "at_most")
+        check_literal(invoice_ids_from, invoice_ids)
+        self._configure(company_id, *args)
         self.invoice_ids = invoice_ids
-        self.at_most = at_most
         # Stored as is_dry_run: BaseOperator already has a dry_run() method.
         self.is_dry_run = bool(dry_run)
-        self.max_concurrency = check_concurrency(max_concurrency)
 
     def execute(self, context: Context) -> list[str]:
         invoice_ids = self._chosen(context)
         if self.is_dry_run:
             return self._dry_run(invoice_ids)
         result = self._run(invoice_ids)
-        result.raise_for_failures(self.verb)
+        result.raise_for_failures()
         return result.done
 
     def _chosen(self, context: Context) -> list[str]:
         """The invoices to act on: those given, or those the company's selection picks."""
-        if self.invoice_ids is not None:
-            invoice_ids = invoice_ids_from(self.invoice_ids)
-            self._tickets = ticket_dicts(self.invoice_ids)
-            self.log.info("%d invoices given.", len(invoice_ids))
-            return invoice_ids
-        company_id = validate_id(self.company_id, "company_id")
-        now = run_reference_time(self.reference_time, context)
-        return self._select(company_id, now)
+        if self.invoice_ids is None:
+            return self._select(context)
+        invoice_ids = invoice_ids_from(self.invoice_ids)
+        self._tickets = ticket_dicts(self.invoice_ids)
+        self.log.info("%d invoices given.", len(invoice_ids))
+        return invoice_ids
 
     def _dry_run(self, invoice_ids: list[str]) -> list[str]:
-        self.log.info(
-            "Dry run: would %s %d invoices; nothing changed.%s",
-            self.verb,
-            len(invoice_ids),
-            f"\n{self._table(invoice_ids)}" if invoice_ids else "",
-        )
+        table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
+        self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
         return invoice_ids
 
     def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
-        # One limiter for every request of the action: a 429 slows all of them down.
-        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
-            return run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
+        return self.hook.for_each_invoice(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
 
     def _act(self, invoice_id: str) -> None:
         raise NotImplementedError
@@ -551,8 +493,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
 
     Give ``invoice_ids`` (ID strings, or ticket dicts such as ``FetchCompanyTicketsOperator``'s
     output), or ``company_id`` with ``inactive_for``: then every thread in ``status`` whose last
-    activity is older than ``inactive_for`` is archived.  All pages are read before the first
-    archive, so archiving cannot make the paging skip tickets.
+    activity is older than ``inactive_for`` is archived.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose stale threads to archive (templated).
@@ -560,13 +501,11 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     :param timedelta | None inactive_for: how long a thread must have been without activity.
     :param timedelta | None at_most: the longest time without activity to archive; ``None`` (default) for no bound.
     :param bool dry_run: only log and return what would be archived.
-    :param int max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
+    :param datetime | str | None reference_time: "now" (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
@@ -591,43 +530,25 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            invoice_ids=invoice_ids,
-            company_id=company_id,
-            at_most=at_most,
-            dry_run=dry_run,
-            max_concurrency=max_concurrency,
-            reference_time=reference_time,
-            clubcollect_conn_id=clubcollect_conn_id,
-            backoff=backoff,
-            retry_policy=retry_policy,
-            **kwargs,
-        )
-        self.status = status
-        self.inactive_for = inactive_for
-        if self.company_id is not None:
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        self._configure_bulk(invoice_ids, company_id, dry_run, at_most, max_concurrency, reference_time)
+        self.status, self.inactive_for = status, inactive_for
+        if company_id is not None:
             check_duration(inactive_for, "inactive_for")
             if is_literal(status):
-                _check_archivable(status)
+                self._status()
 
     def _status(self) -> str:
-        return _check_archivable(self.status)
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        return False, check_duration(self.inactive_for, "inactive_for"), self.at_most
+        status = validate_status(self.status)
+        if status == STATUS_ARCHIVED:
+            raise ClubCollectValidationError(
+                f"status for archiving must be {STATUS_ANSWERED!r} or {STATUS_UNANSWERED!r}, got {status!r}: "
+                "archived threads are archived already."
+            )
+        return status
 
     def _act(self, invoice_id: str) -> None:
         self.hook.archive_tickets(invoice_id)
-
-
-def _check_archivable(status: object) -> str:
-    status = validate_status(status)
-    if status == STATUS_ARCHIVED:
-        raise ClubCollectValidationError(
-            f"status for archiving must be {STATUS_ANSWERED!r} or {STATUS_UNANSWERED!r}, got {status!r}: "
-            "archived threads are archived already."
-        )
-    return status
 
 
 class EscalateTicketsOperator(_BulkTicketOperator):
@@ -635,34 +556,26 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     Assign the tickets of invoices to ClubCollect support, once per unanswered episode.
 
     Give ``invoice_ids`` (ID strings or ticket dicts), or ``company_id`` with ``unanswered_for``:
-    then every unanswered thread whose oldest unanswered customer ticket is older than
-    ``unanswered_for`` is assigned to support.
-
-    Assigning may reach a person each time, so a thread is escalated once per *episode* (its
-    *unanswered since*): a later run leaves it alone until the company has answered and the member
-    waits anew.  The operator remembers what it escalated in an Airflow Variable, by default
-    ``clubcollect.escalated.<conn_id>.<company_id>``, or with ``invoice_ids``
-    ``clubcollect.escalated.<conn_id>.<dag_id>.<task_id>`` (and ``.<map_index>`` when mapped).
-    Threads given as ticket dicts are judged from those tickets; threads given as bare IDs are
-    read once each.  If the record cannot be read, nothing is assigned and the task fails.
+    then every thread unanswered for longer than ``unanswered_for`` is assigned to support.  A
+    thread is escalated once per *episode* (its *unanswered since*): later runs leave it alone
+    until the company has answered and the member waits anew.  What was escalated is kept in an
+    Airflow Variable (see :ref:`howto/operator:EscalateTicketsOperator`); if it cannot be read,
+    nothing is assigned and the task fails.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
     :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
     :param timedelta | None at_most: the longest wait to escalate; ``None`` (default) for no bound.
+    :param bool | str escalate_again: escalate even threads already escalated for their current episode
+        (templated); default ``False``.
+    :param str | None escalation_record: the key of the Variable that remembers what was escalated (templated);
+        default derived from the connection and the company, or the DAG and task.
     :param bool dry_run: only log and return what would be escalated; the record is read, never written.
-    :param bool escalate_again: escalate the chosen threads even if already escalated for their current
-        episode; default ``False`` (templated): ``"{{ params.escalate_again }}"`` lets a run ask for it.
-    :param str | None escalation_record: the key of the Airflow Variable that remembers what was escalated
-        (templated); default derived from the connection and the company, or the DAG and task.  Tasks
-        that give the same key share one record.
     :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param datetime | str | None reference_time: "now" (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
@@ -688,31 +601,17 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            invoice_ids=invoice_ids,
-            company_id=company_id,
-            at_most=at_most,
-            dry_run=dry_run,
-            max_concurrency=max_concurrency,
-            reference_time=reference_time,
-            clubcollect_conn_id=clubcollect_conn_id,
-            backoff=backoff,
-            retry_policy=retry_policy,
-            **kwargs,
-        )
-        self.unanswered_for = unanswered_for
-        self.escalate_again = escalate_again
-        self.escalation_record = escalation_record
-        if self.company_id is not None:
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        self._configure_bulk(invoice_ids, company_id, dry_run, at_most, max_concurrency, reference_time)
+        if company_id is not None:
             check_duration(unanswered_for, "unanswered_for")
-        # A template or an XComArg is checked once rendered.
-        deferred = (isinstance(escalate_again, str) and not is_literal(escalate_again)) or hasattr(
-            escalate_again, "resolve"
+        check_literal(check_flag, escalate_again)
+        check_literal(check_key, escalation_record)
+        self.unanswered_for, self.escalate_again, self.escalation_record = (
+            unanswered_for,
+            escalate_again,
+            escalation_record,
         )
-        if not deferred:
-            check_flag(escalate_again)
-        if escalation_record is not None and is_literal(escalation_record):
-            check_key(escalation_record)
         # Filled while a run chooses and acts (an operator object runs one task instance).
         self._episodes: dict[str, datetime | None] = {}
         self._assigned: list[str] = []
@@ -722,9 +621,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         invoice_ids = self._chosen(context)
         record = EscalationRecord.load(self._record_key(context))  # before anything is assigned
         if record.kept:
-            self.log.info(
-                "Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries)
-            )
+            self.log.info("Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record))
         else:
             self.log.warning(
                 "Not in an Airflow task run: escalating without the record %r of earlier escalations, "
@@ -748,8 +645,8 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         finally:
             record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
         # Threads that could not be read were not assigned: they fail the task beside those that failed.
-        result = BulkResult(result.done, {**result.failed, **unread})
-        result.raise_for_failures(self.verb)
+        result.failed.update(unread)
+        result.raise_for_failures()
         return result.done
 
     def _record_key(self, context: Context) -> str:
@@ -768,20 +665,18 @@ class EscalateTicketsOperator(_BulkTicketOperator):
 
     def _read_episodes(self, invoice_ids: list[str]) -> dict[str, str]:
         """Read the threads given as bare IDs, for their episode; returns those that could not be read."""
-        if not invoice_ids:
-            return {}
 
         def read(invoice_id: str) -> None:
             self._episodes[invoice_id] = thread_episode(invoice_id, self.hook.get_invoice_tickets(invoice_id))
 
-        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
-            result = run_bulk(read, invoice_ids, max_concurrency=self.max_concurrency, verb="read the thread of")
+        verb = "read the thread of"
+        result = self.hook.for_each_invoice(read, invoice_ids, max_concurrency=self.max_concurrency, verb=verb)
         # Not assigned: without its thread, an invoice could be escalated twice for one episode.
-        return {invoice_id: f"{reason} (reading its thread)" for invoice_id, reason in result.failed.items()}
+        return {invoice_id: f"reading its thread: {reason}" for invoice_id, reason in result.failed.items()}
 
     def _not_escalated(self, record: EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
         """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
-        todo = []
+        todo, already = [], 0
         for invoice_id in invoice_ids:
             since = self._episodes.get(invoice_id)
             done = record.escalated(invoice_id, since)
@@ -789,34 +684,28 @@ class EscalateTicketsOperator(_BulkTicketOperator):
                 self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
             if done is None or again:
                 todo.append(invoice_id)
-            when = f" on {done.escalated_at.isoformat()}" if done is not None and done.escalated_at else ""
             if done is not None:
+                already += 1
                 self.log.info(
                     "Invoice %s: already escalated%s for this episode (unanswered since %s); %s.",
                     invoice_id,
-                    when,
+                    f" on {done.escalated_at.isoformat()}" if done.escalated_at else "",
                     done.unanswered_since.isoformat(),
                     "escalate_again: once more" if again else "not again",
                 )
         self.log.info(
             "%d of %d threads already escalated for their current episode; %d to assign to support%s.",
-            sum(1 for i in invoice_ids if record.escalated(i, self._episodes.get(i))),
+            already,
             len(invoice_ids),
             len(todo),
             " (escalate_again)" if again else "",
         )
         return todo
 
-    def _status(self) -> str:
-        return STATUS_UNANSWERED
-
     def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
         # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
         self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(tickets)}
         return super()._choose(tickets, now)
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        return True, check_duration(self.unanswered_for, "unanswered_for"), self.at_most
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)

@@ -16,7 +16,7 @@ from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     check_duration,
-    check_literal_id,
+    check_literal,
     human_duration,
     run_reference_time,
     to_utc,
@@ -98,7 +98,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             raise ClubCollectValidationError(f"min_tickets must be an integer of at least 1, got {min_tickets!r}.")
         if unanswered_for is not None:
             check_duration(unanswered_for, "unanswered_for")
-        check_literal_id(company_id, "company_id")
+        check_literal(validate_id, company_id, "company_id")
         self.company_id = company_id
         self.min_tickets = min_tickets
         self.unanswered_for = unanswered_for
