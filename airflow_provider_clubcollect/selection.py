@@ -1,10 +1,6 @@
-"""Thread semantics: which invoices to archive, escalate, or wait on.
+"""Thread semantics (*last activity*, *unanswered since*, *awaits an answer*): which invoices to act or wait on.
 
-The tickets of one invoice form a thread.  For a thread, *last activity* is the newest ticket's
-date, and *unanswered since* is the date of the oldest CUSTOMER ticket after the newest COMPANY
-ticket.  A ticket *awaits an answer* when it is a CUSTOMER ticket newer than the thread's newest
-COMPANY ticket.  The operators, the sensor and the trigger all select through this module, so the
-sync and async paths always agree.
+The operators, the sensor and the triggers all select through this module, so they always agree.
 """
 
 from __future__ import annotations
@@ -29,12 +25,7 @@ __all__ = [
 
 
 def ticket_date(ticket: Mapping[str, Any]) -> datetime:
-    """
-    A ticket's ``date`` as a timezone-aware UTC datetime.
-
-    :param ticket: a ticket dict.
-    :raises ClubCollectServerError: naming the ticket when it has no date or an unreadable one.
-    """
+    """A ticket's ``date`` in UTC; ``ClubCollectServerError`` naming the ticket when it has none readable."""
     date = parse_iso_datetime(ticket.get("date"))
     if date is None:
         got = f"a 'date' that is not ISO 8601 ({shown(ticket['date'])})" if "date" in ticket else "no 'date'"
@@ -46,7 +37,7 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
 
 def to_utc(value: datetime | str | None, name: str = "reference_time") -> datetime:
     """
-    The reference time "now" for a selection: current UTC time, or a given (templated) one.
+    "Now" for a selection: the current UTC time, or the given one.
 
     :param value: ``None`` for now; a datetime or ISO 8601 string otherwise (naive means UTC).
     :param name: the parameter's name, for the error.
@@ -61,18 +52,7 @@ def to_utc(value: datetime | str | None, name: str = "reference_time") -> dateti
 
 
 def run_reference_time(value: datetime | str | None, context: Mapping[str, Any]) -> datetime:
-    """
-    "Now" for a task's selection: the templated ``reference_time`` as rendered for this run.
-
-    ``None`` (not given) is the current UTC time.  A template that renders to nothing (``""`` or
-    ``"None"``, e.g. ``{{ dag_run.logical_date }}`` in a run triggered without a logical date, the
-    default in Airflow 3) is the run's ``run_after``: the date every run has, which for a
-    scheduled run is the end of its data interval.
-
-    :param value: the rendered ``reference_time``.
-    :param context: the task context, for ``dag_run``.
-    :raises ClubCollectValidationError: for a string that is not ISO 8601.
-    """
+    """The rendered ``reference_time``; one that renders to nothing (no logical date) is the run's ``run_after``."""
     if isinstance(value, str) and value.strip() in ("", "None"):
         run = context.get("dag_run")
         # Airflow 2.11's runs have no run_after: the end of the data interval is the same moment.
@@ -81,11 +61,7 @@ def run_reference_time(value: datetime | str | None, context: Mapping[str, Any])
 
 
 def is_literal(value: Any) -> bool:
-    """
-    Whether a templated value is final when the DAG is parsed: no Jinja and no ``XComArg``, nor in a list.
-
-    :param value: the value as given to the operator.
-    """
+    """Whether a templated value is final when the DAG is parsed: no Jinja and no ``XComArg``, nor in a list."""
     if isinstance(value, str):
         return not any(marker in value for marker in ("{{", "{%", "{#"))
     if isinstance(value, (list, tuple)):
@@ -94,37 +70,20 @@ def is_literal(value: Any) -> bool:
 
 
 def check_literal(check: Callable[..., object], value: Any, *args: Any) -> None:
-    """
-    Run the run-time ``check`` when the DAG is parsed already, unless ``value`` is ``None`` or waits for its run.
-
-    :param check: the validator, such as ``wire.validate_id``.
-    :param value: the value as given: a template, an ``XComArg`` or a mapped argument is checked once rendered.
-    :param args: the validator's further arguments, such as the parameter's name.
-    :raises ClubCollectValidationError: for a literal value the run would refuse.
-    """
+    """Run the run-time ``check`` at parse time unless ``value`` is ``None`` or waits for its run (templated)."""
     if value is not None and is_literal(value):
         check(value, *args)
 
 
 def check_duration(value: Any, name: str) -> timedelta:
-    """
-    Check a duration parameter such as ``inactive_for``.
-
-    :param value: a ``timedelta`` of zero or more.
-    :param name: the parameter's name, for the error.
-    :raises ClubCollectValidationError: for anything else.
-    """
+    """Check a duration parameter such as ``inactive_for``: a ``timedelta`` of zero or more."""
     if not isinstance(value, timedelta) or value < timedelta(0):
         raise ClubCollectValidationError(f"{name} must be a timedelta of zero or more, got {shown(value)}.")
     return value
 
 
 def human_duration(duration: timedelta) -> str:
-    """
-    A duration as people write it in a log line: ``30 days`` rather than ``30 days, 0:00:00``.
-
-    :param duration: the duration.
-    """
+    """A duration as people write it: ``30 days`` rather than ``30 days, 0:00:00``."""
     days, seconds = duration.days, duration.seconds
     parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
     if seconds or not parts:
@@ -137,10 +96,10 @@ def human_duration(duration: timedelta) -> str:
 
 class Thread(NamedTuple):
     """
-    The tickets of one invoice, oldest first.
+    The tickets of one invoice.
 
     :param invoice_id: the invoice.
-    :param tickets: its tickets, sorted oldest first.
+    :param tickets: its tickets, oldest first.
     """
 
     invoice_id: str
@@ -173,7 +132,7 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     Group company tickets by invoice into threads.
 
     :param tickets: CompanyTicket dicts (with ``invoice_id``).
-    :return: the threads, ordered by invoice ID; tickets in each oldest first (stable for equal dates).
+    :return: the threads by invoice ID, tickets oldest first.
     """
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for ticket in tickets:
@@ -195,13 +154,12 @@ def select_threads(
     unanswered: bool = False,
 ) -> list[str]:
     """
-    Invoices whose thread has been without activity (or with ``unanswered``, waiting for an answer)
-    for more than ``more_than`` and at most ``at_most``.
+    Invoices whose thread has been without activity (``unanswered``: waiting for an answer) for a time in a window.
 
     :param tickets: the company's tickets in one status.
-    :param more_than: the exclusive lower bound of the age, or ``None`` for any.
+    :param more_than: the exclusive lower bound of the age, or ``None``.
     :param now: the reference time.
-    :param at_most: the inclusive upper bound of the age, or ``None`` for any.
+    :param at_most: the inclusive upper bound of the age, or ``None``.
     :param unanswered: measure the time waiting for an answer, not the time without activity.
     :return: sorted invoice IDs.
     """
@@ -227,13 +185,7 @@ def _threads(
 
 
 def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | None) -> str:
-    """
-    A window in words, for log lines: ``waited for more than 2 days and at most 5 days``.
-
-    :param measure: the verb phrase, such as ``waited`` or ``had no activity``.
-    :param more_than: the exclusive lower bound, or ``None``.
-    :param at_most: the inclusive upper bound, or ``None``.
-    """
+    """A window in words, for log lines: ``waited for more than 2 days and at most 5 days``."""
     bounds = [f"more than {human_duration(more_than)}"] if more_than is not None else []
     if at_most is not None:
         bounds.append(f"at most {human_duration(at_most)}")
@@ -241,14 +193,7 @@ def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | 
 
 
 def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
-    """
-    The poll line of the sensor and its trigger: how many tickets wait, how long, and whether that is enough.
-
-    :param count: the tickets awaiting an answer (for long enough).
-    :param company_id: the company.
-    :param unanswered_for: the age that counts (a ``timedelta`` or seconds), ``None`` for any.
-    :param min_tickets: how many the sensor waits for.
-    """
+    """The poll line of the sensor and its trigger: how many tickets wait, how long, and whether that is enough."""
     if isinstance(unanswered_for, (int, float)):
         unanswered_for = timedelta(seconds=unanswered_for)
     age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
@@ -265,7 +210,7 @@ def awaiting_answer(
     The tickets that await an answer, oldest first (what the sensor returns).
 
     :param tickets: the company's unanswered tickets.
-    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
+    :param unanswered_for: only threads unanswered for longer than this; ``None`` for all.
     :param now: the reference time.
     """
     waiting = [ticket for t in _threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
@@ -273,22 +218,13 @@ def awaiting_answer(
 
 
 def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
-    """
-    Invoice IDs from a list of ID strings or of ticket dicts (their ``invoice_id``), de-duplicated.
-
-    A list of such lists, as a mapped upstream's output arrives, is flattened one level.
-
-    :param value: a list (or other iterable) of strings or dicts, such as a fetch operator's XCom.
-    :param name: the parameter's name, for errors.
-    :return: the IDs, sorted.
-    :raises ClubCollectValidationError: for a string, a dict without ``invoice_id``, or an unsafe ID.
-    """
-    if not _is_list_like(value):
+    """Sorted, de-duplicated IDs from ID strings or ticket dicts, lists of them (mapped outputs) flattened."""
+    items = _flat(value)
+    if items is None:
         raise ClubCollectValidationError(
             f"{name} must be a list of invoice ID strings or of ticket dicts, "
             f"got {type(value).__name__} {shown(value)}."
         )
-    items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
     ids: set[str] = set()
     for item in items:
         if isinstance(item, Mapping):
@@ -300,39 +236,27 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
 
 
 def ticket_dicts(value: Any) -> list[dict[str, Any]]:
-    """
-    The whole tickets in a rendered ``invoice_ids``: dicts with ``invoice_id``, ``sender`` and ``date``.
-
-    :param value: strings and dicts, lists of them flattened one level (as for :func:`invoice_ids_from`).
-    """
-    if not _is_list_like(value):
-        return []
-    items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
-    return [
-        dict(item) for item in items if isinstance(item, Mapping) and {"invoice_id", "sender", "date"} <= item.keys()
-    ]
+    """The whole tickets in a rendered ``invoice_ids``: dicts with ``invoice_id``, ``sender`` and ``date``."""
+    wanted = {"invoice_id", "sender", "date"}
+    return [dict(item) for item in _flat(value) or [] if isinstance(item, Mapping) and wanted <= item.keys()]
 
 
-def _is_list_like(value: Any) -> bool:
-    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+def _flat(value: Any) -> list[Any] | None:
+    """The items of a list, lists in it (a mapped upstream's output) flattened one level; ``None`` if no list."""
+
+    def listed(item: Any) -> bool:
+        return isinstance(item, Iterable) and not isinstance(item, (str, bytes, Mapping))
+
+    return [inner for item in value for inner in (item if listed(item) else (item,))] if listed(value) else None
 
 
 def awaiting_answer_due(
     tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """
-    The tickets that await an answer, each with the moment it became due, ordered by that moment.
-
-    A ticket becomes due when it awaits an answer and its thread has been unanswered for longer
-    than ``unanswered_for``: at ``max(ticket date, unanswered since + unanswered_for)``.  Without
-    ``unanswered_for`` that is the ticket's date.  The event trigger keeps its watermark on this
-    moment, so that a thread which only now has waited long enough is reported even when its
-    tickets are older than tickets reported before.
-
-    :param tickets: the company's unanswered tickets.
-    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
-    :param now: the reference time.
-    :return: ``(due, ticket)`` pairs, sorted by due, then date, then ticket ID.
+    The tickets that await an answer, each with the moment it became due (``max(date, unanswered since +
+    unanswered_for)``), ordered by it: the event trigger's watermark, so a thread that only now waited long
+    enough is reported even when its tickets are older than those reported before.
     """
     due: list[tuple[datetime, datetime, dict[str, Any]]] = []
     for thread in _threads(tickets, unanswered_for, now):

@@ -621,7 +621,9 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         invoice_ids = self._chosen(context)
         record = EscalationRecord.load(self._record_key(context))  # before anything is assigned
         if record.kept:
-            self.log.info("Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record))
+            self.log.info(
+                "Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries)
+            )
         else:
             self.log.warning(
                 "Not in an Airflow task run: escalating without the record %r of earlier escalations, "
