@@ -7,16 +7,10 @@ Bulk actions read every page before acting, then act through
 from __future__ import annotations
 
 import json
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.escalation import (
-    EscalationRecord,
-    check_flag,
-    check_key,
-    derived_key,
-    given_episodes,
-    thread_episode,
-)
+from airflow_provider_clubcollect import escalation
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
@@ -68,16 +62,9 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch every ticket of a company in one status, all pages, oldest first, each once.
 
-    The tickets go to XCom as a list of dicts.  For large exports give ``output_path``: the
-    tickets are then streamed there as JSON lines, one write per page, holding only the pages
-    read ahead in memory, and only ``{"path": ..., "count": N}`` goes to XCom.
-
-    An export is data other DAGs depend on, so with ``output_path`` the task emits an asset event
-    for the file (extra: ``company_id``, ``status``, ``count``) when it succeeds.  A fixed path is
-    the task's outlet ``Asset(output_path)``; a templated one is emitted through the outlet
-    ``AssetAlias("clubcollect_export.<dag_id>.<task_id>")`` (:attr:`export_alias`), which a
-    downstream DAG can be scheduled on.  With the OpenLineage provider installed, the company's
-    ticket list is reported as the input dataset and the file as the output dataset.
+    The tickets go to XCom; with ``output_path`` they are streamed there as JSON lines instead, a page
+    at a time, ``{"path": ..., "count": N}`` goes to XCom, and the file is emitted as an asset event
+    (its outlet is ``Asset(output_path)``, or for a templated path the :attr:`export_alias`).
 
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
@@ -86,10 +73,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator` and :ref:`lineage`
     """
@@ -166,8 +151,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         """
         OpenLineage: the company's ticket list as the input dataset, the export file as the output.
 
-        Called by the OpenLineage provider (an optional extra) after the task succeeded.
-
         :param Any task_instance: the finished task instance (unused: the operator kept what it read).
         :return: an ``OperatorLineage``.
 
@@ -205,20 +188,13 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         if path.protocol in ("file", "local", ""):
             path.parent.mkdir(parents=True, exist_ok=True)
         encode = json.JSONEncoder(ensure_ascii=False).encode
-        count = 0
-        lines: list[str] = []
+        count, rest = 0, iter(tickets)
         try:
             with path.open("w", encoding="utf-8") as sink:  # type: ignore[no-untyped-call]
                 # One write per page: a write through ObjectStoragePath costs far more than a line.
-                for ticket in tickets:
-                    lines.append(encode(ticket))
-                    if len(lines) == self.page_size:
-                        sink.write("\n".join(lines) + "\n")
-                        count += len(lines)
-                        lines.clear()
-                if lines:
-                    sink.write("\n".join(lines) + "\n")
-                    count += len(lines)
+                for page in iter(lambda: list(islice(rest, self.page_size)), []):
+                    sink.write("".join(f"{encode(ticket)}\n" for ticket in page))
+                    count += len(page)
         except BaseException:
             # Never leave a partial export where a downstream task could mistake it for a whole one.
             try:
@@ -236,10 +212,8 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
 
     :param str invoice_id: the invoice (templated).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:FetchInvoiceTicketsOperator`
     """
@@ -267,22 +241,14 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
 
 class CreateTicketOperator(ClubCollectBaseOperator):
     """
-    Post a ticket (a reply from the company) on an invoice, never twice.
-
-    Posting is not idempotent, so a lost answer is never retried blindly: the hook reads the
-    thread and posts again only if the message is not there.  When Airflow retries the task, a
-    try whose answer was lost is not posted a second time either: on Airflow 3.3+ the task's
-    state store remembers the intent and the created ticket (see ``ClubCollectHook.create_ticket``);
-    without one, the operator looks for the message among the invoice's tickets since the DAG
-    run began.
+    Post a ticket (a reply from the company) on an invoice, never twice, even across task retries
+    (see ``ClubCollectHook.create_ticket``).
 
     :param str invoice_id: the invoice (templated).
     :param str message: the ticket's text (templated); must not be empty.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:CreateTicketOperator`
     """
@@ -308,9 +274,6 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     def execute(self, context: Context) -> Ticket:
         invoice_id = validate_id(self.invoice_id, "invoice_id")
         message = validate_message(self.message)
-        # The hook remembers what an earlier try of this task posted: in the task state store
-        # (Airflow 3.3+), else by reading the thread since the run began.
-        # The hook logs what it did, once: posted, or found what an earlier try posted.
         return self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
 
 
@@ -605,8 +568,8 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         self._configure_bulk(invoice_ids, company_id, dry_run, at_most, max_concurrency, reference_time)
         if company_id is not None:
             check_duration(unanswered_for, "unanswered_for")
-        check_literal(check_flag, escalate_again)
-        check_literal(check_key, escalation_record)
+        check_literal(escalation.check_flag, escalate_again)
+        check_literal(escalation.check_key, escalation_record)
         self.unanswered_for, self.escalate_again, self.escalation_record = (
             unanswered_for,
             escalate_again,
@@ -617,22 +580,17 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         self._assigned: list[str] = []
 
     def execute(self, context: Context) -> list[str]:
-        again = check_flag(self.escalate_again)
+        again = escalation.check_flag(self.escalate_again)
         invoice_ids = self._chosen(context)
-        record = EscalationRecord.load(self._record_key(context))  # before anything is assigned
-        if record.kept:
-            self.log.info(
-                "Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries)
-            )
-        else:
-            self.log.warning(
-                "Not in an Airflow task run: escalating without the record %r of earlier escalations, "
-                "and remembering nothing.",
-                record.key,
-            )
+        record = escalation.EscalationRecord.load(self._record_key(context))  # before anything is assigned
+        (self.log.info if record.kept else self.log.warning)(
+            "Escalation record: Airflow Variable %r, %s.",
+            record.key,
+            f"{len(record.entries)} threads remembered" if record.kept else "not in a task run: nothing read or kept",
+        )
         unread: dict[str, str] = {}
         if self.invoice_ids is not None:
-            self._episodes, to_read = given_episodes(self.invoice_ids, invoice_ids)
+            self._episodes, to_read = escalation.given_episodes(self.invoice_ids, invoice_ids)
             unread = self._read_episodes(to_read)
             invoice_ids = [i for i in invoice_ids if i not in unread]
         todo = self._not_escalated(record, invoice_ids, again)
@@ -653,40 +611,40 @@ class EscalateTicketsOperator(_BulkTicketOperator):
 
     def _record_key(self, context: Context) -> str:
         if self.escalation_record is not None:
-            return check_key(self.escalation_record)
+            return escalation.check_key(self.escalation_record)
         conn_id = str(self.clubcollect_conn_id)
         if self.invoice_ids is None:
-            return derived_key(conn_id, validate_id(self.company_id, "company_id"))
+            return escalation.derived_key(conn_id, validate_id(self.company_id, "company_id"))
         ti = context.get("ti")
         dag_id = getattr(ti, "dag_id", None) or (self.dag_id if self.has_dag() else "no_dag")  # type: ignore[no-untyped-call]
-        parts = [conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id)]
         map_index = getattr(ti, "map_index", -1)
-        if isinstance(map_index, int) and map_index >= 0:
-            parts.append(str(map_index))
-        return derived_key(*parts)
+        mapped = [str(map_index)] if isinstance(map_index, int) and map_index >= 0 else []
+        return escalation.derived_key(conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id), *mapped)
 
     def _read_episodes(self, invoice_ids: list[str]) -> dict[str, str]:
         """Read the threads given as bare IDs, for their episode; returns those that could not be read."""
 
         def read(invoice_id: str) -> None:
-            self._episodes[invoice_id] = thread_episode(invoice_id, self.hook.get_invoice_tickets(invoice_id))
+            self._episodes[invoice_id] = escalation.thread_episode(
+                invoice_id, self.hook.get_invoice_tickets(invoice_id)
+            )
 
         verb = "read the thread of"
         result = self.hook.for_each_invoice(read, invoice_ids, max_concurrency=self.max_concurrency, verb=verb)
         # Not assigned: without its thread, an invoice could be escalated twice for one episode.
         return {invoice_id: f"reading its thread: {reason}" for invoice_id, reason in result.failed.items()}
 
-    def _not_escalated(self, record: EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
+    def _not_escalated(self, record: escalation.EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
         """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
         todo, already = [], 0
         for invoice_id in invoice_ids:
             since = self._episodes.get(invoice_id)
             done = record.escalated(invoice_id, since)
-            if since is None:
-                self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
             if done is None or again:
                 todo.append(invoice_id)
-            if done is not None:
+            if since is None:
+                self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
+            elif done is not None:
                 already += 1
                 self.log.info(
                     "Invoice %s: already escalated%s for this episode (unanswered since %s); %s.",
