@@ -1,8 +1,4 @@
-"""Operators for the ticket workflows: export, reply, choose threads, archive stale ones, escalate to support.
-
-Bulk actions read every page before acting, then act through
-:meth:`~airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook.for_each_invoice`.
-"""
+"""Operators for the ticket workflows: export, reply, choose threads, archive stale ones, escalate to support."""
 
 from __future__ import annotations
 
@@ -277,56 +273,44 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         return self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
 
 
-class _CompanySelection(ClubCollectBaseOperator):
-    """Choose a company's threads by a window of age: the base of the selecting and the bulk operators."""
+class _ThreadsOperator(ClubCollectBaseOperator):
+    """Choose invoices (given, or a company's threads by a window of age), then act on each through the hook."""
 
-    template_fields: Sequence[str] = ("company_id", "reference_time")
+    template_fields: Sequence[str] = ("invoice_ids", "company_id", "reference_time")
     status: str = STATUS_UNANSWERED
     unanswered_for: timedelta | None = None
     inactive_for: timedelta | None = None
     verb = "select"
+    # What a run read and when it judged (an operator object runs one task instance), for the tables.
+    _tickets: Sequence[Mapping[str, Any]] = ()
+    _now: datetime | None = None
 
     def _configure(
-        self, company_id: str | None, at_most: timedelta | None, max_concurrency: int, reference_time: Any
+        self,
+        company_id: str | None,
+        at_most: timedelta | None,
+        max_concurrency: int,
+        reference_time: Any,
+        invoice_ids: Any = None,
+        dry_run: bool = False,
     ) -> None:
-        """Check and keep the parameters every selection shares."""
+        """Check and keep the parameters of a selection (and of a bulk action: ``invoice_ids``, ``dry_run``)."""
+        if (invoice_ids is None) == (company_id is None):
+            raise ClubCollectValidationError(
+                f"{type(self).__name__} takes either invoice_ids or company_id, not "
+                f"{'both' if invoice_ids is not None else 'neither'}."
+            )
+        check_literal(invoice_ids_from, invoice_ids)
+        self.invoice_ids = invoice_ids
+        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
+        self.is_dry_run = bool(dry_run)
         check_literal(validate_id, company_id, "company_id")
         check_literal(check_duration, at_most, "at_most")
         self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
         self.max_concurrency = check_concurrency(max_concurrency)
-        # Filled while a run chooses (an operator object runs one task instance), for the dry run's table.
-        self._tickets: Sequence[Mapping[str, Any]] = []
-        self._now: datetime | None = None
 
     def _status(self) -> str:
         return validate_status(self.status)
-
-    def _select(self, context: Context) -> list[str]:
-        """Read every page before the first action (acting cannot make paging skip tickets), then choose."""
-        company_id = validate_id(self.company_id, "company_id")
-        now = run_reference_time(self.reference_time, context)
-        status = self._status()
-        tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
-        self._tickets, self._now = tickets, now
-        chosen, rule = self._choose(tickets, now)
-        count = len({t["invoice_id"] for t in tickets})
-        self.log.info(
-            "%d of %d %s threads of company %r %s (now = %s).",
-            len(chosen),
-            count,
-            status,
-            company_id,
-            rule,
-            now.isoformat(),
-        )
-        return chosen
-
-    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
-        """The invoices to act on, and the rule that chose them, for the log."""
-        unanswered = self.inactive_for is None and self._status() == STATUS_UNANSWERED
-        more_than = self.unanswered_for if unanswered else self.inactive_for
-        rule = window_rule("waited" if unanswered else "had no activity", more_than, self.at_most)
-        return select_threads(tickets, more_than, now, self.at_most, unanswered=unanswered), rule
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
         from datetime import datetime, timezone
@@ -338,14 +322,58 @@ class _CompanySelection(ClubCollectBaseOperator):
             self._tickets, invoice_ids, company_id=company, now=self._now or datetime.now(timezone.utc)
         )
 
+    def execute(self, context: Context) -> list[str]:
+        invoice_ids = self._chosen(context)
+        if self.is_dry_run:
+            return self._dry_run(invoice_ids)
+        result = self._run(invoice_ids)
+        result.raise_for_failures()
+        return result.done
 
-class SelectThreadsOperator(_CompanySelection):
+    def _chosen(self, context: Context) -> list[str]:
+        """The invoices to act on: those given, or the company's threads whose age is in the window."""
+        if self.invoice_ids is not None:
+            invoice_ids = invoice_ids_from(self.invoice_ids)
+            self._tickets = ticket_dicts(self.invoice_ids)
+            self.log.info("%d invoices given.", len(invoice_ids))
+            return invoice_ids
+        company_id = validate_id(self.company_id, "company_id")
+        self._now = now = run_reference_time(self.reference_time, context)
+        status = self._status()
+        # Every page is read before the first action: acting cannot make the paging skip tickets.
+        self._tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
+        unanswered = self.inactive_for is None and status == STATUS_UNANSWERED
+        more_than = self.unanswered_for if unanswered else self.inactive_for
+        chosen = select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
+        self.log.info(
+            "%d of %d %s threads of company %r %s (now = %s).",
+            len(chosen),
+            len({t["invoice_id"] for t in self._tickets}),
+            status,
+            company_id,
+            window_rule("waited" if unanswered else "had no activity", more_than, self.at_most),
+            now.isoformat(),
+        )
+        return chosen
+
+    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
+        table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
+        self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
+        return invoice_ids
+
+    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
+        return self.hook.for_each_invoice(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
+
+    def _act(self, invoice_id: str) -> None:
+        raise NotImplementedError
+
+
+class SelectThreadsOperator(_ThreadsOperator):
     """
     Choose a company's threads by how long they have waited for an answer, or been without activity.
 
-    Returns the sorted invoice IDs, to map a task over (``CreateTicketOperator.partial(...).expand(
-    invoice_id=select.output)``) or to hand to ``invoice_ids``, and logs them as a table.  A window
-    is "more than" its lower bound and "at most" its upper bound, so two windows never share a thread.
+    The sorted invoice IDs go to XCom (to map a task over, or for ``invoice_ids``) and to the log as a
+    table.  A window is "more than" its lower bound and "at most" its upper one: windows never overlap.
 
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
@@ -362,7 +390,7 @@ class SelectThreadsOperator(_CompanySelection):
     .. seealso:: :ref:`howto/operator:SelectThreadsOperator`
     """
 
-    template_fields: Sequence[str] = (*_CompanySelection.template_fields, "status")
+    template_fields: Sequence[str] = ("company_id", "reference_time", "status")
 
     def __init__(
         self,
@@ -397,66 +425,15 @@ class SelectThreadsOperator(_CompanySelection):
         self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
 
     def execute(self, context: Context) -> list[str]:
-        chosen = self._select(context)
+        chosen = self._chosen(context)
         if chosen:
             self.log.info("Chosen threads:\n%s", self._table(chosen))
         return chosen
 
 
-class _BulkTicketOperator(_CompanySelection):
-    """Choose invoices (given, or a company's selection), then act on each through the hook's bulk call."""
-
-    template_fields: Sequence[str] = ("invoice_ids", *_CompanySelection.template_fields)
-
-    def _configure_bulk(self, invoice_ids: Any, company_id: str | None, dry_run: bool, *args: Any) -> None:
-        """Check and keep the parameters both bulk operators share."""
-        if (invoice_ids is None) == (company_id is None):
-            raise ClubCollectValidationError(
-                f"{type(self).__name__} takes either invoice_ids or company_id, not "
-                f"{'both' if invoice_ids is not None else 'neither'}."
-            )
-        check_literal(invoice_ids_from, invoice_ids)
-        self._configure(company_id, *args)
-        self.invoice_ids = invoice_ids
-        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
-        self.is_dry_run = bool(dry_run)
-
-    def execute(self, context: Context) -> list[str]:
-        invoice_ids = self._chosen(context)
-        if self.is_dry_run:
-            return self._dry_run(invoice_ids)
-        result = self._run(invoice_ids)
-        result.raise_for_failures()
-        return result.done
-
-    def _chosen(self, context: Context) -> list[str]:
-        """The invoices to act on: those given, or those the company's selection picks."""
-        if self.invoice_ids is None:
-            return self._select(context)
-        invoice_ids = invoice_ids_from(self.invoice_ids)
-        self._tickets = ticket_dicts(self.invoice_ids)
-        self.log.info("%d invoices given.", len(invoice_ids))
-        return invoice_ids
-
-    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
-        table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
-        self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
-        return invoice_ids
-
-    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
-        return self.hook.for_each_invoice(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
-
-    def _act(self, invoice_id: str) -> None:
-        raise NotImplementedError
-
-
-class ArchiveTicketsOperator(_BulkTicketOperator):
+class ArchiveTicketsOperator(_ThreadsOperator):
     """
-    Archive the tickets of invoices: given ones, or a company's threads that went stale.
-
-    Give ``invoice_ids`` (ID strings, or ticket dicts such as ``FetchCompanyTicketsOperator``'s
-    output), or ``company_id`` with ``inactive_for``: then every thread in ``status`` whose last
-    activity is older than ``inactive_for`` is archived.
+    Archive the tickets of the given invoices, or of a company's threads without activity for ``inactive_for``.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose stale threads to archive (templated).
@@ -474,7 +451,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
     """
 
-    template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "status")
+    template_fields: Sequence[str] = (*_ThreadsOperator.template_fields, "status")
     verb = "archive"
 
     def __init__(
@@ -494,7 +471,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        self._configure_bulk(invoice_ids, company_id, dry_run, at_most, max_concurrency, reference_time)
+        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         self.status, self.inactive_for = status, inactive_for
         if company_id is not None:
             check_duration(inactive_for, "inactive_for")
@@ -514,16 +491,13 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
         self.hook.archive_tickets(invoice_id)
 
 
-class EscalateTicketsOperator(_BulkTicketOperator):
+class EscalateTicketsOperator(_ThreadsOperator):
     """
-    Assign the tickets of invoices to ClubCollect support, once per unanswered episode.
+    Assign to ClubCollect support the given invoices, or a company's threads unanswered for ``unanswered_for``.
 
-    Give ``invoice_ids`` (ID strings or ticket dicts), or ``company_id`` with ``unanswered_for``:
-    then every thread unanswered for longer than ``unanswered_for`` is assigned to support.  A
-    thread is escalated once per *episode* (its *unanswered since*): later runs leave it alone
-    until the company has answered and the member waits anew.  What was escalated is kept in an
-    Airflow Variable (see :ref:`howto/operator:EscalateTicketsOperator`); if it cannot be read,
-    nothing is assigned and the task fails.
+    A thread is escalated once per unanswered *episode*, remembered in an Airflow Variable: later runs
+    leave it alone until it has been answered and waits anew.  If the record cannot be read, nothing
+    is assigned and the task fails.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
@@ -544,8 +518,11 @@ class EscalateTicketsOperator(_BulkTicketOperator):
     .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
     """
 
-    template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "escalate_again", "escalation_record")
+    template_fields: Sequence[str] = (*_ThreadsOperator.template_fields, "escalate_again", "escalation_record")
     verb = "assign to support"
+    # Filled while a run chooses and acts (an operator object runs one task instance).
+    _episodes: dict[str, datetime | None]
+    _assigned: list[str]
 
     def __init__(
         self,
@@ -565,7 +542,7 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        self._configure_bulk(invoice_ids, company_id, dry_run, at_most, max_concurrency, reference_time)
+        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         if company_id is not None:
             check_duration(unanswered_for, "unanswered_for")
         check_literal(escalation.check_flag, escalate_again)
@@ -575,12 +552,10 @@ class EscalateTicketsOperator(_BulkTicketOperator):
             escalate_again,
             escalation_record,
         )
-        # Filled while a run chooses and acts (an operator object runs one task instance).
-        self._episodes: dict[str, datetime | None] = {}
-        self._assigned: list[str] = []
 
     def execute(self, context: Context) -> list[str]:
         again = escalation.check_flag(self.escalate_again)
+        self._assigned = []
         invoice_ids = self._chosen(context)
         record = escalation.EscalationRecord.load(self._record_key(context))  # before anything is assigned
         (self.log.info if record.kept else self.log.warning)(
@@ -589,7 +564,10 @@ class EscalateTicketsOperator(_BulkTicketOperator):
             f"{len(record.entries)} threads remembered" if record.kept else "not in a task run: nothing read or kept",
         )
         unread: dict[str, str] = {}
-        if self.invoice_ids is not None:
+        if self.invoice_ids is None:
+            # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
+            self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(self._tickets)}
+        else:
             self._episodes, to_read = escalation.given_episodes(self.invoice_ids, invoice_ids)
             unread = self._read_episodes(to_read)
             invoice_ids = [i for i in invoice_ids if i not in unread]
@@ -599,7 +577,6 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         ended = record.ended(self._episodes, complete=self.invoice_ids is None and self.escalation_record is None)
         if self.is_dry_run:
             return self._dry_run(todo)
-        self._assigned = []
         try:
             result = self._run(todo)
         finally:
@@ -661,11 +638,6 @@ class EscalateTicketsOperator(_BulkTicketOperator):
             " (escalate_again)" if again else "",
         )
         return todo
-
-    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
-        # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
-        self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(tickets)}
-        return super()._choose(tickets, now)
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)
