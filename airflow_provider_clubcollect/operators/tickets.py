@@ -6,33 +6,12 @@ import json
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect import escalation
+from airflow_provider_clubcollect import escalation, selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, check_concurrency
 from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
-from airflow_provider_clubcollect.selection import (
-    check_duration,
-    check_literal,
-    group_threads,
-    invoice_ids_from,
-    is_literal,
-    run_reference_time,
-    select_threads,
-    ticket_dicts,
-    window_rule,
-)
-from airflow_provider_clubcollect.wire import (
-    MAX_PAGE_SIZE,
-    STATUS_ANSWERED,
-    STATUS_ARCHIVED,
-    STATUS_UNANSWERED,
-    validate_id,
-    validate_message,
-    validate_page_size,
-    validate_status,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -83,8 +62,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self,
         *,
         company_id: str,
-        status: str = STATUS_UNANSWERED,
-        page_size: int = MAX_PAGE_SIZE,
+        status: str = wire.STATUS_UNANSWERED,
+        page_size: int = wire.MAX_PAGE_SIZE,
         output_path: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
@@ -93,20 +72,20 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal(validate_id, company_id, "company_id")
+        selection.check_literal(wire.validate_id, company_id, "company_id")
         self.company_id = company_id
         self.status = status
-        self.page_size = validate_page_size(page_size)
+        self.page_size = wire.validate_page_size(page_size)
         self.output_path = output_path
         self.max_concurrency = check_concurrency(max_concurrency)
         self._exported: dict[str, Any] | None = None
-        check_literal(validate_status, status)
+        selection.check_literal(wire.validate_status, status)
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
-            if isinstance(output_path, str) and is_literal(output_path):
+            if isinstance(output_path, str) and selection.is_literal(output_path):
                 outlet: Asset | AssetAlias = Asset(output_path)
             else:
                 owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
@@ -115,8 +94,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             self.outlets = [*self.outlets, outlet]
 
     def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
-        company_id = validate_id(self.company_id, "company_id")
-        status = validate_status(self.status)
+        company_id = wire.validate_id(self.company_id, "company_id")
+        status = wire.validate_status(self.status)
         tickets = self.hook.iter_company_tickets(
             company_id, status, self.page_size, max_concurrency=self.max_concurrency
         )
@@ -226,11 +205,11 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal(validate_id, invoice_id, "invoice_id")
+        selection.check_literal(wire.validate_id, invoice_id, "invoice_id")
         self.invoice_id = invoice_id
 
     def execute(self, context: Context) -> list[Ticket]:
-        tickets = self.hook.get_invoice_tickets(validate_id(self.invoice_id, "invoice_id"))
+        tickets = self.hook.get_invoice_tickets(wire.validate_id(self.invoice_id, "invoice_id"))
         self.log.info("Fetched %d tickets of invoice %r.", len(tickets), self.invoice_id)
         return tickets
 
@@ -262,14 +241,14 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal(validate_id, invoice_id, "invoice_id")
+        selection.check_literal(wire.validate_id, invoice_id, "invoice_id")
         self.invoice_id = invoice_id
         self.message = message
-        check_literal(validate_message, message)
+        selection.check_literal(wire.validate_message, message)
 
     def execute(self, context: Context) -> Ticket:
-        invoice_id = validate_id(self.invoice_id, "invoice_id")
-        message = validate_message(self.message)
+        invoice_id = wire.validate_id(self.invoice_id, "invoice_id")
+        message = wire.validate_message(self.message)
         return self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
 
 
@@ -277,7 +256,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
     """Choose invoices (given, or a company's threads by a window of age), then act on each through the hook."""
 
     template_fields: Sequence[str] = ("invoice_ids", "company_id", "reference_time")
-    status: str = STATUS_UNANSWERED
+    status: str = wire.STATUS_UNANSWERED
     unanswered_for: timedelta | None = None
     inactive_for: timedelta | None = None
     verb = "select"
@@ -300,17 +279,17 @@ class _ThreadsOperator(ClubCollectBaseOperator):
                 f"{type(self).__name__} takes either invoice_ids or company_id, not "
                 f"{'both' if invoice_ids is not None else 'neither'}."
             )
-        check_literal(invoice_ids_from, invoice_ids)
+        selection.check_literal(selection.invoice_ids_from, invoice_ids)
         self.invoice_ids = invoice_ids
         # Stored as is_dry_run: BaseOperator already has a dry_run() method.
         self.is_dry_run = bool(dry_run)
-        check_literal(validate_id, company_id, "company_id")
-        check_literal(check_duration, at_most, "at_most")
+        selection.check_literal(wire.validate_id, company_id, "company_id")
+        selection.check_literal(selection.check_duration, at_most, "at_most")
         self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
         self.max_concurrency = check_concurrency(max_concurrency)
 
     def _status(self) -> str:
-        return validate_status(self.status)
+        return wire.validate_status(self.status)
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
         from datetime import datetime, timezone
@@ -333,25 +312,25 @@ class _ThreadsOperator(ClubCollectBaseOperator):
     def _chosen(self, context: Context) -> list[str]:
         """The invoices to act on: those given, or the company's threads whose age is in the window."""
         if self.invoice_ids is not None:
-            invoice_ids = invoice_ids_from(self.invoice_ids)
-            self._tickets = ticket_dicts(self.invoice_ids)
+            invoice_ids = selection.invoice_ids_from(self.invoice_ids)
+            self._tickets = selection.ticket_dicts(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
             return invoice_ids
-        company_id = validate_id(self.company_id, "company_id")
-        self._now = now = run_reference_time(self.reference_time, context)
+        company_id = wire.validate_id(self.company_id, "company_id")
+        self._now = now = selection.run_reference_time(self.reference_time, context)
         status = self._status()
         # Every page is read before the first action: acting cannot make the paging skip tickets.
         self._tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
-        unanswered = self.inactive_for is None and status == STATUS_UNANSWERED
+        unanswered = self.inactive_for is None and status == wire.STATUS_UNANSWERED
         more_than = self.unanswered_for if unanswered else self.inactive_for
-        chosen = select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
+        chosen = selection.select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
         self.log.info(
             "%d of %d %s threads of company %r %s (now = %s).",
             len(chosen),
             len({t["invoice_id"] for t in self._tickets}),
             status,
             company_id,
-            window_rule("waited" if unanswered else "had no activity", more_than, self.at_most),
+            selection.window_rule("waited" if unanswered else "had no activity", more_than, self.at_most),
             now.isoformat(),
         )
         return chosen
@@ -396,7 +375,7 @@ class SelectThreadsOperator(_ThreadsOperator):
         self,
         *,
         company_id: str,
-        status: str = STATUS_UNANSWERED,
+        status: str = wire.STATUS_UNANSWERED,
         unanswered_for: timedelta | None = None,
         inactive_for: timedelta | None = None,
         at_most: timedelta | None = None,
@@ -414,12 +393,12 @@ class SelectThreadsOperator(_ThreadsOperator):
                 "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
                 "and at_most for its upper bound."
             )
-        check_literal(check_duration, unanswered_for, "unanswered_for")
-        check_literal(check_duration, inactive_for, "inactive_for")
-        check_literal(validate_status, status)
-        if unanswered_for is not None and is_literal(status) and status != STATUS_UNANSWERED:
+        selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
+        selection.check_literal(selection.check_duration, inactive_for, "inactive_for")
+        selection.check_literal(wire.validate_status, status)
+        if unanswered_for is not None and selection.is_literal(status) and status != wire.STATUS_UNANSWERED:
             raise ClubCollectValidationError(
-                f"unanswered_for selects unanswered threads, so status must be {STATUS_UNANSWERED!r}, got {status!r}; "
+                f"unanswered_for selects unanswered threads, so status must be 'unanswered', got {status!r}; "
                 "use inactive_for for answered or archived threads."
             )
         self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
@@ -459,7 +438,7 @@ class ArchiveTicketsOperator(_ThreadsOperator):
         *,
         invoice_ids: Any = None,
         company_id: str | None = None,
-        status: str = STATUS_ANSWERED,
+        status: str = wire.STATUS_ANSWERED,
         inactive_for: timedelta | None = None,
         at_most: timedelta | None = None,
         dry_run: bool = False,
@@ -474,15 +453,15 @@ class ArchiveTicketsOperator(_ThreadsOperator):
         self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         self.status, self.inactive_for = status, inactive_for
         if company_id is not None:
-            check_duration(inactive_for, "inactive_for")
-            if is_literal(status):
+            selection.check_duration(inactive_for, "inactive_for")
+            if selection.is_literal(status):
                 self._status()
 
     def _status(self) -> str:
-        status = validate_status(self.status)
-        if status == STATUS_ARCHIVED:
+        status = wire.validate_status(self.status)
+        if status == wire.STATUS_ARCHIVED:
             raise ClubCollectValidationError(
-                f"status for archiving must be {STATUS_ANSWERED!r} or {STATUS_UNANSWERED!r}, got {status!r}: "
+                f"status for archiving must be 'answered' or 'unanswered', got {status!r}: "
                 "archived threads are archived already."
             )
         return status
@@ -544,9 +523,9 @@ class EscalateTicketsOperator(_ThreadsOperator):
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         if company_id is not None:
-            check_duration(unanswered_for, "unanswered_for")
-        check_literal(escalation.check_flag, escalate_again)
-        check_literal(escalation.check_key, escalation_record)
+            selection.check_duration(unanswered_for, "unanswered_for")
+        selection.check_literal(escalation.check_flag, escalate_again)
+        selection.check_literal(escalation.check_key, escalation_record)
         self.unanswered_for, self.escalate_again, self.escalation_record = (
             unanswered_for,
             escalate_again,
@@ -566,7 +545,9 @@ class EscalateTicketsOperator(_ThreadsOperator):
         unread: dict[str, str] = {}
         if self.invoice_ids is None:
             # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
-            self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(self._tickets)}
+            self._episodes = {
+                thread.invoice_id: thread.unanswered_since for thread in selection.group_threads(self._tickets)
+            }
         else:
             self._episodes, to_read = escalation.given_episodes(self.invoice_ids, invoice_ids)
             unread = self._read_episodes(to_read)
@@ -591,7 +572,7 @@ class EscalateTicketsOperator(_ThreadsOperator):
             return escalation.check_key(self.escalation_record)
         conn_id = str(self.clubcollect_conn_id)
         if self.invoice_ids is None:
-            return escalation.derived_key(conn_id, validate_id(self.company_id, "company_id"))
+            return escalation.derived_key(conn_id, wire.validate_id(self.company_id, "company_id"))
         ti = context.get("ti")
         dag_id = getattr(ti, "dag_id", None) or (self.dag_id if self.has_dag() else "no_dag")  # type: ignore[no-untyped-call]
         map_index = getattr(ti, "map_index", -1)
