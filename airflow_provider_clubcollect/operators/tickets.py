@@ -133,26 +133,24 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         """
         from urllib.parse import urlsplit
 
-        from airflow.providers.common.compat.openlineage.facet import (
-            Dataset,
-            OutputDataset,
-            OutputStatisticsOutputDatasetFacet,
-        )
+        from airflow.providers.common.compat.openlineage import facet
         from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         server = urlsplit(self.hook.settings.base_url)
-        source = Dataset(
+        source = facet.Dataset(
             namespace=f"clubcollect://{server.netloc}",
             name=f"companies/{self.company_id}/tickets/{self.status}",
         )
         if self._exported is None:
             return OperatorLineage(inputs=[source])
         path = ObjectStoragePath(self._exported["path"])
-        export = OutputDataset(
+        export = facet.OutputDataset(
             namespace=path.namespace,
             name=path.key,
-            outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])},
+            outputFacets={
+                "outputStatistics": facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
+            },
         )
         return OperatorLineage(inputs=[source], outputs=[export])
 
@@ -526,11 +524,9 @@ class EscalateTicketsOperator(_ThreadsOperator):
             selection.check_duration(unanswered_for, "unanswered_for")
         selection.check_literal(escalation.check_flag, escalate_again)
         selection.check_literal(escalation.check_key, escalation_record)
-        self.unanswered_for, self.escalate_again, self.escalation_record = (
-            unanswered_for,
-            escalate_again,
-            escalation_record,
-        )
+        self.unanswered_for = unanswered_for
+        self.escalate_again = escalate_again
+        self.escalation_record = escalation_record
 
     def execute(self, context: Context) -> list[str]:
         again = escalation.check_flag(self.escalate_again)
