@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError, shorten, shown
-from airflow_provider_clubcollect.selection import Thread, ticket_date, ticket_dicts
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import parse_iso_datetime
 
@@ -199,17 +198,3 @@ def _episode(entry: Any) -> Episode | None:
     """A stored entry as an :class:`Episode`, ``None`` when it is not one."""
     since = parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None
     return None if since is None else Episode(since, parse_iso_datetime(entry.get("escalated_at")))
-
-
-def given_episodes(value: Any, invoice_ids: list[str]) -> tuple[dict[str, datetime | None], list[str]]:
-    """The episodes of threads given as whole ticket dicts, and the IDs given without tickets (to read)."""
-    by_invoice: dict[str, list[dict[str, Any]]] = {}
-    for ticket in ticket_dicts(value):
-        by_invoice.setdefault(str(ticket["invoice_id"]), []).append(ticket)
-    episodes = {i: thread_episode(i, by_invoice[i]) for i in invoice_ids if i in by_invoice}
-    return episodes, [i for i in invoice_ids if i not in by_invoice]
-
-
-def thread_episode(invoice_id: str, tickets: Iterable[Mapping[str, Any]]) -> datetime | None:
-    """The start of a thread's current unanswered episode, ``None`` when it is not waiting."""
-    return Thread(invoice_id, tuple(dict(t) for t in sorted(tickets, key=ticket_date))).unanswered_since

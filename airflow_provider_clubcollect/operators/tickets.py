@@ -545,8 +545,10 @@ class EscalateTicketsOperator(_ThreadsOperator):
                 thread.invoice_id: thread.unanswered_since for thread in selection.group_threads(self._tickets)
             }
         else:
-            self._episodes, to_read = escalation.given_episodes(self.invoice_ids, invoice_ids)
-            unread = self._read_episodes(to_read)
+            # Threads given as whole tickets are judged from them; those given as bare IDs are read.
+            given = selection.group_threads(selection.ticket_dicts(self.invoice_ids))
+            self._episodes = {t.invoice_id: t.unanswered_since for t in given}
+            unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
             invoice_ids = [i for i in invoice_ids if i not in unread]
         todo = self._not_escalated(record, invoice_ids, again)
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
@@ -579,9 +581,8 @@ class EscalateTicketsOperator(_ThreadsOperator):
         """Read the threads given as bare IDs, for their episode; returns those that could not be read."""
 
         def read(invoice_id: str) -> None:
-            self._episodes[invoice_id] = escalation.thread_episode(
-                invoice_id, self.hook.get_invoice_tickets(invoice_id)
-            )
+            tickets = sorted(self.hook.get_invoice_tickets(invoice_id), key=selection.ticket_date)
+            self._episodes[invoice_id] = selection.Thread(invoice_id, tuple(map(dict, tickets))).unanswered_since
 
         verb = "read the thread of"
         result = self.hook.for_each_invoice(read, invoice_ids, max_concurrency=self.max_concurrency, verb=verb)
