@@ -1,8 +1,4 @@
-"""Run one idempotent action (archive, assign to support) on many invoices, concurrently.
-
-Every invoice is tried; failures are collected, not raised one by one, so that one bad invoice
-never stops the rest.  The caller then fails loudly, naming each failed invoice and why.
-"""
+"""One idempotent action on many invoices: every invoice tried, failures summed up in one bounded message."""
 
 from __future__ import annotations
 
@@ -12,128 +8,102 @@ from contextvars import copy_context
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect import observability
-from airflow_provider_clubcollect.exceptions import (
-    ClubCollectAuthError,
-    ClubCollectError,
-    shorten,
-)
+from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError, shorten
 from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+__all__ = ["BulkResult"]
 
-#: A running bulk action logs its progress when both this share of the invoices and
-#: :data:`PROGRESS_SECONDS` have passed since the last line: every 10% or every 10 s, whichever is rarer.
+#: Progress is logged when both this share of the invoices and this many seconds have passed.
 PROGRESS_SHARE = 0.1
 PROGRESS_SECONDS = 10.0
-#: Failures named with their reason in a bulk error; later ones are named by ID only, so that
-#: the message stays readable and bounded however many invoices failed.
-DETAILED_FAILURES = 20
-#: Failures named at all in a bulk error; beyond them only their count is given.
-NAMED_FAILURES = 100
+#: A failure summary names at most this many kinds of failure, and this many invoices of each.
+MAX_GROUPS = 5
+MAX_IDS = 20
 
 log = logging.getLogger(__name__)
 
 
 class BulkResult:
     """
-    What a bulk action did.
+    What a bulk action did (:meth:`~airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook.for_each_invoice`).
 
+    :param verb: the action, such as ``archive``.
     :param done: invoice IDs the action succeeded on, sorted.
     :param failed: invoice ID to the reason it failed.
+    :param not_tried: invoice IDs left untried after the API key was refused.
     """
 
-    def __init__(self, done: list[str] | None = None, failed: dict[str, str] | None = None) -> None:
-        self.done = [] if done is None else done
-        self.failed = {} if failed is None else failed
+    def __init__(self, verb: str, done: list[str], failed: dict[str, str], not_tried: Sequence[str] = ()) -> None:
+        self.verb, self.done, self.failed, self.not_tried = verb, done, failed, sorted(not_tried)
 
-    def raise_for_failures(self, verb: str) -> None:
+    def summary(self) -> str:
+        """One bounded line: the counts, then the failures by kind (status, error code), with IDs and a reason."""
+        total = len(self.done) + len(self.failed) + len(self.not_tried)
+        untried = f", {len(self.not_tried)} not tried" if self.not_tried else ""
+        text = f"{self.verb}: {len(self.done)} of {total} invoices done, {len(self.failed)} failed{untried}."
+        groups: dict[str, list[str]] = {}
+        for invoice_id, why in sorted(self.failed.items()):
+            groups.setdefault(why.split(": ", 1)[0], []).append(invoice_id)
+        parts = []
+        for code, ids in list(groups.items())[:MAX_GROUPS]:
+            more = f" and {len(ids) - MAX_IDS} more" if len(ids) > MAX_IDS else ""
+            example = shorten(self.failed[ids[0]].split(": ", 1)[-1], 200)
+            parts.append(f"{code}: {', '.join(ids[:MAX_IDS])}{more} ({ids[0]}: {example})")
+        if len(groups) > MAX_GROUPS:
+            parts.append(f"and {sum(len(ids) for ids in list(groups.values())[MAX_GROUPS:])} failed otherwise")
+        return text + (" Failed: " + "; ".join(parts) + "." if parts else "")
+
+    def raise_for_failures(self) -> None:
         """
         Raise one error naming the failed invoices and why, if any failed.
 
-        The first :data:`DETAILED_FAILURES` come with their reason, the next ones up to
-        :data:`NAMED_FAILURES` by ID, the rest by count: the message stays bounded.
-
-        :param verb: what the action was, such as ``archive``.
         :raises ClubCollectError: when at least one invoice failed.
         """
-        if not self.failed:
-            return
-        total = len(self.done) + len(self.failed)
-        failed = sorted(self.failed.items())
-        reasons = "; ".join(
-            f"{invoice_id}: {shorten(reason, 300)}" for invoice_id, reason in failed[:DETAILED_FAILURES]
-        )
-        if len(failed) > DETAILED_FAILURES:
-            reasons += f"; and {len(failed) - DETAILED_FAILURES} more: " + ", ".join(
-                invoice_id for invoice_id, _ in failed[DETAILED_FAILURES:NAMED_FAILURES]
-            )
-        if len(failed) > NAMED_FAILURES:
-            reasons += f" and {len(failed) - NAMED_FAILURES} others"
-        raise ClubCollectError(
-            f"Could not {verb} {len(self.failed)} of {total} invoices ({len(self.done)} succeeded). "
-            f"Failed: {reasons}. Re-running is safe: the action is idempotent."
-        )
+        if self.failed:
+            raise ClubCollectError(f"Bulk {self.summary()} Re-running is safe: the action is idempotent.")
 
 
 def run_bulk(
-    action: Callable[[str], None], invoice_ids: Sequence[str], *, max_concurrency: int, verb: str
+    action: Callable[[str], object], invoice_ids: Sequence[str], *, max_concurrency: int, verb: str
 ) -> BulkResult:
-    """
-    Apply ``action`` to every invoice, at most ``max_concurrency`` at a time.
-
-    Progress is logged while it runs (every 10% or every 10 s, whichever is rarer).  A refused key
-    (401 or 403) would fail every invoice the same way, so the first one stops the action: what
-    is running finishes, the rest is not tried, and :class:`ClubCollectAuthError` says so.
-
-    :param action: the call for one invoice, such as ``hook.archive_tickets``; it must be safe to
-        call from several threads (the hook is).
-    :param invoice_ids: the invoices.
-    :param max_concurrency: requests in flight at once.
-    :param verb: what the action is, for the log (``archive``, ``assign to support``).
-    :return: which invoices succeeded and which failed, and why.
-    :raises ClubCollectAuthError: when the API key was refused; names how many invoices were
-        done and how many not tried.
-    """
+    """Apply ``action`` to every invoice, ``max_concurrency`` at a time; a refused key stops the rest."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    result = BulkResult()
+    workers = min(check_int(max_concurrency, "max_concurrency"), len(invoice_ids))
+    result = BulkResult(verb, [], {})
     if not invoice_ids:
         return result
     refused: list[ClubCollectAuthError] = []
+    not_tried: list[str] = []
 
-    def attempt(invoice_id: str) -> str | None:
+    def attempt(invoice_id: str) -> None:
         if refused:
-            return _NOT_TRIED
+            not_tried.append(invoice_id)
+            return
         try:
             action(invoice_id)
         except ClubCollectError as exc:
             if isinstance(exc, ClubCollectAuthError):
                 refused.append(exc)
             code = f"{exc.status_code} {exc.error_code}" if exc.status_code else type(exc).__name__
-            return f"{code.strip()}: {exc}"
+            result.failed[invoice_id] = f"{code.strip()}: {exc}"
         except Exception as exc:  # a bug or an unexpected library error: still report every invoice
-            return f"{type(exc).__name__}: {shorten(str(exc), 300)}"
-        return None
+            result.failed[invoice_id] = f"{type(exc).__name__}: {shorten(str(exc), 300)}"
+        else:
+            result.done.append(invoice_id)
 
     total = len(invoice_ids)
-    not_tried: list[str] = []
-    workers = min(check_int(max_concurrency, "max_concurrency"), total)
     started = last_time = time.monotonic()
     last_count = 0
-    action_name = verb.replace(" ", "_")
-    with observability.span(f"bulk.{action_name}"), ThreadPoolExecutor(workers, "clubcollect") as pool:
-        # Each in the caller's context (a copy each), so that the requests' spans are the action's children.
-        futures = {pool.submit(copy_context().run, attempt, invoice_id): invoice_id for invoice_id in invoice_ids}
+    name = verb.replace(" ", "_")
+    with observability.span(f"bulk.{name}"), ThreadPoolExecutor(workers, "clubcollect") as pool:
+        # Each in a copy of the caller's context, so that the requests' spans are the action's children.
+        futures = [pool.submit(copy_context().run, attempt, invoice_id) for invoice_id in invoice_ids]
         for finished, future in enumerate(as_completed(futures), start=1):
-            invoice_id, error = futures[future], future.result()
-            if error is None:
-                result.done.append(invoice_id)
-            elif error is _NOT_TRIED:
-                not_tried.append(invoice_id)
-            else:
-                result.failed[invoice_id] = error
+            future.result()
             now = time.monotonic()
             if (
                 finished < total
@@ -151,33 +121,16 @@ def run_bulk(
                 )
                 last_time, last_count = now, finished
     result.done.sort()
-    observability.count(f"bulk.{action_name}.done", len(result.done))
-    observability.count(f"bulk.{action_name}.failed", len(result.failed))
+    result.not_tried = sorted(not_tried)
+    observability.count(f"bulk.{name}.done", len(result.done))
+    observability.count(f"bulk.{name}.failed", len(result.failed))
+    (log.error if result.failed else log.info)("ClubCollect: %s", result.summary())
     if refused:
-        raise _refused(refused[0], verb, result, sorted(not_tried), total)
-    summary = f"ClubCollect: {verb}: {len(result.done)} of {len(invoice_ids)} invoices done"
-    if result.failed:
-        first = "; ".join(f"{i} ({r[:120]})" for i, r in list(sorted(result.failed.items()))[:10])
-        more = f" and {len(result.failed) - 10} more" if len(result.failed) > 10 else ""
-        log.error("%s; %d failed: %s%s.", summary, len(result.failed), first, more)
-    else:
-        log.info("%s.", summary)
+        raise ClubCollectAuthError(
+            f"ClubCollect refused the API key (HTTP {refused[0].status_code}), so every other invoice would fail "
+            "the same way: check the connection's password (the API key) and its rights. Stopped the bulk "
+            f"{result.summary()} None of those not tried was done; re-running is safe: the action is idempotent.",
+            status_code=refused[0].status_code,
+            error_code=refused[0].error_code,
+        )
     return result
-
-
-#: What ``attempt`` returns for an invoice it did not try (compared by identity).
-_NOT_TRIED = "not tried"
-
-
-def _refused(exc: ClubCollectAuthError, verb: str, result: BulkResult, not_tried: list[str], total: int) -> Exception:
-    first = ", ".join(not_tried[:5])
-    more = f" and {len(not_tried) - 5} more" if len(not_tried) > 5 else ""
-    message = (
-        f"Stopped the {verb} of {total} invoices: ClubCollect refused the API key (HTTP {exc.status_code}), "
-        "so every other invoice would fail the same way. Check the connection's password (the API key) "
-        f"and its rights. {len(result.done)} done, {len(result.failed)} failed, {len(not_tried)} not tried"
-        f"{f' ({first}{more})' if not_tried else ''}; none of those not tried was done. "
-        "Re-running is safe: the action is idempotent."
-    )
-    log.error("ClubCollect: %s", message)
-    return ClubCollectAuthError(message, status_code=exc.status_code, error_code=exc.error_code)

@@ -1,38 +1,31 @@
-"""Thread semantics: which invoices to archive, escalate, or wait on.
+"""Thread semantics (*last activity*, *unanswered since*, *awaits an answer*): which invoices to act or wait on.
 
-The tickets of one invoice form a thread.  For a thread, *last activity* is the newest ticket's
-date, and *unanswered since* is the date of the oldest CUSTOMER ticket after the newest COMPANY
-ticket.  A ticket *awaits an answer* when it is a CUSTOMER ticket newer than the thread's newest
-COMPANY ticket.  The operators, the sensor and the trigger all select through this module, so the
-sync and async paths always agree.
+The operators, the sensor and the triggers all select through this module, so they always agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
 from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, check_id, parse_iso_datetime
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Thread",
     "awaiting_answer",
     "group_threads",
-    "select_inactive",
-    "select_unanswered",
+    "select_threads",
     "to_utc",
 ]
 
 
 def ticket_date(ticket: Mapping[str, Any]) -> datetime:
-    """
-    A ticket's ``date`` as a timezone-aware UTC datetime.
-
-    :param ticket: a ticket dict.
-    :raises ClubCollectServerError: naming the ticket when it has no date or an unreadable one.
-    """
+    """A ticket's ``date`` in UTC; ``ClubCollectServerError`` naming the ticket when it has none readable."""
     date = parse_iso_datetime(ticket.get("date"))
     if date is None:
         got = f"a 'date' that is not ISO 8601 ({shown(ticket['date'])})" if "date" in ticket else "no 'date'"
@@ -44,7 +37,7 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
 
 def to_utc(value: datetime | str | None, name: str = "reference_time") -> datetime:
     """
-    The reference time "now" for a selection: current UTC time, or a given (templated) one.
+    "Now" for a selection: the current UTC time, or the given one.
 
     :param value: ``None`` for now; a datetime or ISO 8601 string otherwise (naive means UTC).
     :param name: the parameter's name, for the error.
@@ -59,18 +52,7 @@ def to_utc(value: datetime | str | None, name: str = "reference_time") -> dateti
 
 
 def run_reference_time(value: datetime | str | None, context: Mapping[str, Any]) -> datetime:
-    """
-    "Now" for a task's selection: the templated ``reference_time`` as rendered for this run.
-
-    ``None`` (not given) is the current UTC time.  A template that renders to nothing (``""`` or
-    ``"None"``, e.g. ``{{ dag_run.logical_date }}`` in a run triggered without a logical date, the
-    default in Airflow 3) is the run's ``run_after``: the date every run has, which for a
-    scheduled run is the end of its data interval.
-
-    :param value: the rendered ``reference_time``.
-    :param context: the task context, for ``dag_run``.
-    :raises ClubCollectValidationError: for a string that is not ISO 8601.
-    """
+    """The rendered ``reference_time``; one that renders to nothing (no logical date) is the run's ``run_after``."""
     if isinstance(value, str) and value.strip() in ("", "None"):
         run = context.get("dag_run")
         # Airflow 2.11's runs have no run_after: the end of the data interval is the same moment.
@@ -79,46 +61,29 @@ def run_reference_time(value: datetime | str | None, context: Mapping[str, Any])
 
 
 def is_literal(value: Any) -> bool:
-    """
-    Whether a templated field's value is final at DAG parse time: a string without Jinja.
+    """Whether a templated value is final when the DAG is parsed: no Jinja and no ``XComArg``, nor in a list."""
+    if isinstance(value, str):
+        return not any(marker in value for marker in ("{{", "{%", "{#"))
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, Mapping) or is_literal(item) for item in value)
+    return not hasattr(value, "resolve")
 
-    :param value: the value as given to the operator.
-    """
-    return isinstance(value, str) and not any(marker in value for marker in ("{{", "{%", "{#"))
 
-
-def check_literal_id(value: Any, name: str) -> None:
-    """
-    Check an ID when the DAG is parsed, with the validator used at run time; templates wait for their run.
-
-    :param value: the ID as given: a plain string is checked; a template, an ``XComArg`` or a
-        mapped argument is checked once rendered.
-    :param name: the parameter's name, for the error.
-    :raises ClubCollectValidationError: for a literal ID the run would refuse.
-    """
-    if is_literal(value):
-        check_id(value, name)
+def check_literal(check: Callable[..., object], value: Any, *args: Any) -> None:
+    """Run the run-time ``check`` at parse time unless ``value`` is ``None`` or waits for its run (templated)."""
+    if value is not None and is_literal(value):
+        check(value, *args)
 
 
 def check_duration(value: Any, name: str) -> timedelta:
-    """
-    Check a duration parameter such as ``inactive_for``.
-
-    :param value: a ``timedelta`` of zero or more.
-    :param name: the parameter's name, for the error.
-    :raises ClubCollectValidationError: for anything else.
-    """
+    """Check a duration parameter such as ``inactive_for``: a ``timedelta`` of zero or more."""
     if not isinstance(value, timedelta) or value < timedelta(0):
         raise ClubCollectValidationError(f"{name} must be a timedelta of zero or more, got {shown(value)}.")
     return value
 
 
 def human_duration(duration: timedelta) -> str:
-    """
-    A duration as people write it in a log line: ``30 days`` rather than ``30 days, 0:00:00``.
-
-    :param duration: the duration.
-    """
+    """A duration as people write it: ``30 days`` rather than ``30 days, 0:00:00``."""
     days, seconds = duration.days, duration.seconds
     parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
     if seconds or not parts:
@@ -131,10 +96,10 @@ def human_duration(duration: timedelta) -> str:
 
 class Thread(NamedTuple):
     """
-    The tickets of one invoice, oldest first.
+    The tickets of one invoice.
 
     :param invoice_id: the invoice.
-    :param tickets: its tickets, sorted oldest first.
+    :param tickets: its tickets, oldest first.
     """
 
     invoice_id: str
@@ -167,7 +132,7 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     Group company tickets by invoice into threads.
 
     :param tickets: CompanyTicket dicts (with ``invoice_id``).
-    :return: the threads, ordered by invoice ID; tickets in each oldest first (stable for equal dates).
+    :return: the threads by invoice ID, tickets oldest first.
     """
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for ticket in tickets:
@@ -180,61 +145,47 @@ def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     ]
 
 
-def select_inactive(
+def select_threads(
     tickets: Iterable[Mapping[str, Any]],
-    inactive_for: timedelta | None,
+    more_than: timedelta | None,
     now: datetime,
     at_most: timedelta | None = None,
+    *,
+    unanswered: bool = False,
 ) -> list[str]:
     """
-    Invoices whose thread's last activity is older than ``inactive_for`` (and at most ``at_most`` old).
+    Invoices whose thread has been without activity (``unanswered``: waiting for an answer) for a time in a window.
 
     :param tickets: the company's tickets in one status.
-    :param inactive_for: how long without activity, or ``None`` for any time.
+    :param more_than: the exclusive lower bound of the age, or ``None``.
     :param now: the reference time.
-    :param at_most: the longest time without activity to include; ``None`` for no bound.
+    :param at_most: the inclusive upper bound of the age, or ``None``.
+    :param unanswered: measure the time waiting for an answer, not the time without activity.
     :return: sorted invoice IDs.
     """
-    return [t.invoice_id for t in group_threads(tickets) if in_window(now - t.last_activity, inactive_for, at_most)]
+    return [t.invoice_id for t in _threads(tickets, more_than, now, at_most, unanswered=unanswered)]
 
 
-def select_unanswered(
+def _threads(
     tickets: Iterable[Mapping[str, Any]],
-    unanswered_for: timedelta | None,
+    more_than: timedelta | None,
     now: datetime,
     at_most: timedelta | None = None,
-) -> list[str]:
-    """
-    Invoices whose thread awaits an answer, for longer than ``unanswered_for`` (and at most ``at_most``).
-
-    :param tickets: the company's unanswered tickets.
-    :param unanswered_for: how long unanswered, or ``None`` for any time.
-    :param now: the reference time.
-    :param at_most: the longest time unanswered to include; ``None`` for no bound.
-    :return: sorted invoice IDs.
-    """
-    return [t.invoice_id for t in _unanswered_threads(tickets, unanswered_for, now, at_most)]
-
-
-def in_window(age: timedelta, more_than: timedelta | None, at_most: timedelta | None) -> bool:
-    """
-    Whether an age is longer than ``more_than`` and at most ``at_most`` (each ``None``: no bound).
-
-    :param age: how long a thread has waited, or been without activity.
-    :param more_than: the exclusive lower bound.
-    :param at_most: the inclusive upper bound.
-    """
-    return (more_than is None or age > more_than) and (at_most is None or age <= at_most)
+    *,
+    unanswered: bool = True,
+) -> list[Thread]:
+    """The threads whose age (since unanswered, or since last activity) is in the window."""
+    chosen = []
+    for thread in group_threads(tickets):
+        since = thread.unanswered_since if unanswered else thread.last_activity
+        age = None if since is None else now - since
+        if age is not None and (more_than is None or age > more_than) and (at_most is None or age <= at_most):
+            chosen.append(thread)
+    return chosen
 
 
 def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | None) -> str:
-    """
-    A window in words, for log lines: ``waited for more than 2 days and at most 5 days``.
-
-    :param measure: the verb phrase, such as ``waited`` or ``had no activity``.
-    :param more_than: the exclusive lower bound, or ``None``.
-    :param at_most: the inclusive upper bound, or ``None``.
-    """
+    """A window in words, for log lines: ``waited for more than 2 days and at most 5 days``."""
     bounds = [f"more than {human_duration(more_than)}"] if more_than is not None else []
     if at_most is not None:
         bounds.append(f"at most {human_duration(at_most)}")
@@ -242,14 +193,7 @@ def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | 
 
 
 def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
-    """
-    The poll line of the sensor and its trigger: how many tickets wait, how long, and whether that is enough.
-
-    :param count: the tickets awaiting an answer (for long enough).
-    :param company_id: the company.
-    :param unanswered_for: the age that counts (a ``timedelta`` or seconds), ``None`` for any.
-    :param min_tickets: how many the sensor waits for.
-    """
+    """The poll line of the sensor and its trigger: how many tickets wait, how long, and whether that is enough."""
     if isinstance(unanswered_for, (int, float)):
         unanswered_for = timedelta(seconds=unanswered_for)
     age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
@@ -266,44 +210,21 @@ def awaiting_answer(
     The tickets that await an answer, oldest first (what the sensor returns).
 
     :param tickets: the company's unanswered tickets.
-    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
+    :param unanswered_for: only threads unanswered for longer than this; ``None`` for all.
     :param now: the reference time.
     """
-    waiting = [ticket for t in _unanswered_threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
+    waiting = [ticket for t in _threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
     return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get("ticket_id"))))
 
 
-def _unanswered_threads(
-    tickets: Iterable[Mapping[str, Any]],
-    unanswered_for: timedelta | None,
-    now: datetime,
-    at_most: timedelta | None = None,
-) -> list[Thread]:
-    chosen = []
-    for thread in group_threads(tickets):
-        since = thread.unanswered_since
-        if since is not None and in_window(now - since, unanswered_for, at_most):
-            chosen.append(thread)
-    return chosen
-
-
 def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
-    """
-    Invoice IDs from a list of ID strings or of ticket dicts (their ``invoice_id``), de-duplicated.
-
-    A list of such lists, as a mapped upstream's output arrives, is flattened one level.
-
-    :param value: a list (or other iterable) of strings or dicts, such as a fetch operator's XCom.
-    :param name: the parameter's name, for errors.
-    :return: the IDs, sorted.
-    :raises ClubCollectValidationError: for a string, a dict without ``invoice_id``, or an unsafe ID.
-    """
-    if not _is_list_like(value):
+    """Sorted, de-duplicated IDs from ID strings or ticket dicts, lists of them (mapped outputs) flattened."""
+    items = _flat(value)
+    if items is None:
         raise ClubCollectValidationError(
             f"{name} must be a list of invoice ID strings or of ticket dicts, "
             f"got {type(value).__name__} {shown(value)}."
         )
-    items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
     ids: set[str] = set()
     for item in items:
         if isinstance(item, Mapping):
@@ -315,44 +236,32 @@ def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
 
 
 def ticket_dicts(value: Any) -> list[dict[str, Any]]:
-    """
-    The whole tickets in a rendered ``invoice_ids``: dicts with ``invoice_id``, ``sender`` and ``date``.
-
-    :param value: strings and dicts, lists of them flattened one level (as for :func:`invoice_ids_from`).
-    """
-    if not _is_list_like(value):
-        return []
-    items = [inner for item in value for inner in (item if _is_list_like(item) else (item,))]
-    return [
-        dict(item) for item in items if isinstance(item, Mapping) and {"invoice_id", "sender", "date"} <= item.keys()
-    ]
+    """The whole tickets in a rendered ``invoice_ids``: dicts with ``invoice_id``, ``sender`` and ``date``."""
+    wanted = {"invoice_id", "sender", "date"}
+    return [dict(item) for item in _flat(value) or [] if isinstance(item, Mapping) and wanted <= item.keys()]
 
 
-def _is_list_like(value: Any) -> bool:
-    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+def _flat(value: Any) -> list[Any] | None:
+    """The items of a list, lists in it (a mapped upstream's output) flattened one level; ``None`` if no list."""
+
+    def listed(item: Any) -> bool:
+        return isinstance(item, Iterable) and not isinstance(item, (str, bytes, Mapping))
+
+    return [inner for item in value for inner in (item if listed(item) else (item,))] if listed(value) else None
 
 
 def awaiting_answer_due(
     tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """
-    The tickets that await an answer, each with the moment it became due, ordered by that moment.
-
-    A ticket becomes due when it awaits an answer and its thread has been unanswered for longer
-    than ``unanswered_for``: at ``max(ticket date, unanswered since + unanswered_for)``.  Without
-    ``unanswered_for`` that is the ticket's date.  The event trigger keeps its watermark on this
-    moment, so that a thread which only now has waited long enough is reported even when its
-    tickets are older than tickets reported before.
-
-    :param tickets: the company's unanswered tickets.
-    :param unanswered_for: count only threads unanswered for longer than this; ``None`` for all.
-    :param now: the reference time.
-    :return: ``(due, ticket)`` pairs, sorted by due, then date, then ticket ID.
+    The tickets that await an answer, each with the moment it became due (``max(date, unanswered since +
+    unanswered_for)``), ordered by it: the event trigger's watermark, so a thread that only now waited long
+    enough is reported even when its tickets are older than those reported before.
     """
     due: list[tuple[datetime, datetime, dict[str, Any]]] = []
-    for thread in _unanswered_threads(tickets, unanswered_for, now):
+    for thread in _threads(tickets, unanswered_for, now):
         since = thread.unanswered_since
-        assert since is not None  # _unanswered_threads keeps only threads awaiting an answer
+        assert since is not None  # _threads keeps only threads awaiting an answer
         for ticket in thread.awaiting_answer():
             date = ticket_date(ticket)
             due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))

@@ -19,7 +19,7 @@ metadata database.  It checks:
   thread is escalated on the sandbox;
 - the archive example (``example_dags/clubcollect_archive_stale.py``), unpaused (its scheduled run)
   and triggered, ends green with exactly the answered threads idle for over 30 days archived
-  (``selection.select_inactive``), its first request having met a 503 quoting the key;
+  (``selection.select_threads``), its first request having met a 503 quoting the key;
 - the API key (or any 12 characters of it) is in no file under AIRFLOW_HOME, no output of the
   scheduler, triggerer, PostgreSQL or the CLI, and no column of any table (``pg_dump``, bytea
   values decoded); the scan is shown to work on the sandbox's own output, which prints the key;
@@ -429,7 +429,7 @@ def met_503(run: Run, company: str) -> bool:
 
 def start_archive(run: Run) -> tuple[list[str], str]:
     """Unpause (a scheduled run) and trigger (a manual run) the archive example."""
-    from airflow_provider_clubcollect.selection import select_inactive
+    from airflow_provider_clubcollect.selection import select_threads
 
     state = run.sandbox.state()["invoices"]
     answered = [
@@ -438,7 +438,7 @@ def start_archive(run: Run) -> tuple[list[str], str]:
         if invoice["company_id"] == ARCHIVE_COMPANY and invoice["status"] == "answered"
         for t in invoice["tickets"]
     ]
-    expected = select_inactive(answered, timedelta(days=30), datetime.now(timezone.utc))
+    expected = select_threads(answered, timedelta(days=30), datetime.now(timezone.utc))
     if not expected:
         raise DeploymentError("the sandbox's seed should hold stale answered threads for the archive example")
     run_id = f"e2e2__archive__{int(time.time())}"

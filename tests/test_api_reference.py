@@ -21,7 +21,6 @@ NOT_IN_REFERENCE = {
         f"{NAME}.{name}"
         for name in (
             "_task_retry",
-            "bulk",
             "connection",
             "escalation",
             "examples",

@@ -1,5 +1,6 @@
-"""Bulk actions at scale against the sandbox: one adaptive limit shared by every request of the
-action (a 429 halves it), progress in the log, and a refused key stopping the action early."""
+"""``ClubCollectHook.for_each_invoice`` at scale against the sandbox: one adaptive limit shared by every
+request of the action (a 429 halves it), progress in the log, a refused key stopping the action early,
+and one bounded failure summary."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_provider_clubcollect import bulk, observability
-from airflow_provider_clubcollect.bulk import run_bulk
 from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from airflow_provider_clubcollect.limiter import AdaptiveLimiter
 from tests.conftest import fast_backoff, thread
 
 if TYPE_CHECKING:
@@ -38,10 +37,9 @@ def test_a_429_halves_the_limit_for_the_rest_of_the_action(
     ids = invoices(sandbox, 60)
     # The first archive is refused with 429: every request of the action slows down, not only that one.
     sandbox.set_faults(latency_ms=50, script=[{"fault": "rate_limit", "retry_after": 0, "method": "POST"}])
-    limiter = AdaptiveLimiter(8)
 
-    with ClubCollectHook(backoff=FAST) as hook, hook._limited(limiter):
-        result = run_bulk(hook.archive_tickets, ids, max_concurrency=8, verb="archive")
+    with ClubCollectHook(backoff=FAST) as hook:
+        result = hook.for_each_invoice(hook.archive_tickets, ids, max_concurrency=8, verb="archive")
 
     assert result.done == ids
     assert {sandbox.invoice(i)["status"] for i in ids} == {"archived"}
@@ -59,7 +57,7 @@ def test_progress_is_logged_while_it_runs(
     monkeypatch.setattr(bulk, "PROGRESS_SECONDS", 0.0)  # so only the 10% steps count
 
     with caplog.at_level(logging.INFO, logger="airflow_provider_clubcollect.bulk"), ClubCollectHook() as hook:
-        run_bulk(hook.archive_tickets, ids, max_concurrency=4, verb="archive")
+        hook.for_each_invoice(hook.archive_tickets, ids, max_concurrency=4, verb="archive")
 
     lines = [r.getMessage() for r in caplog.records if "invoices handled" in r.getMessage()]
     assert [line.split(": ", 2)[2].split(" invoices")[0] for line in lines] == [f"{n} of 50" for n in range(5, 50, 5)]
@@ -73,14 +71,14 @@ def test_a_refused_key_stops_the_action_early(sandbox: SandboxHandle, monkeypatc
     )
 
     with ClubCollectHook() as hook, pytest.raises(ClubCollectAuthError) as info:
-        run_bulk(hook.archive_tickets, ids, max_concurrency=8, verb="archive")
+        hook.for_each_invoice(hook.archive_tickets, ids, verb="archive")
 
     sent = len(sandbox.requests())
     assert sent <= 16, f"{sent} doomed requests sent"
     message = str(info.value)
     assert info.value.status_code == 401
     assert "ClubCollect refused the API key (HTTP 401)" in message
-    assert f"0 done, {sent} failed, {200 - sent} not tried" in message
+    assert f"archive: 0 of 200 invoices done, {sent} failed, {200 - sent} not tried. Failed: 401" in message
     assert len(message) < 1000
     assert "revoked-key" not in message
     assert {sandbox.invoice(i)["status"] for i in ids} == {"unanswered"}
@@ -88,15 +86,17 @@ def test_a_refused_key_stops_the_action_early(sandbox: SandboxHandle, monkeypatc
 
 def test_the_failure_message_stays_bounded_however_many_failed() -> None:
     reason = "404 invalid_invoice_id: Could not archive the tickets of invoice: HTTP 404. " + "x" * 400
-    result = bulk.BulkResult(done=["ok-1"], failed={f"inv-{n:04d}": reason for n in range(5000)})
+    failed = {f"inv-{n:04d}": reason for n in range(5000)}
+    failed |= {f"odd-{n}": f"{n} code_{n}: {'y' * 400}" for n in range(10)}  # more kinds than are named
+    result = bulk.BulkResult("archive", ["ok-1"], failed)
 
     with pytest.raises(ClubCollectError) as info:
-        result.raise_for_failures("archive")
+        result.raise_for_failures()
 
     message = str(info.value)
-    assert message.startswith("Could not archive 5000 of 5001 invoices (1 succeeded). Failed: inv-0000: 404")
-    assert message.count("invalid_invoice_id") == bulk.DETAILED_FAILURES, "the first ones with their reason"
-    assert "inv-0099" in message, "then the next ones by ID"
-    assert "inv-0100" not in message
-    assert "and 4900 others" in message, "then the count"
-    assert len(message) < 8_000
+    assert message.startswith("Bulk archive: 1 of 5011 invoices done, 5010 failed. Failed: 404 invalid_invoice_id: ")
+    assert "inv-0019 and 4980 more (inv-0000: Could not archive" in message, "IDs of a kind, then a count"
+    assert "inv-0020" not in message
+    assert message.count("code_") == bulk.MAX_GROUPS - 1, "the kinds after the first ones by count"
+    assert "and 6 failed otherwise" in message
+    assert len(message) < 4_000

@@ -23,8 +23,7 @@ from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     invoice_ids_from,
-    select_inactive,
-    select_unanswered,
+    select_threads,
     to_utc,
 )
 
@@ -189,9 +188,9 @@ def test_selection_gives_invoice_ids_or_a_bounded_clubcollect_error(
     given_tickets: list[dict[str, Any]], now: datetime, duration: timedelta
 ) -> None:
     known = {t["invoice_id"] for t in given_tickets if isinstance(t.get("invoice_id"), str)}
-    for select in (select_inactive, select_unanswered):
+    for unanswered in (False, True):
         try:
-            chosen = select(given_tickets, duration, now)
+            chosen = select_threads(given_tickets, duration, now, unanswered=unanswered)
         except ClubCollectError as error:
             bounded(error)
         else:
@@ -215,7 +214,7 @@ def test_plausible_tickets_with_readable_dates_are_always_selected_without_error
 ) -> None:
     readable = [t for t in given_tickets if wire.parse_iso_datetime(t["date"]) is not None]
 
-    chosen = select_unanswered(readable, duration, now)
+    chosen = select_threads(readable, duration, now, unanswered=True)
 
     for invoice_id in chosen:
         thread = sorted(

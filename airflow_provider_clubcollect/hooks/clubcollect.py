@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     import requests
 
+    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.connection import ClientSettings
 
 __all__ = ["ClubCollectHook"]
@@ -413,6 +414,36 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
         """
         self._call(wire.invoice_action_request(invoice_id, wire.ACTION_ASSIGN_TO_SUPPORT))
+
+    def for_each_invoice(
+        self,
+        action: Callable[[str], object],
+        invoice_ids: Iterable[str],
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        verb: str = "act on",
+    ) -> BulkResult:
+        """
+        Call ``action`` on every invoice, at most ``max_concurrency`` at a time, and say which failed.
+
+        Every invoice is tried, and all requests share one adaptive limit (a 429 slows them all);
+        a refused key stops the rest at once.  For example,
+        ``hook.for_each_invoice(hook.archive_tickets, ids, verb="archive").raise_for_failures()``.
+
+        :param Callable action: the call for one invoice, such as :meth:`archive_tickets`; run from several threads.
+        :param Iterable[str] invoice_ids: the invoices.
+        :param int max_concurrency: requests in flight at once, at least 1.
+        :param str verb: what the action does, for the log and the error.
+        :return: a :class:`~airflow_provider_clubcollect.bulk.BulkResult`: the invoices done, and those
+            failed with why.
+        :raises ClubCollectAuthError: when the API key is refused, naming what was done and not tried.
+
+        .. seealso:: :ref:`hook`
+        """
+        from airflow_provider_clubcollect.bulk import run_bulk
+
+        with self._limited(AdaptiveLimiter(max_concurrency)):
+            return run_bulk(action, list(invoice_ids), max_concurrency=max_concurrency, verb=verb)
 
     # --- companies -----------------------------------------------------------------------------
 

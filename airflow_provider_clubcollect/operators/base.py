@@ -19,17 +19,10 @@ __all__ = ["ClubCollectBaseOperator", "ClubCollectConnectionMixin"]
 
 class ClubCollectConnectionMixin:
     """
-    What the operators and the sensor share: the connection they use and the hook they build.
+    The connection and the hook the operators and the sensor share; parameters as for :class:`ClubCollectBaseOperator`.
 
-    The arguments have no defaults here: each class using the mixin declares them, with their
-    defaults, in its own ``__init__``, where Airflow applies ``default_args`` and checks the
-    arguments of ``partial()`` and ``expand()``.
-
-    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request
-        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
-    :param Any retry_policy: Airflow's task retry policy (Airflow 3.3+), or
-        :data:`~airflow_provider_clubcollect.retry.DEFAULT_TASK_RETRY_POLICY` for a ``ClubCollectRetryPolicy``.
+    They have no defaults here: each class declares them in its own ``__init__``, where Airflow applies
+    ``default_args`` and checks the arguments of ``partial()`` and ``expand()``.
     """
 
     def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
@@ -53,7 +46,7 @@ class ClubCollectConnectionMixin:
 
 class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     """
-    Base of the ClubCollect operators: holds the connection id and builds the hook.
+    Base of the ClubCollect operators: the connection, the request back-off, the task retry policy, the hook.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request
@@ -76,6 +69,4 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        # Declared here, with their defaults: Airflow applies default_args, and checks the
-        # arguments of partial() and expand(), through each operator class's own __init__.
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)

@@ -1,51 +1,17 @@
-"""Operators for the ticket workflows: export, reply, archive stale threads, escalate to support.
-
-Every operator takes ``clubcollect_conn_id``; ID, status and message parameters are templated;
-return values go to XCom and are plain JSON.  Bulk actions read every page before acting, run
-concurrently up to ``max_concurrency``, try every invoice, and then fail naming each failure.
-"""
+"""Operators for the ticket workflows: export, reply, choose threads, archive stale ones, escalate to support."""
 
 from __future__ import annotations
 
 import json
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_clubcollect.bulk import BulkResult, run_bulk
-from airflow_provider_clubcollect.escalation import (
-    EscalationRecord,
-    check_flag,
-    check_key,
-    derived_key,
-    given_episodes,
-    thread_episode,
-)
+from airflow_provider_clubcollect import escalation, selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
-from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
+from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
-from airflow_provider_clubcollect.selection import (
-    check_duration,
-    check_literal_id,
-    group_threads,
-    invoice_ids_from,
-    is_literal,
-    run_reference_time,
-    select_inactive,
-    select_unanswered,
-    ticket_dicts,
-    window_rule,
-)
-from airflow_provider_clubcollect.wire import (
-    MAX_PAGE_SIZE,
-    STATUS_ANSWERED,
-    STATUS_ARCHIVED,
-    STATUS_UNANSWERED,
-    check_id,
-    check_int,
-    check_message,
-    check_status,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +19,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
@@ -66,31 +33,13 @@ __all__ = [
 ]
 
 
-def _check_literal_invoice_ids(value: Any) -> None:
-    # A plain string is refused (a list is wanted); a list is checked unless an item is a template or an XComArg.
-    if isinstance(value, str):
-        if is_literal(value):
-            invoice_ids_from(value)
-    elif isinstance(value, (list, tuple)) and all(
-        (isinstance(item, str) and is_literal(item)) or isinstance(item, dict) for item in value
-    ):
-        invoice_ids_from(value)
-
-
 class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch every ticket of a company in one status, all pages, oldest first, each once.
 
-    The tickets go to XCom as a list of dicts.  For large exports give ``output_path``: the
-    tickets are then streamed there as JSON lines, one write per page, holding only the pages
-    read ahead in memory, and only ``{"path": ..., "count": N}`` goes to XCom.
-
-    An export is data other DAGs depend on, so with ``output_path`` the task emits an asset event
-    for the file (extra: ``company_id``, ``status``, ``count``) when it succeeds.  A fixed path is
-    the task's outlet ``Asset(output_path)``; a templated one is emitted through the outlet
-    ``AssetAlias("clubcollect_export.<dag_id>.<task_id>")`` (:attr:`export_alias`), which a
-    downstream DAG can be scheduled on.  With the OpenLineage provider installed, the company's
-    ticket list is reported as the input dataset and the file as the output dataset.
+    The tickets go to XCom; with ``output_path`` they are streamed there as JSON lines instead, a page
+    at a time, ``{"path": ..., "count": N}`` goes to XCom, and the file is emitted as an asset event
+    (its outlet is ``Asset(output_path)``, or for a templated path the :attr:`export_alias`).
 
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
@@ -99,10 +48,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:FetchCompanyTicketsOperator` and :ref:`lineage`
     """
@@ -115,8 +62,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self,
         *,
         company_id: str,
-        status: str = STATUS_UNANSWERED,
-        page_size: int = MAX_PAGE_SIZE,
+        status: str = wire.STATUS_UNANSWERED,
+        page_size: int = wire.MAX_PAGE_SIZE,
         output_path: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
@@ -125,21 +72,20 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal_id(company_id, "company_id")
+        selection.check_literal(wire.check_id, company_id, "company_id")
         self.company_id = company_id
         self.status = status
-        self.page_size = check_int(page_size, "page_size", high=MAX_PAGE_SIZE)
+        self.page_size = wire.check_int(page_size, "page_size", high=wire.MAX_PAGE_SIZE)
         self.output_path = output_path
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
+        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         self._exported: dict[str, Any] | None = None
-        if is_literal(status):
-            check_status(status)
+        selection.check_literal(wire.check_status, status)
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         self.export_alias = None
         if output_path:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
-            if is_literal(output_path):
+            if isinstance(output_path, str) and selection.is_literal(output_path):
                 outlet: Asset | AssetAlias = Asset(output_path)
             else:
                 owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
@@ -148,8 +94,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             self.outlets = [*self.outlets, outlet]
 
     def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
-        company_id = check_id(self.company_id, "company_id")
-        status = check_status(self.status)
+        company_id = wire.check_id(self.company_id, "company_id")
+        status = wire.check_status(self.status)
         tickets = self.hook.iter_company_tickets(
             company_id, status, self.page_size, max_concurrency=self.max_concurrency
         )
@@ -180,8 +126,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         """
         OpenLineage: the company's ticket list as the input dataset, the export file as the output.
 
-        Called by the OpenLineage provider (an optional extra) after the task succeeded.
-
         :param Any task_instance: the finished task instance (unused: the operator kept what it read).
         :return: an ``OperatorLineage``.
 
@@ -189,26 +133,24 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         """
         from urllib.parse import urlsplit
 
-        from airflow.providers.common.compat.openlineage.facet import (
-            Dataset,
-            OutputDataset,
-            OutputStatisticsOutputDatasetFacet,
-        )
+        from airflow.providers.common.compat.openlineage import facet
         from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         server = urlsplit(self.hook.settings.base_url)
-        source = Dataset(
+        source = facet.Dataset(
             namespace=f"clubcollect://{server.netloc}",
             name=f"companies/{self.company_id}/tickets/{self.status}",
         )
         if self._exported is None:
             return OperatorLineage(inputs=[source])
         path = ObjectStoragePath(self._exported["path"])
-        export = OutputDataset(
+        export = facet.OutputDataset(
             namespace=path.namespace,
             name=path.key,
-            outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])},
+            outputFacets={
+                "outputStatistics": facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
+            },
         )
         return OperatorLineage(inputs=[source], outputs=[export])
 
@@ -219,20 +161,13 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         if path.protocol in ("file", "local", ""):
             path.parent.mkdir(parents=True, exist_ok=True)
         encode = json.JSONEncoder(ensure_ascii=False).encode
-        count = 0
-        lines: list[str] = []
+        count, rest = 0, iter(tickets)
         try:
             with path.open("w", encoding="utf-8") as sink:  # type: ignore[no-untyped-call]
                 # One write per page: a write through ObjectStoragePath costs far more than a line.
-                for ticket in tickets:
-                    lines.append(encode(ticket))
-                    if len(lines) == self.page_size:
-                        sink.write("\n".join(lines) + "\n")
-                        count += len(lines)
-                        lines.clear()
-                if lines:
-                    sink.write("\n".join(lines) + "\n")
-                    count += len(lines)
+                for page in iter(lambda: list(islice(rest, self.page_size)), []):
+                    sink.write("".join(f"{encode(ticket)}\n" for ticket in page))
+                    count += len(page)
         except BaseException:
             # Never leave a partial export where a downstream task could mistake it for a whole one.
             try:
@@ -250,10 +185,8 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
 
     :param str invoice_id: the invoice (templated).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:FetchInvoiceTicketsOperator`
     """
@@ -270,33 +203,25 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal_id(invoice_id, "invoice_id")
+        selection.check_literal(wire.check_id, invoice_id, "invoice_id")
         self.invoice_id = invoice_id
 
     def execute(self, context: Context) -> list[Ticket]:
-        tickets = self.hook.get_invoice_tickets(check_id(self.invoice_id, "invoice_id"))
+        tickets = self.hook.get_invoice_tickets(wire.check_id(self.invoice_id, "invoice_id"))
         self.log.info("Fetched %d tickets of invoice %r.", len(tickets), self.invoice_id)
         return tickets
 
 
 class CreateTicketOperator(ClubCollectBaseOperator):
     """
-    Post a ticket (a reply from the company) on an invoice, never twice.
-
-    Posting is not idempotent, so a lost answer is never retried blindly: the hook reads the
-    thread and posts again only if the message is not there.  When Airflow retries the task, a
-    try whose answer was lost is not posted a second time either: on Airflow 3.3+ the task's
-    state store remembers the intent and the created ticket (see ``ClubCollectHook.create_ticket``);
-    without one, the operator looks for the message among the invoice's tickets since the DAG
-    run began.
+    Post a ticket (a reply from the company) on an invoice, never twice, even across task retries
+    (see ``ClubCollectHook.create_ticket``).
 
     :param str invoice_id: the invoice (templated).
     :param str message: the ticket's text (templated); must not be empty.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
 
     .. seealso:: :ref:`howto/operator:CreateTicketOperator`
     """
@@ -314,66 +239,55 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal_id(invoice_id, "invoice_id")
+        selection.check_literal(wire.check_id, invoice_id, "invoice_id")
         self.invoice_id = invoice_id
         self.message = message
-        if is_literal(message):
-            check_message(message)
+        selection.check_literal(wire.check_message, message)
 
     def execute(self, context: Context) -> Ticket:
-        invoice_id = check_id(self.invoice_id, "invoice_id")
-        message = check_message(self.message)
-        # The hook remembers what an earlier try of this task posted: in the task state store
-        # (Airflow 3.3+), else by reading the thread since the run began.
-        # The hook logs what it did, once: posted, or found what an earlier try posted.
+        invoice_id = wire.check_id(self.invoice_id, "invoice_id")
+        message = wire.check_message(self.message)
         return self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
 
 
-class _CompanySelection(ClubCollectBaseOperator):
-    """Choose a company's threads by a window of age: shared by the selection and the bulk operators."""
+class _ThreadsOperator(ClubCollectBaseOperator):
+    """Choose invoices (given, or a company's threads by a window of age), then act on each through the hook."""
 
-    template_fields: Sequence[str] = ("company_id", "reference_time")
-    max_concurrency: int
+    template_fields: Sequence[str] = ("invoice_ids", "company_id", "reference_time")
+    status: str = wire.STATUS_UNANSWERED
+    unanswered_for: timedelta | None = None
+    inactive_for: timedelta | None = None
+    verb = "select"
+    # What a run read and when it judged (an operator object runs one task instance), for the tables.
+    _tickets: Sequence[Mapping[str, Any]] = ()
+    _now: datetime | None = None
 
-    def __init__(self, *, company_id: str | None, reference_time: datetime | str | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        check_literal_id(company_id, "company_id")
-        self.company_id = company_id
-        self.reference_time = reference_time
-        # Filled while a run chooses (an operator object runs one task instance), for the dry run's table.
-        self._tickets: Sequence[Mapping[str, Any]] = []
-        self._now: datetime | None = None
-
-    def _select(self, company_id: str, now: datetime) -> list[str]:
-        # Every page is read before the first action, so acting cannot make the paging skip tickets.
-        status = self._status()
-        tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
-        self._tickets, self._now = tickets, now
-        chosen, rule = self._choose(tickets, now)
-        self.log.info(
-            "%d of %d %s threads of company %r %s (now = %s).",
-            len(chosen),
-            len({t["invoice_id"] for t in tickets}),
-            status,
-            company_id,
-            rule,
-            now.isoformat(),
-        )
-        return chosen
+    def _configure(
+        self,
+        company_id: str | None,
+        at_most: timedelta | None,
+        max_concurrency: int,
+        reference_time: Any,
+        invoice_ids: Any = None,
+        dry_run: bool = False,
+    ) -> None:
+        """Check and keep the parameters of a selection (and of a bulk action: ``invoice_ids``, ``dry_run``)."""
+        if (invoice_ids is None) == (company_id is None):
+            raise ClubCollectValidationError(
+                f"{type(self).__name__} takes either invoice_ids or company_id, not "
+                f"{'both' if invoice_ids is not None else 'neither'}."
+            )
+        selection.check_literal(selection.invoice_ids_from, invoice_ids)
+        self.invoice_ids = invoice_ids
+        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
+        self.is_dry_run = bool(dry_run)
+        selection.check_literal(wire.check_id, company_id, "company_id")
+        selection.check_literal(selection.check_duration, at_most, "at_most")
+        self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
+        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
 
     def _status(self) -> str:
-        raise NotImplementedError
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        """Whether the age is time unanswered (else time without activity), and its bounds."""
-        raise NotImplementedError
-
-    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
-        """The invoices to act on, and the rule that chose them, for the log."""
-        unanswered, more_than, at_most = self._window()
-        if unanswered:
-            return select_unanswered(tickets, more_than, now, at_most), window_rule("waited", more_than, at_most)
-        return select_inactive(tickets, more_than, now, at_most), window_rule("had no activity", more_than, at_most)
+        return wire.check_status(self.status)
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
         from datetime import datetime, timezone
@@ -385,42 +299,81 @@ class _CompanySelection(ClubCollectBaseOperator):
             self._tickets, invoice_ids, company_id=company, now=self._now or datetime.now(timezone.utc)
         )
 
+    def execute(self, context: Context) -> list[str]:
+        invoice_ids = self._chosen(context)
+        if self.is_dry_run:
+            return self._dry_run(invoice_ids)
+        result = self._run(invoice_ids)
+        result.raise_for_failures()
+        return result.done
 
-class SelectThreadsOperator(_CompanySelection):
+    def _chosen(self, context: Context) -> list[str]:
+        """The invoices to act on: those given, or the company's threads whose age is in the window."""
+        if self.invoice_ids is not None:
+            invoice_ids = selection.invoice_ids_from(self.invoice_ids)
+            self._tickets = selection.ticket_dicts(self.invoice_ids)
+            self.log.info("%d invoices given.", len(invoice_ids))
+            return invoice_ids
+        company_id = wire.check_id(self.company_id, "company_id")
+        self._now = now = selection.run_reference_time(self.reference_time, context)
+        status = self._status()
+        # Every page is read before the first action: acting cannot make the paging skip tickets.
+        self._tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
+        unanswered = self.inactive_for is None and status == wire.STATUS_UNANSWERED
+        more_than = self.unanswered_for if unanswered else self.inactive_for
+        chosen = selection.select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
+        self.log.info(
+            "%d of %d %s threads of company %r %s (now = %s).",
+            len(chosen),
+            len({t["invoice_id"] for t in self._tickets}),
+            status,
+            company_id,
+            selection.window_rule("waited" if unanswered else "had no activity", more_than, self.at_most),
+            now.isoformat(),
+        )
+        return chosen
+
+    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
+        table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
+        self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
+        return invoice_ids
+
+    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
+        return self.hook.for_each_invoice(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
+
+    def _act(self, invoice_id: str) -> None:
+        raise NotImplementedError
+
+
+class SelectThreadsOperator(_ThreadsOperator):
     """
     Choose a company's threads by how long they have waited for an answer, or been without activity.
 
-    Returns the sorted invoice IDs, to map a task over (``CreateTicketOperator.partial(...).expand(
-    invoice_id=select.output)``) or to hand to ``invoice_ids``, and logs them as a table (company,
-    invoice, waiting time, the member's last words).  A window is "more than" its lower bound and
-    "at most" its upper bound: ``unanswered_for=timedelta(days=2), at_most=timedelta(days=5)``
-    picks threads waiting between 2 and 5 days; an escalation of "more than 5 days" then takes the
-    rest, with no thread in both.
+    The sorted invoice IDs go to XCom (to map a task over, or for ``invoice_ids``) and to the log as a
+    table.  A window is "more than" its lower bound and "at most" its upper one: windows never overlap.
 
     :param str company_id: the company (templated).
-    :param str status: the threads to consider: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
+    :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
     :param timedelta | None unanswered_for: pick threads unanswered for more than this (``unanswered`` only).
     :param timedelta | None inactive_for: pick threads without activity for more than this.
     :param timedelta | None at_most: the upper bound of the same age; ``None`` for none.
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param datetime | str | None reference_time: "now" (templated); default the current UTC time.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs chosen (an empty list on a day with nothing to do).
 
     .. seealso:: :ref:`howto/operator:SelectThreadsOperator`
     """
 
-    template_fields: Sequence[str] = (*_CompanySelection.template_fields, "status")
+    template_fields: Sequence[str] = ("company_id", "reference_time", "status")
 
     def __init__(
         self,
         *,
         company_id: str,
-        status: str = STATUS_UNANSWERED,
+        status: str = wire.STATUS_UNANSWERED,
         unanswered_for: timedelta | None = None,
         inactive_for: timedelta | None = None,
         at_most: timedelta | None = None,
@@ -431,128 +384,33 @@ class SelectThreadsOperator(_CompanySelection):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            company_id=company_id,
-            reference_time=reference_time,
-            clubcollect_conn_id=clubcollect_conn_id,
-            backoff=backoff,
-            retry_policy=retry_policy,
-            **kwargs,
-        )
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        self._configure(company_id, at_most, max_concurrency, reference_time)
         if unanswered_for is not None and inactive_for is not None:
             raise ClubCollectValidationError(
                 "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
                 "and at_most for its upper bound."
             )
-        for value, name in ((unanswered_for, "unanswered_for"), (inactive_for, "inactive_for"), (at_most, "at_most")):
-            if value is not None:
-                check_duration(value, name)
-        if unanswered_for is not None and is_literal(status) and check_status(status) != STATUS_UNANSWERED:
+        selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
+        selection.check_literal(selection.check_duration, inactive_for, "inactive_for")
+        selection.check_literal(wire.check_status, status)
+        if unanswered_for is not None and selection.is_literal(status) and status != wire.STATUS_UNANSWERED:
             raise ClubCollectValidationError(
-                f"unanswered_for selects unanswered threads, so status must be {STATUS_UNANSWERED!r}, got {status!r}; "
+                f"unanswered_for selects unanswered threads, so status must be 'unanswered', got {status!r}; "
                 "use inactive_for for answered or archived threads."
             )
-        if is_literal(status):
-            check_status(status)
-        self.status = status
-        self.unanswered_for = unanswered_for
-        self.inactive_for = inactive_for
-        self.at_most = at_most
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
+        self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
 
     def execute(self, context: Context) -> list[str]:
-        company_id = check_id(self.company_id, "company_id")
-        chosen = self._select(company_id, run_reference_time(self.reference_time, context))
+        chosen = self._chosen(context)
         if chosen:
             self.log.info("Chosen threads:\n%s", self._table(chosen))
         return chosen
 
-    def _status(self) -> str:
-        return check_status(self.status)
 
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        if self.inactive_for is not None:
-            return False, self.inactive_for, self.at_most
-        return self._status() == STATUS_UNANSWERED, self.unanswered_for, self.at_most
-
-
-class _BulkTicketOperator(_CompanySelection):
-    """Shared by archive and escalate: choose invoices, then act on each, concurrently."""
-
-    template_fields: Sequence[str] = ("invoice_ids", *_CompanySelection.template_fields)
-    verb = ""
-
-    def __init__(
-        self,
-        *,
-        invoice_ids: Any,
-        company_id: str | None,
-        at_most: timedelta | None,
-        dry_run: bool,
-        max_concurrency: int,
-        reference_time: datetime | str | None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(company_id=company_id, reference_time=reference_time, **kwargs)
-        if (invoice_ids is None) == (company_id is None):
-            raise ClubCollectValidationError(
-                f"{type(self).__name__} takes either invoice_ids or company_id, not "
-                f"{'both' if invoice_ids is not None else 'neither'}."
-            )
-        _check_literal_invoice_ids(invoice_ids)
-        if at_most is not None:
-            check_duration(at_most, "at_most")
-        self.invoice_ids = invoice_ids
-        self.at_most = at_most
-        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
-        self.is_dry_run = bool(dry_run)
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
-
-    def execute(self, context: Context) -> list[str]:
-        invoice_ids = self._chosen(context)
-        if self.is_dry_run:
-            return self._dry_run(invoice_ids)
-        result = self._run(invoice_ids)
-        result.raise_for_failures(self.verb)
-        return result.done
-
-    def _chosen(self, context: Context) -> list[str]:
-        """The invoices to act on: those given, or those the company's selection picks."""
-        if self.invoice_ids is not None:
-            invoice_ids = invoice_ids_from(self.invoice_ids)
-            self._tickets = ticket_dicts(self.invoice_ids)
-            self.log.info("%d invoices given.", len(invoice_ids))
-            return invoice_ids
-        company_id = check_id(self.company_id, "company_id")
-        now = run_reference_time(self.reference_time, context)
-        return self._select(company_id, now)
-
-    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
-        self.log.info(
-            "Dry run: would %s %d invoices; nothing changed.%s",
-            self.verb,
-            len(invoice_ids),
-            f"\n{self._table(invoice_ids)}" if invoice_ids else "",
-        )
-        return invoice_ids
-
-    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
-        # One limiter for every request of the action: a 429 slows all of them down.
-        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
-            return run_bulk(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
-
-    def _act(self, invoice_id: str) -> None:
-        raise NotImplementedError
-
-
-class ArchiveTicketsOperator(_BulkTicketOperator):
+class ArchiveTicketsOperator(_ThreadsOperator):
     """
-    Archive the tickets of invoices: given ones, or a company's threads that went stale.
-
-    Give ``invoice_ids`` (ID strings, or ticket dicts such as ``FetchCompanyTicketsOperator``'s
-    output), or ``company_id`` with ``inactive_for``: then every thread in ``status`` whose last
-    activity is older than ``inactive_for`` is archived.  All pages are read before the first
-    archive, so archiving cannot make the paging skip tickets.
+    Archive the tickets of the given invoices, or of a company's threads without activity for ``inactive_for``.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose stale threads to archive (templated).
@@ -560,19 +418,17 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
     :param timedelta | None inactive_for: how long a thread must have been without activity.
     :param timedelta | None at_most: the longest time without activity to archive; ``None`` (default) for no bound.
     :param bool dry_run: only log and return what would be archived.
-    :param int max_concurrency: archive requests in flight at once (default 8; a 429 halves it for the rest).
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
+    :param datetime | str | None reference_time: "now" (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
     """
 
-    template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "status")
+    template_fields: Sequence[str] = (*_ThreadsOperator.template_fields, "status")
     verb = "archive"
 
     def __init__(
@@ -580,7 +436,7 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
         *,
         invoice_ids: Any = None,
         company_id: str | None = None,
-        status: str = STATUS_ANSWERED,
+        status: str = wire.STATUS_ANSWERED,
         inactive_for: timedelta | None = None,
         at_most: timedelta | None = None,
         dry_run: bool = False,
@@ -591,85 +447,59 @@ class ArchiveTicketsOperator(_BulkTicketOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            invoice_ids=invoice_ids,
-            company_id=company_id,
-            at_most=at_most,
-            dry_run=dry_run,
-            max_concurrency=max_concurrency,
-            reference_time=reference_time,
-            clubcollect_conn_id=clubcollect_conn_id,
-            backoff=backoff,
-            retry_policy=retry_policy,
-            **kwargs,
-        )
-        self.status = status
-        self.inactive_for = inactive_for
-        if self.company_id is not None:
-            check_duration(inactive_for, "inactive_for")
-            if is_literal(status):
-                _check_archivable(status)
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
+        self.status, self.inactive_for = status, inactive_for
+        if company_id is not None:
+            selection.check_duration(inactive_for, "inactive_for")
+            if selection.is_literal(status):
+                self._status()
 
     def _status(self) -> str:
-        return _check_archivable(self.status)
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        return False, check_duration(self.inactive_for, "inactive_for"), self.at_most
+        status = wire.check_status(self.status)
+        if status == wire.STATUS_ARCHIVED:
+            raise ClubCollectValidationError(
+                f"status for archiving must be 'answered' or 'unanswered', got {status!r}: "
+                "archived threads are archived already."
+            )
+        return status
 
     def _act(self, invoice_id: str) -> None:
         self.hook.archive_tickets(invoice_id)
 
 
-def _check_archivable(status: object) -> str:
-    status = check_status(status)
-    if status == STATUS_ARCHIVED:
-        raise ClubCollectValidationError(
-            f"status for archiving must be {STATUS_ANSWERED!r} or {STATUS_UNANSWERED!r}, got {status!r}: "
-            "archived threads are archived already."
-        )
-    return status
-
-
-class EscalateTicketsOperator(_BulkTicketOperator):
+class EscalateTicketsOperator(_ThreadsOperator):
     """
-    Assign the tickets of invoices to ClubCollect support, once per unanswered episode.
+    Assign to ClubCollect support the given invoices, or a company's threads unanswered for ``unanswered_for``.
 
-    Give ``invoice_ids`` (ID strings or ticket dicts), or ``company_id`` with ``unanswered_for``:
-    then every unanswered thread whose oldest unanswered customer ticket is older than
-    ``unanswered_for`` is assigned to support.
-
-    Assigning may reach a person each time, so a thread is escalated once per *episode* (its
-    *unanswered since*): a later run leaves it alone until the company has answered and the member
-    waits anew.  The operator remembers what it escalated in an Airflow Variable, by default
-    ``clubcollect.escalated.<conn_id>.<company_id>``, or with ``invoice_ids``
-    ``clubcollect.escalated.<conn_id>.<dag_id>.<task_id>`` (and ``.<map_index>`` when mapped).
-    Threads given as ticket dicts are judged from those tickets; threads given as bare IDs are
-    read once each.  If the record cannot be read, nothing is assigned and the task fails.
+    A thread is escalated once per unanswered *episode*, remembered in an Airflow Variable: later runs
+    leave it alone until it has been answered and waits anew.  If the record cannot be read, nothing
+    is assigned and the task fails.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
     :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
     :param timedelta | None at_most: the longest wait to escalate; ``None`` (default) for no bound.
+    :param bool | str escalate_again: escalate even threads already escalated for their current episode
+        (templated); default ``False``.
+    :param str | None escalation_record: the key of the Variable that remembers what was escalated (templated);
+        default derived from the connection and the company, or the DAG and task.
     :param bool dry_run: only log and return what would be escalated; the record is read, never written.
-    :param bool escalate_again: escalate the chosen threads even if already escalated for their current
-        episode; default ``False`` (templated): ``"{{ params.escalate_again }}"`` lets a run ask for it.
-    :param str | None escalation_record: the key of the Airflow Variable that remembers what was escalated
-        (templated); default derived from the connection and the company, or the DAG and task.  Tasks
-        that give the same key share one record.
     :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
-    :param datetime | str | None reference_time: "now" for the selection (templated); default the current UTC time.
+    :param datetime | str | None reference_time: "now" (templated); default the current UTC time.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request, as for
-        :class:`ClubCollectBaseOperator`.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), as for
-        :class:`ClubCollectBaseOperator`.
+    :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
     :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
     """
 
-    template_fields: Sequence[str] = (*_BulkTicketOperator.template_fields, "escalate_again", "escalation_record")
+    template_fields: Sequence[str] = (*_ThreadsOperator.template_fields, "escalate_again", "escalation_record")
     verb = "assign to support"
+    # Filled while a run chooses and acts (an operator object runs one task instance).
+    _episodes: dict[str, datetime | None]
+    _assigned: list[str]
 
     def __init__(
         self,
@@ -688,53 +518,37 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            invoice_ids=invoice_ids,
-            company_id=company_id,
-            at_most=at_most,
-            dry_run=dry_run,
-            max_concurrency=max_concurrency,
-            reference_time=reference_time,
-            clubcollect_conn_id=clubcollect_conn_id,
-            backoff=backoff,
-            retry_policy=retry_policy,
-            **kwargs,
-        )
+        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
+        if company_id is not None:
+            selection.check_duration(unanswered_for, "unanswered_for")
+        selection.check_literal(escalation.check_flag, escalate_again)
+        selection.check_literal(escalation.check_key, escalation_record)
         self.unanswered_for = unanswered_for
         self.escalate_again = escalate_again
         self.escalation_record = escalation_record
-        if self.company_id is not None:
-            check_duration(unanswered_for, "unanswered_for")
-        # A template or an XComArg is checked once rendered.
-        deferred = (isinstance(escalate_again, str) and not is_literal(escalate_again)) or hasattr(
-            escalate_again, "resolve"
-        )
-        if not deferred:
-            check_flag(escalate_again)
-        if escalation_record is not None and is_literal(escalation_record):
-            check_key(escalation_record)
-        # Filled while a run chooses and acts (an operator object runs one task instance).
-        self._episodes: dict[str, datetime | None] = {}
-        self._assigned: list[str] = []
 
     def execute(self, context: Context) -> list[str]:
-        again = check_flag(self.escalate_again)
+        again = escalation.check_flag(self.escalate_again)
+        self._assigned = []
         invoice_ids = self._chosen(context)
-        record = EscalationRecord.load(self._record_key(context))  # before anything is assigned
-        if record.kept:
-            self.log.info(
-                "Escalation record: Airflow Variable %r, %d threads remembered.", record.key, len(record.entries)
-            )
-        else:
-            self.log.warning(
-                "Not in an Airflow task run: escalating without the record %r of earlier escalations, "
-                "and remembering nothing.",
-                record.key,
-            )
+        record = escalation.EscalationRecord.load(self._record_key(context))  # before anything is assigned
+        (self.log.info if record.kept else self.log.warning)(
+            "Escalation record: Airflow Variable %r, %s.",
+            record.key,
+            f"{len(record.entries)} threads remembered" if record.kept else "not in a task run: nothing read or kept",
+        )
         unread: dict[str, str] = {}
-        if self.invoice_ids is not None:
-            self._episodes, to_read = given_episodes(self.invoice_ids, invoice_ids)
-            unread = self._read_episodes(to_read)
+        if self.invoice_ids is None:
+            # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
+            self._episodes = {
+                thread.invoice_id: thread.unanswered_since for thread in selection.group_threads(self._tickets)
+            }
+        else:
+            # Threads given as whole tickets are judged from them; those given as bare IDs are read.
+            given = selection.group_threads(selection.ticket_dicts(self.invoice_ids))
+            self._episodes = {t.invoice_id: t.unanswered_since for t in given}
+            unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
             invoice_ids = [i for i in invoice_ids if i not in unread]
         todo = self._not_escalated(record, invoice_ids, again)
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
@@ -742,81 +556,66 @@ class EscalateTicketsOperator(_BulkTicketOperator):
         ended = record.ended(self._episodes, complete=self.invoice_ids is None and self.escalation_record is None)
         if self.is_dry_run:
             return self._dry_run(todo)
-        self._assigned = []
         try:
             result = self._run(todo)
         finally:
             record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
         # Threads that could not be read were not assigned: they fail the task beside those that failed.
-        result = BulkResult(result.done, {**result.failed, **unread})
-        result.raise_for_failures(self.verb)
+        result.failed.update(unread)
+        result.raise_for_failures()
         return result.done
 
     def _record_key(self, context: Context) -> str:
         if self.escalation_record is not None:
-            return check_key(self.escalation_record)
+            return escalation.check_key(self.escalation_record)
         conn_id = str(self.clubcollect_conn_id)
         if self.invoice_ids is None:
-            return derived_key(conn_id, check_id(self.company_id, "company_id"))
+            return escalation.derived_key(conn_id, wire.check_id(self.company_id, "company_id"))
         ti = context.get("ti")
         dag_id = getattr(ti, "dag_id", None) or (self.dag_id if self.has_dag() else "no_dag")  # type: ignore[no-untyped-call]
-        parts = [conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id)]
         map_index = getattr(ti, "map_index", -1)
-        if isinstance(map_index, int) and map_index >= 0:
-            parts.append(str(map_index))
-        return derived_key(*parts)
+        mapped = [str(map_index)] if isinstance(map_index, int) and map_index >= 0 else []
+        return escalation.derived_key(conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id), *mapped)
 
     def _read_episodes(self, invoice_ids: list[str]) -> dict[str, str]:
         """Read the threads given as bare IDs, for their episode; returns those that could not be read."""
-        if not invoice_ids:
-            return {}
 
         def read(invoice_id: str) -> None:
-            self._episodes[invoice_id] = thread_episode(invoice_id, self.hook.get_invoice_tickets(invoice_id))
+            tickets = sorted(self.hook.get_invoice_tickets(invoice_id), key=selection.ticket_date)
+            self._episodes[invoice_id] = selection.Thread(invoice_id, tuple(map(dict, tickets))).unanswered_since
 
-        with self.hook._limited(AdaptiveLimiter(self.max_concurrency)):
-            result = run_bulk(read, invoice_ids, max_concurrency=self.max_concurrency, verb="read the thread of")
+        verb = "read the thread of"
+        result = self.hook.for_each_invoice(read, invoice_ids, max_concurrency=self.max_concurrency, verb=verb)
         # Not assigned: without its thread, an invoice could be escalated twice for one episode.
-        return {invoice_id: f"{reason} (reading its thread)" for invoice_id, reason in result.failed.items()}
+        return {invoice_id: f"reading its thread: {reason}" for invoice_id, reason in result.failed.items()}
 
-    def _not_escalated(self, record: EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
+    def _not_escalated(self, record: escalation.EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
         """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
-        todo = []
+        todo, already = [], 0
         for invoice_id in invoice_ids:
             since = self._episodes.get(invoice_id)
             done = record.escalated(invoice_id, since)
-            if since is None:
-                self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
             if done is None or again:
                 todo.append(invoice_id)
-            when = f" on {done.escalated_at.isoformat()}" if done is not None and done.escalated_at else ""
-            if done is not None:
+            if since is None:
+                self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
+            elif done is not None:
+                already += 1
                 self.log.info(
                     "Invoice %s: already escalated%s for this episode (unanswered since %s); %s.",
                     invoice_id,
-                    when,
+                    f" on {done.escalated_at.isoformat()}" if done.escalated_at else "",
                     done.unanswered_since.isoformat(),
                     "escalate_again: once more" if again else "not again",
                 )
         self.log.info(
             "%d of %d threads already escalated for their current episode; %d to assign to support%s.",
-            sum(1 for i in invoice_ids if record.escalated(i, self._episodes.get(i))),
+            already,
             len(invoice_ids),
             len(todo),
             " (escalate_again)" if again else "",
         )
         return todo
-
-    def _status(self) -> str:
-        return STATUS_UNANSWERED
-
-    def _choose(self, tickets: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], str]:
-        # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
-        self._episodes = {thread.invoice_id: thread.unanswered_since for thread in group_threads(tickets)}
-        return super()._choose(tickets, now)
-
-    def _window(self) -> tuple[bool, timedelta | None, timedelta | None]:
-        return True, check_duration(self.unanswered_for, "unanswered_for"), self.at_most
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)

@@ -15,7 +15,7 @@ from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.selection import (
     awaiting_answer,
     check_duration,
-    check_literal_id,
+    check_literal,
     human_duration,
     run_reference_time,
     to_utc,
@@ -79,7 +79,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         check_int(min_tickets, "min_tickets")
         if unanswered_for is not None:
             check_duration(unanswered_for, "unanswered_for")
-        check_literal_id(company_id, "company_id")
+        check_literal(check_id, company_id, "company_id")
         self.company_id = company_id
         self.min_tickets = min_tickets
         self.unanswered_for = unanswered_for

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_clubcollect.selection import select_inactive, select_unanswered
+from airflow_provider_clubcollect.selection import select_threads
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
 from tests.conftest import EXAMPLE_DAGS, page_reads
 
@@ -125,7 +125,7 @@ def test_archive_stale(
     company = EXAMPLE_COMPANIES[0]
     before = company_tickets(clubcollect_sandbox, company, "answered")
     # The run's data_interval_end is "now" within the run; a minute of slack covers the gap.
-    expected = select_inactive(before, timedelta(days=30), datetime.now(timezone.utc))
+    expected = select_threads(before, timedelta(days=30), datetime.now(timezone.utc))
     assert expected, "the seed data should hold stale answered threads"
 
     run_ok(run_dag, example_airflow, clubcollect_sandbox, "clubcollect_archive_stale")
@@ -141,8 +141,11 @@ def test_auto_escalate(
     run_dag: Callable[..., tuple[str, str]], example_airflow: AirflowHome, clubcollect_sandbox: SandboxHandle
 ) -> None:
     company = EXAMPLE_COMPANIES[1]
-    expected = select_unanswered(
-        company_tickets(clubcollect_sandbox, company, "unanswered"), timedelta(days=7), datetime.now(timezone.utc)
+    expected = select_threads(
+        company_tickets(clubcollect_sandbox, company, "unanswered"),
+        timedelta(days=7),
+        datetime.now(timezone.utc),
+        unanswered=True,
     )
     assert expected
 

@@ -277,8 +277,8 @@ def test_archive_partial_failure_archives_the_rest_and_names_the_failure(sandbox
         ArchiveTicketsOperator(task_id="t", invoice_ids=ids, max_concurrency=4).execute({})
 
     message = str(info.value)
-    assert "Could not archive 1 of 11 invoices (10 succeeded)" in message
-    assert "no-such-invoice: 404 invalid_invoice_id" in message
+    assert "Bulk archive: 10 of 11 invoices done, 1 failed. Failed: " in message
+    assert "404 invalid_invoice_id: no-such-invoice (no-such-invoice: " in message
     state = sandbox.state()["invoices"]
     assert all(state[inv(n)]["archived"] for n in range(1, 11))
 
@@ -548,7 +548,7 @@ def test_escalate_remembers_what_succeeded_when_some_fail(
         sandbox.add_invoice(inv(n), CO, thread(("CUSTOMER", 10)))
     sandbox.set_faults(script=[{"fault": "error", "status": 404, "method": "POST", "path_regex": inv(2)}])
 
-    with pytest.raises(ClubCollectError, match=rf"Could not assign to support 1 of 2 .*{inv(2)}"):
+    with pytest.raises(ClubCollectError, match=rf"Bulk assign to support: 1 of 2 invoices done, 1 failed.*{inv(2)}"):
         escalate()
     assert sorted(json.loads(escalation_store[RECORD])) == [inv(1)]
     sandbox.clear_requests()
@@ -574,7 +574,9 @@ def test_escalate_does_not_assign_a_thread_it_could_not_read(
 ) -> None:
     sandbox.add_invoice(inv(1), CO, thread(("CUSTOMER", 10)))
 
-    with pytest.raises(ClubCollectError, match=rf"1 of 2 .*{inv(9)}: 404 .*reading its thread"):
+    with pytest.raises(
+        ClubCollectError, match=rf"1 of 2 .*reading its thread: {inv(9)} \({inv(9)}: 404 invalid_invoice_id"
+    ):
         escalate(invoice_ids=[inv(1), inv(9)])
     assert assigned(sandbox) == [inv(1)]
 
