@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
+import logging
+import math
 import threading
 import time
+import weakref
 from contextvars import copy_context
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import observability, wire
+from airflow_provider_clubcollect.budget import key_digest
 from airflow_provider_clubcollect.connection import (
     check_max_retries,
     missing_connection,
@@ -34,14 +39,17 @@ from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_sync
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
     from concurrent.futures import Future
 
     import requests
 
     from airflow_provider_clubcollect.connection import ClientSettings
+    from airflow_provider_clubcollect.transport import AsyncTransport
 
 __all__ = ["ClubCollectHook"]
+
+log = logging.getLogger(__name__)
 
 #: Connections kept open per hook: enough for the default concurrency of paging and bulk actions.
 DEFAULT_POOL_SIZE = 10
@@ -148,6 +156,7 @@ class ClubCollectHook(BaseHook):
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
         self._limiter: AdaptiveLimiter | None = None
+        self._aclient: _SharedClient | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
@@ -526,6 +535,75 @@ class ClubCollectHook(BaseHook):
         """
         return list(self.iter_company_tickets(company_id, status, page_size, max_concurrency=max_concurrency))
 
+    # --- the async path (the triggers) ---------------------------------------------------------
+
+    async def __aenter__(self) -> ClubCollectHook:
+        key = (self.clubcollect_conn_id, self._timeout)
+        clients = _shared.setdefault(asyncio.get_running_loop(), {})
+        self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(*key))
+        self._aclient.users += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._aclient = self._aclient, None
+        if client is not None:
+            client.users -= 1
+            if not client.users:
+                del _shared[asyncio.get_running_loop()][client.key]
+                await asyncio.shield(client.aclose())
+
+    async def aget_company_tickets(
+        self,
+        company_id: str,
+        status: str,
+        page_size: int = wire.MAX_PAGE_SIZE,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> list[wire.CompanyTicket]:
+        """
+        :meth:`get_company_tickets` on an event loop, never blocking it.
+
+        Inside ``async with hook:`` every hook of the connection on the loop shares one HTTP client.
+
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_size: tickets per page, 1 to 100.
+        :param int max_concurrency: pages in flight at once, at least 1.
+
+        .. seealso:: :ref:`hook` ("Paging")
+        """
+        pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
+        if self._aclient is None:
+            async with self:
+                return await self._aread(pager)
+        return await self._aread(pager)
+
+    async def _aread(self, pager: CompanyTicketPager) -> list[wire.CompanyTicket]:
+        """Read every page the pager asks for, up to its ``max_in_flight`` at a time, as tasks."""
+        from airflow_provider_clubcollect.transport import call_async
+
+        assert self._aclient is not None
+        async with self._aclient.transport() as transport:
+            max_retries = transport.settings.max_retries if self._max_retries is None else self._max_retries
+            retries = RequestRetries(self.backoff, max_retries)
+            send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
+            tickets: list[wire.CompanyTicket] = []
+            pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
+            try:
+                while not pager.done:
+                    while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+                        pending[asyncio.create_task(call_async(request, retries, send))] = request
+                    answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in answered:
+                        pager.accept(pending.pop(task), task.result())
+                    while (page := pager.pop()) is not None:
+                        tickets.extend(page)
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            return tickets
+
     # --- connection test -----------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
@@ -633,6 +711,105 @@ def _running_task_state_store() -> Any:
         return get_current_context().get("task_state_store")
     except Exception:  # no running task, or an Airflow without get_current_context
         return None
+
+
+#: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
+CONNECTION_TTL = 60.0
+#: Reads on one connection and event loop in flight at once: hundreds of watchers polling together
+#: would otherwise open as many connections, while the pool keeps 20 alive and scans them all per request.
+POLLS_IN_FLIGHT = 8
+
+
+class _SharedClient:
+    """One connection's ``httpx`` client on one event loop, shared by its hooks, rebuilt when the connection changes."""
+
+    def __init__(self, conn_id: str, timeout: float | None) -> None:
+        self.key = (conn_id, timeout)
+        self.users = 0
+        self._transport: AsyncTransport | None = None
+        self._built_from: tuple[Any, ...] = ()
+        self._read_at = -math.inf
+        self._in_use: dict[AsyncTransport, int] = {}
+        self._lock = asyncio.Lock()
+        self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
+
+    @contextlib.asynccontextmanager
+    async def transport(self) -> AsyncIterator[AsyncTransport]:
+        """The current transport for one read; one the connection replaced is closed after its last read."""
+        async with self._polls:
+            transport = await self._current()
+            self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            try:
+                yield transport
+            finally:
+                self._in_use[transport] -= 1
+                if not self._in_use[transport]:
+                    del self._in_use[transport]
+                    if transport is not self._transport:
+                        await asyncio.shield(transport.aclose())
+
+    async def _current(self) -> AsyncTransport:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self._transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
+                return self._transport
+            try:
+                settings = await _asettings(*self.key)
+            except ClubCollectError:
+                raise
+            except Exception as exc:
+                if self._transport is None:
+                    raise
+                # Airflow's API server may be restarting: keep the last read, read again at the next poll.
+                log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
+                return self._transport
+            self._read_at = loop.time()
+            # What the client was built from, the key only as a digest.
+            built_from = (
+                settings.base_url,
+                key_digest(settings.api_key),
+                settings.timeout,
+                settings.max_retries,
+                settings.max_requests_per_second,
+                settings.budget_url,
+            )
+            if built_from != self._built_from:
+                from airflow_provider_clubcollect.transport import AsyncTransport
+
+                old, self._built_from = self._transport, built_from
+                # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
+                self._transport = await asyncio.to_thread(AsyncTransport, settings)
+                if old is not None and old not in self._in_use:
+                    await old.aclose()
+            assert self._transport is not None
+            return self._transport
+
+    async def aclose(self) -> None:
+        """Close the client once no read uses it."""
+        transport, self._transport = self._transport, None
+        if transport is not None and transport not in self._in_use:
+            await transport.aclose()
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], _SharedClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _asettings(conn_id: str, timeout: float | None) -> ClientSettings:
+    """The connection's checked settings, read without blocking the loop, its secrets masked."""
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
+
+    try:
+        conn = await aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise missing_connection(conn_id) from None
+    settings = settings_from_airflow_connection(conn, timeout=timeout)
+    for secret in settings.secrets:
+        await amask_secret(secret)
+    return settings
 
 
 def _connection_type_info() -> dict[str, Any]:
