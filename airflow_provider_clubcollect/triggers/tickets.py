@@ -212,7 +212,9 @@ class UnansweredTicketsTrigger(_Polling):
         """
         The tickets awaiting an answer, oldest first, as the poking sensor selects them.
 
-        :param tickets: the company's unanswered list.
+        :param Sequence[CompanyTicket] tickets: the company's unanswered list.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
         return await _off_loop(len(tickets), awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
