@@ -188,11 +188,8 @@ class UnansweredTicketsTrigger(_Polling):
             event = {"status": EVENT_SUCCESS, "tickets": await asyncio.wait_for(self._until_enough(), left)}
         except asyncio.TimeoutError:
             event = {"status": EVENT_TIMEOUT, "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
-        except Exception as exc:
-            # Every failure, a missing connection included, is an error event: the sensor fails as a poke does.
-            if not isinstance(exc, ClubCollectError):
-                exc = ClubCollectError(f"{type(self).__name__} failed: {type(exc).__name__}: {shorten(str(exc), 1000)}")
-            event = {"status": EVENT_ERROR, **exc.to_payload()}
+        except Exception as exc:  # an error event, so that the sensor fails as a poke does
+            event = {"status": EVENT_ERROR, **_as_error(exc).to_payload()}
         yield TriggerEvent(event)
 
     async def _until_enough(self) -> list[dict[str, Any]]:
@@ -220,6 +217,15 @@ class UnansweredTicketsTrigger(_Polling):
         return await _off_loop(len(tickets), awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
 
 
+def _as_error(exc: Exception) -> ClubCollectError:
+    """``exc`` as a ``ClubCollectError``: Airflow's own errors named, their text bounded."""
+    return (
+        exc
+        if isinstance(exc, ClubCollectError)
+        else ClubCollectError(f"{type(exc).__name__}: {shorten(str(exc), 500)}")
+    )
+
+
 async def _off_loop(size: int, func: Callable[..., _T], *args: Any) -> _T:
     """Run selection over ``size`` tickets inline when small, in a thread when large (so as not to hold the loop)."""
     if size <= INLINE_TICKETS:
@@ -227,18 +233,15 @@ async def _off_loop(size: int, func: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.to_thread(func, *args)
 
 
-#: How far behind the newest reported ticket a ticket that shows up late is still recognised as
-#: new (clock skew between the triggerer and ClubCollect, writes that become visible late).
+#: How far behind the newest reported ticket a late ticket is still recognised as new (clock skew, late writes).
 LOOKBACK = timedelta(minutes=10)
-#: The most reported tickets remembered above the watermark; older ones fold into the watermark.
-#: Bounds the stored state to about 35 KB, under Airflow's 64 KB default for a stored value.
+#: The most reported tickets remembered above the watermark: about 35 KB, under Airflow's 64 KB for a value.
 MAX_RECENT = 300
 #: The asset state store's key column holds 512 characters.
 _MAX_STATE_KEY = 512
 _STATE_VERSION = 1
 
-#: A reported ticket in the state: (due, date, ticket_id), ISO dates in UTC with microseconds, so
-#: that comparing the strings compares the moments.
+#: A reported ticket: (due, date, ticket_id), ISO dates in UTC with microseconds so that strings compare as moments.
 _Key = tuple[str, str, str]
 
 
@@ -249,7 +252,6 @@ class _Reported(NamedTuple):
     recent: frozenset[_Key] = frozenset()
 
     def __contains__(self, key: object) -> bool:
-        # Not a tuple's membership: whether the key was reported, at or below the watermark or recent.
         return key in self.recent or (
             self.watermark is not None and isinstance(key, tuple) and cast("_Key", key) <= self.watermark
         )
@@ -443,7 +445,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
             )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll on its own and yield an event per ticket newly due (the path without a shared poll)."""
+        """Poll on its own (without a shared poll) and yield the events."""
         async for event in self.filter_shared_stream(self.open_shared_stream(self.serialize()[1])):
             yield event
 
@@ -468,7 +470,6 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         return fresh
 
     def _store(self) -> Any:
-        # Airflow 3.3+ injects the store into a watcher's trigger; 3.2 has no such attribute.
         store = getattr(self, "asset_state_store", None)
         if store is None:
             self.log.warning(
@@ -481,8 +482,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         """The record and the store to keep it in, or ``None`` when the store cannot be read now."""
         try:
             value = await store.aget(self.state_key)
-        except ValueError as exc:
-            # The accessor of a trigger watching several assets cannot tell which one to use.
+        except ValueError as exc:  # a trigger watching several assets: the accessor cannot tell which
             self.log.warning("Cannot use the asset state store (%s); keeping the record in memory.", exc)
             return _Reported(), None
         except Exception as exc:
@@ -503,18 +503,15 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         return True
 
     def _stopped(self, exc: Exception) -> ClubCollectError:
-        """The error that ends the watcher; logged here too, so that the triggerer's log shows it."""
-        if isinstance(exc, ClubCollectError):
-            cls, reason, status, code = type(exc), exc.message, exc.status_code, exc.error_code
-        else:  # a missing connection raises Airflow's own error: name it, bounded
-            cls, reason, status, code = ClubCollectError, f"{type(exc).__name__}: {exc!s:.500}", None, None
+        """The error that ends the watcher, logged too so that the triggerer's log shows it."""
+        error = _as_error(exc)
         message = (
-            f"{type(self).__name__} stopped watching company {self.company_id!r}: {reason} "
+            f"{type(self).__name__} stopped watching company {self.company_id!r}: {error.message} "
             "Waiting will not heal this: fix the cause."
         )
         self.log.error("%s", message)
         observability.count("watcher.stopped", conn_id=self.clubcollect_conn_id)
-        return cls(message, status_code=status, error_code=code)
+        return type(error)(message, status_code=error.status_code, error_code=error.error_code)
 
 
 def _seconds(value: Any, name: str, *, minimum_inclusive: bool) -> float:
