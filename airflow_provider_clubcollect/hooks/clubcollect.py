@@ -405,8 +405,7 @@ class ClubCollectHook(BaseHook):
 
         .. seealso:: :ref:`hook` ("Paging")
         """
-        pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
-        return self._iter_pages(pager)
+        return self._iter_pages(CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency))
 
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -521,6 +520,8 @@ class ClubCollectHook(BaseHook):
                 while not pager.done:
                     while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
                         pending[asyncio.create_task(call_async(request, retries, send))] = request
+                    if not pending:  # pragma: no cover - a pager bug; never spin
+                        raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
                     answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in answered:
                         pager.accept(pending.pop(task), task.result())
