@@ -1,8 +1,4 @@
-"""How many requests of one read or one bulk action are in flight: ``max_concurrency``, lowered by 429s.
-
-Paging (the hook's and the triggers' reads) and the bulk actions both go through an
-:class:`AdaptiveLimiter`.
-"""
+"""How many requests of one read or bulk action are in flight: ``max_concurrency``, lowered by 429s."""
 
 from __future__ import annotations
 
@@ -21,9 +17,8 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.transport import Outcome
     from airflow_provider_clubcollect.wire import ApiRequest
 
-#: Requests in flight at once for paging and bulk actions.  Eight keeps a 1,000-invoice archive at 20 ms
-#: latency near 2.5 s while staying far from rate limits a partner API is likely to have; raise it
-#: when ClubCollect allows, lower it when you see 429s.
+#: Requests in flight at once for paging and bulk actions: a 1,000-invoice archive at 20 ms latency
+#: takes about 2.5 s, far from rate limits a partner API is likely to have.
 DEFAULT_MAX_CONCURRENCY = 8
 
 log = logging.getLogger(__name__)
@@ -31,15 +26,10 @@ log = logging.getLogger(__name__)
 
 class AdaptiveLimiter:
     """
-    How many requests of one read or one bulk action may be in flight, lowered by 429 answers.
+    How many requests of one read or bulk action may be in flight, from threads or one event loop.
 
-    Every attempt of every request of the read or action goes through one limiter, from threads
-    (:meth:`send`) or from tasks on one event loop (:meth:`asend`).  It starts at
-    ``max_concurrency``.  A 429 halves the limit (not below 1), once per round: 429s of requests
-    already in flight when it was lowered do not lower it again.  Then every ``limit``
-    successful answers raise it by one, back up to ``max_concurrency`` (additive increase,
-    multiplicative decrease, as TCP does).  The wait a 429 asks for (``Retry-After``) is the
-    request back-off's business, per request.
+    A 429 halves the limit (not below 1) once per round, so 429s of requests already in flight do
+    not lower it again; then every ``limit`` successes raise it by one, back to ``max_concurrency``.
 
     :param max_concurrency: the most requests in flight, at least 1.
     """
@@ -84,12 +74,7 @@ class AdaptiveLimiter:
                 self._successes = 0
 
     def send(self, send: Callable[[ApiRequest], Outcome], request: ApiRequest) -> Outcome:
-        """
-        Send one attempt from a thread once there is room, and learn from its outcome.
-
-        :param send: the transport's ``send``.
-        :param request: what to send.
-        """
+        """Send one attempt with ``send`` from a thread once there is room, and learn from its outcome."""
         with self._condition:
             self._condition.wait_for(self._has_room)
             started_in = self._start()
@@ -103,14 +88,7 @@ class AdaptiveLimiter:
                 self._condition.notify_all()
 
     async def asend(self, send: Callable[[ApiRequest], Awaitable[Outcome]], request: ApiRequest) -> Outcome:
-        """
-        Send one attempt from a task once there is room, and learn from its outcome.
-
-        The tasks of one limiter share one event loop, so no lock is needed here.
-
-        :param send: the async transport's ``send``.
-        :param request: what to send.
-        """
+        """:meth:`send` from a task; the tasks of one limiter share one event loop, so no lock."""
         import asyncio
 
         while not self._has_room():
@@ -122,8 +100,7 @@ class AdaptiveLimiter:
         try:
             outcome = await send(request)
             return outcome
-        finally:
-            # Also when the task is cancelled: the slot is given back.
+        finally:  # also when the task is cancelled: the slot is given back
             self._finish(started_in, outcome)
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:

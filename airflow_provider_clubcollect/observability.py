@@ -1,12 +1,7 @@
-"""Metrics and spans of ClubCollect requests, through the pipes Airflow already configures.
+"""Metrics (Airflow's ``Stats``) and spans (its OpenTelemetry tracer) of ClubCollect requests.
 
-Metrics go to Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as ``[metrics]`` says); spans
-to the OpenTelemetry tracer provider Airflow sets up when ``[traces] otel_on`` is true (Airflow 3.2+
-then makes task code's spans children of the task's span).  Both are decided once, when a transport
-is built (:func:`watch_for`): with both off, as Airflow's defaults have them, a request pays one
-``is None`` test.  Names and tags carry the connection id, the call and its outcome, never the key,
-a message, or an invoice or company id; the call and outcome are also in the metric name, so that
-plain StatsD, which drops tags, still tells them apart.  docs/production.rst lists every name.
+Decided once per transport (:func:`watch_for`): with both off, a request pays one ``is None`` test.
+Names and tags never carry a key, a message or an ID; docs/production.rst lists every name.
 """
 
 from __future__ import annotations
@@ -32,9 +27,7 @@ if TYPE_CHECKING:
 PREFIX = "clubcollect"
 #: The ``[metrics]`` options of which any one being true makes Airflow's ``Stats`` send somewhere.
 _METRICS_ON = ("statsd_on", "statsd_datadog_enabled", "otel_on")
-#: Airflow 3.2+ has two copies of ``Stats``: a task process initializes the SDK's, the triggerer
-#: (and the rest of Airflow's core) the core's, which ``airflow.providers.common.compat.sdk`` does
-#: not hand out.  Before 3.2 there is one ``Stats``, which initializes itself.
+#: Airflow 3.2+ has two ``Stats``: a task initializes the SDK's, the triggerer the core's (not in common.compat).
 _STATS_MODULES = ("airflow.sdk._shared.observability.metrics.stats", "airflow._shared.observability.metrics.stats")
 
 
@@ -79,12 +72,7 @@ def _tracer() -> Any:
 
 
 def route(request: ApiRequest) -> tuple[str, str]:
-    """
-    The call's name and its route template, without any ID.
-
-    :param request: the request.
-    :return: e.g. ``("get_invoice_tickets", "/v2/invoices/{id}/tickets")``.
-    """
+    """The call's name and route template, without any ID: ``("create_ticket", "/v2/invoices/{id}/tickets")``."""
     parts = request.path.strip("/").split("/")  # v2, invoices|companies, <id>, tickets[, <status> | actions, <action>]
     if parts[1] == "companies":
         return "company_tickets_page", "/v2/companies/{id}/tickets/{status}"
@@ -94,11 +82,7 @@ def route(request: ApiRequest) -> tuple[str, str]:
 
 
 def outcome_name(outcome: Outcome) -> str:
-    """
-    An attempt's outcome as a tag: ``2xx``, ``4xx``, ``429``, ``5xx``, ``timeout``, ``dropped``, ``unreachable``.
-
-    :param outcome: the attempt's answer or failure.
-    """
+    """An attempt's outcome as a tag: ``2xx``, ``4xx``, ``429``, ``5xx``, ``timeout``, ``dropped``, ``unreachable``."""
     if isinstance(outcome, RawResponse):
         return "429" if outcome.status == 429 else f"{outcome.status // 100}xx"
     if outcome.timed_out:
@@ -107,38 +91,21 @@ def outcome_name(outcome: Outcome) -> str:
 
 
 def count(name: str, n: int = 1, **tags: str) -> None:
-    """
-    Add ``n`` to the counter ``clubcollect.<name>`` when metrics are on.
-
-    :param name: the metric's name after ``clubcollect.``; every value in it must be low-cardinality.
-    :param n: how much to add.
-    :param tags: tags, such as ``conn_id``; never an ID, a key or a text.
-    """
+    """Add ``n`` to the counter ``clubcollect.<name>`` when metrics are on; low-cardinality names and tags only."""
     stats = _stats()
     if stats is not None and n:
         stats.incr(f"{PREFIX}.{name}", n, tags=tags)
 
 
 def gauge(name: str, value: float, **tags: str) -> None:
-    """
-    Set the gauge ``clubcollect.<name>`` when metrics are on.
-
-    :param name: the metric's name after ``clubcollect.``.
-    :param value: its value.
-    :param tags: tags, such as ``conn_id``.
-    """
+    """Set the gauge ``clubcollect.<name>`` when metrics are on."""
     stats = _stats()
     if stats is not None:
         stats.gauge(f"{PREFIX}.{name}", value, tags=tags)
 
 
 def span(name: str, **attributes: str | int | float) -> contextlib.AbstractContextManager[Any]:
-    """
-    A span ``clubcollect.<name>`` around a block (a bulk action, a paged read, a poll), when traces are on.
-
-    :param name: the span's name after ``clubcollect.``.
-    :param attributes: its attributes; never an ID, a key or a text.
-    """
+    """A span ``clubcollect.<name>`` around a block (a bulk action, a read, a poll) when traces are on; no IDs."""
     tracer = _tracer()
     if tracer is None:
         return contextlib.nullcontext()
@@ -149,25 +116,14 @@ def span(name: str, **attributes: str | int | float) -> contextlib.AbstractConte
 
 
 def tickets_read(request: ApiRequest, answer: Any) -> None:
-    """
-    Count the tickets a company page brought, per status.
-
-    :param request: the request answered.
-    :param answer: its parsed JSON answer.
-    """
+    """Count the tickets a company page brought, per status."""
     if _stats() is not None and isinstance(answer, dict) and route(request)[0] == "company_tickets_page":
         status = request.path.rsplit("/", 1)[-1]  # validated: one of the three statuses
         count(f"tickets_read.{status}", len(answer.get("tickets") or ()), status=status)
 
 
 class Watch:
-    """
-    Records every attempt of one connection's requests: a span, and the request metrics.
-
-    :param conn_id: the connection, a tag of every metric.
-    :param stats: Airflow's ``Stats``, or ``None`` with metrics off.
-    :param tracer: an OpenTelemetry tracer, or ``None`` with traces off.
-    """
+    """Records every attempt of one connection's requests: a span (``tracer``), and the metrics (``stats``)."""
 
     def __init__(self, conn_id: str, stats: Any, tracer: Any) -> None:
         self.conn_id = conn_id
@@ -175,85 +131,66 @@ class Watch:
         self.tracer = tracer
 
     def sent(self, request: ApiRequest, send: Callable[[ApiRequest], Outcome]) -> Outcome:
-        """
-        Send one attempt with ``send``, and record it.
-
-        :param request: what to send.
-        :param send: sends it once.
-        """
-        with self._span(request) as current:
-            began = time.perf_counter()
-            outcome = send(request)
-            self._record(request, outcome, time.perf_counter() - began, current)
-        return outcome
+        """Send one attempt with ``send``, and record it."""
+        with self._attempt(request) as record:
+            return record(send(request))
 
     async def asent(self, request: ApiRequest, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Outcome:
-        """
-        :meth:`sent` on an event loop.
-
-        :param request: what to send.
-        :param send: sends it once.
-        """
-        with self._span(request) as current:
-            began = time.perf_counter()
-            outcome = await send(request)
-            self._record(request, outcome, time.perf_counter() - began, current)
-        return outcome
+        """:meth:`sent` on an event loop."""
+        with self._attempt(request) as record:
+            return record(await send(request))
 
     @contextlib.contextmanager
-    def _span(self, request: ApiRequest) -> Iterator[Any]:
-        if self.tracer is None:
-            yield None
-            return
-        from opentelemetry.trace import SpanKind
-
+    def _attempt(self, request: ApiRequest) -> Iterator[Callable[[Outcome], Outcome]]:
+        """A span around one attempt, and what records its outcome."""
         call, template = route(request)
         retry = RETRY.get()
-        attributes: dict[str, str | int | float] = {
-            "http.request.method": request.method,
-            "url.template": template,
-            "clubcollect.call": call,
-            "clubcollect.conn_id": self.conn_id,
-            "clubcollect.attempt": retry.attempt if retry else 1,
-        }
-        if retry:
-            attributes["http.request.resend_count"] = retry.attempt - 1
-            attributes["clubcollect.retry_wait_seconds"] = retry.wait
-            attributes["clubcollect.retry_cause"] = retry.cause
-        with self.tracer.start_as_current_span(
-            f"{request.method} {template}",
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as current:
-            yield current
+        span: Any = contextlib.nullcontext()
+        if self.tracer is not None:
+            from opentelemetry.trace import SpanKind
 
-    def _record(self, request: ApiRequest, outcome: Outcome, seconds: float, current: Any) -> None:
-        call, _ = route(request)
-        result = outcome_name(outcome)
-        if current is not None:
-            current.set_attribute("clubcollect.outcome", result)
-            if isinstance(outcome, RawResponse):
-                current.set_attribute("http.response.status_code", outcome.status)
-        if self.stats is None:
-            return
-        tags = {"conn_id": self.conn_id, "call": call, "outcome": result}
-        self.stats.incr(f"{PREFIX}.requests.{call}.{result}", tags=tags)
-        self.stats.timing(f"{PREFIX}.request_duration.{call}", timedelta(seconds=seconds), tags=tags)
-        retry = RETRY.get()
-        if retry:
-            tags = {"conn_id": self.conn_id, "call": call, "cause": retry.cause}
-            self.stats.incr(f"{PREFIX}.retries.{call}.{retry.cause}", tags=tags)
-            self.stats.timing(f"{PREFIX}.retry_wait.{retry.cause}", timedelta(seconds=retry.wait), tags=tags)
+            attributes: dict[str, str | int | float] = {
+                "http.request.method": request.method,
+                "url.template": template,
+                "clubcollect.call": call,
+                "clubcollect.conn_id": self.conn_id,
+                "clubcollect.attempt": retry.attempt if retry else 1,
+            }
+            if retry:
+                attributes["http.request.resend_count"] = retry.attempt - 1
+                attributes["clubcollect.retry_wait_seconds"] = retry.wait
+                attributes["clubcollect.retry_cause"] = retry.cause
+            span = self.tracer.start_as_current_span(
+                f"{request.method} {template}",
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        began = time.perf_counter()
+
+        def record(outcome: Outcome) -> Outcome:
+            seconds, result = time.perf_counter() - began, outcome_name(outcome)
+            if current is not None:
+                current.set_attribute("clubcollect.outcome", result)
+                if isinstance(outcome, RawResponse):
+                    current.set_attribute("http.response.status_code", outcome.status)
+            if self.stats is not None:
+                tags = {"conn_id": self.conn_id, "call": call, "outcome": result}
+                self.stats.incr(f"{PREFIX}.requests.{call}.{result}", tags=tags)
+                self.stats.timing(f"{PREFIX}.request_duration.{call}", timedelta(seconds=seconds), tags=tags)
+                if retry:
+                    tags = {"conn_id": self.conn_id, "call": call, "cause": retry.cause}
+                    self.stats.incr(f"{PREFIX}.retries.{call}.{retry.cause}", tags=tags)
+                    self.stats.timing(f"{PREFIX}.retry_wait.{retry.cause}", timedelta(seconds=retry.wait), tags=tags)
+            return outcome
+
+        with span as current:
+            yield record
 
 
 def watch_for(conn_id: str) -> Watch | None:
-    """
-    A :class:`Watch` for a new transport, or ``None`` when metrics and traces are both off.
-
-    :param conn_id: the connection the transport talks through.
-    """
+    """A :class:`Watch` for a new transport of ``conn_id``, or ``None`` when metrics and traces are both off."""
     stats, tracer = _stats(), _tracer()
     if stats is None and tracer is None:
         return None

@@ -1,23 +1,17 @@
-"""One request layer for the sync hook and the async trigger.
+"""One request layer for the sync hook and its async path.
 
-:func:`call_sync` and :func:`call_async` send a request until it has an answer, retrying up to the
-connection's ``max_retries`` with the waits of a :class:`~airflow_provider_clubcollect.retry.Backoff`,
-then parse it or raise its typed error.  Both ask one function, :func:`_next_wait`, what to do after
-each attempt, so retries, waits, error mapping and parsing exist once and only the socket work (and
-``time.sleep`` against ``asyncio.sleep``) differs.  The transports send one attempt each:
-:class:`SyncTransport` over ``requests``, :class:`AsyncTransport` over ``httpx``, both imported
-when a transport is built, not at module level, to keep DAG parsing fast.  With Airflow's metrics
-or traces on, each attempt is recorded by the transport's :class:`~airflow_provider_clubcollect.observability.Watch`.
+:func:`call_sync` and :func:`call_async` send a request until it has an answer; both ask one
+:class:`_Attempts` what to do after each attempt, so only the socket work and the sleep differ.
+The transports send one attempt each, over ``requests`` or ``httpx`` (imported when built).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.budget import budget_for
@@ -41,9 +35,8 @@ class TransportFailure(NamedTuple):
     """
     No HTTP answer arrived.
 
-    :param reason: what happened (connection refused, timeout, connection dropped), for logs.
-    :param maybe_applied: whether the request may have reached the server and been applied; a
-        refused connection or a connect timeout never did, a read timeout or a dropped answer may have.
+    :param reason: what happened, for logs.
+    :param maybe_applied: whether the request may have reached the server (not for a refused connection).
     :param timed_out: whether no answer came within the read timeout: the server may still be at work.
     """
 
@@ -56,17 +49,6 @@ class TransportFailure(NamedTuple):
 Outcome = RawResponse | TransportFailure
 
 
-class Verdict(enum.Enum):
-    """What to do after an attempt."""
-
-    #: The outcome is the answer: success, or an error that a retry cannot fix.
-    FINAL = "final"
-    #: Try again after a wait.
-    RETRY = "retry"
-    #: A request that is not idempotent may have been applied: retrying blindly could apply it twice.
-    AMBIGUOUS = "ambiguous"
-
-
 class RequestRetries(NamedTuple):
     """How one request is retried: the back-off and the count (the connection's ``max_retries``)."""
 
@@ -74,149 +56,115 @@ class RequestRetries(NamedTuple):
     max_retries: int
 
 
-def verdict(request: ApiRequest, outcome: Outcome) -> Verdict:
+def verdict(request: ApiRequest, outcome: Outcome) -> Literal["final", "retry", "ambiguous"]:
     """
-    Judge one attempt's outcome.
-
-    Retried: connection errors and timeouts, 429 (after ``Retry-After`` when given) and 5xx.
-    Requests that are not idempotent (creating a ticket) are retried only when the outcome proves
-    the server did not apply them (429, a refused connection); otherwise the verdict is
-    :attr:`Verdict.AMBIGUOUS` and the caller decides.
-
-    :param request: the request that was sent.
-    :param outcome: its answer, or the failure to get one.
+    Judge one attempt: retry connection errors, timeouts, 429 and 5xx, except a request that is
+    not idempotent and may have been applied (``ambiguous``: the caller decides).
     """
     if isinstance(outcome, TransportFailure):
-        if outcome.maybe_applied and not request.idempotent:
-            return Verdict.AMBIGUOUS
-        return Verdict.RETRY
-    if outcome.status == 429:
-        # A rate-limited request was refused, not applied: safe to retry for any method.
-        return Verdict.RETRY
+        return "ambiguous" if outcome.maybe_applied and not request.idempotent else "retry"
+    if outcome.status == 429:  # refused, not applied: safe to retry for any method
+        return "retry"
     if outcome.status >= 500:
-        return Verdict.RETRY if request.idempotent else Verdict.AMBIGUOUS
-    return Verdict.FINAL
+        return "retry" if request.idempotent else "ambiguous"
+    return "final"
 
 
 def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Outcome]) -> Any:
     """
     One API call with blocking I/O: send, retry as :func:`verdict` says, parse.
 
-    :param request: what to send.
-    :param retries: how many retries, and how long to wait before each.
-    :param send: sends one attempt and returns its outcome.
     :return: the parsed JSON answer, or ``None`` for a 204.
-    :raises ClubCollectError: the typed error of the final outcome.
-    :raises ClubCollectAmbiguousError: when a non-idempotent request may have been applied.
+    :raises ClubCollectError: the typed error of the final outcome (``ClubCollectAmbiguousError``
+        when a request that is not idempotent may have been applied).
     """
-    attempt = 1
-    try:
-        while True:
-            outcome = send(request)
-            wait = _next_wait(request, retries, outcome, attempt)
-            if wait is None:
-                return _parse(request, outcome, attempt)
+    with _Attempts(request, retries) as attempts:
+        while (wait := attempts.judge(send(request))) is not None:
             time.sleep(wait)
-            attempt = _retrying(outcome, attempt, wait)
-    finally:
-        if attempt > 1:
-            observability.RETRY.set(None)
+        return attempts.answer
 
 
 async def call_async(
     request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Awaitable[Outcome]]
 ) -> Any:
-    """
-    :func:`call_sync` on an event loop, never blocking it.
-
-    :param request: what to send.
-    :param retries: how many retries, and how long to wait before each.
-    :param send: sends one attempt and returns its outcome.
-    """
-    attempt = 1
-    try:
-        while True:
-            outcome = await send(request)
-            wait = _next_wait(request, retries, outcome, attempt)
-            if wait is None:
-                return _parse(request, outcome, attempt)
+    """:func:`call_sync` on an event loop, never blocking it."""
+    with _Attempts(request, retries) as attempts:
+        while (wait := attempts.judge(await send(request))) is not None:
             await asyncio.sleep(wait)
-            attempt = _retrying(outcome, attempt, wait)
-    finally:
-        if attempt > 1:
+        return attempts.answer
+
+
+class _Attempts:
+    """The attempts of one call: what to do after each, and the retry the next one is (observability.RETRY)."""
+
+    def __init__(self, request: ApiRequest, retries: RequestRetries) -> None:
+        self.request, self.retries, self.attempt, self.answer = request, retries, 1, None
+
+    def __enter__(self) -> _Attempts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.attempt > 1:
             observability.RETRY.set(None)
 
-
-def _retrying(outcome: Outcome, attempt: int, wait: float) -> int:
-    """The next attempt's number; the transport's metrics and span learn why it is sent (observability.RETRY)."""
-    observability.RETRY.set(observability.Retry(attempt + 1, wait, observability.outcome_name(outcome)))
-    return attempt + 1
-
-
-def _parse(request: ApiRequest, outcome: Outcome, attempts: int) -> Any:
-    answer = parse_response(request, _answer(outcome), attempts=attempts)
-    observability.tickets_read(request, answer)
-    return answer
-
-
-def _next_wait(request: ApiRequest, retries: RequestRetries, outcome: Outcome, attempt: int) -> float | None:
-    """Seconds to wait before sending again; ``None`` when the outcome is the answer.  Raises when giving up."""
-    judged = verdict(request, outcome)
-    if judged is Verdict.FINAL:
-        return None
-    if judged is Verdict.AMBIGUOUS:
-        raise ClubCollectAmbiguousError(
-            f"Could not {request.description}: {_describe(outcome)}; it may or may not have been "
-            "applied, so it was not sent again blindly.",
-            status_code=outcome.status if isinstance(outcome, RawResponse) else None,
-            timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
+    def judge(self, outcome: Outcome) -> float | None:
+        """Seconds to wait before sending again; ``None`` once :attr:`answer` is parsed.  Raises when giving up."""
+        request, attempt, judged = self.request, self.attempt, verdict(self.request, outcome)
+        if judged == "final":
+            assert isinstance(outcome, RawResponse)  # every transport failure is retried or ambiguous
+            self.answer = parse_response(request, outcome, attempts=attempt)
+            observability.tickets_read(request, self.answer)
+            return None
+        failure = outcome.reason if isinstance(outcome, TransportFailure) else f"HTTP {outcome.status}"
+        if judged == "ambiguous":
+            raise ClubCollectAmbiguousError(
+                f"Could not {request.description}: {failure}; it may or may not have been "
+                "applied, so it was not sent again blindly.",
+                status_code=outcome.status if isinstance(outcome, RawResponse) else None,
+                timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
+            )
+        if attempt > self.retries.max_retries:
+            if isinstance(outcome, RawResponse):
+                raise error_for(request, outcome, attempts=attempt)
+            raise ClubCollectServerError(
+                f"Could not {request.description}: {failure}, after {attempt} attempts. "
+                "ClubCollect could not be reached; check the base URL and the network, or try again later."
+            )
+        retry_after = outcome.headers.get("retry-after") if isinstance(outcome, RawResponse) else None
+        wait = self.retries.backoff.wait_seconds(attempt, retry_after)
+        log.warning(
+            "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
+            request.description,
+            failure,
+            attempt,
+            self.retries.max_retries + 1,
+            wait,
         )
-    if attempt > retries.max_retries:
-        if isinstance(outcome, RawResponse):
-            raise error_for(request, outcome, attempts=attempt)
-        raise ClubCollectServerError(
-            f"Could not {request.description}: {outcome.reason}, after {attempt} attempts. "
-            "ClubCollect could not be reached; check the base URL and the network, or try again later."
-        )
-    wait = retries.backoff.wait_seconds(
-        attempt, outcome.headers.get("retry-after") if isinstance(outcome, RawResponse) else None
-    )
-    log.warning(
-        "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
-        request.description,
-        _describe(outcome),
-        attempt,
-        retries.max_retries + 1,
-        wait,
-    )
-    return wait
+        self.attempt += 1
+        observability.RETRY.set(observability.Retry(self.attempt, wait, observability.outcome_name(outcome)))
+        return wait
 
 
-def _answer(outcome: Outcome) -> RawResponse:
-    # A final outcome is always an answer: every transport failure is retried or ambiguous.
-    assert isinstance(outcome, RawResponse)
-    return outcome
+def _failure(settings: ClientSettings, kind: str, detail: object = None, *, tls: bool = False) -> TransportFailure:
+    """The :class:`TransportFailure` of a ``kind`` of failure; it names the base URL, never the key."""
+    if kind == "connect timeout":  # no connection was made: nothing was applied
+        return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
+    if kind == "read timeout":  # sent, but no answer in time: maybe applied, maybe still being applied
+        return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
+    hint = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so" if tls else ""
+    reason = f"{kind} ({detail}{hint}) at {settings.base_url}"
+    return TransportFailure(settings.scrub(reason), kind != "could not connect")
 
 
-def _describe(outcome: Outcome) -> str:
-    if isinstance(outcome, TransportFailure):
-        return outcome.reason
-    return f"HTTP {outcome.status}"
-
-
-def _connect_timeout(settings: ClientSettings) -> TransportFailure:
-    # No connection was made: the request cannot have been applied.
-    return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
-
-
-def _read_timeout(settings: ClientSettings) -> TransportFailure:
-    # Sent, but no answer in time: the server may have applied it, or may still be applying it.
-    return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
+def _from_tls(exc: BaseException | None) -> bool:
+    # httpx wraps the ssl module's error in its own, a link or two down the chain.
+    while exc is not None and not isinstance(exc, ssl.SSLError):
+        exc = exc.__cause__ or exc.__context__
+    return exc is not None
 
 
 def _raw(settings: ClientSettings, status: int, headers: Mapping[str, str], body: bytes) -> RawResponse:
-    # The key is scrubbed from the body before anything reads it (see ClientSettings.scrub_body).
-    # Headers stay in the library's case-insensitive mapping: only Retry-After is ever read.
+    # The key is scrubbed from the body before anything reads it; only Retry-After is read of the headers.
     return RawResponse(status, headers, settings.scrub_body(body))
 
 
@@ -233,9 +181,7 @@ class SyncTransport:
         from requests.adapters import HTTPAdapter
 
         self.settings = settings
-        # Every attempt draws from the key's request budget (max_requests_per_second), retries included.
-        self.budget = budget_for(settings)
-        #: Metrics and spans of every attempt; ``None`` with both off (Airflow's default).
+        self.budget = budget_for(settings)  # every attempt draws from the key's budget
         self.watch = observability.watch_for(settings.conn_id)
         self.session: requests.Session = requests.Session()
         self.session.headers.update(settings.headers())
@@ -243,38 +189,36 @@ class SyncTransport:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        # Ignore proxy/netrc settings from the environment that could rewrite Authorization.
-        self.session.trust_env = False
+        self.session.trust_env = False  # no proxy or netrc settings that could rewrite Authorization
 
     def send(self, request: ApiRequest) -> Outcome:
-        """
-        Send one request once.
-
-        :param request: what to send.
-        :return: the answer, or a :class:`TransportFailure` saying whether it may have been applied.
-        """
+        """Send one request once: its answer, or a :class:`TransportFailure`."""
         self.budget.acquire()
         return self._send(request) if self.watch is None else self.watch.sent(request, self._send)
 
     def _send(self, request: ApiRequest) -> Outcome:
         import requests
+        from urllib3.exceptions import MaxRetryError, NewConnectionError, SSLError
 
         try:
             response = self.session.request(
                 request.method,
                 self.settings.url(request.path),
-                # None rather than an empty list: requests merges even empty params, at a cost per call.
-                params=request.params or None,
+                params=request.params or None,  # requests merges even empty params, at a cost per call
                 json=request.body,
                 timeout=(self.settings.connect_timeout, self.settings.timeout),
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
-            return _connect_timeout(self.settings)
+            return _failure(self.settings, "connect timeout")
         except requests.exceptions.ReadTimeout:
-            return _read_timeout(self.settings)
+            return _failure(self.settings, "read timeout")
         except requests.exceptions.ConnectionError as exc:
-            return _unreachable(self.settings, *_requests_connection_failure(exc))
+            reason = exc.args[0] if exc.args else exc
+            reason = reason.reason if isinstance(reason, MaxRetryError) else reason
+            # No TCP connection or no TLS session: nothing was sent.
+            kind = "could not connect" if isinstance(reason, (NewConnectionError, SSLError)) else "connection lost"
+            return _failure(self.settings, kind, reason, tls=isinstance(reason, SSLError))
         except (requests.exceptions.RequestException, ValueError) as exc:
             # ValueError: http.client refusing a header value that requests (before 2.32.6) let through.
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
@@ -283,36 +227,6 @@ class SyncTransport:
     def close(self) -> None:
         """Close the pooled connections."""
         self.session.close()
-
-
-def _requests_connection_failure(exc: requests.exceptions.ConnectionError) -> tuple[str, bool]:
-    from urllib3.exceptions import MaxRetryError, NewConnectionError, SSLError
-
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
-    if isinstance(reason, NewConnectionError):
-        # The TCP connection was never made: the request cannot have been applied.
-        return f"could not connect ({reason})", False
-    if isinstance(reason, SSLError):
-        # No TLS session, so nothing was sent.
-        return f"could not connect ({reason}{_TLS_HINT})", False
-    return f"connection lost ({reason or exc})", True
-
-
-_TLS_HINT = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
-
-
-def _unreachable(settings: ClientSettings, reason: str, maybe_applied: bool) -> TransportFailure:
-    # Names the base URL it tried (never the key), so a wrong scheme, host or port shows in the error.
-    return TransportFailure(settings.scrub(f"{reason} at {settings.base_url}"), maybe_applied)
-
-
-def _from_tls(exc: BaseException | None) -> bool:
-    # httpx wraps the ssl module's error in its own, a link or two down the chain.
-    while exc is not None and not isinstance(exc, ssl.SSLError):
-        exc = exc.__cause__ or exc.__context__
-    return exc is not None
 
 
 class AsyncTransport:
@@ -336,12 +250,7 @@ class AsyncTransport:
         )
 
     async def send(self, request: ApiRequest) -> Outcome:
-        """
-        Send one request once.
-
-        :param request: what to send.
-        :return: the answer, or a :class:`TransportFailure` saying whether it may have been applied.
-        """
+        """Send one request once: its answer, or a :class:`TransportFailure`."""
         await self.budget.aacquire()
         return await (self._send(request) if self.watch is None else self.watch.asent(request, self._send))
 
@@ -349,19 +258,15 @@ class AsyncTransport:
         import httpx
 
         try:
-            response = await self.client.request(
-                request.method,
-                self.settings.url(request.path),
-                params=request.params or None,
-                json=request.body,
+            response: httpx.Response = await self.client.request(
+                request.method, self.settings.url(request.path), params=request.params or None, json=request.body
             )
         except httpx.ConnectTimeout:
-            return _connect_timeout(self.settings)
+            return _failure(self.settings, "connect timeout")
         except httpx.ConnectError as exc:
-            hint = _TLS_HINT if _from_tls(exc) else ""
-            return _unreachable(self.settings, f"could not connect ({exc}{hint})", False)
+            return _failure(self.settings, "could not connect", exc, tls=_from_tls(exc))
         except httpx.TimeoutException:
-            return _read_timeout(self.settings)
+            return _failure(self.settings, "read timeout")
         except httpx.TransportError as exc:
             return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
         return _raw(self.settings, response.status_code, response.headers, response.content)

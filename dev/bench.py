@@ -238,8 +238,7 @@ def bench_paging(client: Any, base_url: str, rows: list[Row]) -> None:
     import requests
 
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-    from airflow_provider_clubcollect.paging import CompanyTicketPager
-    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger, read_pages
+    from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
     hook = ClubCollectHook()
     url = f"{base_url}/api/v2/companies/{COMPANY}/tickets/unanswered"
@@ -291,29 +290,32 @@ def bench_paging(client: Any, base_url: str, rows: list[Row]) -> None:
 
     async def trigger_read() -> tuple[float, int, float, int]:
         trigger = UnansweredTicketsTrigger(COMPANY)
-        transport, policy = await trigger._connect()
-        try:
-            await trigger.poll(transport, policy)  # warm
+        async with ClubCollectHook() as ahook:
+
+            async def poll() -> list[dict[str, Any]]:
+                read = await ahook.aget_company_tickets(COMPANY, "unanswered", max_concurrency=trigger.max_concurrency)
+                return await trigger.select(read)
+
+            await poll()  # warm
             began = time.perf_counter()
-            waiting = await trigger.poll(transport, policy)
+            waiting = await poll()
             poll_wall = time.perf_counter() - began
             assert len(waiting) == 10_000, len(waiting)
-            # The read alone, as the hook's figure is: what trigger.poll does before selecting.
+            # The read alone, as the hook's figure is: what a trigger's poll does before selecting.
             walls, count, sent = [], 0, ""
             for _ in range(5):
                 client.clear_requests()
-                pager = CompanyTicketPager(COMPANY, "unanswered", max_concurrency=trigger.max_concurrency)
                 began = time.perf_counter()
-                count = len(await read_pages(pager, transport, policy))
+                count = len(
+                    await ahook.aget_company_tickets(COMPANY, "unanswered", max_concurrency=trigger.max_concurrency)
+                )
                 walls.append(time.perf_counter() - began)
                 sent = requests_sent(client)
             return statistics.median(walls), count, poll_wall, sent
-        finally:
-            await transport.aclose()
 
     wall, count, poll_wall, sent = asyncio.run(trigger_read())
     assert count == 10_000, count
-    rows.append(Row("a. trigger.poll: the read and the selection of 10,000 tickets", f"{poll_wall:.2f} s"))
+    rows.append(Row("a. trigger poll: the read and the selection of 10,000 tickets", f"{poll_wall:.2f} s"))
     rows.append(
         row(
             f"a. trigger: 10,000 tickets, {pages} pages, C={C}",

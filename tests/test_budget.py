@@ -275,14 +275,9 @@ def test_the_hook_and_the_trigger_draw_from_the_connections_budget(sandbox, monk
     trigger = UnansweredTicketsTrigger("club-1", min_tickets=99, poke_interval=0.001, timeout_at=None)
 
     async def fifteen_polls() -> None:
-        from airflow_provider_clubcollect.triggers.tickets import _aconnect
-
-        transport, retries = await _aconnect("clubcollect_default")
-        try:
+        async with ClubCollectHook() as hook:
             for _ in range(15):
-                await trigger.poll(transport, retries)
-        finally:
-            await transport.aclose()
+                await trigger.select(await hook.aget_company_tickets("club-1", "unanswered"))
 
     asyncio.run(fifteen_polls())
     statuses = [entry["status"] for entry in sandbox.requests()]

@@ -33,7 +33,6 @@ from airflow_provider_clubcollect.operators.tickets import (
     FetchCompanyTicketsOperator,
 )
 from airflow_provider_clubcollect.retry import Backoff
-from airflow_provider_clubcollect.transport import RequestRetries
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from airflow_provider_clubcollect.wire import parse_retry_after
 from tests.conftest import NOW, running_task, thread
@@ -127,20 +126,13 @@ def test_paging_returns_every_ticket_once_sync(faulty: SandboxHandle, count: int
 
 @pytest.mark.parametrize("count", [0, 1, 100, 101, 2_500])
 def test_paging_returns_every_ticket_once_async(faulty: SandboxHandle, count: int) -> None:
-    from airflow_provider_clubcollect.connection import settings_from_connection
-    from airflow_provider_clubcollect.transport import AsyncTransport
-
     truth = seed_unanswered(faulty, count)
     faulty.set_faults(**FAULTS)
     trigger = UnansweredTicketsTrigger(CO, reference_time=NOW.isoformat())
-    settings = settings_from_connection("cc", host=faulty.base_url, password=faulty.api_key)
 
     async def poll() -> list[dict[str, Any]]:
-        transport = AsyncTransport(settings)
-        try:
-            return await trigger.poll(transport, RequestRetries(TINY, BUDGET))
-        finally:
-            await transport.aclose()
+        async with ClubCollectHook(backoff=TINY) as hook:
+            return await trigger.select(await hook.aget_company_tickets(CO, "unanswered"))
 
     got = asyncio.run(poll())
 

@@ -105,11 +105,8 @@ def read_trigger(concurrency: int) -> list[dict[str, Any]]:
     trigger = UnansweredTicketsTrigger(CO, max_concurrency=concurrency, backoff=FAST)
 
     async def poll() -> list[dict[str, Any]]:
-        transport, retries = await trigger._connect()
-        try:
-            return await trigger.poll(transport, retries)
-        finally:
-            await transport.aclose()
+        async with ClubCollectHook(backoff=FAST) as hook:
+            return await trigger.select(await hook.aget_company_tickets(CO, "unanswered", max_concurrency=concurrency))
 
     return asyncio.run(poll())
 

@@ -1,12 +1,16 @@
-"""The ClubCollect hook: every call of the Tickets API, over one pooled session."""
+"""The ClubCollect hook: every call of the Tickets API, sync over one pooled session, and the async read."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
+import logging
+import math
 import threading
 import time
+import weakref
 from contextvars import copy_context
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import observability, wire
+from airflow_provider_clubcollect.budget import key_digest
 from airflow_provider_clubcollect.connection import (
     missing_connection,
     settings_from_airflow_connection,
@@ -34,20 +39,21 @@ from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport
 from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
     from concurrent.futures import Future
 
     import requests
 
     from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.connection import ClientSettings
+    from airflow_provider_clubcollect.transport import AsyncTransport
 
 __all__ = ["ClubCollectHook"]
 
+log = logging.getLogger(__name__)
+
 #: Connections kept open per hook: enough for the default concurrency of paging and bulk actions.
 DEFAULT_POOL_SIZE = 10
-#: An invoice ID that cannot exist, read by ``test_connection`` to prove the key without changing anything.
-CONNECTION_TEST_INVOICE_ID = "airflow-provider-clubcollect-connection-test"
 #: How far the API's clock may run behind ours when we look for a ticket we may have created.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -56,11 +62,10 @@ class ClubCollectHook(BaseHook):
     """
     Talk to the ClubCollect Tickets API.
 
-    One hook holds one ``requests.Session`` (keep-alive, pooled), used for every call and safe to
-    share between the threads of a bulk action.  Every request has a connect and a read timeout,
-    carries the API key only in ``Authorization: ApiKey <key>``, and is retried with exponential
-    back-off and jitter after connection errors, 429 (honouring ``Retry-After``) and 5xx.
-    Creating a ticket is never retried blindly: see :meth:`create_ticket`.
+    One pooled ``requests.Session`` serves every sync call and is safe to share between threads;
+    :meth:`aget_company_tickets` reads on an event loop (the triggers).  Requests carry the key only
+    in ``Authorization`` and are retried after connection errors, 429 (``Retry-After``) and 5xx;
+    a create never blindly.
 
     .. code-block:: python
 
@@ -68,12 +73,10 @@ class ClubCollectHook(BaseHook):
             for ticket in hook.iter_company_tickets(company_id, "unanswered"):
                 ...
 
-    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.  Its password is the
-        API key; its host the base URL (optional); its extras ``timeout`` and ``max_retries``.
-    :param float | None timeout: seconds one request may take; overrides the connection's ``timeout`` extra.
-    :param int | None max_retries: retries per request, 0 to 100; overrides the connection's ``max_retries`` extra.
-    :param Backoff | None backoff: the waits between retries of a request
-        (:class:`~airflow_provider_clubcollect.retry.Backoff`); ``None`` for the defaults.
+    :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
+    :param float | None timeout: seconds one request may take; overrides the ``timeout`` extra.
+    :param int | None max_retries: retries per request, 0 to 100; overrides the ``max_retries`` extra.
+    :param Backoff | None backoff: the waits between retries of a request; ``None`` for the defaults.
     :param int pool_size: HTTP connections kept open; at least the number of threads sharing the hook.
 
     .. seealso:: :ref:`hook`, and :ref:`connection` for the connection it reads.
@@ -84,9 +87,7 @@ class ClubCollectHook(BaseHook):
     conn_type = CONN_TYPE
     hook_name = "ClubCollect"
 
-    # The connection form.  Airflow 3.2+ reads it from the provider info (``conn-fields``,
-    # ``ui-field-behaviour``) and never calls these; Airflow 2.11 to 3.1 build it from them.  Both
-    # forms come from the one declaration in get_provider_info.
+    # Airflow 3.2+ reads the connection form from the provider info; 2.11 to 3.1 build it from these.
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -94,9 +95,7 @@ class ClubCollectHook(BaseHook):
         try:
             from wtforms import IntegerField, StringField
             from wtforms.validators import NumberRange, Optional
-        except ImportError:
-            # Airflow 3.0 and 3.1 without the FAB provider have no form library: returning nothing
-            # (rather than raising) keeps the relabelled, explained fields of get_ui_field_behaviour.
+        except ImportError:  # Airflow 3.0 and 3.1 without FAB: keep get_ui_field_behaviour's fields
             return {}
         try:
             from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
@@ -125,7 +124,6 @@ class ClubCollectHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden, relabelled and explained fields of the connection form on Airflow 2.11 to 3.1."""
-        # The provider info spells the keys with hyphens ("hidden-fields"), the hook method with underscores.
         return {key.replace("-", "_"): value for key, value in _connection_type_info()["ui-field-behaviour"].items()}
 
     def __init__(
@@ -149,11 +147,10 @@ class ClubCollectHook(BaseHook):
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
         self._limiter: AdaptiveLimiter | None = None
+        self._aclient: _SharedClient | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
-
-    # --- connection and session ----------------------------------------------------------------
 
     @property
     def settings(self) -> ClientSettings:
@@ -168,15 +165,14 @@ class ClubCollectHook(BaseHook):
             except AirflowNotFoundException:
                 raise missing_connection(self.clubcollect_conn_id) from None
             settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
-            # Airflow masks the passwords it hands out; this also covers a key stripped of whitespace.
-            for secret in settings.secrets:  # the key, and a budget_url's Redis password
+            for secret in settings.secrets:  # also a key stripped of whitespace, and a budget_url's password
                 mask_secret(secret)
             self._settings = settings
         return self._settings
 
     @functools.cached_property
     def _retries(self) -> RequestRetries:
-        """How every request of this hook is retried: its back-off, and the connection's ``max_retries``."""
+        """The back-off and the connection's ``max_retries``."""
         return RequestRetries(self.backoff, self.settings.max_retries)
 
     def _get_transport(self) -> SyncTransport:
@@ -187,9 +183,7 @@ class ClubCollectHook(BaseHook):
 
     def get_conn(self) -> requests.Session:
         """
-        The hook's ``requests.Session``, already carrying the headers every request needs.
-
-        :return: the session; use :meth:`close` (or the hook as a context manager) to release it.
+        The hook's ``requests.Session``, carrying the headers every request needs; :meth:`close` releases it.
 
         .. seealso:: :ref:`hook`
         """
@@ -229,8 +223,6 @@ class ClubCollectHook(BaseHook):
         finally:
             self._limiter = None
 
-    # --- invoices ------------------------------------------------------------------------------
-
     def get_invoice_tickets(self, invoice_id: str) -> list[wire.Ticket]:
         """
         Read an invoice's tickets (its thread).
@@ -248,28 +240,13 @@ class ClubCollectHook(BaseHook):
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
 
-        Creating is not idempotent.  When the answer is lost (a timeout, a dropped connection, a
-        5xx after the request was sent), the hook waits (the retry back-off), then reads the
-        invoice's tickets: if a company ticket with this exact message is dated since the call
-        began (less :data:`CLOCK_SKEW`, for the API's clock), that is the one created and it is
-        returned; only otherwise is the message posted again, right after that read.
-
-        Inside a running Airflow 3.3+ task, the task's state store (``task_state_store``, which
-        survives the task's retries) remembers the call: before posting, that it is about to post
-        (invoice, message digest, time); after, the created ticket.  A retry of the task (an
-        operator's, or a ``@task`` that posts and then fails) then returns the recorded ticket
-        without posting, or, when only the intent was recorded, reads the thread since that time.
-        So an identical message someone else posts later is never taken for ours once our ticket
-        is recorded.  Without a store (Airflow 2.11 to 3.2) a retry of the task first reads the
-        thread since its DAG run began (``run_after``, or ``start_date`` on 2.11) and returns an
-        identical company ticket found there instead of posting; so an identical message posted
-        by someone else during the run is taken as ours.  Outside a task, only the lost-answer
-        read above guards the call.
+        After a lost answer the hook reads the thread before posting again; across task retries,
+        Airflow 3.3+'s task state store (or, before, the thread since the DAG run began) tells
+        whether an earlier try posted it.
 
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
-        :param Any task_state_store: a task state store (``get``/``set``); by default the running
-            task's, when there is one.
+        :param Any task_state_store: a task state store (``get``/``set``); by default the running task's.
         :return: the created ticket.
         :raises ClubCollectNotFoundError: for an unknown invoice.
         :raises ClubCollectValidationError: for an empty message, or one the API refuses.
@@ -277,44 +254,25 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
         record = _CreateRecord.of(task_state_store, invoice_id, wire.check_message(message))
-        since = _earlier_try_started() if record is None else None
-        if since is not None:
+        earlier = record.load() if record is not None else {}
+        posted: wire.Ticket | None = None
+        if earlier.get("ticket"):
+            observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
+            posted = cast("wire.Ticket", dict(earlier["ticket"]))
+        elif (since := _earlier_try_started() if record is None else _intent_since(earlier)) is not None:
             posted = self.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None:
-                self.log.info(
-                    "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
-                    invoice_id,
-                    posted.get("ticket_id"),
-                )
-                return posted
+            if posted is not None and record is not None:
+                record.save(earlier["intent_at"], posted)
+        if posted is not None:
+            self.log.info(
+                "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
+                invoice_id,
+                posted.get("ticket_id"),
+            )
+            return posted
         if record is not None:
-            earlier = record.load()
-            if earlier.get("ticket"):
-                observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
-                self.log.info(
-                    "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
-                    invoice_id,
-                    earlier["ticket"].get("ticket_id"),
-                )
-                return cast("wire.Ticket", dict(earlier["ticket"]))
-            if earlier.get("intent_at"):
-                intent = wire.parse_iso_datetime(earlier["intent_at"])
-                # An unreadable record (edited by hand) looks at the whole thread: never post twice.
-                since = datetime.min.replace(tzinfo=timezone.utc)
-                if intent is not None and intent - since > CLOCK_SKEW:
-                    since = intent - CLOCK_SKEW
-                posted = self.find_posted_ticket(invoice_id, message, since=since)
-                if posted is not None:
-                    self.log.info(
-                        "An earlier try of this task posted this message on invoice %r (ticket_id %s) but lost "
-                        "the answer; not posting again.",
-                        invoice_id,
-                        posted.get("ticket_id"),
-                    )
-                    record.save(earlier["intent_at"], posted)
-                    return posted
             record.save(datetime.now(timezone.utc).isoformat(), None)
-        ticket = self._create_ticket(invoice_id, message, refused=record.forget if record is not None else None)
+        ticket = self._create_ticket(invoice_id, message, refused=None if record is None else record.forget)
         if record is not None:
             record.save(record.intent_at, ticket)
         self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
@@ -334,19 +292,15 @@ class ClubCollectHook(BaseHook):
             return transport.send(request)
 
         while True:
-            # One budget for the whole call: the POSTs retried inside call_sync() (429s, refused
-            # connections) and those sent again here after a lost answer are max_retries + 1 in all.
+            # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             remaining = retries._replace(max_retries=retries.max_retries - posts)
             try:
                 return wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
-                # Wait first: a request whose answer was lost may still be being applied.  Then
-                # look, and post again straight after looking, never after another wait.
+                # Wait (after a timeout, as long again: it may still be applied), look, then post at once.
                 wait = retries.backoff.delay(lost)
                 if exc.timed_out:
-                    # The server may still be applying the request we gave up on: give it as
-                    # long again as we waited for it before looking.
                     wait = max(wait, self.settings.timeout)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
@@ -371,21 +325,17 @@ class ClubCollectHook(BaseHook):
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
             except ClubCollectError:
-                if lost == 0 and refused is not None:
-                    # No answer was lost: every POST was refused (4xx, 429, a refused connection),
-                    # nothing was created, and a retry of the task may post without reading the
-                    # thread, where someone else's identical message may have appeared since.
+                if lost == 0 and refused is not None:  # every POST refused for certain: nothing created
                     refused()
                 raise
 
     def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
         """
-        Find a company ticket with exactly this message, dated at or after ``since``.
+        The newest company ticket with exactly this message, dated at or after ``since``, or ``None``.
 
         :param str invoice_id: the invoice.
         :param str message: the message text to look for.
         :param datetime since: the earliest date it may carry (timezone-aware).
-        :return: the newest such ticket, or ``None``.
 
         .. seealso:: :ref:`hook`
         """
@@ -477,25 +427,19 @@ class ClubCollectHook(BaseHook):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> Iterator[wire.CompanyTicket]:
         """
-        Every ticket of a company in one status, oldest first, each once.
+        Every ticket of a company in one status, oldest first, each once, even while the list changes.
 
-        Page 1 is read first; the other pages are then read up to ``max_concurrency`` at a time,
-        lazily: never more than ``2 x max_concurrency`` pages ahead of the ticket being consumed.
-        A 429 halves the number in flight for the rest of the read (it grows back one step at a
-        time).  If the list changes while it is read, the pages that may have shifted are read
-        again so that no ticket is skipped or returned twice (see :mod:`~airflow_provider_clubcollect.paging`).
+        Lazy: never more than ``2 x max_concurrency`` pages ahead of the ticket being consumed.
 
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_size: tickets per page, 1 to 100.
-        :param int max_concurrency: pages in flight at once, at least 1 (default 8, as for bulk
-            actions); keep it at most the hook's ``pool_size``, or connections are not reused.
+        :param int max_concurrency: pages in flight at once, at least 1 and at most ``pool_size``;
+            a 429 halves it for the rest of the read.
 
         .. seealso:: :ref:`hook` ("Paging")
         """
-        # Validates every argument before any request.
-        pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
-        return self._iter_pages(pager)
+        return self._iter_pages(CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency))
 
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -507,7 +451,7 @@ class ClubCollectHook(BaseHook):
 
         def send_what_the_pager_allows() -> None:
             while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
-                # In the caller's context (a copy each): the requests' spans are children of the task's.
+                # In a copy of the caller's context: the requests' spans are children of the task's.
                 pending[pool.submit(copy_context().run, self._call, request, retries, limiter)] = request
 
         try:
@@ -527,13 +471,10 @@ class ClubCollectHook(BaseHook):
                             pager.company_id,
                             pager.progress(),
                         )
-                    # Keep the next pages coming while the consumer works on this one.
-                    send_what_the_pager_allows()
+                    send_what_the_pager_allows()  # the next pages come while the consumer works
                     yield from tickets
         finally:
-            # Requests no longer needed (sent before a restart, or past an empty page) are dropped
-            # and their retries refused.  A finished read waits for the few still in flight, so
-            # that nothing of it runs on; after an error, or when the consumer stopped, nobody waits.
+            # Requests no longer needed are dropped; only a finished read waits for those in flight.
             limiter.close()
             pool.shutdown(wait=pager.done, cancel_futures=True)
 
@@ -546,7 +487,7 @@ class ClubCollectHook(BaseHook):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> list[wire.CompanyTicket]:
         """
-        Every ticket of a company in one status, as a list: see :meth:`iter_company_tickets`.
+        :meth:`iter_company_tickets` as a list.
 
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
@@ -557,30 +498,92 @@ class ClubCollectHook(BaseHook):
         """
         return list(self.iter_company_tickets(company_id, status, page_size, max_concurrency=max_concurrency))
 
-    # --- connection test -----------------------------------------------------------------------
+    async def __aenter__(self) -> ClubCollectHook:
+        key = (self.clubcollect_conn_id, self._timeout)
+        clients = _shared.setdefault(asyncio.get_running_loop(), {})
+        self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(*key))
+        self._aclient.users += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._aclient = self._aclient, None
+        if client is not None:
+            client.users -= 1
+            if not client.users:
+                del _shared[asyncio.get_running_loop()][client.key]
+                await asyncio.shield(client.aclose())
+
+    async def aget_company_tickets(
+        self,
+        company_id: str,
+        status: str,
+        page_size: int = wire.MAX_PAGE_SIZE,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> list[wire.CompanyTicket]:
+        """
+        :meth:`get_company_tickets` on an event loop, never blocking it.
+
+        Inside ``async with hook:`` every hook of the connection on the loop shares one HTTP client.
+
+        :param str company_id: the company.
+        :param str status: ``unanswered``, ``answered`` or ``archived``.
+        :param int page_size: tickets per page, 1 to 100.
+        :param int max_concurrency: pages in flight at once, at least 1.
+
+        .. seealso:: :ref:`hook` ("Paging")
+        """
+        pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
+        if self._aclient is None:
+            async with self:
+                return await self._aread(pager)
+        return await self._aread(pager)
+
+    async def _aread(self, pager: CompanyTicketPager) -> list[wire.CompanyTicket]:
+        """Read every page the pager asks for, up to its ``max_in_flight`` at a time, as tasks."""
+        from airflow_provider_clubcollect.transport import call_async
+
+        assert self._aclient is not None
+        async with self._aclient.transport() as transport:
+            max_retries = transport.settings.max_retries if self._max_retries is None else self._max_retries
+            retries = RequestRetries(self.backoff, max_retries)
+            send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
+            tickets: list[wire.CompanyTicket] = []
+            pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
+            try:
+                while not pager.done:
+                    while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+                        pending[asyncio.create_task(call_async(request, retries, send))] = request
+                    if not pending:  # pragma: no cover - a pager bug; never spin
+                        raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
+                    answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in answered:
+                        pager.accept(pending.pop(task), task.result())
+                    while (page := pager.pop()) is not None:
+                        tickets.extend(page)
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            return tickets
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        Prove the key without changing anything, as Airflow's connection test expects.
-
-        Reads the tickets of an invoice that cannot exist: a good key gets 404
-        ``invalid_invoice_id``; a bad one 401 or 403.
+        Prove the key without changing anything: an invoice that cannot exist answers 404 to a good key.
 
         :return: ``(ok, message)``; never raises.
 
         .. seealso:: :ref:`connection` ("Testing the connection")
         """
         try:
-            # One retry at most: a person is waiting on the answer in the UI.
-            quick = self._retries._replace(max_retries=min(1, self._retries.max_retries))
-            self._call(wire.get_invoice_tickets_request(CONNECTION_TEST_INVOICE_ID), quick)
+            quick = self._retries._replace(max_retries=min(1, self._retries.max_retries))  # a person waits
+            self._call(wire.get_invoice_tickets_request("airflow-provider-clubcollect-connection-test"), quick)
         except ClubCollectNotFoundError as exc:
             if exc.error_code == wire.ERROR_INVALID_INVOICE_ID:
                 return True, (
                     f"Connection works: {self.settings.base_url} accepted the API key "
                     f"(a test invoice answered 404 {wire.ERROR_INVALID_INVOICE_ID}, as expected)."
                 )
-            # The error's message says what the 404 was and asks whether the base URL is right.
             return False, f"{self.settings.base_url}: {exc}"
         except ClubCollectAuthError as exc:
             return (
@@ -607,10 +610,7 @@ def _newest_posted(tickets: Iterable[Mapping[str, Any]], message: str, since: da
 
 
 class _CreateRecord:
-    """
-    What a task remembers, across its retries, of one create: when it was about to post, and the
-    ticket it created.  Kept in the task's state store under a key of the invoice and message.
-    """
+    """What a task remembers of one create across its retries: when it was about to post, and the ticket."""
 
     def __init__(self, store: Any, invoice_id: str, message: str) -> None:
         self.store = store
@@ -622,7 +622,7 @@ class _CreateRecord:
     def of(cls, store: Any, invoice_id: str, message: str) -> _CreateRecord | None:
         """The record in ``store``, or in the running task's store; ``None`` where there is none."""
         if store is None:
-            store = _running_task_state_store()
+            store = (_task_context() or {}).get("task_state_store")
         return None if store is None else cls(store, invoice_id, message)
 
     def load(self) -> dict[str, Any]:
@@ -637,33 +637,133 @@ class _CreateRecord:
         self.store.set(self.key, {})
 
 
-def _earlier_try_started() -> datetime | None:
-    """When the running task's DAG run began, if this is a retry of the task; ``None`` otherwise."""
+def _task_context() -> Mapping[str, Any] | None:
+    """The running task's context, or ``None`` outside a task."""
     try:
         from airflow.providers.common.compat.sdk import get_current_context
 
-        context = get_current_context()
+        return cast("Mapping[str, Any]", get_current_context())
     except Exception:  # no running task
         return None
+
+
+def _earlier_try_started() -> datetime | None:
+    """When the running task's DAG run began, if this is a retry of the task; ``None`` otherwise."""
+    context = _task_context() or {}
     ti = context.get("ti")
     if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
         return None
-    # run_after survives clearing the task (start_date is reset to the time of the clear), and for
-    # a scheduled run it is the end of its interval, so earlier runs' identical messages do not count.
+    # run_after survives clearing the task, and for a scheduled run it is the end of its interval.
     dag_run = context.get("dag_run")
-    times = [getattr(dag_run, name, None) for name in ("run_after", "start_date")]
-    known = [to_utc(value) for value in times if value is not None]
+    known = [to_utc(value) for name in ("run_after", "start_date") if (value := getattr(dag_run, name, None))]
     return (min(known) if known else datetime.now(timezone.utc) - timedelta(days=1)) - CLOCK_SKEW
 
 
-def _running_task_state_store() -> Any:
-    """The running task's state store (Airflow 3.3+), or ``None`` outside a task or before 3.3."""
-    try:
-        from airflow.providers.common.compat.sdk import get_current_context
-
-        return get_current_context().get("task_state_store")
-    except Exception:  # no running task, or an Airflow without get_current_context
+def _intent_since(earlier: Mapping[str, Any]) -> datetime | None:
+    """Where a retry looks for its ticket after a recorded intent; an unreadable one looks at the whole thread."""
+    if not earlier.get("intent_at"):
         return None
+    intent, since = wire.parse_iso_datetime(earlier["intent_at"]), datetime.min.replace(tzinfo=timezone.utc)
+    return intent - CLOCK_SKEW if intent is not None and intent - since > CLOCK_SKEW else since
+
+
+#: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
+CONNECTION_TTL = 60.0
+#: Reads on one connection and event loop in flight at once: hundreds of watchers polling together
+#: would otherwise open as many connections, while the pool keeps 20 alive and scans them all per request.
+POLLS_IN_FLIGHT = 8
+
+
+class _SharedClient:
+    """One connection's ``httpx`` client on one event loop, shared by its hooks, rebuilt when the connection changes."""
+
+    def __init__(self, conn_id: str, timeout: float | None) -> None:
+        self.key = (conn_id, timeout)
+        self.users = 0
+        self._transport: AsyncTransport | None = None
+        self._built_from: tuple[Any, ...] = ()
+        self._read_at = -math.inf
+        self._in_use: dict[AsyncTransport, int] = {}
+        self._lock = asyncio.Lock()
+        self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
+
+    @contextlib.asynccontextmanager
+    async def transport(self) -> AsyncIterator[AsyncTransport]:
+        """The current transport for one read; one the connection replaced is closed after its last read."""
+        async with self._polls:
+            transport = await self._current()
+            self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            try:
+                yield transport
+            finally:
+                self._in_use[transport] -= 1
+                if not self._in_use[transport]:
+                    del self._in_use[transport]
+                    if transport is not self._transport:
+                        await asyncio.shield(transport.aclose())
+
+    async def _current(self) -> AsyncTransport:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self._transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
+                return self._transport
+            try:
+                settings = await _asettings(*self.key)
+            except ClubCollectError:
+                raise
+            except Exception as exc:
+                if self._transport is None:
+                    raise
+                # Airflow's API server may be restarting: keep the last read, read again at the next poll.
+                log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
+                return self._transport
+            self._read_at = loop.time()
+            # What the client was built from, the key only as a digest.
+            built_from = (
+                settings.base_url,
+                key_digest(settings.api_key),
+                settings.timeout,
+                settings.max_retries,
+                settings.max_requests_per_second,
+                settings.budget_url,
+            )
+            if built_from != self._built_from:
+                from airflow_provider_clubcollect.transport import AsyncTransport
+
+                old, self._built_from = self._transport, built_from
+                # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
+                self._transport = await asyncio.to_thread(AsyncTransport, settings)
+                if old is not None and old not in self._in_use:
+                    await old.aclose()
+            assert self._transport is not None
+            return self._transport
+
+    async def aclose(self) -> None:
+        """Close the client once no read uses it."""
+        transport, self._transport = self._transport, None
+        if transport is not None and transport not in self._in_use:
+            await transport.aclose()
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], _SharedClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _asettings(conn_id: str, timeout: float | None) -> ClientSettings:
+    """The connection's checked settings, read without blocking the loop, its secrets masked."""
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
+
+    try:
+        conn = await aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise missing_connection(conn_id) from None
+    settings = settings_from_airflow_connection(conn, timeout=timeout)
+    for secret in settings.secrets:
+        await amask_secret(secret)
+    return settings
 
 
 def _connection_type_info() -> dict[str, Any]:

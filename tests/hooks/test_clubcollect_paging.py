@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
-from airflow_provider_clubcollect.paging import MAX_REWINDS, CompanyTicketPager
+from airflow_provider_clubcollect.paging import MAX_REWINDS
 from airflow_provider_clubcollect.sandbox.state import format_date
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.conftest import NOW, fast_backoff, page_reads, without_looks
@@ -80,18 +80,9 @@ def read_sync(max_concurrency: int = C) -> list[str]:
 
 
 def read_async(max_concurrency: int = C) -> list[str]:
-    from airflow_provider_clubcollect.transport import AsyncTransport, RequestRetries
-    from airflow_provider_clubcollect.triggers.tickets import read_pages
-
-    settings = ClubCollectHook().settings
-
     async def read() -> list[dict[str, Any]]:
-        transport = AsyncTransport(settings)
-        try:
-            pager = CompanyTicketPager(CO, "unanswered", SIZE, max_concurrency=max_concurrency)
-            return await read_pages(pager, transport, RequestRetries(FAST, settings.max_retries))
-        finally:
-            await transport.aclose()
+        hook = ClubCollectHook(backoff=FAST)
+        return await hook.aget_company_tickets(CO, "unanswered", SIZE, max_concurrency=max_concurrency)
 
     return [t["invoice_id"] for t in asyncio.run(read())]
 

@@ -591,7 +591,7 @@ def transports_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_many_watchers_on_one_loop_share_one_client_and_report_each_ticket_once(
     sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_clubcollect.triggers import tickets
+    from airflow_provider_clubcollect.hooks import clubcollect as tickets
 
     built = transports_built(monkeypatch)
     companies = [f"club-{n}" for n in range(40)]
@@ -638,7 +638,7 @@ def test_many_watchers_on_one_loop_share_one_client_and_report_each_ticket_once(
 def test_a_changed_connection_is_picked_up_and_the_old_client_closed(
     sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_clubcollect.triggers import tickets
+    from airflow_provider_clubcollect.hooks import clubcollect as tickets
 
     built = transports_built(monkeypatch)
     monkeypatch.setattr(tickets, "CONNECTION_TTL", 0.2)
@@ -664,7 +664,7 @@ def test_a_changed_connection_is_picked_up_and_the_old_client_closed(
 
 
 def test_polls_on_one_connection_go_a_few_at_a_time(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_clubcollect.triggers import tickets
+    from airflow_provider_clubcollect.hooks import clubcollect as tickets
 
     monkeypatch.setattr(tickets, "POLLS_IN_FLIGHT", 2)
     companies = [f"club-{n}" for n in range(6)]
