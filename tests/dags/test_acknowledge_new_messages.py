@@ -34,7 +34,10 @@ def example() -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[DAG_ID] = module
-    spec.loader.exec_module(module)
+    from tests.dags.conftest import parse_time_variables
+
+    with parse_time_variables():
+        spec.loader.exec_module(module)
     return module
 
 
