@@ -30,17 +30,10 @@ AIRFLOW_V_3_3_PLUS = _VERSION >= (3, 3)
 
 
 def mask_secret(secret: str) -> None:
-    """Mask ``secret`` in every log Airflow writes from here on (the function moved in 3.0 and 3.1)."""
-    import importlib
+    """Mask ``secret`` in every log Airflow writes from here on."""
+    from airflow.providers.common.compat.sdk import mask_secret as mask
 
-    for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "mask_secret"):
-            module.mask_secret(secret)
-            return
+    mask(secret)
 
 
 async def amask_secret(secret: str) -> None:
