@@ -6,7 +6,7 @@ import difflib
 import functools
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,15 +41,9 @@ class ClientSettings:
     budget_url: str | None = None
 
     def __repr__(self) -> str:
-        budget = ""
-        if self.max_requests_per_second is not None:
-            budget = f", max_requests_per_second={self.max_requests_per_second!r}"
-        if self.budget_url is not None:
-            budget += f", budget_url={shown_budget_url(self.budget_url)!r}"
-        return (
-            f"ClientSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, "
-            f"timeout={self.timeout!r}, max_retries={self.max_retries!r}{budget})"
-        )
+        shown = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "api_key"}
+        shown["budget_url"] = shown_budget_url(self.budget_url)
+        return f"ClientSettings({', '.join(f'{k}={v!r}' for k, v in shown.items() if v is not None)})"
 
     @property
     def secrets(self) -> tuple[str, ...]:
