@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from airflow import __version__ as _airflow_version
+from airflow.providers.common.compat.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
+    AIRFLOW_V_3_2_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -19,14 +24,6 @@ __all__ = [
     "amask_secret",
     "mask_secret",
 ]
-
-
-# "3.3.2" -> (3, 3); a pre-release such as "3.4.0b1" reads as its release.
-_VERSION = tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in _airflow_version.split(".")[:2])
-AIRFLOW_V_3_0_PLUS = _VERSION >= (3, 0)
-AIRFLOW_V_3_1_PLUS = _VERSION >= (3, 1)
-AIRFLOW_V_3_2_PLUS = _VERSION >= (3, 2)
-AIRFLOW_V_3_3_PLUS = _VERSION >= (3, 3)
 
 
 def mask_secret(secret: str) -> None:
