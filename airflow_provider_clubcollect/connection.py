@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import ipaddress
@@ -149,24 +150,19 @@ def settings_from_connection(
 
 def _extra(extra: dict[str, Any], name: str, where: str) -> Any:
     """A numeric extra checked against the form's schema; its default when not set (text read as a number)."""
-    value, schema = extra.get(name), _FIELDS[name]
+    value: Any = extra.get(name)
+    schema = _FIELDS[name]
     if isinstance(value, str):
-        value = _number(value) if value.strip() else None
+        value = value.strip() or None
+        for kind in (int, float):  # text typed into a form: a number when it reads as one
+            with contextlib.suppress(ValueError, TypeError):
+                value = kind(value)
+                break
     if value is None:
         return schema["default"]
     if "maximum" in schema:
         return check_int(value, f"{where}: extra {name!r}", low=schema["minimum"], high=schema["maximum"])
     return check_number(value, f"{where}: extra {name!r}")
-
-
-def _number(text: str) -> Any:
-    """Text typed into a form as a number when it reads as one, else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str = "") -> str:
