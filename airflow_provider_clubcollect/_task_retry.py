@@ -80,4 +80,3 @@ def _named(exception: ClubCollectError) -> str:
     """The error's class and HTTP status, for a decision's reason."""
     status = f" (HTTP {exception.status_code})" if exception.status_code is not None else ""
     return f"{type(exception).__name__}{status}"
-

@@ -77,6 +77,8 @@ class ClubCollectError(AirflowException):
         Rebuild an error described by :meth:`to_payload` (an unknown class name gives the base class).
 
         :param dict[str, Any] payload: the dict from :meth:`to_payload`.
+
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         name = str(payload.get("error_class"))
         cls: type[ClubCollectError] = globals()[name] if name in __all__ else ClubCollectError
@@ -118,6 +120,7 @@ class ClubCollectRateLimitError(ClubCollectError):
     """
     The API kept answering 429 Too Many Requests after every retry: wait, or lower concurrency.
 
+    :param str message: what went wrong, for a person reading the task log.
     :param float | None retry_after: the seconds the last ``Retry-After`` asked to wait, uncapped:
         the soonest time to retry the task (``ClubCollectRetryPolicy`` waits that long); other
         parameters as :class:`ClubCollectError`.
@@ -142,6 +145,7 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     """
     A request that changes data (creating a ticket) may or may not have been applied: its answer was lost.
 
+    :param str message: what went wrong, for a person reading the task log.
     :param bool timed_out: whether no answer came in time, so the server may still be applying it; other
         parameters as :class:`ClubCollectError`.
 

@@ -55,6 +55,8 @@ class Backoff:
         The exponential wait with jitter before a retry, when the server named no time.
 
         :param int retry_number: 1 before the first retry, 2 before the second, ...
+
+        .. seealso:: :ref:`retries`
         """
         # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 64 times any wait is past any cap.
         ceiling = min(self.maximum, self.initial * 2.0 ** min(max(retry_number - 1, 0), 64))
@@ -67,6 +69,8 @@ class Backoff:
 
         :param int retry_number: 1 before the first retry, 2 before the second, ...
         :param str | None retry_after: the answer's ``Retry-After`` header (seconds or an HTTP date), if any.
+
+        .. seealso:: :ref:`retries`
         """
         asked = parse_retry_after(retry_after)
         return self.delay(retry_number) if asked is None else min(asked, self.retry_after_max)
