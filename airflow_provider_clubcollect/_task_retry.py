@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.exceptions import ClubCollectError
 
-# A day: the longest retry delay Airflow computes itself.
-MAX_RETRY_AFTER: Final = timedelta(days=1)
-
 _HOPELESS: Final[dict[type[ClubCollectError], str]] = {
     ClubCollectAuthError: "the API refused the key (fix the connection's API key)",
     ClubCollectNotFoundError: "the invoice or company does not exist for this key (or the base URL is wrong)",
@@ -33,13 +30,10 @@ class ClubCollectRetryPolicy(RetryPolicy):
     """
     A task retry policy for Airflow 3.3's ``retry_policy=`` that knows ClubCollect's errors.
 
-    A refused key, an unknown invoice or company and bad input
-    (:class:`~airflow_provider_clubcollect.exceptions.ClubCollectAuthError`,
-    :class:`~airflow_provider_clubcollect.exceptions.ClubCollectNotFoundError`,
-    :class:`~airflow_provider_clubcollect.exceptions.ClubCollectValidationError`) fail the task at once;
-    a :class:`~airflow_provider_clubcollect.exceptions.ClubCollectRateLimitError` with a ``Retry-After``
-    retries no sooner than that (at most a day); the rest follows the task's ``retries`` and ``retry_delay``.
-    The operators and the sensor use it unless the DAG gives another ``retry_policy`` (``None`` opts out):
+    A refused key, an unknown invoice or company and bad input fail the task at once; a 429 with a
+    ``Retry-After`` retries no sooner than that (at most a day); the rest follows the task's ``retries``
+    and ``retry_delay``.  The operators and the sensor use it unless the DAG gives another
+    ``retry_policy`` (``None`` opts out):
 
     .. code-block:: python
 
@@ -60,8 +54,10 @@ class ClubCollectRetryPolicy(RetryPolicy):
             if isinstance(exception, error_class):
                 return RetryDecision.fail(reason=f"{_named(exception)}: {meaning}; retrying cannot help.")
         if isinstance(exception, ClubCollectRateLimitError) and exception.retry_after is not None:
-            asked = min(timedelta(seconds=exception.retry_after), MAX_RETRY_AFTER)
-            if asked > _retry_delay(context):
+            # At most a day: the longest retry delay Airflow computes itself.
+            asked = min(timedelta(seconds=exception.retry_after), timedelta(days=1))
+            own = getattr((context or {}).get("task"), "retry_delay", None)
+            if asked > (own if isinstance(own, timedelta) else timedelta(0)):
                 return RetryDecision.retry(
                     delay=asked,
                     reason=f"{_named(exception)}: the API asked to wait {asked.total_seconds():g} s (Retry-After).",
@@ -84,9 +80,3 @@ def _named(exception: ClubCollectError) -> str:
     """The error's class and HTTP status, for a decision's reason."""
     status = f" (HTTP {exception.status_code})" if exception.status_code is not None else ""
     return f"{type(exception).__name__}{status}"
-
-
-def _retry_delay(context: Context | None) -> timedelta:
-    """The task's own ``retry_delay``; none known, no wait."""
-    delay = getattr((context or {}).get("task"), "retry_delay", None)
-    return delay if isinstance(delay, timedelta) else timedelta(0)

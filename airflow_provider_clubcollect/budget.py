@@ -1,8 +1,6 @@
 """The request budget: one cap on the requests made with an API key, per process or shared in Redis.
 
-:func:`budget_for` hands out one :class:`RequestBudget` per key digest, rate and budget URL; the
-transports take a turn before each attempt.  ``limits`` and ``redis`` are imported on first use of a
-shared budget only.  How and why: docs/scale.rst.
+``limits`` and ``redis`` are imported on first use of a shared budget only; docs/scale.rst explains it.
 """
 
 from __future__ import annotations
@@ -50,12 +48,8 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     where = f"Connection {conn_id!r}: extra 'budget_url'"
-    if not isinstance(value, str):
-        raise ClubCollectValidationError(
-            f"{where} must be a redis:// or rediss:// URL, got {type(value).__name__} {shown(value)}."
-        )
-    url = value.strip()
-    parts = urlsplit(url)
+    url = value.strip() if isinstance(value, str) else None
+    parts = urlsplit(url or "")
     try:
         port_ok = parts.port is None or 1 <= parts.port <= 65535
     except ValueError:
@@ -64,7 +58,7 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
         raise ClubCollectValidationError(
             f"{where} must be a Redis URL such as redis://redis.internal:6379/0 or "
             f"rediss://:PASSWORD@redis.internal:6380/0 (scheme redis or rediss, a host, a port from 1 to "
-            f"65535), got {shown(shown_budget_url(url))}."
+            f"65535), got {shown(shown_budget_url(url) if url else value)}."
         )
     if max_requests_per_second is None:
         raise ClubCollectValidationError(
@@ -102,9 +96,8 @@ class RequestBudget:
 
     :param max_requests_per_second: the cap; ``None`` for none (every turn is free).
     :param digest: names the key (:func:`key_digest`), never the key itself.
-    :param budget_url: a Redis URL the processes share the budget through; ``None`` keeps it per process.
-    :param clock: seconds on a monotonic clock, for the bucket and the store's retry.
-    :param sleep: how :meth:`acquire` waits (a fake one in tests).
+    :param budget_url: a Redis URL to share the budget through; ``None`` keeps it per process.
+    :param clock: a monotonic clock; ``sleep``: how :meth:`acquire` waits (both faked in tests).
     """
 
     def __init__(
@@ -305,19 +298,12 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
 
 
 def forget_budgets() -> None:
-    """Forget this process's budgets and store warnings (for tests)."""
-    with _lock:
-        _budgets.clear()
-        _warned_stores.clear()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child keeps no bucket, lock or Redis connection of its parent: it starts afresh."""
+    """Forget this process's budgets and store warnings: for tests, and in a forked child, which keeps
+    no bucket, lock or Redis connection of its parent (another thread may have held the lock at the fork)."""
     global _lock
-    _lock = threading.Lock()  # a new one: another thread may have held the parent's at the fork
+    _lock = threading.Lock()
     _budgets.clear()
     _warned_stores.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=forget_budgets)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,15 +42,9 @@ class ClientSettings:
     budget_url: str | None = None
 
     def __repr__(self) -> str:
-        budget = ""
-        if self.max_requests_per_second is not None:
-            budget = f", max_requests_per_second={self.max_requests_per_second!r}"
-        if self.budget_url is not None:
-            budget += f", budget_url={shown_budget_url(self.budget_url)!r}"
-        return (
-            f"ClientSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, "
-            f"timeout={self.timeout!r}, max_retries={self.max_retries!r}{budget})"
-        )
+        shown = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "api_key"}
+        shown["budget_url"] = shown_budget_url(self.budget_url)
+        return f"ClientSettings({', '.join(f'{k}={v!r}' for k, v in shown.items() if v is not None)})"
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -155,24 +150,19 @@ def settings_from_connection(
 
 def _extra(extra: dict[str, Any], name: str, where: str) -> Any:
     """A numeric extra checked against the form's schema; its default when not set (text read as a number)."""
-    value, schema = extra.get(name), _FIELDS[name]
+    value: Any = extra.get(name)
+    schema = _FIELDS[name]
     if isinstance(value, str):
-        value = _number(value) if value.strip() else None
+        value = value.strip() or None
+        for kind in (int, float):  # text typed into a form: a number when it reads as one
+            with contextlib.suppress(ValueError, TypeError):
+                value = kind(value)
+                break
     if value is None:
         return schema["default"]
     if "maximum" in schema:
         return check_int(value, f"{where}: extra {name!r}", low=schema["minimum"], high=schema["maximum"])
     return check_number(value, f"{where}: extra {name!r}")
-
-
-def _number(text: str) -> Any:
-    """Text typed into a form as a number when it reads as one, else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str = "") -> str:

@@ -42,20 +42,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if unknown:
         parser.error(f"no example DAG {', '.join(unknown)}; the examples are: {', '.join(available)}")
     args.dags_folder.mkdir(parents=True, exist_ok=True)
-    kept = []
+    kept = 0
     for dag_id in args.dag_ids or available:
         source, target = available[dag_id], args.dags_folder / available[dag_id].name
         if target.exists() and target.read_bytes() != source.read_bytes() and not args.force:
-            kept.append(target)
-            continue
-        target.write_bytes(source.read_bytes())
-        print(f"copied {target}", file=out)
-    for target in kept:
-        print(f"left {target} alone: it differs from the example (--force overwrites it)", file=sys.stderr)
+            print(f"left {target} alone: it differs from the example (--force overwrites it)", file=sys.stderr)
+            kept += 1
+        else:
+            target.write_bytes(source.read_bytes())
+            print(f"copied {target}", file=out)
     print(
         f"Run one with: airflow dags test {args.dag_ids[0] if args.dag_ids else 'clubcollect_export_tickets'}", file=out
     )
-    return 1 if kept else 0
+    return min(kept, 1)
 
 
 if __name__ == "__main__":

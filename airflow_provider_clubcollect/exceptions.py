@@ -60,35 +60,25 @@ class ClubCollectError(AirflowException):
         self.error_code = error_code
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Airflow pickles exceptions between processes, and keyword-only arguments do not survive
-        # the default; the instance's attributes (retry_after, timed_out) go along as its state.
+        # Keyword-only arguments do not survive the default pickling, which Airflow uses between processes.
         return ClubCollectError.from_payload, (self.to_payload(),), self.__dict__
 
     def to_payload(self) -> dict[str, Any]:
         """
-        Describe this error as plain JSON, for a trigger event.
+        Describe this error as plain JSON, for a trigger event; :meth:`from_payload` reverses it.
 
-        :return: a dict that :meth:`from_payload` turns back into the same error class.
-
-        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`, whose trigger sends errors this way.
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        return {
-            "error_class": type(self).__name__,
-            "message": self.message,
-            "status_code": self.status_code,
-            "error_code": self.error_code,
-            **({"retry_after": self.retry_after} if isinstance(self, ClubCollectRateLimitError) else {}),
-        }
+        return {"error_class": type(self).__name__, **vars(self)}
 
     @staticmethod
     def from_payload(payload: dict[str, Any]) -> ClubCollectError:
         """
-        Rebuild an error described by :meth:`to_payload`.
+        Rebuild an error described by :meth:`to_payload` (an unknown class name gives the base class).
 
-        :param dict[str, Any] payload: the dict from :meth:`to_payload`; an unknown class name gives the base class.
-        :return: the error, ready to raise.
+        :param dict[str, Any] payload: the dict from :meth:`to_payload`.
 
-        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`, whose trigger sends errors this way.
+        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         name = str(payload.get("error_class"))
         cls: type[ClubCollectError] = globals()[name] if name in __all__ else ClubCollectError
@@ -131,10 +121,9 @@ class ClubCollectRateLimitError(ClubCollectError):
     The API kept answering 429 Too Many Requests after every retry: wait, or lower concurrency.
 
     :param str message: what went wrong, for a person reading the task log.
-    :param int | None status_code: the HTTP status of the answer (429).
-    :param str | None error_code: the API's ``error`` code, if any.
     :param float | None retry_after: the seconds the last ``Retry-After`` asked to wait, uncapped:
-        the soonest time to retry the task (``ClubCollectRetryPolicy`` waits that long).
+        the soonest time to retry the task (``ClubCollectRetryPolicy`` waits that long); other
+        parameters as :class:`ClubCollectError`.
 
     .. seealso:: :ref:`troubleshooting`
     """
@@ -157,9 +146,8 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     A request that changes data (creating a ticket) may or may not have been applied: its answer was lost.
 
     :param str message: what went wrong, for a person reading the task log.
-    :param int | None status_code: the HTTP status of the answer, or ``None`` when no answer arrived.
-    :param str | None error_code: the API's ``error`` code, if any.
-    :param bool timed_out: whether no answer came in time, so the server may still be applying it.
+    :param bool timed_out: whether no answer came in time, so the server may still be applying it; other
+        parameters as :class:`ClubCollectError`.
 
     .. seealso:: :ref:`troubleshooting`
     """

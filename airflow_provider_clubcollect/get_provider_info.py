@@ -57,21 +57,12 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Timeout (seconds per request)",
-                        "schema": {
-                            "type": ["number", "null"],
-                            "default": 30.0,
-                            "exclusiveMinimum": 0,
-                        },
+                        "schema": {"type": ["number", "null"], "default": 30.0, "exclusiveMinimum": 0},
                         "description": "How long one request may take before it is retried.",
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "schema": {
-                            "type": ["integer", "null"],
-                            "default": 5,
-                            "minimum": 0,
-                            "maximum": 100,
-                        },
+                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0, "maximum": 100},
                         "description": "Retries after a connection error, 429 or 5xx, "
                         "with exponential back-off; Retry-After is honoured.",
                     },

@@ -73,9 +73,7 @@ class Backoff:
         .. seealso:: :ref:`retries`
         """
         asked = parse_retry_after(retry_after)
-        if asked is not None:
-            return min(asked, self.retry_after_max)
-        return self.delay(retry_number)
+        return self.delay(retry_number) if asked is None else min(asked, self.retry_after_max)
 
 
 def as_backoff(value: object) -> Backoff | None:
@@ -126,14 +124,8 @@ DEFAULT_TASK_RETRY_POLICY = _ClubCollectDefault()
 
 
 def task_retry_policy_kwargs(retry_policy: object) -> dict[str, Any]:
-    """
-    The ``retry_policy`` keyword the operators and the sensor hand ``BaseOperator``.
-
-    What the DAG gave (``None`` included) goes to Airflow untouched; the default becomes a
-    ``ClubCollectRetryPolicy``, and before Airflow 3.3 the default and ``None`` are left out.
-
-    :param retry_policy: the operator's ``retry_policy`` argument, or :data:`DEFAULT_TASK_RETRY_POLICY`.
-    """
+    """The ``retry_policy`` keyword for ``BaseOperator``: the DAG's own as given; the default a
+    ``ClubCollectRetryPolicy``; before Airflow 3.3 the default and ``None`` left out."""
     # isinstance, not identity: Airflow may copy the arguments of a mapped task before it unmaps it.
     if isinstance(retry_policy, _ClubCollectDefault):
         retry_policy = __getattr__("ClubCollectRetryPolicy")() if AIRFLOW_V_3_3_PLUS else None

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from airflow import __version__ as _airflow_version
+from airflow.providers.common.compat.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
+    AIRFLOW_V_3_2_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -21,26 +26,11 @@ __all__ = [
 ]
 
 
-# "3.3.2" -> (3, 3); a pre-release such as "3.4.0b1" reads as its release.
-_VERSION = tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in _airflow_version.split(".")[:2])
-AIRFLOW_V_3_0_PLUS = _VERSION >= (3, 0)
-AIRFLOW_V_3_1_PLUS = _VERSION >= (3, 1)
-AIRFLOW_V_3_2_PLUS = _VERSION >= (3, 2)
-AIRFLOW_V_3_3_PLUS = _VERSION >= (3, 3)
-
-
 def mask_secret(secret: str) -> None:
-    """Mask ``secret`` in every log Airflow writes from here on (the function moved in 3.0 and 3.1)."""
-    import importlib
+    """Mask ``secret`` in every log Airflow writes from here on."""
+    from airflow.providers.common.compat.sdk import mask_secret as mask
 
-    for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "mask_secret"):
-            module.mask_secret(secret)
-            return
+    mask(secret)
 
 
 async def amask_secret(secret: str) -> None:

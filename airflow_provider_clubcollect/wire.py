@@ -43,7 +43,6 @@ SENDER_CUSTOMER = "CUSTOMER"
 SENDER_COMPANY = "COMPANY"
 ACTION_ARCHIVE = "archive"
 ACTION_ASSIGN_TO_SUPPORT = "assign_to_support"
-ACTIONS = (ACTION_ARCHIVE, ACTION_ASSIGN_TO_SUPPORT)
 MAX_PAGE_SIZE = 100
 # The codes the API documents for its 404s; a 404 without one comes from something else.
 ERROR_INVALID_INVOICE_ID = "invalid_invoice_id"
@@ -178,10 +177,7 @@ def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
 
 def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
     """Build the request that archives an invoice's tickets or assigns them to support (idempotent)."""
-    if action not in ACTIONS:
-        raise ClubCollectValidationError(f"Unknown ticket action {shown(action)}; allowed: {', '.join(ACTIONS)}.")
-    verb = action.replace("_", " ")
-    path = f"{_invoice_path(invoice_id)}/actions/{action}"
+    path, verb = f"{_invoice_path(invoice_id)}/actions/{action}", action.replace("_", " ")
     return ApiRequest("POST", path, f"{verb} tickets of invoice {shown(invoice_id)}", expect_body=False)
 
 
@@ -203,9 +199,8 @@ def company_tickets_page_request(
 
 def parse_iso_datetime(value: object) -> datetime | None:
     """An ISO 8601 date and time as an aware UTC datetime (naive means UTC), or ``None`` when it is not one."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
+    parsed: object = value
+    if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read it
             text = text[:-1] + "+00:00"
@@ -215,13 +210,10 @@ def parse_iso_datetime(value: object) -> datetime | None:
             import pendulum  # the rest of ISO 8601: week dates, ordinal dates, basic format
 
             try:
-                other = pendulum.parse(text[:100], tz="UTC")
+                parsed = pendulum.parse(text[:100], tz="UTC")
             except Exception:
                 return None
-            if not isinstance(other, datetime):  # a duration, or a time without a date
-                return None
-            parsed = other
-    else:
+    if not isinstance(parsed, datetime):  # also a duration, or a time without a date
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
@@ -299,44 +291,36 @@ def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
 
 def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
     """The error an unsuccessful answer stands for."""
-    status = response.status
-    code = _error_code(response.body)
-    detail = f"HTTP {status}" + (f" {code}" if code else "")
-    if code is None and response.body:
-        detail += f" ({_snippet(response.body)})"
+    status, code = response.status, _error_code(response.body)
+    detail = f" {code}" if code else f" ({_snippet(response.body)})" if response.body else ""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
-    prefix = f"Could not {request.description}: {detail}{tried}."
-    cls: type[ClubCollectError] = ClubCollectError
-    advice = ""
+    message = f"Could not {request.description}: HTTP {status}{detail}{tried}."
+    codes: dict[str, Any] = {"status_code": status, "error_code": code}
     if status in (401, 403):
-        cls = ClubCollectAuthError
-        advice = (
-            " The API refused the key: check the API key in the connection "
-            "(a firewall's 403 may also mean the request was blocked)."
+        return ClubCollectAuthError(
+            f"{message} The API refused the key: check the API key in the connection "
+            "(a firewall's 403 may also mean the request was blocked).",
+            **codes,
         )
-    elif status == 404 and code != request.not_found_code:
-        cls = ClubCollectNotFoundError
-        advice = (
-            f" Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
-            "is the connection's base URL right (it should end in /api)?"
+    if status == 404 and code != request.not_found_code:
+        return ClubCollectNotFoundError(
+            f"{message} Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
+            "is the connection's base URL right (it should end in /api)?",
+            **codes,
         )
-    elif status == 404:
-        cls, advice = ClubCollectNotFoundError, " It does not exist, or this API key may not see it."
-    elif status == 422:
-        cls, advice = ClubCollectValidationError, " The API refused the input."
-    elif status == 429:
+    if status == 404:
+        return ClubCollectNotFoundError(f"{message} It does not exist, or this API key may not see it.", **codes)
+    if status == 422:
+        return ClubCollectValidationError(f"{message} The API refused the input.", **codes)
+    if status == 429:
         # Finite only: a Retry-After of "inf" is no wait anyone can schedule (nor valid JSON in an event).
         retry_after = finite_seconds(parse_retry_after(response.headers.get("retry-after")))
         asked = "" if retry_after is None else f" It asked to wait {retry_after:g} s (Retry-After)."
-        return ClubCollectRateLimitError(
-            f"{prefix} The API is rate limiting: wait, or lower max_concurrency.{asked}",
-            status_code=status,
-            error_code=code,
-            retry_after=retry_after,
-        )
-    elif status >= 500:
-        cls, advice = ClubCollectServerError, " ClubCollect is failing; try again later."
-    return cls(prefix + advice, status_code=status, error_code=code)
+        message += f" The API is rate limiting: wait, or lower max_concurrency.{asked}"
+        return ClubCollectRateLimitError(message, retry_after=retry_after, **codes)
+    if status >= 500:
+        return ClubCollectServerError(f"{message} ClubCollect is failing; try again later.", **codes)
+    return ClubCollectError(message, **codes)
 
 
 def _error_code(body: bytes) -> str | None:
@@ -352,19 +336,17 @@ def _error_code(body: bytes) -> str | None:
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
     import email.utils
 
+    text = (value or "").strip()
     try:
-        when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(text).timestamp() - time.time())
+    except (TypeError, ValueError):  # also an empty header
         return None
-    return max(0.0, float(when.timestamp()) - time.time())
 
 
 _NOT_JSON = object()

@@ -160,23 +160,24 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """Hand the wait to the trigger for what is left of the timeout, on the wall clock."""
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
-        remaining = timedelta(seconds=self.timeout - _seconds_since(context))
+        wall = datetime.now(timezone.utc)
+        started = getattr(context.get("ti"), "start_date", None)  # this try's start; none outside a run
+        began = to_utc(started) if isinstance(started, datetime) else wall
+        remaining = timedelta(seconds=self.timeout) - (wall - began)
         if remaining <= timedelta(0):
             self._timed_out()
         unanswered_for = given = self.unanswered_for
-        wall = datetime.now(timezone.utc)
         if given is not None and self.reference_time is not None:
             # "Now" runs ahead of the trigger's wall clock by a fixed offset: the same threads count
             # when they have waited that much less by the wall clock.
             offset = self._now(context) - wall
             unanswered_for = max(timedelta(0), given - offset)
-            shown = human_duration(offset) if offset >= timedelta(0) else f"-{human_duration(-offset)}"
             self.log.info(
                 "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
-                "(unanswered_for %s, with reference_time's clock %s ahead of it).",
+                "(unanswered_for %s, reference_time's clock ahead of it by %s s).",
                 human_duration(unanswered_for),
                 human_duration(given),
-                shown,
+                f"{offset.total_seconds():g}",
             )
         self.defer(
             trigger=UnansweredTicketsTrigger(
@@ -241,9 +242,3 @@ def _first_reschedule(ti: Any, context: Context, retries: int) -> datetime | Non
         map_index=ti.map_index,
         try_number=(ti.max_tries or 0) - retries + 1,
     )
-
-
-def _seconds_since(context: Context) -> float:
-    """Seconds since this try started (0 outside a run)."""
-    started = getattr(context.get("ti"), "start_date", None)
-    return (datetime.now(timezone.utc) - to_utc(started)).total_seconds() if isinstance(started, datetime) else 0.0
