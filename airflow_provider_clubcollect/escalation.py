@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
@@ -94,13 +94,6 @@ def write_variable(key: str, value: str) -> None:
         raise ClubCollectError(f"Airflow did not keep the new value of Variable {key!r}.")
 
 
-class Episode(NamedTuple):
-    """A remembered escalation: the start of the episode it was for, and when it happened."""
-
-    unanswered_since: datetime
-    escalated_at: datetime | None
-
-
 class EscalationRecord:
     """
     The threads escalated for their current episode, kept in one Airflow Variable.
@@ -121,12 +114,12 @@ class EscalationRecord:
         except NoVariableStore:
             return cls(key, {}, kept=False)
 
-    def escalated(self, invoice_id: str, unanswered_since: datetime | None) -> Episode | None:
-        """The remembered escalation of this thread for this episode (``None``: not waiting, never matches)."""
-        episode = _episode(self.entries.get(invoice_id))
-        if episode is None or unanswered_since is None or episode.unanswered_since != unanswered_since:
+    def escalated(self, invoice_id: str, unanswered_since: datetime | None) -> dict[str, str] | None:
+        """The stored entry of this thread's escalation for this episode (``None``: not waiting, never matches)."""
+        entry = self.entries.get(invoice_id)
+        if entry is None or unanswered_since is None or _since(entry) != unanswered_since:
             return None
-        return episode
+        return entry
 
     def ended(self, current: Mapping[str, datetime | None], *, complete: bool) -> list[str]:
         """Remembered threads whose episode is over; with ``complete``, also those missing from ``current``."""
@@ -185,7 +178,7 @@ def _read(key: str) -> dict[str, dict[str, str]]:
         entries = {} if raw is None else json.loads(raw)
     except ValueError:
         entries = None
-    if not isinstance(entries, dict) or any(_episode(entry) is None for entry in entries.values()):
+    if not isinstance(entries, dict) or any(_since(entry) is None for entry in entries.values()):
         raise ClubCollectError(
             f"Airflow Variable {key!r} is not a record of escalated threads ({shown(raw)}): nothing was "
             "assigned to support. Delete the Variable to start a new record (every thread waiting "
@@ -194,7 +187,6 @@ def _read(key: str) -> dict[str, dict[str, str]]:
     return entries
 
 
-def _episode(entry: Any) -> Episode | None:
-    """A stored entry as an :class:`Episode`, ``None`` when it is not one."""
-    since = parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None
-    return None if since is None else Episode(since, parse_iso_datetime(entry.get("escalated_at")))
+def _since(entry: Any) -> datetime | None:
+    """A stored entry's ``unanswered_since``, ``None`` when it is not an entry."""
+    return parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None

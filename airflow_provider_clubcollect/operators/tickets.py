@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
@@ -104,23 +103,17 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             self.log.info("Fetched %d %s tickets of company %r.", len(result), status, company_id)
             return result
         exported = self._stream(tickets, str(self.output_path))
-        self._emit_export(
-            context, exported["path"], {"company_id": company_id, "status": status, "count": exported["count"]}
-        )
+        extra = {"company_id": company_id, "status": status, "count": exported["count"]}
+        events = context.get("outlet_events")  # None when execute() is called outside a task run
+        if events is not None:
+            from airflow.providers.common.compat.sdk import Asset, AssetAlias
+
+            if self.export_alias is None:
+                events[Asset(exported["path"])].extra = extra
+            else:
+                events[AssetAlias(self.export_alias)].add(Asset(exported["path"]), extra=extra)
         self._exported = exported
         return exported
-
-    def _emit_export(self, context: Context, url: str, extra: dict[str, Any]) -> None:
-        """Record the export's asset event; Airflow registers it when the task succeeds."""
-        from airflow.providers.common.compat.sdk import Asset, AssetAlias
-
-        events = context.get("outlet_events")
-        if events is None:  # execute() called outside a task run: there is no asset machinery to tell
-            return
-        if self.export_alias is None:
-            events[Asset(url)].extra = extra
-        else:
-            events[AssetAlias(self.export_alias)].add(Asset(url), extra=extra)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """
@@ -137,22 +130,15 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
 
-        server = urlsplit(self.hook.settings.base_url)
-        source = facet.Dataset(
-            namespace=f"clubcollect://{server.netloc}",
-            name=f"companies/{self.company_id}/tickets/{self.status}",
-        )
+        server = urlsplit(self.hook.settings.base_url).netloc
+        source = facet.Dataset(f"clubcollect://{server}", f"companies/{self.company_id}/tickets/{self.status}")
         if self._exported is None:
             return OperatorLineage(inputs=[source])
         path = ObjectStoragePath(self._exported["path"])
-        export = facet.OutputDataset(
-            namespace=path.namespace,
-            name=path.key,
-            outputFacets={
-                "outputStatistics": facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
-            },
-        )
-        return OperatorLineage(inputs=[source], outputs=[export])
+        stats: dict[str, Any] = {
+            "outputStatistics": facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
+        }
+        return OperatorLineage(inputs=[source], outputs=[facet.OutputDataset(path.namespace, path.key, stats)])
 
     def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
         from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -290,20 +276,23 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         return wire.check_status(self.status)
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
-        from datetime import datetime, timezone
-
         from airflow_provider_clubcollect.review import threads_table
 
-        company = None if self.company_id is None else str(self.company_id)
-        return threads_table(
-            self._tickets, invoice_ids, company_id=company, now=self._now or datetime.now(timezone.utc)
-        )
+        return threads_table(self._tickets, invoice_ids, company_id=self.company_id, now=self._now)
 
     def execute(self, context: Context) -> list[str]:
-        invoice_ids = self._chosen(context)
+        return self._apply(self._chosen(context))
+
+    def _apply(self, invoice_ids: list[str], failed: Mapping[str, str] | None = None) -> list[str]:
+        """Log what a dry run would do, or act on every invoice; failures (and ``failed``) fail the task."""
         if self.is_dry_run:
-            return self._dry_run(invoice_ids)
-        result = self._run(invoice_ids)
+            table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
+            self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
+            return invoice_ids
+        result = self.hook.for_each_invoice(
+            self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb
+        )
+        result.failed.update(failed or {})
         result.raise_for_failures()
         return result.done
 
@@ -332,14 +321,6 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             now.isoformat(),
         )
         return chosen
-
-    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
-        table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
-        self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
-        return invoice_ids
-
-    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
-        return self.hook.for_each_invoice(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
 
     def _act(self, invoice_id: str) -> None:
         raise NotImplementedError
@@ -538,32 +519,20 @@ class EscalateTicketsOperator(_ThreadsOperator):
             record.key,
             f"{len(record.entries)} threads remembered" if record.kept else "not in a task run: nothing read or kept",
         )
-        unread: dict[str, str] = {}
-        if self.invoice_ids is None:
-            # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
-            self._episodes = {
-                thread.invoice_id: thread.unanswered_since for thread in selection.group_threads(self._tickets)
-            }
-        else:
-            # Threads given as whole tickets are judged from them; those given as bare IDs are read.
-            given = selection.group_threads(selection.ticket_dicts(self.invoice_ids))
-            self._episodes = {t.invoice_id: t.unanswered_since for t in given}
-            unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
-            invoice_ids = [i for i in invoice_ids if i not in unread]
-        todo = self._not_escalated(record, invoice_ids, again)
+        # Every thread read (whole tickets given, or the company's): the chosen ones' episodes, and
+        # those answered since, to forget; threads given as bare IDs are read for theirs.
+        self._episodes = {t.invoice_id: t.unanswered_since for t in selection.group_threads(self._tickets)}
+        unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
+        todo = self._not_escalated(record, [i for i in invoice_ids if i not in unread], again)
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
         # named by the DAG may hold other threads too, so there only threads seen answered are forgotten).
         ended = record.ended(self._episodes, complete=self.invoice_ids is None and self.escalation_record is None)
-        if self.is_dry_run:
-            return self._dry_run(todo)
         try:
-            result = self._run(todo)
+            # Threads that could not be read were not assigned: they fail the task beside those that failed.
+            return self._apply(todo, unread)
         finally:
-            record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
-        # Threads that could not be read were not assigned: they fail the task beside those that failed.
-        result.failed.update(unread)
-        result.raise_for_failures()
-        return result.done
+            if not self.is_dry_run:
+                record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
 
     def _record_key(self, context: Context) -> str:
         if self.escalation_record is not None:
@@ -602,10 +571,10 @@ class EscalateTicketsOperator(_ThreadsOperator):
             elif done is not None:
                 already += 1
                 self.log.info(
-                    "Invoice %s: already escalated%s for this episode (unanswered since %s); %s.",
+                    "Invoice %s: already escalated on %s for this episode (unanswered since %s); %s.",
                     invoice_id,
-                    f" on {done.escalated_at.isoformat()}" if done.escalated_at else "",
-                    done.unanswered_since.isoformat(),
+                    done.get("escalated_at", "an unknown date"),
+                    done["unanswered_since"],
                     "escalate_again: once more" if again else "not again",
                 )
         self.log.info(
