@@ -1,9 +1,4 @@
-"""What ``EscalateTicketsOperator`` remembers across runs: the threads it escalated, per unanswered episode.
-
-The record is an Airflow Variable holding ``{"<invoice_id>": {"unanswered_since": ..., "escalated_at": ...}}``
-(see :ref:`escalate-once-per-episode`).  Reading lets the store's errors out, unlike ``Variable.get``,
-which would report a missing record and so escalate every thread again; a write is read back.
-"""
+"""The Airflow Variable in which ``EscalateTicketsOperator`` remembers the threads it escalated, per episode."""
 
 from __future__ import annotations
 
@@ -62,7 +57,7 @@ class NoVariableStore(ClubCollectError):
 
 
 def read_variable(key: str) -> str | None:
-    """A Variable's value, ``None`` when there is none; raises when the store cannot answer."""
+    """A Variable's value, ``None`` when there is none; unlike ``Variable.get``, raises when the store cannot answer."""
     if not AIRFLOW_V_3_0_PLUS:
         from airflow.secrets.metastore import MetastoreBackend
 
@@ -95,13 +90,7 @@ def write_variable(key: str, value: str) -> None:
 
 
 class EscalationRecord:
-    """
-    The threads escalated for their current episode, kept in one Airflow Variable.
-
-    :param key: the Variable's key.
-    :param entries: invoice ID to its entry as stored.
-    :param kept: ``False`` outside a task run on Airflow 3: nothing is remembered or written.
-    """
+    """The Variable ``key``'s ``entries`` (invoice ID to entry); not ``kept`` outside a task run on Airflow 3."""
 
     def __init__(self, key: str, entries: dict[str, dict[str, str]], *, kept: bool = True) -> None:
         self.key, self.entries, self.kept = key, entries, kept

@@ -242,11 +242,7 @@ def _flat(value: Any) -> list[Any] | None:
 def awaiting_answer_due(
     tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
-    """
-    The tickets that await an answer, each with the moment it became due (``max(date, unanswered since +
-    unanswered_for)``), ordered by it: the event trigger's watermark, so a thread that only now waited long
-    enough is reported even when its tickets are older than those reported before.
-    """
+    """The tickets that await an answer, each with when it became due (``max(date, since + unanswered_for)``)."""
     due: list[tuple[datetime, datetime, dict[str, Any]]] = []
     for thread in group_threads(tickets):
         since = thread.unanswered_since
