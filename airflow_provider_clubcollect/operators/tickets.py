@@ -271,8 +271,11 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         selection.check_literal(selection.check_duration, at_most, "at_most")
         self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
+        if company_id is not None and selection.is_literal(self.status):
+            self._status()
 
     def _status(self) -> str:
+        """The status to select in, checked here both when the DAG is parsed (literal) and once rendered."""
         return wire.check_status(self.status)
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
@@ -366,7 +369,6 @@ class SelectThreadsOperator(_ThreadsOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        self._configure(company_id, at_most, max_concurrency, reference_time)
         if unanswered_for is not None and inactive_for is not None:
             raise ClubCollectValidationError(
                 "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
@@ -374,13 +376,17 @@ class SelectThreadsOperator(_ThreadsOperator):
             )
         selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
         selection.check_literal(selection.check_duration, inactive_for, "inactive_for")
-        selection.check_literal(wire.check_status, status)
-        if unanswered_for is not None and selection.is_literal(status) and status != wire.STATUS_UNANSWERED:
+        self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
+        self._configure(company_id, at_most, max_concurrency, reference_time)
+
+    def _status(self) -> str:
+        status = wire.check_status(self.status)
+        if self.unanswered_for is not None and status != wire.STATUS_UNANSWERED:
             raise ClubCollectValidationError(
                 f"unanswered_for selects unanswered threads, so status must be 'unanswered', got {status!r}; "
                 "use inactive_for for answered or archived threads."
             )
-        self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
+        return status
 
     def execute(self, context: Context) -> list[str]:
         chosen = self._chosen(context)
@@ -429,12 +435,10 @@ class ArchiveTicketsOperator(_ThreadsOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         self.status, self.inactive_for = status, inactive_for
+        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         if company_id is not None:
             selection.check_duration(inactive_for, "inactive_for")
-            if selection.is_literal(status):
-                self._status()
 
     def _status(self) -> str:
         status = wire.check_status(self.status)
