@@ -564,16 +564,13 @@ class EscalateTicketsOperator(_ThreadsOperator):
 
     def _not_escalated(self, record: escalation.EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
         """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
-        todo, already = [], 0
+        todo = []
         for invoice_id in invoice_ids:
             since = self._episodes.get(invoice_id)
             done = record.escalated(invoice_id, since)
-            if done is None or again:
-                todo.append(invoice_id)
             if since is None:
                 self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
             elif done is not None:
-                already += 1
                 self.log.info(
                     "Invoice %s: already escalated on %s for this episode (unanswered since %s); %s.",
                     invoice_id,
@@ -581,11 +578,12 @@ class EscalateTicketsOperator(_ThreadsOperator):
                     done["unanswered_since"],
                     "escalate_again: once more" if again else "not again",
                 )
+            if done is None or again:
+                todo.append(invoice_id)
         self.log.info(
-            "%d of %d threads already escalated for their current episode; %d to assign to support%s.",
-            already,
-            len(invoice_ids),
+            "%d of %d threads to assign to support%s.",
             len(todo),
+            len(invoice_ids),
             " (escalate_again)" if again else "",
         )
         return todo
