@@ -187,9 +187,12 @@ def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | flo
         unanswered_for = timedelta(seconds=unanswered_for)
     age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
     tickets = f"{count} ticket{' awaits' if count == 1 else 's await'}"
-    if count >= min_tickets:
-        return f"{tickets} an answer{age} in company {company_id!r}: at least {min_tickets} wanted, done."
-    return f"{tickets} an answer{age} in company {company_id!r}; waiting until at least {min_tickets} do."
+    end = (
+        f": at least {min_tickets} wanted, done"
+        if count >= min_tickets
+        else f"; waiting until at least {min_tickets} do"
+    )
+    return f"{tickets} an answer{age} in company {company_id!r}{end}."
 
 
 def awaiting_answer(
