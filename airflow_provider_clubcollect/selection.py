@@ -186,13 +186,10 @@ def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | flo
     if isinstance(unanswered_for, (int, float)):
         unanswered_for = timedelta(seconds=unanswered_for)
     age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
-    tickets = f"{count} ticket{' awaits' if count == 1 else 's await'}"
-    end = (
-        f": at least {min_tickets} wanted, done"
-        if count >= min_tickets
-        else f"; waiting until at least {min_tickets} do"
-    )
-    return f"{tickets} an answer{age} in company {company_id!r}{end}."
+    tickets = f"{count} ticket{' awaits' if count == 1 else 's await'} an answer{age} in company {company_id!r}"
+    if count >= min_tickets:
+        return f"{tickets}: at least {min_tickets} wanted, done."
+    return f"{tickets}; waiting until at least {min_tickets} do."
 
 
 def awaiting_answer(
