@@ -36,9 +36,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch every ticket of a company in one status, all pages, oldest first, each once.
 
-    The tickets go to XCom; with ``output_path`` they are streamed there as JSON lines instead, a page
-    at a time, ``{"path": ..., "count": N}`` goes to XCom, and the file is emitted as an asset event
-    (its outlet is ``Asset(output_path)``, or for a templated path the :attr:`export_alias`).
+    With ``output_path`` they are streamed there as JSON lines, ``{"path": ..., "count": N}`` goes to XCom,
+    and the file is emitted as an asset event (through :attr:`export_alias` when the path is templated).
 
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
@@ -135,10 +134,9 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         if self._exported is None:
             return OperatorLineage(inputs=[source])
         path = ObjectStoragePath(self._exported["path"])
-        stats: dict[str, Any] = {
-            "outputStatistics": facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
-        }
-        return OperatorLineage(inputs=[source], outputs=[facet.OutputDataset(path.namespace, path.key, stats)])
+        rows = facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
+        export = facet.OutputDataset(path.namespace, path.key, {"outputStatistics": rows})
+        return OperatorLineage(inputs=[source], outputs=[export])
 
     def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
         from airflow.providers.common.compat.sdk import ObjectStoragePath
