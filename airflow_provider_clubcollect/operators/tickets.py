@@ -71,10 +71,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         selection.check_literal(wire.check_id, company_id, "company_id")
-        self.company_id = company_id
-        self.status = status
+        self.company_id, self.status, self.output_path = company_id, status, output_path
         self.page_size = wire.check_int(page_size, "page_size", high=wire.MAX_PAGE_SIZE)
-        self.output_path = output_path
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         self._exported: dict[str, Any] | None = None
         selection.check_literal(wire.check_status, status)
@@ -508,8 +506,7 @@ class EscalateTicketsOperator(_ThreadsOperator):
         selection.check_literal(escalation.check_flag, escalate_again)
         selection.check_literal(escalation.check_key, escalation_record)
         self.unanswered_for = unanswered_for
-        self.escalate_again = escalate_again
-        self.escalation_record = escalation_record
+        self.escalate_again, self.escalation_record = escalate_again, escalation_record
 
     def execute(self, context: Context) -> list[str]:
         again = escalation.check_flag(self.escalate_again)
