@@ -7,27 +7,23 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import parse_iso_datetime
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-KEY_PREFIX = "clubcollect.escalated"
 MAX_KEY_LENGTH = 250  # the longest Variable key Airflow stores
 _SAFE_KEY = re.compile(r"[\w.\-]+")
 
 
 def derived_key(*parts: str) -> str:
-    """The record's key: ``KEY_PREFIX.<parts>``, unsafe characters replaced and a digest added, at most 250."""
+    """``clubcollect.escalated.<parts>``, unsafe characters replaced and a digest added, at most 250 characters."""
     safe = [
         p if _SAFE_KEY.fullmatch(p) else re.sub(r"[^\w.\-]", "_", p) + "-" + hashlib.sha256(p.encode()).hexdigest()[:8]
         for p in parts
     ]
-    key = ".".join([KEY_PREFIX, *safe])
+    key = ".".join(["clubcollect.escalated", *safe])
     if len(key) > MAX_KEY_LENGTH:
         key = key[: MAX_KEY_LENGTH - 17] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return key
@@ -119,9 +115,8 @@ class EscalationRecord:
             or (complete and invoice_id not in current)
         )
 
-    def save(self, assigned: Mapping[str, datetime | None], ended: Iterable[str]) -> None:
+    def save(self, assigned: Mapping[str, datetime | None], ended: list[str]) -> None:
         """Remember ``assigned``, forget ``ended``, onto the Variable as it is now (others may have saved since)."""
-        ended = list(ended)
         if not self.kept or (not assigned and not ended):
             return
         now = datetime.now(timezone.utc).isoformat()
