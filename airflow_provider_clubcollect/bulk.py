@@ -77,11 +77,10 @@ def run_bulk(
     if not invoice_ids:
         return result
     refused: list[ClubCollectAuthError] = []
-    not_tried: list[str] = []
 
     def attempt(invoice_id: str) -> None:
         if refused:
-            not_tried.append(invoice_id)
+            result.not_tried.append(invoice_id)
             return
         try:
             action(invoice_id)
@@ -121,7 +120,7 @@ def run_bulk(
                 )
                 last_time, last_count = now, finished
     result.done.sort()
-    result.not_tried = sorted(not_tried)
+    result.not_tried.sort()
     observability.count(f"bulk.{name}.done", len(result.done))
     observability.count(f"bulk.{name}.failed", len(result.failed))
     (log.error if result.failed else log.info)("ClubCollect: %s", result.summary())

@@ -1,9 +1,4 @@
-"""What ``EscalateTicketsOperator`` remembers across runs: the threads it escalated, per unanswered episode.
-
-The record is an Airflow Variable holding ``{"<invoice_id>": {"unanswered_since": ..., "escalated_at": ...}}``
-(see :ref:`escalate-once-per-episode`).  Reading lets the store's errors out, unlike ``Variable.get``,
-which would report a missing record and so escalate every thread again; a write is read back.
-"""
+"""The Airflow Variable in which ``EscalateTicketsOperator`` remembers the threads it escalated, per episode."""
 
 from __future__ import annotations
 
@@ -12,27 +7,23 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_clubcollect.wire import parse_iso_datetime
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-KEY_PREFIX = "clubcollect.escalated"
 MAX_KEY_LENGTH = 250  # the longest Variable key Airflow stores
 _SAFE_KEY = re.compile(r"[\w.\-]+")
 
 
 def derived_key(*parts: str) -> str:
-    """The record's key: ``KEY_PREFIX.<parts>``, unsafe characters replaced and a digest added, at most 250."""
+    """``clubcollect.escalated.<parts>``, unsafe characters replaced and a digest added, at most 250 characters."""
     safe = [
         p if _SAFE_KEY.fullmatch(p) else re.sub(r"[^\w.\-]", "_", p) + "-" + hashlib.sha256(p.encode()).hexdigest()[:8]
         for p in parts
     ]
-    key = ".".join([KEY_PREFIX, *safe])
+    key = ".".join(["clubcollect.escalated", *safe])
     if len(key) > MAX_KEY_LENGTH:
         key = key[: MAX_KEY_LENGTH - 17] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return key
@@ -62,7 +53,7 @@ class NoVariableStore(ClubCollectError):
 
 
 def read_variable(key: str) -> str | None:
-    """A Variable's value, ``None`` when there is none; raises when the store cannot answer."""
+    """A Variable's value, ``None`` when there is none; unlike ``Variable.get``, raises when the store cannot answer."""
     if not AIRFLOW_V_3_0_PLUS:
         from airflow.secrets.metastore import MetastoreBackend
 
@@ -94,21 +85,8 @@ def write_variable(key: str, value: str) -> None:
         raise ClubCollectError(f"Airflow did not keep the new value of Variable {key!r}.")
 
 
-class Episode(NamedTuple):
-    """A remembered escalation: the start of the episode it was for, and when it happened."""
-
-    unanswered_since: datetime
-    escalated_at: datetime | None
-
-
 class EscalationRecord:
-    """
-    The threads escalated for their current episode, kept in one Airflow Variable.
-
-    :param key: the Variable's key.
-    :param entries: invoice ID to its entry as stored.
-    :param kept: ``False`` outside a task run on Airflow 3: nothing is remembered or written.
-    """
+    """The Variable ``key``'s ``entries`` (invoice ID to entry); not ``kept`` outside a task run on Airflow 3."""
 
     def __init__(self, key: str, entries: dict[str, dict[str, str]], *, kept: bool = True) -> None:
         self.key, self.entries, self.kept = key, entries, kept
@@ -121,12 +99,12 @@ class EscalationRecord:
         except NoVariableStore:
             return cls(key, {}, kept=False)
 
-    def escalated(self, invoice_id: str, unanswered_since: datetime | None) -> Episode | None:
-        """The remembered escalation of this thread for this episode (``None``: not waiting, never matches)."""
-        episode = _episode(self.entries.get(invoice_id))
-        if episode is None or unanswered_since is None or episode.unanswered_since != unanswered_since:
+    def escalated(self, invoice_id: str, unanswered_since: datetime | None) -> dict[str, str] | None:
+        """The stored entry of this thread's escalation for this episode (``None``: not waiting, never matches)."""
+        entry = self.entries.get(invoice_id)
+        if entry is None or unanswered_since is None or _since(entry) != unanswered_since:
             return None
-        return episode
+        return entry
 
     def ended(self, current: Mapping[str, datetime | None], *, complete: bool) -> list[str]:
         """Remembered threads whose episode is over; with ``complete``, also those missing from ``current``."""
@@ -137,9 +115,8 @@ class EscalationRecord:
             or (complete and invoice_id not in current)
         )
 
-    def save(self, assigned: Mapping[str, datetime | None], ended: Iterable[str]) -> None:
+    def save(self, assigned: Mapping[str, datetime | None], ended: list[str]) -> None:
         """Remember ``assigned``, forget ``ended``, onto the Variable as it is now (others may have saved since)."""
-        ended = list(ended)
         if not self.kept or (not assigned and not ended):
             return
         now = datetime.now(timezone.utc).isoformat()
@@ -185,7 +162,7 @@ def _read(key: str) -> dict[str, dict[str, str]]:
         entries = {} if raw is None else json.loads(raw)
     except ValueError:
         entries = None
-    if not isinstance(entries, dict) or any(_episode(entry) is None for entry in entries.values()):
+    if not isinstance(entries, dict) or any(_since(entry) is None for entry in entries.values()):
         raise ClubCollectError(
             f"Airflow Variable {key!r} is not a record of escalated threads ({shown(raw)}): nothing was "
             "assigned to support. Delete the Variable to start a new record (every thread waiting "
@@ -194,7 +171,6 @@ def _read(key: str) -> dict[str, dict[str, str]]:
     return entries
 
 
-def _episode(entry: Any) -> Episode | None:
-    """A stored entry as an :class:`Episode`, ``None`` when it is not one."""
-    since = parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None
-    return None if since is None else Episode(since, parse_iso_datetime(entry.get("escalated_at")))
+def _since(entry: Any) -> datetime | None:
+    """A stored entry's ``unanswered_since``, ``None`` when it is not an entry."""
+    return parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None

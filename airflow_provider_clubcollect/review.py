@@ -67,7 +67,7 @@ def threads_table(
     invoice_ids: Iterable[str],
     *,
     company_id: str | None,
-    now: datetime,
+    now: datetime | None,
     max_threads: int = MAX_THREADS,
 ) -> str:
     """
@@ -76,13 +76,14 @@ def threads_table(
     :param Iterable[Mapping] tickets: the tickets the task read (CompanyTicket dicts).
     :param Iterable[str] invoice_ids: the invoices chosen, in the order to list them.
     :param str | None company_id: the company, when the threads are one company's.
-    :param datetime now: the reference time for the ages.
+    :param datetime | None now: the reference time for the ages; ``None`` for the current UTC time.
     :param int max_threads: rows at most; a last line counts the threads left out.
     :return: the table, header first.
 
     .. seealso:: :doc:`/review`
     """
     threads = {thread.invoice_id: thread for thread in group_threads(tickets)}
+    now = to_utc(now)
     rows = [("company", "invoice", "waiting", "member's last words")]
     ids = list(invoice_ids)
     for invoice_id in ids[:max_threads]:

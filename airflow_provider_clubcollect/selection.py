@@ -35,19 +35,20 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
     return date
 
 
-def to_utc(value: datetime | str | None, name: str = "reference_time") -> datetime:
+def to_utc(value: datetime | str | None) -> datetime:
     """
     "Now" for a selection: the current UTC time, or the given one.
 
     :param value: ``None`` for now; a datetime or ISO 8601 string otherwise (naive means UTC).
-    :param name: the parameter's name, for the error.
     :raises ClubCollectValidationError: for a string that is not ISO 8601.
     """
     if value is None or value == "":
         return datetime.now(timezone.utc)
     moment = parse_iso_datetime(value)
     if moment is None:
-        raise ClubCollectValidationError(f"{name} must be a datetime or an ISO 8601 string, got {shown(value)}.")
+        raise ClubCollectValidationError(
+            f"reference_time must be a datetime or an ISO 8601 string, got {shown(value)}."
+        )
     return moment
 
 
@@ -163,24 +164,12 @@ def select_threads(
     :param unanswered: measure the time waiting for an answer, not the time without activity.
     :return: sorted invoice IDs.
     """
-    return [t.invoice_id for t in _threads(tickets, more_than, now, at_most, unanswered=unanswered)]
-
-
-def _threads(
-    tickets: Iterable[Mapping[str, Any]],
-    more_than: timedelta | None,
-    now: datetime,
-    at_most: timedelta | None = None,
-    *,
-    unanswered: bool = True,
-) -> list[Thread]:
-    """The threads whose age (since unanswered, or since last activity) is in the window."""
     chosen = []
     for thread in group_threads(tickets):
         since = thread.unanswered_since if unanswered else thread.last_activity
         age = None if since is None else now - since
         if age is not None and (more_than is None or age > more_than) and (at_most is None or age <= at_most):
-            chosen.append(thread)
+            chosen.append(thread.invoice_id)
     return chosen
 
 
@@ -197,10 +186,10 @@ def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | flo
     if isinstance(unanswered_for, (int, float)):
         unanswered_for = timedelta(seconds=unanswered_for)
     age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
-    tickets = f"{count} ticket{' awaits' if count == 1 else 's await'}"
+    tickets = f"{count} ticket{' awaits' if count == 1 else 's await'} an answer{age} in company {company_id!r}"
     if count >= min_tickets:
-        return f"{tickets} an answer{age} in company {company_id!r}: at least {min_tickets} wanted, done."
-    return f"{tickets} an answer{age} in company {company_id!r}; waiting until at least {min_tickets} do."
+        return f"{tickets}: at least {min_tickets} wanted, done."
+    return f"{tickets}; waiting until at least {min_tickets} do."
 
 
 def awaiting_answer(
@@ -213,7 +202,7 @@ def awaiting_answer(
     :param unanswered_for: only threads unanswered for longer than this; ``None`` for all.
     :param now: the reference time.
     """
-    waiting = [ticket for t in _threads(tickets, unanswered_for, now) for ticket in t.awaiting_answer()]
+    waiting = [ticket for _, ticket in awaiting_answer_due(tickets, unanswered_for, now)]
     return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get("ticket_id"))))
 
 
@@ -253,15 +242,12 @@ def _flat(value: Any) -> list[Any] | None:
 def awaiting_answer_due(
     tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
-    """
-    The tickets that await an answer, each with the moment it became due (``max(date, unanswered since +
-    unanswered_for)``), ordered by it: the event trigger's watermark, so a thread that only now waited long
-    enough is reported even when its tickets are older than those reported before.
-    """
+    """The tickets that await an answer, each with when it became due (``max(date, since + unanswered_for)``)."""
     due: list[tuple[datetime, datetime, dict[str, Any]]] = []
-    for thread in _threads(tickets, unanswered_for, now):
+    for thread in group_threads(tickets):
         since = thread.unanswered_since
-        assert since is not None  # _threads keeps only threads awaiting an answer
+        if since is None or (unanswered_for is not None and now - since <= unanswered_for):
+            continue
         for ticket in thread.awaiting_answer():
             date = ticket_date(ticket)
             due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))

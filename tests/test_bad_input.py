@@ -23,6 +23,7 @@ from airflow_provider_clubcollect.operators.tickets import (
     EscalateTicketsOperator,
     FetchCompanyTicketsOperator,
     FetchInvoiceTicketsOperator,
+    SelectThreadsOperator,
 )
 from airflow_provider_clubcollect.retry import Backoff
 from airflow_provider_clubcollect.sensors.tickets import UnansweredTicketsSensor
@@ -109,6 +110,7 @@ ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("rendered-sensor-time", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, reference_time="yesterday").poke({}), ("got 'yesterday'", "ISO 8601")),
     ("rendered-id-list", rendered(EscalateTicketsOperator(task_id="t", invoice_ids="{{ ids }}"), invoice_ids="['a', 'b']"), ("got str \"['a', 'b']\"", "must be a list")),
     ("rendered-archive-status", rendered(ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=DAY, status="{{ s }}"), status="archived"), ("got 'archived'", "'answered' or 'unanswered'")),
+    ("rendered-select-status", rendered(SelectThreadsOperator(task_id="t", company_id=CO, unanswered_for=DAY, status="{{ s }}"), status="answered"), ("got 'answered'", "status must be 'unanswered'")),
 ]  # fmt: skip
 
 #: (what is bad, the connection's fields, texts the message must hold)

@@ -18,18 +18,15 @@ __all__ = ["ClubCollectBaseOperator", "ClubCollectConnectionMixin"]
 
 
 class ClubCollectConnectionMixin:
-    """
-    The connection and the hook the operators and the sensor share; parameters as for :class:`ClubCollectBaseOperator`.
+    """The connection and hook of the operators and the sensor; parameters as for :class:`ClubCollectBaseOperator`."""
 
-    They have no defaults here: each class declares them in its own ``__init__``, where Airflow applies
-    ``default_args`` and checks the arguments of ``partial()`` and ``expand()``.
-    """
+    # No defaults here: each class declares them in its own __init__, where Airflow applies default_args
+    # and checks the arguments of partial() and expand().
 
     def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
         self.clubcollect_conn_id = clubcollect_conn_id
-        # Checked now: a bad back-off fails when the DAG is parsed, not when the task runs.
-        self.backoff = as_backoff(backoff)
+        self.backoff = as_backoff(backoff)  # checked when the DAG is parsed
 
     @functools.cached_property
     def hook(self) -> ClubCollectHook:
@@ -51,10 +48,8 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request
         (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+), handed to
-        Airflow as it is.  By default a ``ClubCollectRetryPolicy``: a refused key, an unknown invoice or company
-        and bad input fail the task at once, a 429 retries no sooner than its ``Retry-After``.  ``None`` leaves
-        every failure to ``retries`` and ``retry_delay``.
+    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+); by default a
+        ``ClubCollectRetryPolicy``; ``None`` leaves every failure to ``retries`` and ``retry_delay``.
 
     .. seealso:: :ref:`operators` and :ref:`task-retries`
     """

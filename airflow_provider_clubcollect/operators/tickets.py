@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_clubcollect.bulk import BulkResult
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
 
@@ -37,9 +36,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch every ticket of a company in one status, all pages, oldest first, each once.
 
-    The tickets go to XCom; with ``output_path`` they are streamed there as JSON lines instead, a page
-    at a time, ``{"path": ..., "count": N}`` goes to XCom, and the file is emitted as an asset event
-    (its outlet is ``Asset(output_path)``, or for a templated path the :attr:`export_alias`).
+    With ``output_path`` they are streamed there as JSON lines, ``{"path": ..., "count": N}`` goes to XCom,
+    and the file is emitted as an asset event (through :attr:`export_alias` when the path is templated).
 
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
@@ -73,10 +71,8 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         selection.check_literal(wire.check_id, company_id, "company_id")
-        self.company_id = company_id
-        self.status = status
+        self.company_id, self.status, self.output_path = company_id, status, output_path
         self.page_size = wire.check_int(page_size, "page_size", high=wire.MAX_PAGE_SIZE)
-        self.output_path = output_path
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         self._exported: dict[str, Any] | None = None
         selection.check_literal(wire.check_status, status)
@@ -104,23 +100,17 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             self.log.info("Fetched %d %s tickets of company %r.", len(result), status, company_id)
             return result
         exported = self._stream(tickets, str(self.output_path))
-        self._emit_export(
-            context, exported["path"], {"company_id": company_id, "status": status, "count": exported["count"]}
-        )
+        extra = {"company_id": company_id, "status": status, "count": exported["count"]}
+        events = context.get("outlet_events")  # None when execute() is called outside a task run
+        if events is not None:
+            from airflow.providers.common.compat.sdk import Asset, AssetAlias
+
+            if self.export_alias is None:
+                events[Asset(exported["path"])].extra = extra
+            else:
+                events[AssetAlias(self.export_alias)].add(Asset(exported["path"]), extra=extra)
         self._exported = exported
         return exported
-
-    def _emit_export(self, context: Context, url: str, extra: dict[str, Any]) -> None:
-        """Record the export's asset event; Airflow registers it when the task succeeds."""
-        from airflow.providers.common.compat.sdk import Asset, AssetAlias
-
-        events = context.get("outlet_events")
-        if events is None:  # execute() called outside a task run: there is no asset machinery to tell
-            return
-        if self.export_alias is None:
-            events[Asset(url)].extra = extra
-        else:
-            events[AssetAlias(self.export_alias)].add(Asset(url), extra=extra)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """
@@ -137,21 +127,13 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
 
-        server = urlsplit(self.hook.settings.base_url)
-        source = facet.Dataset(
-            namespace=f"clubcollect://{server.netloc}",
-            name=f"companies/{self.company_id}/tickets/{self.status}",
-        )
+        server = urlsplit(self.hook.settings.base_url).netloc
+        source = facet.Dataset(f"clubcollect://{server}", f"companies/{self.company_id}/tickets/{self.status}")
         if self._exported is None:
             return OperatorLineage(inputs=[source])
         path = ObjectStoragePath(self._exported["path"])
-        export = facet.OutputDataset(
-            namespace=path.namespace,
-            name=path.key,
-            outputFacets={
-                "outputStatistics": facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
-            },
-        )
+        rows = facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
+        export = facet.OutputDataset(path.namespace, path.key, {"outputStatistics": rows})
         return OperatorLineage(inputs=[source], outputs=[export])
 
     def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
@@ -285,25 +267,31 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         selection.check_literal(selection.check_duration, at_most, "at_most")
         self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
+        if company_id is not None and selection.is_literal(self.status):
+            self._status()
 
     def _status(self) -> str:
+        """The status to select in, checked here both when the DAG is parsed (literal) and once rendered."""
         return wire.check_status(self.status)
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
-        from datetime import datetime, timezone
-
         from airflow_provider_clubcollect.review import threads_table
 
-        company = None if self.company_id is None else str(self.company_id)
-        return threads_table(
-            self._tickets, invoice_ids, company_id=company, now=self._now or datetime.now(timezone.utc)
-        )
+        return threads_table(self._tickets, invoice_ids, company_id=self.company_id, now=self._now)
 
     def execute(self, context: Context) -> list[str]:
-        invoice_ids = self._chosen(context)
+        return self._apply(self._chosen(context))
+
+    def _apply(self, invoice_ids: list[str], failed: Mapping[str, str] | None = None) -> list[str]:
+        """Log what a dry run would do, or act on every invoice; failures (and ``failed``) fail the task."""
         if self.is_dry_run:
-            return self._dry_run(invoice_ids)
-        result = self._run(invoice_ids)
+            table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
+            self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
+            return invoice_ids
+        result = self.hook.for_each_invoice(
+            self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb
+        )
+        result.failed.update(failed or {})
         result.raise_for_failures()
         return result.done
 
@@ -332,14 +320,6 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             now.isoformat(),
         )
         return chosen
-
-    def _dry_run(self, invoice_ids: list[str]) -> list[str]:
-        table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
-        self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
-        return invoice_ids
-
-    def _run(self, invoice_ids: Sequence[str]) -> BulkResult:
-        return self.hook.for_each_invoice(self._act, invoice_ids, max_concurrency=self.max_concurrency, verb=self.verb)
 
     def _act(self, invoice_id: str) -> None:
         raise NotImplementedError
@@ -385,7 +365,6 @@ class SelectThreadsOperator(_ThreadsOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        self._configure(company_id, at_most, max_concurrency, reference_time)
         if unanswered_for is not None and inactive_for is not None:
             raise ClubCollectValidationError(
                 "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
@@ -393,13 +372,17 @@ class SelectThreadsOperator(_ThreadsOperator):
             )
         selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
         selection.check_literal(selection.check_duration, inactive_for, "inactive_for")
-        selection.check_literal(wire.check_status, status)
-        if unanswered_for is not None and selection.is_literal(status) and status != wire.STATUS_UNANSWERED:
+        self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
+        self._configure(company_id, at_most, max_concurrency, reference_time)
+
+    def _status(self) -> str:
+        status = wire.check_status(self.status)
+        if self.unanswered_for is not None and status != wire.STATUS_UNANSWERED:
             raise ClubCollectValidationError(
                 f"unanswered_for selects unanswered threads, so status must be 'unanswered', got {status!r}; "
                 "use inactive_for for answered or archived threads."
             )
-        self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
+        return status
 
     def execute(self, context: Context) -> list[str]:
         chosen = self._chosen(context)
@@ -448,12 +431,10 @@ class ArchiveTicketsOperator(_ThreadsOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         self.status, self.inactive_for = status, inactive_for
+        self._configure(company_id, at_most, max_concurrency, reference_time, invoice_ids, dry_run)
         if company_id is not None:
             selection.check_duration(inactive_for, "inactive_for")
-            if selection.is_literal(status):
-                self._status()
 
     def _status(self) -> str:
         status = wire.check_status(self.status)
@@ -525,8 +506,7 @@ class EscalateTicketsOperator(_ThreadsOperator):
         selection.check_literal(escalation.check_flag, escalate_again)
         selection.check_literal(escalation.check_key, escalation_record)
         self.unanswered_for = unanswered_for
-        self.escalate_again = escalate_again
-        self.escalation_record = escalation_record
+        self.escalate_again, self.escalation_record = escalate_again, escalation_record
 
     def execute(self, context: Context) -> list[str]:
         again = escalation.check_flag(self.escalate_again)
@@ -538,32 +518,20 @@ class EscalateTicketsOperator(_ThreadsOperator):
             record.key,
             f"{len(record.entries)} threads remembered" if record.kept else "not in a task run: nothing read or kept",
         )
-        unread: dict[str, str] = {}
-        if self.invoice_ids is None:
-            # Every waiting thread's episode: for the chosen ones, and to forget those answered since.
-            self._episodes = {
-                thread.invoice_id: thread.unanswered_since for thread in selection.group_threads(self._tickets)
-            }
-        else:
-            # Threads given as whole tickets are judged from them; those given as bare IDs are read.
-            given = selection.group_threads(selection.ticket_dicts(self.invoice_ids))
-            self._episodes = {t.invoice_id: t.unanswered_since for t in given}
-            unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
-            invoice_ids = [i for i in invoice_ids if i not in unread]
-        todo = self._not_escalated(record, invoice_ids, again)
+        # Every thread read (whole tickets given, or the company's): the chosen ones' episodes, and
+        # those answered since, to forget; threads given as bare IDs are read for theirs.
+        self._episodes = {t.invoice_id: t.unanswered_since for t in selection.group_threads(self._tickets)}
+        unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
+        todo = self._not_escalated(record, [i for i in invoice_ids if i not in unread], again)
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
         # named by the DAG may hold other threads too, so there only threads seen answered are forgotten).
         ended = record.ended(self._episodes, complete=self.invoice_ids is None and self.escalation_record is None)
-        if self.is_dry_run:
-            return self._dry_run(todo)
         try:
-            result = self._run(todo)
+            # Threads that could not be read were not assigned: they fail the task beside those that failed.
+            return self._apply(todo, unread)
         finally:
-            record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
-        # Threads that could not be read were not assigned: they fail the task beside those that failed.
-        result.failed.update(unread)
-        result.raise_for_failures()
-        return result.done
+            if not self.is_dry_run:
+                record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
 
     def _record_key(self, context: Context) -> str:
         if self.escalation_record is not None:
@@ -591,28 +559,26 @@ class EscalateTicketsOperator(_ThreadsOperator):
 
     def _not_escalated(self, record: escalation.EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
         """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
-        todo, already = [], 0
+        todo = []
         for invoice_id in invoice_ids:
             since = self._episodes.get(invoice_id)
             done = record.escalated(invoice_id, since)
-            if done is None or again:
-                todo.append(invoice_id)
             if since is None:
                 self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
             elif done is not None:
-                already += 1
                 self.log.info(
-                    "Invoice %s: already escalated%s for this episode (unanswered since %s); %s.",
+                    "Invoice %s: already escalated on %s for this episode (unanswered since %s); %s.",
                     invoice_id,
-                    f" on {done.escalated_at.isoformat()}" if done.escalated_at else "",
-                    done.unanswered_since.isoformat(),
+                    done.get("escalated_at", "an unknown date"),
+                    done["unanswered_since"],
                     "escalate_again: once more" if again else "not again",
                 )
+            if done is None or again:
+                todo.append(invoice_id)
         self.log.info(
-            "%d of %d threads already escalated for their current episode; %d to assign to support%s.",
-            already,
-            len(invoice_ids),
+            "%d of %d threads to assign to support%s.",
             len(todo),
+            len(invoice_ids),
             " (escalate_again)" if again else "",
         )
         return todo
