@@ -27,10 +27,18 @@ __all__ = [
 
 
 def mask_secret(secret: str) -> None:
-    """Mask ``secret`` in every log Airflow writes from here on."""
-    from airflow.providers.common.compat.sdk import mask_secret as mask
+    """Mask ``secret`` in every log Airflow writes from here on (the function moved in 3.0 and 3.1;
+    common-compat 1.20.0, the newest on Python 3.10, does not carry it)."""
+    import importlib
 
-    mask(secret)
+    for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "mask_secret"):
+            module.mask_secret(secret)
+            return
 
 
 async def amask_secret(secret: str) -> None:
