@@ -85,70 +85,13 @@ def write_variable(key: str, value: str) -> None:
         raise ClubCollectError(f"Airflow did not keep the new value of Variable {key!r}.")
 
 
-class EscalationRecord:
-    """The Variable ``key``'s ``entries`` (invoice ID to entry); not ``kept`` outside a task run on Airflow 3."""
-
-    def __init__(self, key: str, entries: dict[str, dict[str, str]], *, kept: bool = True) -> None:
-        self.key, self.entries, self.kept = key, entries, kept
-
-    @classmethod
-    def load(cls, key: str) -> EscalationRecord:
-        """Read the record (absent: empty); raises ``ClubCollectError`` when the store fails or holds something else."""
-        try:
-            return cls(key, _read(key))
-        except NoVariableStore:
-            return cls(key, {}, kept=False)
-
-    def escalated(self, invoice_id: str, unanswered_since: datetime | None) -> dict[str, str] | None:
-        """The stored entry of this thread's escalation for this episode (``None``: not waiting, never matches)."""
-        entry = self.entries.get(invoice_id)
-        if entry is None or unanswered_since is None or _since(entry) != unanswered_since:
-            return None
-        return entry
-
-    def ended(self, current: Mapping[str, datetime | None], *, complete: bool) -> list[str]:
-        """Remembered threads whose episode is over; with ``complete``, also those missing from ``current``."""
-        return sorted(
-            invoice_id
-            for invoice_id in self.entries
-            if (invoice_id in current and self.escalated(invoice_id, current[invoice_id]) is None)
-            or (complete and invoice_id not in current)
-        )
-
-    def save(self, assigned: Mapping[str, datetime | None], ended: list[str]) -> None:
-        """Remember ``assigned``, forget ``ended``, onto the Variable as it is now (others may have saved since)."""
-        if not self.kept or (not assigned and not ended):
-            return
-        now = datetime.now(timezone.utc).isoformat()
-        stored = _read(self.key)
-        updated = dict(stored)
-        for invoice_id in ended:
-            # Only an entry no one changed since this run read it: a newer one is someone else's.
-            if updated.get(invoice_id) == self.entries.get(invoice_id):
-                updated.pop(invoice_id, None)
-        for invoice_id, since in assigned.items():
-            updated.pop(invoice_id, None)
-            if since is not None:
-                updated[invoice_id] = {"unanswered_since": since.isoformat(), "escalated_at": now}
-        if updated == stored:
-            return
-        try:
-            write_variable(self.key, json.dumps(updated, sort_keys=True, separators=(",", ":")))
-        except Exception as exc:
-            remembered = sorted(i for i, since in assigned.items() if since is not None)
-            raise ClubCollectError(
-                f"Could not write the record of escalated threads, Airflow Variable {self.key!r}: "
-                f"{type(exc).__name__}: {shorten(str(exc), 300)}. Not remembered as escalated: "
-                f"{', '.join(remembered) or 'none'}; a later run will escalate "
-                f"{'them' if remembered else 'threads'} again unless the record is fixed."
-            ) from exc
-        self.entries = updated
-
-
-def _read(key: str) -> dict[str, dict[str, str]]:
-    """The record's entries as stored; a store that fails, or holds something else, is an error."""
+def load(key: str) -> dict[str, dict[str, str]] | None:
+    """The record's entries (absent: empty), ``None`` outside a task run; a store that fails, or holds something
+    else, is an error."""
     try:
         raw = read_variable(key)
+    except NoVariableStore:
+        return None
     except ClubCollectError:
         raise
     except Exception as exc:
@@ -171,6 +114,39 @@ def _read(key: str) -> dict[str, dict[str, str]]:
     return entries
 
 
+def same_episode(entry: Any, unanswered_since: datetime | None) -> bool:
+    """Whether a stored entry is the escalation of the episode waiting since ``unanswered_since``."""
+    return unanswered_since is not None and _since(entry) == unanswered_since
+
+
+def save(key: str, loaded: Mapping[str, Any], assigned: Mapping[str, datetime | None], ended: list[str]) -> None:
+    """Remember ``assigned``, forget ``ended``, onto the Variable as it is now (others may have saved since)."""
+    if not assigned and not ended:
+        return
+    now = datetime.now(timezone.utc).isoformat()
+    stored = load(key) or {}
+    updated = dict(stored)
+    for invoice_id in ended:
+        # Only an entry no one changed since this run read it: a newer one is someone else's.
+        if updated.get(invoice_id) == loaded.get(invoice_id):
+            updated.pop(invoice_id, None)
+    for invoice_id, since in assigned.items():
+        updated.pop(invoice_id, None)
+        if since is not None:
+            updated[invoice_id] = {"unanswered_since": since.isoformat(), "escalated_at": now}
+    if updated == stored:
+        return
+    try:
+        write_variable(key, json.dumps(updated, sort_keys=True, separators=(",", ":")))
+    except Exception as exc:
+        remembered = sorted(i for i, since in assigned.items() if since is not None)
+        raise ClubCollectError(
+            f"Could not write the record of escalated threads, Airflow Variable {key!r}: "
+            f"{type(exc).__name__}: {shorten(str(exc), 300)}. Not remembered as escalated: "
+            f"{', '.join(remembered) or 'none'}; a later run will escalate "
+            f"{'them' if remembered else 'threads'} again unless the record is fixed."
+        ) from exc
+
+
 def _since(entry: Any) -> datetime | None:
-    """A stored entry's ``unanswered_since``, ``None`` when it is not an entry."""
     return parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_clubcollect import escalation, selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
@@ -55,6 +55,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     template_fields: Sequence[str] = ("company_id", "status", "output_path")
     export_alias: str | None
     """The name of the :class:`~airflow.sdk.AssetAlias` the export is emitted through (templated paths)."""
+    _exported: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -71,45 +72,39 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         selection.check_literal(wire.check_id, company_id, "company_id")
+        selection.check_literal(wire.check_status, status)
         self.company_id, self.status, self.output_path = company_id, status, output_path
         self.page_size = wire.check_int(page_size, "page_size", high=wire.MAX_PAGE_SIZE)
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
-        self._exported: dict[str, Any] | None = None
-        selection.check_literal(wire.check_status, status)
         # The export's outlet: its asset when the path is fixed, else an alias named after the task.
-        self.export_alias = None
+        fixed = isinstance(output_path, str) and selection.is_literal(output_path)
+        owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
+        self.export_alias = None if fixed or not output_path else f"clubcollect_export.{owner}{self.task_id}"
         if output_path:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
-            if isinstance(output_path, str) and selection.is_literal(output_path):
-                outlet: Asset | AssetAlias = Asset(output_path)
-            else:
-                owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
-                self.export_alias = f"clubcollect_export.{owner}{self.task_id}"
-                outlet = AssetAlias(self.export_alias)
-            self.outlets = [*self.outlets, outlet]
+            alias = self.export_alias
+            self.outlets = [*self.outlets, Asset(output_path) if alias is None else AssetAlias(alias)]
 
     def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
-        company_id = wire.check_id(self.company_id, "company_id")
-        status = wire.check_status(self.status)
         tickets = self.hook.iter_company_tickets(
-            company_id, status, self.page_size, max_concurrency=self.max_concurrency
+            self.company_id, self.status, self.page_size, max_concurrency=self.max_concurrency
         )
         if not self.output_path:
             result = list(tickets)
-            self.log.info("Fetched %d %s tickets of company %r.", len(result), status, company_id)
+            self.log.info("Fetched %d %s tickets of company %r.", len(result), self.status, self.company_id)
             return result
-        exported = self._stream(tickets, str(self.output_path))
-        extra = {"company_id": company_id, "status": status, "count": exported["count"]}
+        self._exported = exported = self._stream(tickets, str(self.output_path))
+        extra = {"company_id": self.company_id, "status": self.status, "count": exported["count"]}
         events = context.get("outlet_events")  # None when execute() is called outside a task run
         if events is not None:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
+            asset = Asset(exported["path"])
             if self.export_alias is None:
-                events[Asset(exported["path"])].extra = extra
+                events[asset].extra = extra
             else:
-                events[AssetAlias(self.export_alias)].add(Asset(exported["path"]), extra=extra)
-        self._exported = exported
+                events[AssetAlias(self.export_alias)].add(asset, extra=extra)
         return exported
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -189,7 +184,7 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
         self.invoice_id = invoice_id
 
     def execute(self, context: Context) -> list[Ticket]:
-        tickets = self.hook.get_invoice_tickets(wire.check_id(self.invoice_id, "invoice_id"))
+        tickets = self.hook.get_invoice_tickets(self.invoice_id)
         self.log.info("Fetched %d tickets of invoice %r.", len(tickets), self.invoice_id)
         return tickets
 
@@ -222,14 +217,11 @@ class CreateTicketOperator(ClubCollectBaseOperator):
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         selection.check_literal(wire.check_id, invoice_id, "invoice_id")
-        self.invoice_id = invoice_id
-        self.message = message
         selection.check_literal(wire.check_message, message)
+        self.invoice_id, self.message = invoice_id, message
 
     def execute(self, context: Context) -> Ticket:
-        invoice_id = wire.check_id(self.invoice_id, "invoice_id")
-        message = wire.check_message(self.message)
-        return self.hook.create_ticket(invoice_id, message, task_state_store=context.get("task_state_store"))
+        return self.hook.create_ticket(self.invoice_id, self.message, task_state_store=context.get("task_state_store"))
 
 
 class _ThreadsOperator(ClubCollectBaseOperator):
@@ -253,26 +245,35 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         invoice_ids: Any = None,
         dry_run: bool = False,
     ) -> None:
-        """Check and keep the parameters of a selection (and of a bulk action: ``invoice_ids``, ``dry_run``)."""
         if (invoice_ids is None) == (company_id is None):
             raise ClubCollectValidationError(
                 f"{type(self).__name__} takes either invoice_ids or company_id, not "
                 f"{'both' if invoice_ids is not None else 'neither'}."
             )
         selection.check_literal(selection.invoice_ids_from, invoice_ids)
-        self.invoice_ids = invoice_ids
-        # Stored as is_dry_run: BaseOperator already has a dry_run() method.
-        self.is_dry_run = bool(dry_run)
         selection.check_literal(wire.check_id, company_id, "company_id")
         selection.check_literal(selection.check_duration, at_most, "at_most")
-        self.company_id, self.at_most, self.reference_time = company_id, at_most, reference_time
+        # is_dry_run: BaseOperator already has a dry_run() method.
+        self.invoice_ids, self.company_id, self.is_dry_run = invoice_ids, company_id, bool(dry_run)
+        self.at_most, self.reference_time = at_most, reference_time
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         if company_id is not None and selection.is_literal(self.status):
             self._status()
 
     def _status(self) -> str:
-        """The status to select in, checked here both when the DAG is parsed (literal) and once rendered."""
-        return wire.check_status(self.status)
+        """The status to select in, checked when the DAG is parsed (if literal) and once rendered."""
+        status = wire.check_status(self.status)
+        if status == wire.STATUS_ARCHIVED and self.verb == "archive":
+            raise ClubCollectValidationError(
+                "status for archiving must be 'answered' or 'unanswered', got 'archived': "
+                "archived threads are archived already."
+            )
+        if self.unanswered_for is not None and status != wire.STATUS_UNANSWERED:
+            raise ClubCollectValidationError(
+                f"unanswered_for selects unanswered threads, so status must be 'unanswered', got {status!r}; "
+                "use inactive_for for answered or archived threads."
+            )
+        return status
 
     def _table(self, invoice_ids: Sequence[str]) -> str:
         from airflow_provider_clubcollect.review import threads_table
@@ -302,10 +303,10 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             self._tickets = selection.ticket_dicts(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
             return invoice_ids
-        company_id = wire.check_id(self.company_id, "company_id")
         self._now = now = selection.run_reference_time(self.reference_time, context)
         status = self._status()
         # Every page is read before the first action: acting cannot make the paging skip tickets.
+        company_id = cast("str", self.company_id)  # set when invoice_ids is not
         self._tickets = self.hook.get_company_tickets(company_id, status, max_concurrency=self.max_concurrency)
         unanswered = self.inactive_for is None and status == wire.STATUS_UNANSWERED
         more_than = self.unanswered_for if unanswered else self.inactive_for
@@ -375,15 +376,6 @@ class SelectThreadsOperator(_ThreadsOperator):
         self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
         self._configure(company_id, at_most, max_concurrency, reference_time)
 
-    def _status(self) -> str:
-        status = wire.check_status(self.status)
-        if self.unanswered_for is not None and status != wire.STATUS_UNANSWERED:
-            raise ClubCollectValidationError(
-                f"unanswered_for selects unanswered threads, so status must be 'unanswered', got {status!r}; "
-                "use inactive_for for answered or archived threads."
-            )
-        return status
-
     def execute(self, context: Context) -> list[str]:
         chosen = self._chosen(context)
         if chosen:
@@ -436,15 +428,6 @@ class ArchiveTicketsOperator(_ThreadsOperator):
         if company_id is not None:
             selection.check_duration(inactive_for, "inactive_for")
 
-    def _status(self) -> str:
-        status = wire.check_status(self.status)
-        if status == wire.STATUS_ARCHIVED:
-            raise ClubCollectValidationError(
-                f"status for archiving must be 'answered' or 'unanswered', got {status!r}: "
-                "archived threads are archived already."
-            )
-        return status
-
     def _act(self, invoice_id: str) -> None:
         self.hook.archive_tickets(invoice_id)
 
@@ -478,9 +461,7 @@ class EscalateTicketsOperator(_ThreadsOperator):
 
     template_fields: Sequence[str] = (*_ThreadsOperator.template_fields, "escalate_again", "escalation_record")
     verb = "assign to support"
-    # Filled while a run chooses and acts (an operator object runs one task instance).
-    _episodes: dict[str, datetime | None]
-    _assigned: list[str]
+    _assigned: list[str]  # filled while a run acts (an operator object runs one task instance)
 
     def __init__(
         self,
@@ -512,26 +493,38 @@ class EscalateTicketsOperator(_ThreadsOperator):
         again = escalation.check_flag(self.escalate_again)
         self._assigned = []
         invoice_ids = self._chosen(context)
-        record = escalation.EscalationRecord.load(self._record_key(context))  # before anything is assigned
-        (self.log.info if record.kept else self.log.warning)(
+        key = self._record_key(context)
+        record = escalation.load(key)  # before anything is assigned
+        (self.log.warning if record is None else self.log.info)(
             "Escalation record: Airflow Variable %r, %s.",
-            record.key,
-            f"{len(record.entries)} threads remembered" if record.kept else "not in a task run: nothing read or kept",
+            key,
+            "not in a task run: nothing read or kept" if record is None else f"{len(record)} threads remembered",
         )
         # Every thread read (whole tickets given, or the company's): the chosen ones' episodes, and
         # those answered since, to forget; threads given as bare IDs are read for theirs.
-        self._episodes = {t.invoice_id: t.unanswered_since for t in selection.group_threads(self._tickets)}
-        unread = self._read_episodes([i for i in invoice_ids if i not in self._episodes])
-        todo = self._not_escalated(record, [i for i in invoice_ids if i not in unread], again)
+        episodes = {t.invoice_id: t.unanswered_since for t in selection.group_threads(self._tickets)}
+        unread = self._read_episodes(episodes, [i for i in invoice_ids if i not in episodes])
+        done = {i: e for i, e in (record or {}).items() if escalation.same_episode(e, episodes.get(i))}
+        todo = [i for i in invoice_ids if i not in unread and (again or i not in done)]
+        for invoice_id in sorted(done.keys() & set(invoice_ids)):
+            self.log.info(
+                "Invoice %s: already escalated on %s for this episode (unanswered since %s); %s.",
+                invoice_id,
+                done[invoice_id].get("escalated_at", "an unknown date"),
+                done[invoice_id]["unanswered_since"],
+                "escalate_again: once more" if again else "not again",
+            )
+        self.log.info("%d of %d threads to assign to support.", len(todo), len(invoice_ids) - len(unread))
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
         # named by the DAG may hold other threads too, so there only threads seen answered are forgotten).
-        ended = record.ended(self._episodes, complete=self.invoice_ids is None and self.escalation_record is None)
+        complete = self.invoice_ids is None and self.escalation_record is None
+        ended = [i for i in record or {} if i not in done and (complete or i in episodes)]
         try:
             # Threads that could not be read were not assigned: they fail the task beside those that failed.
             return self._apply(todo, unread)
         finally:
-            if not self.is_dry_run:
-                record.save({i: self._episodes.get(i) for i in self._assigned}, ended)
+            if record is not None and not self.is_dry_run:
+                escalation.save(key, record, {i: episodes.get(i) for i in self._assigned}, ended)
 
     def _record_key(self, context: Context) -> str:
         if self.escalation_record is not None:
@@ -545,43 +538,17 @@ class EscalateTicketsOperator(_ThreadsOperator):
         mapped = [str(map_index)] if isinstance(map_index, int) and map_index >= 0 else []
         return escalation.derived_key(conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id), *mapped)
 
-    def _read_episodes(self, invoice_ids: list[str]) -> dict[str, str]:
-        """Read the threads given as bare IDs, for their episode; returns those that could not be read."""
+    def _read_episodes(self, episodes: dict[str, datetime | None], invoice_ids: list[str]) -> dict[str, str]:
+        """Read the threads given as bare IDs into ``episodes``; returns those that could not be read, and why."""
 
         def read(invoice_id: str) -> None:
             tickets = sorted(self.hook.get_invoice_tickets(invoice_id), key=selection.ticket_date)
-            self._episodes[invoice_id] = selection.Thread(invoice_id, tuple(map(dict, tickets))).unanswered_since
+            episodes[invoice_id] = selection.Thread(invoice_id, tuple(map(dict, tickets))).unanswered_since
 
         verb = "read the thread of"
         result = self.hook.for_each_invoice(read, invoice_ids, max_concurrency=self.max_concurrency, verb=verb)
         # Not assigned: without its thread, an invoice could be escalated twice for one episode.
         return {invoice_id: f"reading its thread: {reason}" for invoice_id, reason in result.failed.items()}
-
-    def _not_escalated(self, record: escalation.EscalationRecord, invoice_ids: list[str], again: bool) -> list[str]:
-        """The chosen threads not yet escalated for their current episode (all with ``escalate_again``)."""
-        todo = []
-        for invoice_id in invoice_ids:
-            since = self._episodes.get(invoice_id)
-            done = record.escalated(invoice_id, since)
-            if since is None:
-                self.log.info("Invoice %s waits for no answer: escalated as given, not remembered.", invoice_id)
-            elif done is not None:
-                self.log.info(
-                    "Invoice %s: already escalated on %s for this episode (unanswered since %s); %s.",
-                    invoice_id,
-                    done.get("escalated_at", "an unknown date"),
-                    done["unanswered_since"],
-                    "escalate_again: once more" if again else "not again",
-                )
-            if done is None or again:
-                todo.append(invoice_id)
-        self.log.info(
-            "%d of %d threads to assign to support%s.",
-            len(todo),
-            len(invoice_ids),
-            " (escalate_again)" if again else "",
-        )
-        return todo
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)
