@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import copy_context
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect import observability
@@ -26,6 +27,7 @@ MAX_IDS = 20
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class BulkResult:
     """
     What a bulk action did (:meth:`~airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook.for_each_invoice`).
@@ -33,11 +35,13 @@ class BulkResult:
     :param verb: the action, such as ``archive``.
     :param done: invoice IDs the action succeeded on, sorted.
     :param failed: invoice ID to the reason it failed.
-    :param not_tried: invoice IDs left untried after the API key was refused.
+    :param not_tried: invoice IDs left untried after the API key was refused, sorted.
     """
 
-    def __init__(self, verb: str, done: list[str], failed: dict[str, str], not_tried: Sequence[str] = ()) -> None:
-        self.verb, self.done, self.failed, self.not_tried = verb, done, failed, sorted(not_tried)
+    verb: str
+    done: list[str]
+    failed: dict[str, str]
+    not_tried: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One bounded line: the counts, then the failures by kind (status, error code), with IDs and a reason."""
@@ -84,13 +88,12 @@ def run_bulk(
             return
         try:
             action(invoice_id)
-        except ClubCollectError as exc:
+        except Exception as exc:  # a bug or an unexpected library error too: still report every invoice
             if isinstance(exc, ClubCollectAuthError):
                 refused.append(exc)
-            code = f"{exc.status_code} {exc.error_code}" if exc.status_code else type(exc).__name__
-            result.failed[invoice_id] = f"{code.strip()}: {exc}"
-        except Exception as exc:  # a bug or an unexpected library error: still report every invoice
-            result.failed[invoice_id] = f"{type(exc).__name__}: {shorten(str(exc), 300)}"
+            status = getattr(exc, "status_code", None)  # a ClubCollectError's
+            code = f"{status} {getattr(exc, 'error_code', '')}".strip() if status else type(exc).__name__
+            result.failed[invoice_id] = f"{code}: {shorten(str(exc), 300)}"
         else:
             result.done.append(invoice_id)
 

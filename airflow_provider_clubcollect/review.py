@@ -1,7 +1,4 @@
-"""Ticket threads shown to a person: a Markdown table for a human-in-the-loop ``body``, a plain one for a log.
-
-Members write the messages, so their text is escaped: it can add no markup, links or log lines.
-"""
+"""Ticket threads shown to a person, member text escaped: Markdown for a human-in-the-loop ``body``, plain for a log."""
 
 from __future__ import annotations
 
@@ -102,23 +99,20 @@ def threads_table(
     return "\n".join(lines)
 
 
-def _age(now: datetime, since: datetime) -> str:
-    """Whole minutes as words: seconds only clutter a decision about days."""
+def _age(now: datetime, since: datetime) -> str:  # whole minutes: seconds only clutter a decision about days
     return human_duration(timedelta(minutes=max(0, int((now - since).total_seconds() // 60))))
 
 
 def _bounded(message: str) -> str:
-    """A message on one line, cut at ``MESSAGE_CHARS`` characters with an ellipsis."""
     text = " ".join(message.split())
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1].rstrip() + "\u2026"
 
 
 def _log_cell(text: str) -> str:
-    """Text for a log table: bounded, no character that could start a line or move the cursor."""
+    # No character that could start a line or move the cursor.
     cell = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in _bounded(text))
     return cell or "(empty)"
 
 
 def _escape(message: str) -> str:
-    """A member's message as one Markdown table cell of plain text."""
     return _MARKDOWN.sub(r"\\\1", _bounded(message).replace("&", "&amp;").replace("<", "&lt;")) or "(empty)"

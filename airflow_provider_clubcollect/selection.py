@@ -1,12 +1,10 @@
-"""Thread semantics (*last activity*, *unanswered since*, *awaits an answer*): which invoices to act or wait on.
-
-The operators, the sensor and the triggers all select through this module, so they always agree.
-"""
+"""Thread semantics (*last activity*, *unanswered since*, *awaits an answer*), one module for every selection."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
+from itertools import takewhile
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
@@ -36,12 +34,7 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
 
 
 def to_utc(value: datetime | str | None) -> datetime:
-    """
-    "Now" for a selection: the current UTC time, or the given one.
-
-    :param value: ``None`` for now; a datetime or ISO 8601 string otherwise (naive means UTC).
-    :raises ClubCollectValidationError: for a string that is not ISO 8601.
-    """
+    """ "Now" for a selection: the current UTC time for ``None``, else the datetime or ISO 8601 string (naive: UTC)."""
     if value is None or value == "":
         return datetime.now(timezone.utc)
     moment = parse_iso_datetime(value)
@@ -96,12 +89,7 @@ def human_duration(duration: timedelta) -> str:
 
 
 class Thread(NamedTuple):
-    """
-    The tickets of one invoice.
-
-    :param invoice_id: the invoice.
-    :param tickets: its tickets, oldest first.
-    """
+    """The tickets of one invoice, oldest first."""
 
     invoice_id: str
     tickets: tuple[dict[str, Any], ...]
@@ -113,13 +101,8 @@ class Thread(NamedTuple):
 
     def awaiting_answer(self) -> list[dict[str, Any]]:
         """The CUSTOMER tickets newer than the newest COMPANY ticket, oldest first."""
-        waiting: list[dict[str, Any]] = []
-        for ticket in reversed(self.tickets):
-            if ticket.get("sender") == SENDER_COMPANY:
-                break
-            if ticket.get("sender") == SENDER_CUSTOMER:
-                waiting.append(ticket)
-        return waiting[::-1]
+        newer = takewhile(lambda ticket: ticket.get("sender") != SENDER_COMPANY, reversed(self.tickets))
+        return [ticket for ticket in newer if ticket.get("sender") == SENDER_CUSTOMER][::-1]
 
     @property
     def unanswered_since(self) -> datetime | None:
@@ -129,12 +112,7 @@ class Thread(NamedTuple):
 
 
 def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
-    """
-    Group company tickets by invoice into threads.
-
-    :param tickets: CompanyTicket dicts (with ``invoice_id``).
-    :return: the threads by invoice ID, tickets oldest first.
-    """
+    """Group company tickets (with ``invoice_id``) into threads, sorted by invoice ID."""
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for ticket in tickets:
         invoice_id = ticket.get("invoice_id") if isinstance(ticket, Mapping) else None
@@ -155,14 +133,8 @@ def select_threads(
     unanswered: bool = False,
 ) -> list[str]:
     """
-    Invoices whose thread has been without activity (``unanswered``: waiting for an answer) for a time in a window.
-
-    :param tickets: the company's tickets in one status.
-    :param more_than: the exclusive lower bound of the age, or ``None``.
-    :param now: the reference time.
-    :param at_most: the inclusive upper bound of the age, or ``None``.
-    :param unanswered: measure the time waiting for an answer, not the time without activity.
-    :return: sorted invoice IDs.
+    The sorted invoices whose thread has been without activity (``unanswered``: waiting for an answer) for
+    more than ``more_than`` and at most ``at_most`` at ``now`` (``None``: no bound).
     """
     chosen = []
     for thread in group_threads(tickets):
@@ -171,14 +143,6 @@ def select_threads(
         if age is not None and (more_than is None or age > more_than) and (at_most is None or age <= at_most):
             chosen.append(thread.invoice_id)
     return chosen
-
-
-def window_rule(measure: str, more_than: timedelta | None, at_most: timedelta | None) -> str:
-    """A window in words, for log lines: ``waited for more than 2 days and at most 5 days``."""
-    bounds = [f"more than {human_duration(more_than)}"] if more_than is not None else []
-    if at_most is not None:
-        bounds.append(f"at most {human_duration(at_most)}")
-    return f"{measure} for {' and '.join(bounds)}" if bounds else f"{measure} for any time"
 
 
 def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
@@ -195,32 +159,26 @@ def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | flo
 def awaiting_answer(
     tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
 ) -> list[dict[str, Any]]:
-    """
-    The tickets that await an answer, oldest first (what the sensor returns).
-
-    :param tickets: the company's unanswered tickets.
-    :param unanswered_for: only threads unanswered for longer than this; ``None`` for all.
-    :param now: the reference time.
-    """
+    """The tickets that await an answer (in threads unanswered for more than ``unanswered_for``), oldest first."""
     waiting = [ticket for _, ticket in awaiting_answer_due(tickets, unanswered_for, now)]
     return sorted(waiting, key=lambda t: (ticket_date(t), str(t.get("ticket_id"))))
 
 
-def invoice_ids_from(value: Any, name: str = "invoice_ids") -> list[str]:
+def invoice_ids_from(value: Any) -> list[str]:
     """Sorted, de-duplicated IDs from ID strings or ticket dicts, lists of them (mapped outputs) flattened."""
     items = _flat(value)
     if items is None:
         raise ClubCollectValidationError(
-            f"{name} must be a list of invoice ID strings or of ticket dicts, "
+            f"invoice_ids must be a list of invoice ID strings or of ticket dicts, "
             f"got {type(value).__name__} {shown(value)}."
         )
     ids: set[str] = set()
     for item in items:
         if isinstance(item, Mapping):
             if "invoice_id" not in item:
-                raise ClubCollectValidationError(f"{name}: a ticket dict without 'invoice_id': {shown(item)}.")
+                raise ClubCollectValidationError(f"invoice_ids: a ticket dict without 'invoice_id': {shown(item)}.")
             item = item["invoice_id"]
-        ids.add(check_id(item, f"an invoice ID in {name}"))
+        ids.add(check_id(item, "an invoice ID in invoice_ids"))
     return sorted(ids)
 
 

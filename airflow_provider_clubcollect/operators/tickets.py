@@ -297,7 +297,6 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         return result.done
 
     def _chosen(self, context: Context) -> list[str]:
-        """The invoices to act on: those given, or the company's threads whose age is in the window."""
         if self.invoice_ids is not None:
             invoice_ids = selection.invoice_ids_from(self.invoice_ids)
             self._tickets = selection.ticket_dicts(self.invoice_ids)
@@ -311,13 +310,19 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         unanswered = self.inactive_for is None and status == wire.STATUS_UNANSWERED
         more_than = self.unanswered_for if unanswered else self.inactive_for
         chosen = selection.select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
+        window = [
+            f"{bound} {selection.human_duration(age)}"
+            for bound, age in zip(("more than", "at most"), (more_than, self.at_most), strict=True)
+            if age is not None
+        ]
         self.log.info(
-            "%d of %d %s threads of company %r %s (now = %s).",
+            "%d of %d %s threads of company %r %s for %s (now = %s).",
             len(chosen),
             len({t["invoice_id"] for t in self._tickets}),
             status,
             company_id,
-            selection.window_rule("waited" if unanswered else "had no activity", more_than, self.at_most),
+            "waited" if unanswered else "had no activity",
+            " and ".join(window) or "any time",
             now.isoformat(),
         )
         return chosen
@@ -506,15 +511,14 @@ class EscalateTicketsOperator(_ThreadsOperator):
         unread = self._read_episodes(episodes, [i for i in invoice_ids if i not in episodes])
         done = {i: e for i, e in (record or {}).items() if escalation.same_episode(e, episodes.get(i))}
         todo = [i for i in invoice_ids if i not in unread and (again or i not in done)]
-        for invoice_id in sorted(done.keys() & set(invoice_ids)):
-            self.log.info(
-                "Invoice %s: already escalated on %s for this episode (unanswered since %s); %s.",
-                invoice_id,
-                done[invoice_id].get("escalated_at", "an unknown date"),
-                done[invoice_id]["unanswered_since"],
-                "escalate_again: once more" if again else "not again",
-            )
-        self.log.info("%d of %d threads to assign to support.", len(todo), len(invoice_ids) - len(unread))
+        earlier = [f"{i} on {done[i].get('escalated_at', '?')}" for i in invoice_ids if i in done]
+        self.log.info(
+            "%d of %d threads to assign to support; already escalated for their episode%s: %s.",
+            len(todo),
+            len(invoice_ids) - len(unread),
+            " (escalate_again: once more)" if again else ", not again",
+            ", ".join(earlier) or "none",
+        )
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
         # named by the DAG may hold other threads too, so there only threads seen answered are forgotten).
         complete = self.invoice_ids is None and self.escalation_record is None

@@ -98,7 +98,7 @@ def test_a_daily_escalation_escalates_each_thread_once_per_episode(
     escalated, output = run(run_dag, example_airflow, DAILY)
     assert escalated == []
     assert assigned(sandbox) == [], "a thread was escalated twice for one episode"
-    assert "already escalated on" in output
+    assert f"already escalated for their episode, not again: {inv(1)} on " in output
     assert variable(COMPANY_RECORD) == record
     # The dry run agrees: nothing would be escalated.
     assert run(run_dag, example_airflow, DRY_RUN)[0] == []
