@@ -10,10 +10,10 @@ from airflow_provider_clubcollect.selection import group_threads, human_duration
 from airflow_provider_clubcollect.wire import SENDER_CUSTOMER
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
-__all__ = ["review_body", "threads_table"]
+__all__ = ["review_body"]
 
 MESSAGE_CHARS = 160
 MAX_THREADS = 50
@@ -60,30 +60,13 @@ def review_body(
 
 
 def threads_table(
-    tickets: Iterable[Mapping[str, Any]],
-    invoice_ids: Iterable[str],
-    *,
-    company_id: str | None,
-    now: datetime | None,
-    max_threads: int = MAX_THREADS,
+    tickets: Iterable[Mapping[str, Any]], invoice_ids: Sequence[str], company_id: str | None, now: datetime | None
 ) -> str:
-    """
-    The threads a task chose as a plain-text table for its log: company, invoice, waiting time, last words.
-
-    :param Iterable[Mapping] tickets: the tickets the task read (CompanyTicket dicts).
-    :param Iterable[str] invoice_ids: the invoices chosen, in the order to list them.
-    :param str | None company_id: the company, when the threads are one company's.
-    :param datetime | None now: the reference time for the ages; ``None`` for the current UTC time.
-    :param int max_threads: rows at most; a last line counts the threads left out.
-    :return: the table, header first.
-
-    .. seealso:: :doc:`/review`
-    """
+    """The chosen threads as a plain-text table for a task's log: company, invoice, waiting time, last words."""
     threads = {thread.invoice_id: thread for thread in group_threads(tickets)}
     now = to_utc(now)
     rows = [("company", "invoice", "waiting", "member's last words")]
-    ids = list(invoice_ids)
-    for invoice_id in ids[:max_threads]:
+    for invoice_id in invoice_ids[:MAX_THREADS]:
         thread = threads.get(invoice_id)
         waited, words = "(not read)", "(not read)"
         if thread is not None:
@@ -94,8 +77,8 @@ def threads_table(
         rows.append((_log_cell(company_id or "-"), _log_cell(invoice_id), waited, words))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]) for row in rows]
-    if len(ids) > max_threads:
-        lines.append(f"... and {len(ids) - max_threads} more.")
+    if len(invoice_ids) > MAX_THREADS:
+        lines.append(f"... and {len(invoice_ids) - MAX_THREADS} more.")
     return "\n".join(lines)
 
 

@@ -278,7 +278,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
     def _table(self, invoice_ids: Sequence[str]) -> str:
         from airflow_provider_clubcollect.review import threads_table
 
-        return threads_table(self._tickets, invoice_ids, company_id=self.company_id, now=self._now)
+        return threads_table(self._tickets, invoice_ids, self.company_id, self._now)
 
     def execute(self, context: Context) -> list[str]:
         return self._apply(self._chosen(context))
