@@ -13,13 +13,7 @@ from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, c
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = [
-    "Thread",
-    "awaiting_answer",
-    "group_threads",
-    "select_threads",
-    "to_utc",
-]
+__all__ = ["Thread", "awaiting_answer", "group_threads", "select_threads", "to_utc"]
 
 
 def ticket_date(ticket: Mapping[str, Any]) -> datetime:
@@ -34,7 +28,7 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
 
 
 def to_utc(value: datetime | str | None) -> datetime:
-    """ "Now" for a selection: the current UTC time for ``None``, else the datetime or ISO 8601 string (naive: UTC)."""
+    """A moment in UTC: now for ``None``, else the given datetime or ISO 8601 string (naive means UTC)."""
     if value is None or value == "":
         return datetime.now(timezone.utc)
     moment = parse_iso_datetime(value)

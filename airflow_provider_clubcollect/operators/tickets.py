@@ -500,24 +500,29 @@ class EscalateTicketsOperator(_ThreadsOperator):
         invoice_ids = self._chosen(context)
         key = self._record_key(context)
         record = escalation.load(key)  # before anything is assigned
-        (self.log.warning if record is None else self.log.info)(
-            "Escalation record: Airflow Variable %r, %s.",
-            key,
-            "not in a task run: nothing read or kept" if record is None else f"{len(record)} threads remembered",
-        )
         # Every thread read (whole tickets given, or the company's): the chosen ones' episodes, and
         # those answered since, to forget; threads given as bare IDs are read for theirs.
         episodes = {t.invoice_id: t.unanswered_since for t in selection.group_threads(self._tickets)}
-        unread = self._read_episodes(episodes, [i for i in invoice_ids if i not in episodes])
+
+        def read(invoice_id: str) -> None:
+            tickets = sorted(self.hook.get_invoice_tickets(invoice_id), key=selection.ticket_date)
+            episodes[invoice_id] = selection.Thread(invoice_id, tuple(map(dict, tickets))).unanswered_since
+
+        bare = [i for i in invoice_ids if i not in episodes]
+        result = self.hook.for_each_invoice(read, bare, max_concurrency=self.max_concurrency, verb="read the thread of")
+        # Not assigned: without its thread, an invoice could be escalated twice for one episode.
+        unread = {invoice_id: f"reading its thread: {why}" for invoice_id, why in result.failed.items()}
         done = {i: e for i, e in (record or {}).items() if escalation.same_episode(e, episodes.get(i))}
         todo = [i for i in invoice_ids if i not in unread and (again or i not in done)]
-        earlier = [f"{i} on {done[i].get('escalated_at', '?')}" for i in invoice_ids if i in done]
-        self.log.info(
-            "%d of %d threads to assign to support; already escalated for their episode%s: %s.",
+        (self.log.warning if record is None else self.log.info)(
+            "Escalation record: Airflow Variable %r, %s. %d of %d threads to assign to support; "
+            "already escalated for their episode%s: %s.",
+            key,
+            "not in a task run: nothing read or kept" if record is None else f"{len(record)} threads remembered",
             len(todo),
             len(invoice_ids) - len(unread),
             " (escalate_again: once more)" if again else ", not again",
-            ", ".join(earlier) or "none",
+            ", ".join(f"{i} on {done[i].get('escalated_at', '?')}" for i in invoice_ids if i in done) or "none",
         )
         # A company's unanswered list is every waiting thread: what is not in it waits no more (a record
         # named by the DAG may hold other threads too, so there only threads seen answered are forgotten).
@@ -541,18 +546,6 @@ class EscalateTicketsOperator(_ThreadsOperator):
         map_index = getattr(ti, "map_index", -1)
         mapped = [str(map_index)] if isinstance(map_index, int) and map_index >= 0 else []
         return escalation.derived_key(conn_id, str(dag_id), str(getattr(ti, "task_id", None) or self.task_id), *mapped)
-
-    def _read_episodes(self, episodes: dict[str, datetime | None], invoice_ids: list[str]) -> dict[str, str]:
-        """Read the threads given as bare IDs into ``episodes``; returns those that could not be read, and why."""
-
-        def read(invoice_id: str) -> None:
-            tickets = sorted(self.hook.get_invoice_tickets(invoice_id), key=selection.ticket_date)
-            episodes[invoice_id] = selection.Thread(invoice_id, tuple(map(dict, tickets))).unanswered_since
-
-        verb = "read the thread of"
-        result = self.hook.for_each_invoice(read, invoice_ids, max_concurrency=self.max_concurrency, verb=verb)
-        # Not assigned: without its thread, an invoice could be escalated twice for one episode.
-        return {invoice_id: f"reading its thread: {reason}" for invoice_id, reason in result.failed.items()}
 
     def _act(self, invoice_id: str) -> None:
         self.hook.assign_tickets_to_support(invoice_id)
