@@ -61,11 +61,7 @@ class BulkResult:
         return text + (" Failed: " + "; ".join(parts) + "." if parts else "")
 
     def raise_for_failures(self) -> None:
-        """
-        Raise one error naming the failed invoices and why, if any failed.
-
-        :raises ClubCollectError: when at least one invoice failed.
-        """
+        """Raise one ``ClubCollectError`` naming the failed invoices and why, if any failed."""
         if self.failed:
             raise ClubCollectError(f"Bulk {self.summary()} Re-running is safe: the action is idempotent.")
 

@@ -31,7 +31,6 @@ class ClubCollectConnectionMixin:
     @functools.cached_property
     def hook(self) -> ClubCollectHook:
         """The hook, built once per task run, with a connection pool for every request in flight."""
-        # Imported here: a DAG file that only builds operators does not load the request layer.
         from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
 
         return ClubCollectHook(
