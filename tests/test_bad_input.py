@@ -105,6 +105,8 @@ ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("rendered-status", rendered(FetchCompanyTicketsOperator(task_id="t", company_id=CO, status="{{ s }}"), status="None"), ("'None'", STATUSES)),
     ("rendered-company", rendered(FetchCompanyTicketsOperator(task_id="t", company_id="{{ c }}"), company_id=""), ("got ''", "must not be empty")),
     ("rendered-invoice", rendered(FetchInvoiceTicketsOperator(task_id="t", invoice_id="{{ i }}"), invoice_id="inv 1 "), ("got 'inv 1 '", "must not start or end with whitespace")),
+    ("rendered-archive-company", rendered(ArchiveTicketsOperator(task_id="t", company_id="{{ c }}", inactive_for=DAY), company_id=["c"]), ("got list ['c']", ID_TYPE)),
+    ("rendered-create-invoice", rendered(CreateTicketOperator(task_id="t", invoice_id="{{ i }}", message="m"), invoice_id="a/b"), ("'a/b'", "must not contain '/'")),
     ("rendered-message", rendered(CreateTicketOperator(task_id="t", invoice_id="i", message="{{ m }}"), message=""), ("got ''", "non-empty string")),
     ("rendered-reference-time", rendered(ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=DAY, reference_time="{{ r }}"), reference_time="not-a-date"), ("got 'not-a-date'", "a datetime or an ISO 8601 string")),
     ("rendered-sensor-time", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, reference_time="yesterday").poke({}), ("got 'yesterday'", "ISO 8601")),
