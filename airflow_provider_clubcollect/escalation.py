@@ -29,23 +29,23 @@ def derived_key(*parts: str) -> str:
     return key
 
 
-def check_key(key: object, name: str = "escalation_record") -> str:
+def check_key(key: object) -> str:
     """Check a Variable key given by the DAG: letters, digits, ``_``, ``-`` and ``.``, at most 250 characters."""
     if not isinstance(key, str) or not _SAFE_KEY.fullmatch(key) or len(key) > MAX_KEY_LENGTH:
         raise ClubCollectValidationError(
-            f"{name} must be an Airflow Variable key of letters, digits, '_', '-' and '.', "
+            f"escalation_record must be an Airflow Variable key of letters, digits, '_', '-' and '.', "
             f"at most {MAX_KEY_LENGTH} characters, got {shown(key)}."
         )
     return key
 
 
-def check_flag(value: object, name: str = "escalate_again") -> bool:
+def check_flag(value: object) -> bool:
     """A templated boolean: ``True``/``False``, or ``"true"``/``"false"`` in any case."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ClubCollectValidationError(f"{name} must be True or False (or 'true'/'false'), got {shown(value)}.")
+    raise ClubCollectValidationError(f"escalate_again must be True or False (or 'true'/'false'), got {shown(value)}.")
 
 
 class NoVariableStore(ClubCollectError):
