@@ -49,8 +49,7 @@ class ClientSettings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """What to mask in logs: the API key, and the budget URL's Redis password when it has one."""
-        password = budget_url_password(self.budget_url)
-        return (self.api_key,) if password is None else (self.api_key, password)
+        return tuple(filter(None, (self.api_key, budget_url_password(self.budget_url))))
 
     @property
     def connect_timeout(self) -> float:
@@ -78,23 +77,19 @@ class ClientSettings:
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
-        """An answer's body with the API key replaced by ``***``, before anything reads it."""
-        for form in _key_forms(self.api_key):
-            body = body.replace(form.encode("utf-8"), b"***")
-        return body
+        """An answer's body with the secrets replaced by ``***``, before anything reads it."""
+        return self.scrub(body.decode("latin-1")).encode("latin-1")  # latin-1: any bytes, back as they were
 
 
 @functools.lru_cache(maxsize=16)
 def _key_forms(key: str) -> tuple[str, ...]:
-    """The key as a server may echo it (as sent, in JSON, HTML or a URL), longest first; cached per key."""
+    """The key as a server may echo it: as sent, in JSON, HTML or a URL."""
     import html
     from urllib.parse import quote
 
-    if not key:
-        return ()
     escaped = json.dumps(key)[1:-1]
     forms = {key, escaped, escaped.replace("/", "\\/"), html.escape(key), quote(key)}
-    return tuple(sorted(forms, key=len, reverse=True))
+    return tuple(forms)
 
 
 def settings_from_connection(
@@ -136,21 +131,18 @@ def settings_from_connection(
             f"A clubcollect connection's extras are {', '.join(_FIELDS)}."
         )
     given = {**extra, **{k: v for k, v in (("timeout", timeout), ("max_retries", max_retries)) if v is not None}}
-    rate = _extra(given, "max_requests_per_second", where)
+    numbers = {name: _extra(given.get(name), name, where) for name in _FIELDS if name != "budget_url"}
     return ClientSettings(
         conn_id=conn_id,
         base_url=resolve_base_url(host, port=port, conn_id=conn_id),
         api_key=password.strip(),
-        timeout=_extra(given, "timeout", where),
-        max_retries=_extra(given, "max_retries", where),
-        max_requests_per_second=rate,
-        budget_url=check_budget_url(extra.get("budget_url"), conn_id, rate),
+        budget_url=check_budget_url(extra.get("budget_url"), conn_id, numbers["max_requests_per_second"]),
+        **numbers,
     )
 
 
-def _extra(extra: dict[str, Any], name: str, where: str) -> Any:
+def _extra(value: Any, name: str, where: str) -> Any:
     """A numeric extra checked against the form's schema; its default when not set (text read as a number)."""
-    value: Any = extra.get(name)
     schema = _FIELDS[name]
     if isinstance(value, str):
         value = value.strip() or None
@@ -192,13 +184,12 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
     if problem:
         raise ClubCollectValidationError(f"{where}: {problem}")
     try:
-        url_port = parts.port
-    except ValueError:  # not a number, or past 65535
-        url_port = -1
-    for candidate in (url_port, port if not has_scheme else None):
-        if candidate is not None and (isinstance(candidate, bool) or not 1 <= candidate <= 65535):
-            got = parts.netloc.rpartition(":")[2] if candidate == url_port else candidate
-            raise ClubCollectValidationError(f"{where}: the port must be a number from 1 to 65535, got {shown(got)}.")
+        url_port: object = parts.port
+    except ValueError:  # not a number, or past 65535: refused below as written
+        url_port = parts.netloc.rpartition(":")[2]
+    for candidate in (url_port, None if has_scheme else port):
+        if candidate is not None:
+            check_int(candidate, f"{where}: the port", high=65535)
     netloc = parts.netloc if has_scheme or not port or url_port is not None else f"{parts.netloc}:{port}"
     path = parts.path.rstrip("/") if (has_scheme or parts.path.strip("/")) else BASE_PATH
     return f"{parts.scheme}://{netloc}{path}"
