@@ -92,18 +92,16 @@ def _key_forms(key: str) -> tuple[str, ...]:
     return tuple(forms)
 
 
-def settings_from_connection(
-    conn_id: str,
-    *,
-    host: str | None,
-    password: str | None,
-    port: int | None = None,
-    extra: dict[str, Any] | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
+def settings_from_airflow_connection(
+    conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
-    """Read and check a ``clubcollect`` connection."""
-    where = f"Connection {conn_id!r}"
+    """Read and check an Airflow ``Connection`` of type ``clubcollect``; the arguments win over its extras."""
+    conn_id, password, where = conn.conn_id, conn.password, f"Connection {conn.conn_id!r}"
+    if conn.conn_type and conn.conn_type != CONN_TYPE:
+        raise ClubCollectValidationError(
+            f"{where} has type {shown(conn.conn_type)}: set its type to {CONN_TYPE!r} "
+            "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
+        )
     if not password or not password.strip():
         raise ClubCollectValidationError(
             f"{where} has no API key: set its password to the ClubCollect partner API key."
@@ -114,7 +112,7 @@ def settings_from_connection(
             f"{where}: the API key contains whitespace, control or non-ASCII characters, "
             "which cannot go into an HTTP header; check the connection's password."
         )
-    extra = {} if extra is None else extra
+    extra: Any = conn.extra_dejson
     if not isinstance(extra, dict):
         raise ClubCollectValidationError(
             f'{where}: extra must be a JSON object such as {{"timeout": 30, "max_retries": 5}}, '
@@ -134,7 +132,7 @@ def settings_from_connection(
     numbers = {name: _extra(given.get(name), name, where) for name in _FIELDS if name != "budget_url"}
     return ClientSettings(
         conn_id=conn_id,
-        base_url=resolve_base_url(host, port=port, conn_id=conn_id),
+        base_url=resolve_base_url(conn.host, port=conn.port, conn_id=conn_id),
         api_key=password.strip(),
         budget_url=check_budget_url(extra.get("budget_url"), conn_id, numbers["max_requests_per_second"]),
         **numbers,
@@ -212,25 +210,4 @@ def missing_connection(conn_id: str) -> ClubCollectValidationError:
         f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "
         f"type ClubCollect, the API key as password) or set the environment variable "
         f"AIRFLOW_CONN_{conn_id.upper()}='{example}' where the tasks and the triggerer run."
-    )
-
-
-def settings_from_airflow_connection(
-    conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
-) -> ClientSettings:
-    """Read and check an Airflow ``Connection`` of type ``clubcollect``."""
-    conn_type = getattr(conn, "conn_type", None)
-    if conn_type and conn_type != CONN_TYPE:
-        raise ClubCollectValidationError(
-            f"Connection {conn.conn_id!r} has type {shown(conn_type)}: set its type to {CONN_TYPE!r} "
-            "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
-        )
-    return settings_from_connection(
-        conn.conn_id,
-        host=conn.host,
-        password=conn.password,
-        port=conn.port,
-        extra=conn.extra_dejson,
-        timeout=timeout,
-        max_retries=max_retries,
     )

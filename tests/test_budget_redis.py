@@ -30,7 +30,7 @@ from airflow_provider_clubcollect.budget import (
     forget_budgets,
     key_digest,
 )
-from airflow_provider_clubcollect.connection import settings_from_connection
+from tests.conftest import conn_settings
 
 redis = pytest.importorskip("redis", reason="the budget extra (limits, redis) is not installed")
 pytest.importorskip("limits", reason="the budget extra (limits, redis) is not installed")
@@ -120,8 +120,12 @@ def test_a_second_process_draws_from_the_same_budget(store):
     child = f"""
 import json, math, sys, time
 from airflow_provider_clubcollect.budget import budget_for
-from airflow_provider_clubcollect.connection import settings_from_connection
-budget = budget_for(settings_from_connection("cc", host=None, password={KEY!r}, extra={extra!r}))
+from types import SimpleNamespace
+from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+# The connection's fields without importing Airflow, whose start-up may print on stdout.
+fields = dict(host=None, port=None, password={KEY!r}, extra_dejson={extra!r})
+conn = SimpleNamespace(conn_id="cc", conn_type="clubcollect", **fields)
+budget = budget_for(settings_from_airflow_connection(conn))
 print(json.dumps([budget.shared, budget.acquire(), math.floor(time.time() / budget._seconds)]), flush=True)
 sys.stdin.read()
 """
@@ -134,7 +138,7 @@ sys.stdin.read()
         assert line, process.stderr.read() if process.stderr else "the child printed nothing"
         shared, waited, child_slot = json.loads(line)
         assert (shared, waited) == (True, 0.0)
-        here = budget_for(settings_from_connection("cc", host=None, password=KEY, extra=extra))
+        here = budget_for(conn_settings("cc", host=None, password=KEY, extra=extra))
         assert here.shared
         here.acquire()
         # The child's slot is spent for every process: this one goes in a later slot (it waits,
