@@ -62,7 +62,6 @@ class CompanyTicketPager:
         self._answers = 0  # page answers since the last look
         self._next_out = 1
         self._sizing = True  # page 1 is being read for the total
-        self._requested: set[int] = set()
         self._ready: dict[int, tuple[list[CompanyTicket], int]] = {}  # page -> (tickets, looks sent before)
         # Pages handed out, not yet in the verified prefix: page -> (looks sent before, ticket_ids).
         self._handed: dict[int, tuple[int, list[str]]] = {}
@@ -87,7 +86,7 @@ class CompanyTicketPager:
             if guess and guess > self.page_size:  # more than a page at the last read: the look sizes it
                 self._sizing = False
                 self._set_total(guess)
-            elif 1 not in self._requested:  # page 1 first, and a look where the tail was at the last read
+            elif 1 not in self._requested():  # page 1 first, and a look where the tail was at the last read
                 return self._send(1)
             else:
                 return self._look_at(guess) if guess and not self._looks else None
@@ -115,13 +114,15 @@ class CompanyTicketPager:
     def _next_page(self) -> int | None:
         if self._finished or self.total_pages is None:
             return None
-        last = min(max(self.total_pages, 1), self._next_out + self.window - 1)
-        return next((p for p in range(self._next_out, last + 1) if p not in self._requested), None)
+        last, requested = min(max(self.total_pages, 1), self._next_out + self.window - 1), self._requested()
+        return next((p for p in range(self._next_out, last + 1) if p not in requested), None)
+
+    def _requested(self) -> set[int]:
+        return {page for _, page, epoch in self._sent.values() if epoch == self._epoch} | set(self._ready)
 
     def _send(self, page: int) -> ApiRequest:
         request = company_tickets_page_request(self.company_id, self.status, page, self.page_size)
         self._sent[id(request)] = (request, page, self._epoch)
-        self._requested.add(page)
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
@@ -139,10 +140,8 @@ class CompanyTicketPager:
                 self._set_total(total)
                 self._agreed = self._looks + 1
                 self._ready[1] = (tickets, 0)
-            else:  # every page is read once a look has fixed the baseline (page 1 again)
-                self._requested.clear()
-                if not self._baseline:
-                    self._set_total(total)
+            elif not self._baseline:  # every page is read once a look has fixed the baseline (page 1 again)
+                self._set_total(total)
         elif total != self.total_entries:
             self._restart(total)
         else:
@@ -187,7 +186,6 @@ class CompanyTicketPager:
         self._anchored = self._next_out == 1
         self._handed.clear()
         self._ready.clear()
-        self._requested.clear()
         self._epoch += 1
         self._baseline = self._finished = self._sizing = False
         self._answers = 0
