@@ -1,7 +1,4 @@
-"""The request budget: one cap on the requests made with an API key, per process or shared in Redis.
-
-``limits`` and ``redis`` are imported on first use of a shared budget only; docs/scale.rst explains it.
-"""
+"""The request budget: one cap on the requests made with an API key, per process or shared in Redis (docs/scale.rst)."""
 
 from __future__ import annotations
 
@@ -121,12 +118,6 @@ class RequestBudget:
         self._limiter: tuple[Any, Any] | None = None
         # The store's pace: ``amount`` requests in each slot of ``seconds`` (about 0.1 s).
         self._amount, self._seconds = store_slot(rate) if rate else (1, 1.0)
-
-    def __repr__(self) -> str:
-        if self.max_requests_per_second is None:
-            return "RequestBudget(no cap)"
-        where = "per process" if self.budget_url is None else f"shared at {shown_budget_url(self.budget_url)}"
-        return f"RequestBudget({self.max_requests_per_second:g} requests per second, {where})"
 
     def acquire(self) -> float:
         """Wait, blocking the thread, until a request may go; return the seconds waited (never raises)."""

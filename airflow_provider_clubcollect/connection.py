@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
+import html
 import ipaddress
 import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_clubcollect import __version__
 from airflow_provider_clubcollect.budget import budget_url_password, check_budget_url, shown_budget_url
@@ -70,26 +70,19 @@ class ClientSettings:
         }
 
     def scrub(self, text: str) -> str:
-        """``text`` with the API key (and the budget URL's Redis password) replaced by ``***``."""
-        # Longest first across all secrets, so that no secret is cut up by another inside it.
-        for form in sorted((form for secret in self.secrets for form in _key_forms(secret)), key=len, reverse=True):
+        """``text`` with the secrets replaced by ``***``, as sent or as a server may echo them (JSON, HTML, URL)."""
+        forms = set()
+        for secret in self.secrets:
+            escaped = json.dumps(secret)[1:-1]
+            forms |= {secret, escaped, escaped.replace("/", "\\/"), html.escape(secret), quote(secret)}
+        # Longest first, so that no secret is cut up by another inside it.
+        for form in sorted(forms, key=len, reverse=True):
             text = text.replace(form, "***")
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
         """An answer's body with the secrets replaced by ``***``, before anything reads it."""
         return self.scrub(body.decode("latin-1")).encode("latin-1")  # latin-1: any bytes, back as they were
-
-
-@functools.lru_cache(maxsize=16)
-def _key_forms(key: str) -> tuple[str, ...]:
-    """The key as a server may echo it: as sent, in JSON, HTML or a URL."""
-    import html
-    from urllib.parse import quote
-
-    escaped = json.dumps(key)[1:-1]
-    forms = {key, escaped, escaped.replace("/", "\\/"), html.escape(key), quote(key)}
-    return tuple(forms)
 
 
 def settings_from_airflow_connection(
