@@ -71,11 +71,6 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
     return url
 
 
-def budget_url_password(url: str | None) -> str | None:
-    """The password in a budget URL, to mask in logs; ``None`` when it has none."""
-    return (urlsplit(url).password or None) if url else None
-
-
 def shown_budget_url(url: str | None) -> str | None:
     """A budget URL as logs, errors and reprs show it: its user and password replaced by ``***``."""
     if not url or "@" not in (netloc := urlsplit(url).netloc):
@@ -193,7 +188,7 @@ class RequestBudget:
         self._store_down_until = self._clock() + STORE_RETRY_SECONDS
         url = self.budget_url or ""
         reason = f"{type(error).__name__}: {error}"
-        if password := budget_url_password(url):
+        if password := urlsplit(url).password:
             reason = reason.replace(password, "***")
         with _lock:
             first = url not in _warned_stores

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_clubcollect import __version__
-from airflow_provider_clubcollect.budget import budget_url_password, check_budget_url, shown_budget_url
+from airflow_provider_clubcollect.budget import check_budget_url, shown_budget_url
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_TYPE,
@@ -49,7 +49,7 @@ class ClientSettings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """What to mask in logs: the API key, and the budget URL's Redis password when it has one."""
-        return tuple(filter(None, (self.api_key, budget_url_password(self.budget_url))))
+        return tuple(filter(None, (self.api_key, urlsplit(self.budget_url or "").password)))
 
     @property
     def connect_timeout(self) -> float:
