@@ -1,7 +1,4 @@
-"""The request budget: one cap on the requests made with an API key, per process or shared in Redis.
-
-``limits`` and ``redis`` are imported on first use of a shared budget only; docs/scale.rst explains it.
-"""
+"""The request budget: one cap on the requests made with an API key, per process or shared in Redis (docs/scale.rst)."""
 
 from __future__ import annotations
 
@@ -14,7 +11,6 @@ import os
 import random
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -75,11 +71,6 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
     return url
 
 
-def budget_url_password(url: str | None) -> str | None:
-    """The password in a budget URL, to mask in logs; ``None`` when it has none."""
-    return (urlsplit(url).password or None) if url else None
-
-
 def shown_budget_url(url: str | None) -> str | None:
     """A budget URL as logs, errors and reprs show it: its user and password replaced by ``***``."""
     if not url or "@" not in (netloc := urlsplit(url).netloc):
@@ -112,69 +103,92 @@ class RequestBudget:
         self.max_requests_per_second = rate = max_requests_per_second
         self.digest = digest
         self.budget_url = budget_url
+        #: Whether processes share this budget through a store (when it is up).
+        self.shared = rate is not None and budget_url is not None
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next: float | None = None  # when the turn after the last one reserved is due, saving none
-        self._shared = None if rate is None or budget_url is None else _SharedBudget(budget_url, digest, rate)
         self._store_down_until: float | None = None  # while the clock is before it, the bucket serves
-
-    def __repr__(self) -> str:
-        if self.max_requests_per_second is None:
-            return "RequestBudget(no cap)"
-        where = "per process" if self.budget_url is None else f"shared at {shown_budget_url(self.budget_url)}"
-        return f"RequestBudget({self.max_requests_per_second:g} requests per second, {where})"
-
-    @property
-    def shared(self) -> bool:
-        """Whether processes share this budget through a store (when it is up)."""
-        return self._shared is not None
+        self._limiter: tuple[Any, Any] | None = None
+        # The store's pace: ``amount`` requests in each slot of ``seconds`` (about 0.1 s).
+        self._amount, self._seconds = store_slot(rate) if rate else (1, 1.0)
 
     def acquire(self) -> float:
         """Wait, blocking the thread, until a request may go; return the seconds waited (never raises)."""
-        if self._shared is not None and self._store_usable():
-            try:
-                return self._store_answered(self._shared.acquire(self._sleep))
-            except Exception as error:  # whatever Redis raises, the DAG goes on
-                self._store_failed(error)
-        wait = self._reserve()
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        waited, again = 0.0, True
+        while again:
+            wait, again = self._turn()
+            if wait > 0:
+                self._sleep(wait)
+                waited += wait
+        return waited
 
     async def aacquire(self) -> float:
-        """:meth:`acquire` on an event loop, never blocking it."""
-        if self._shared is not None and self._store_usable():
-            try:
-                return self._store_answered(await self._shared.aacquire())
-            except Exception as error:  # whatever Redis raises, the trigger goes on
-                self._store_failed(error)
-        wait = self._reserve()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return wait
+        """:meth:`acquire` on an event loop, never blocking it (the store is asked from a thread)."""
+        waited, again = 0.0, True
+        while again:
+            wait, again = await asyncio.to_thread(self._turn) if self.shared else self._turn()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                waited += wait
+        return waited
 
-    def _reserve(self) -> float:
-        """Reserve this process's next turn: the seconds to wait for it; ``burst`` saved turns go at once."""
+    def _turn(self) -> tuple[float, bool]:
+        """The seconds to wait, and whether to ask again after: the store's slots, else this process's bucket."""
+        if self.shared and (self._store_down_until is None or self._clock() >= self._store_down_until):
+            try:
+                limiter, item = self._store()
+                slot = math.floor(time.time() / self._seconds)  # on the clock every process shares
+                taken = limiter.hit(item, self.digest, str(slot))
+            except Exception as error:  # whatever Redis raises, the DAG goes on
+                self._store_failed(error)
+            else:
+                if self._store_down_until is not None:
+                    self._store_down_until = None
+                    log.info(
+                        "ClubCollect request budget: the budget store %s answers again; requests share it again.",
+                        shown_budget_url(self.budget_url),
+                    )
+                # Jitter, so that waiting processes do not all ask at once when the next slot starts.
+                wait = (slot + 1) * self._seconds - time.time() + random.uniform(0.0, 0.05 * self._seconds)
+                return (0.0, False) if taken else (max(wait, 0.001), True)
         if self.max_requests_per_second is None:
-            return 0.0
+            return 0.0, False
         interval, burst = 1.0 / self.max_requests_per_second, max(1, math.floor(self.max_requests_per_second))
-        with self._lock:  # callers sleep outside it, served in the order they asked
+        with self._lock:  # callers sleep outside it, served in the order they asked; ``burst`` saved turns go at once
             now = self._clock()
             due = now if self._next is None else max(self._next, now)
             self._next = due + interval
-            return max(0.0, due - (burst - 1) * interval - now)
+            return max(0.0, due - (burst - 1) * interval - now), False
 
-    def _store_usable(self) -> bool:
-        """Whether to ask the store: never failed, or failed long enough ago."""
-        return self._store_down_until is None or self._clock() >= self._store_down_until
+    def _store(self) -> tuple[Any, Any]:
+        """A fixed-window limiter on Redis through ``limits``, and the slot's limit item (made once)."""
+        with self._lock:
+            if self._limiter is None:
+                from limits import RateLimitItemPerSecond
+                from limits.storage import RedisStorage
+                from limits.strategies import FixedWindowRateLimiter
+
+                # Short timeouts: a store that hangs must not hold a request long before the fallback.
+                storage = RedisStorage(
+                    str(self.budget_url),
+                    key_prefix="clubcollect",
+                    socket_connect_timeout=2.0,
+                    socket_timeout=2.0,
+                    wrap_exceptions=True,
+                )
+                # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
+                item = RateLimitItemPerSecond(self._amount, math.ceil(self._seconds), namespace="budget")
+                self._limiter = FixedWindowRateLimiter(storage), item
+            return self._limiter
 
     def _store_failed(self, error: Exception) -> None:
         """Take the store for down a while; warn once per store and process, without its password."""
         self._store_down_until = self._clock() + STORE_RETRY_SECONDS
         url = self.budget_url or ""
         reason = f"{type(error).__name__}: {error}"
-        if password := budget_url_password(url):
+        if password := urlsplit(url).password:
             reason = reason.replace(password, "***")
         with _lock:
             first = url not in _warned_stores
@@ -190,85 +204,11 @@ class RequestBudget:
             STORE_RETRY_SECONDS,
         )
 
-    def _store_answered(self, waited: float) -> float:
-        """Note that the store answers (saying so once after it was down); return ``waited``."""
-        if self._store_down_until is not None:
-            self._store_down_until = None
-            log.info(
-                "ClubCollect request budget: the budget store %s answers again; requests share its budget again.",
-                shown_budget_url(self.budget_url),
-            )
-        return waited
-
 
 def store_slot(rate: float) -> tuple[int, float]:
     """The pace of a shared budget: at most ``requests`` in each slot of ``seconds`` (about 0.1 s)."""
     amount = max(1, math.floor(rate * 0.1))
     return amount, amount / rate
-
-
-class _SharedBudget:
-    """One key's budget in Redis, through ``limits``: sync storage for threads, async per event loop."""
-
-    def __init__(self, url: str, digest: str, rate: float) -> None:
-        self.url = url
-        self.digest = digest
-        self.amount, self.seconds = store_slot(rate)
-        self._sync: tuple[Any, Any] | None = None
-        # redis.asyncio connections belong to the loop that made them: one limiter per loop.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = weakref.WeakKeyDictionary()
-
-    def _limiter(self, aio: bool) -> tuple[Any, Any]:
-        """A fixed-window limiter on Redis (sync, or async for this loop) and the slot's limit item."""
-        from limits import RateLimitItemPerSecond
-
-        if aio:
-            from limits.aio.storage import RedisStorage
-            from limits.aio.strategies import FixedWindowRateLimiter
-        else:
-            from limits.storage import RedisStorage  # type: ignore[assignment]
-            from limits.strategies import FixedWindowRateLimiter  # type: ignore[assignment]
-        # Short timeouts: a store that hangs must not hold a request long before the fallback.
-        options: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0, "wrap_exceptions": True}
-        if aio:
-            options["implementation"] = "redispy"
-        storage = RedisStorage(f"async+{self.url}" if aio else self.url, key_prefix="clubcollect", **options)
-        # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
-        return FixedWindowRateLimiter(storage), RateLimitItemPerSecond(
-            self.amount, math.ceil(self.seconds), namespace="budget"
-        )
-
-    def acquire(self, sleep: Callable[[float], None]) -> float:
-        """Wait for a turn in the shared slots, blocking the thread."""
-        with _lock:
-            if self._sync is None:
-                self._sync = self._limiter(aio=False)
-        limiter, item = self._sync
-        waited = 0.0
-        while not limiter.hit(item, self.digest, str(slot := self._slot())):
-            sleep(wait := self._until(slot + 1))
-            waited += wait
-        return waited
-
-    async def aacquire(self) -> float:
-        """Wait for a turn in the shared slots on the running loop."""
-        loop = asyncio.get_running_loop()
-        with _lock:
-            made = self._async.get(loop) or self._async.setdefault(loop, self._limiter(aio=True))
-        limiter, item = made
-        waited = 0.0
-        while not await limiter.hit(item, self.digest, str(slot := self._slot())):
-            await asyncio.sleep(wait := self._until(slot + 1))
-            waited += wait
-        return waited
-
-    def _slot(self) -> int:
-        """The current slot's number, on the epoch clock every process of the deployment shares."""
-        return math.floor(time.time() / self.seconds)
-
-    def _until(self, slot: int) -> float:
-        """Seconds until ``slot`` starts, plus jitter so that waiting processes do not all ask at once."""
-        return max(slot * self.seconds - time.time(), 0.001) + random.uniform(0.0, 0.05 * self.seconds)
 
 
 #: A budget that caps nothing, for connections without ``max_requests_per_second``.

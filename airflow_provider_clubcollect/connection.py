@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
+import html
 import ipaddress
 import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_clubcollect import __version__
-from airflow_provider_clubcollect.budget import budget_url_password, check_budget_url, shown_budget_url
+from airflow_provider_clubcollect.budget import check_budget_url, shown_budget_url
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shorten, shown
 from airflow_provider_clubcollect.get_provider_info import (
     CONN_TYPE,
@@ -49,8 +49,7 @@ class ClientSettings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """What to mask in logs: the API key, and the budget URL's Redis password when it has one."""
-        password = budget_url_password(self.budget_url)
-        return (self.api_key,) if password is None else (self.api_key, password)
+        return tuple(filter(None, (self.api_key, urlsplit(self.budget_url or "").password)))
 
     @property
     def connect_timeout(self) -> float:
@@ -71,44 +70,31 @@ class ClientSettings:
         }
 
     def scrub(self, text: str) -> str:
-        """``text`` with the API key (and the budget URL's Redis password) replaced by ``***``."""
-        # Longest first across all secrets, so that no secret is cut up by another inside it.
-        for form in sorted((form for secret in self.secrets for form in _key_forms(secret)), key=len, reverse=True):
+        """``text`` with the secrets replaced by ``***``, as sent or as a server may echo them (JSON, HTML, URL)."""
+        forms = set()
+        for secret in self.secrets:
+            escaped = json.dumps(secret)[1:-1]
+            forms |= {secret, escaped, escaped.replace("/", "\\/"), html.escape(secret), quote(secret)}
+        # Longest first, so that no secret is cut up by another inside it.
+        for form in sorted(forms, key=len, reverse=True):
             text = text.replace(form, "***")
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
-        """An answer's body with the API key replaced by ``***``, before anything reads it."""
-        for form in _key_forms(self.api_key):
-            body = body.replace(form.encode("utf-8"), b"***")
-        return body
+        """An answer's body with the secrets replaced by ``***``, before anything reads it."""
+        return self.scrub(body.decode("latin-1")).encode("latin-1")  # latin-1: any bytes, back as they were
 
 
-@functools.lru_cache(maxsize=16)
-def _key_forms(key: str) -> tuple[str, ...]:
-    """The key as a server may echo it (as sent, in JSON, HTML or a URL), longest first; cached per key."""
-    import html
-    from urllib.parse import quote
-
-    if not key:
-        return ()
-    escaped = json.dumps(key)[1:-1]
-    forms = {key, escaped, escaped.replace("/", "\\/"), html.escape(key), quote(key)}
-    return tuple(sorted(forms, key=len, reverse=True))
-
-
-def settings_from_connection(
-    conn_id: str,
-    *,
-    host: str | None,
-    password: str | None,
-    port: int | None = None,
-    extra: dict[str, Any] | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
+def settings_from_airflow_connection(
+    conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
-    """Read and check a ``clubcollect`` connection."""
-    where = f"Connection {conn_id!r}"
+    """Read and check an Airflow ``Connection`` of type ``clubcollect``; the arguments win over its extras."""
+    conn_id, password, where = conn.conn_id, conn.password, f"Connection {conn.conn_id!r}"
+    if conn.conn_type and conn.conn_type != CONN_TYPE:
+        raise ClubCollectValidationError(
+            f"{where} has type {shown(conn.conn_type)}: set its type to {CONN_TYPE!r} "
+            "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
+        )
     if not password or not password.strip():
         raise ClubCollectValidationError(
             f"{where} has no API key: set its password to the ClubCollect partner API key."
@@ -119,7 +105,7 @@ def settings_from_connection(
             f"{where}: the API key contains whitespace, control or non-ASCII characters, "
             "which cannot go into an HTTP header; check the connection's password."
         )
-    extra = {} if extra is None else extra
+    extra: Any = conn.extra_dejson
     if not isinstance(extra, dict):
         raise ClubCollectValidationError(
             f'{where}: extra must be a JSON object such as {{"timeout": 30, "max_retries": 5}}, '
@@ -136,21 +122,18 @@ def settings_from_connection(
             f"A clubcollect connection's extras are {', '.join(_FIELDS)}."
         )
     given = {**extra, **{k: v for k, v in (("timeout", timeout), ("max_retries", max_retries)) if v is not None}}
-    rate = _extra(given, "max_requests_per_second", where)
+    numbers = {name: _extra(given.get(name), name, where) for name in _FIELDS if name != "budget_url"}
     return ClientSettings(
         conn_id=conn_id,
-        base_url=resolve_base_url(host, port=port, conn_id=conn_id),
+        base_url=resolve_base_url(conn.host, port=conn.port, conn_id=conn_id),
         api_key=password.strip(),
-        timeout=_extra(given, "timeout", where),
-        max_retries=_extra(given, "max_retries", where),
-        max_requests_per_second=rate,
-        budget_url=check_budget_url(extra.get("budget_url"), conn_id, rate),
+        budget_url=check_budget_url(extra.get("budget_url"), conn_id, numbers["max_requests_per_second"]),
+        **numbers,
     )
 
 
-def _extra(extra: dict[str, Any], name: str, where: str) -> Any:
+def _extra(value: Any, name: str, where: str) -> Any:
     """A numeric extra checked against the form's schema; its default when not set (text read as a number)."""
-    value: Any = extra.get(name)
     schema = _FIELDS[name]
     if isinstance(value, str):
         value = value.strip() or None
@@ -192,13 +175,12 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
     if problem:
         raise ClubCollectValidationError(f"{where}: {problem}")
     try:
-        url_port = parts.port
-    except ValueError:  # not a number, or past 65535
-        url_port = -1
-    for candidate in (url_port, port if not has_scheme else None):
-        if candidate is not None and (isinstance(candidate, bool) or not 1 <= candidate <= 65535):
-            got = parts.netloc.rpartition(":")[2] if candidate == url_port else candidate
-            raise ClubCollectValidationError(f"{where}: the port must be a number from 1 to 65535, got {shown(got)}.")
+        url_port: object = parts.port
+    except ValueError:  # not a number, or past 65535: refused below as written
+        url_port = parts.netloc.rpartition(":")[2]
+    for candidate in (url_port, None if has_scheme else port):
+        if candidate is not None:
+            check_int(candidate, f"{where}: the port", high=65535)
     netloc = parts.netloc if has_scheme or not port or url_port is not None else f"{parts.netloc}:{port}"
     path = parts.path.rstrip("/") if (has_scheme or parts.path.strip("/")) else BASE_PATH
     return f"{parts.scheme}://{netloc}{path}"
@@ -221,25 +203,4 @@ def missing_connection(conn_id: str) -> ClubCollectValidationError:
         f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "
         f"type ClubCollect, the API key as password) or set the environment variable "
         f"AIRFLOW_CONN_{conn_id.upper()}='{example}' where the tasks and the triggerer run."
-    )
-
-
-def settings_from_airflow_connection(
-    conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
-) -> ClientSettings:
-    """Read and check an Airflow ``Connection`` of type ``clubcollect``."""
-    conn_type = getattr(conn, "conn_type", None)
-    if conn_type and conn_type != CONN_TYPE:
-        raise ClubCollectValidationError(
-            f"Connection {conn.conn_id!r} has type {shown(conn_type)}: set its type to {CONN_TYPE!r} "
-            "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
-        )
-    return settings_from_connection(
-        conn.conn_id,
-        host=conn.host,
-        password=conn.password,
-        port=conn.port,
-        extra=conn.extra_dejson,
-        timeout=timeout,
-        max_retries=max_retries,
     )

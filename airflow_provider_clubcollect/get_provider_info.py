@@ -1,8 +1,4 @@
-"""Provider metadata read by Airflow's providers manager, with the connection form as data.
-
-Airflow reads it without importing the hook, so it imports no Airflow; the connection reads its
-extras, their defaults and bounds from the form below.
-"""
+"""Provider metadata read by Airflow's providers manager (without importing Airflow), the connection form as data."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Metrics (Airflow's ``Stats``) and spans (its OpenTelemetry tracer) of ClubCollect requests.
 
-Decided once per transport (:func:`watch_for`): with both off, a request pays one ``is None`` test.
 Names and tags never carry a key, a message or an ID; docs/production.rst lists every name.
 """
 
@@ -18,17 +17,13 @@ from airflow_provider_clubcollect import __version__
 from airflow_provider_clubcollect.wire import RawResponse
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from airflow_provider_clubcollect.transport import Outcome
     from airflow_provider_clubcollect.wire import ApiRequest
 
 #: Every metric's name starts so (after Airflow's own ``statsd_prefix``).
 PREFIX = "clubcollect"
-#: The ``[metrics]`` options of which any one being true makes Airflow's ``Stats`` send somewhere.
-_METRICS_ON = ("statsd_on", "statsd_datadog_enabled", "otel_on")
-#: Airflow 3.2+ has two ``Stats``: a task initializes the SDK's, the triggerer the core's (not in common.compat).
-_STATS_MODULES = ("airflow.sdk._shared.observability.metrics.stats", "airflow._shared.observability.metrics.stats")
 
 
 class Retry(NamedTuple):
@@ -46,17 +41,17 @@ RETRY: ContextVar[Retry | None] = ContextVar("clubcollect_retry", default=None)
 @functools.cache
 def _stats() -> Any:
     """Airflow's ``Stats`` when ``[metrics]`` sends metrics anywhere, else ``None`` (read once per process)."""
-    from airflow.providers.common.compat.sdk import conf
+    from airflow.providers.common.compat.sdk import Stats, conf
 
-    if not any(conf.getboolean("metrics", key, fallback=False) for key in _METRICS_ON):
+    if not any(
+        conf.getboolean("metrics", key, fallback=False) for key in ("statsd_on", "statsd_datadog_enabled", "otel_on")
+    ):
         return None
-    for name in _STATS_MODULES:
+    # Airflow 3.2+ has two copies (not in common.compat): a task initializes the SDK's, the triggerer the core's.
+    for name in ("airflow.sdk._shared.observability.metrics.stats", "airflow._shared.observability.metrics.stats"):
         module = sys.modules.get(name)
-        # The copy this process's Airflow initialized: its factory is set (in 3.2, on the Stats class).
         if module is not None and (getattr(module, "_factory", None) or vars(module.Stats).get("factory")):
             return module.Stats
-    from airflow.providers.common.compat.sdk import Stats
-
     return Stats
 
 
@@ -92,101 +87,92 @@ def outcome_name(outcome: Outcome) -> str:
 
 def count(name: str, n: int = 1, **tags: str) -> None:
     """Add ``n`` to the counter ``clubcollect.<name>`` when metrics are on; low-cardinality names and tags only."""
-    stats = _stats()
-    if stats is not None and n:
+    if (stats := _stats()) is not None and n:
         stats.incr(f"{PREFIX}.{name}", n, tags=tags)
 
 
 def gauge(name: str, value: float, **tags: str) -> None:
     """Set the gauge ``clubcollect.<name>`` when metrics are on."""
-    stats = _stats()
-    if stats is not None:
+    if (stats := _stats()) is not None:
         stats.gauge(f"{PREFIX}.{name}", value, tags=tags)
 
 
 def span(name: str, **attributes: str | int | float) -> contextlib.AbstractContextManager[Any]:
     """A span ``clubcollect.<name>`` around a block (a bulk action, a read, a poll) when traces are on; no IDs."""
-    tracer = _tracer()
+    return _span(_tracer(), f"{PREFIX}.{name}", attributes)
+
+
+def _span(
+    tracer: Any, name: str, attributes: dict[str, Any], client: bool = False
+) -> contextlib.AbstractContextManager[Any]:
     if tracer is None:
         return contextlib.nullcontext()
+    from opentelemetry.trace import SpanKind
+
+    kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
     around: contextlib.AbstractContextManager[Any] = tracer.start_as_current_span(
-        f"{PREFIX}.{name}", attributes=attributes, record_exception=False, set_status_on_exception=False
+        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
     )
     return around
 
 
 def tickets_read(request: ApiRequest, answer: Any) -> None:
     """Count the tickets a company page brought, per status."""
-    if _stats() is not None and isinstance(answer, dict) and route(request)[0] == "company_tickets_page":
+    if isinstance(answer, dict) and route(request)[0] == "company_tickets_page":
         status = request.path.rsplit("/", 1)[-1]  # validated: one of the three statuses
         count(f"tickets_read.{status}", len(answer.get("tickets") or ()), status=status)
 
 
-class Watch:
+class Watch(NamedTuple):
     """Records every attempt of one connection's requests: a span (``tracer``), and the metrics (``stats``)."""
 
-    def __init__(self, conn_id: str, stats: Any, tracer: Any) -> None:
-        self.conn_id = conn_id
-        self.stats = stats
-        self.tracer = tracer
+    conn_id: str
+    stats: Any
+    tracer: Any
 
     def sent(self, request: ApiRequest, send: Callable[[ApiRequest], Outcome]) -> Outcome:
         """Send one attempt with ``send``, and record it."""
-        with self._attempt(request) as record:
-            return record(send(request))
+        with self._span(request) as current:
+            return self._record(request, current, time.perf_counter(), send(request))
 
     async def asent(self, request: ApiRequest, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Outcome:
         """:meth:`sent` on an event loop."""
-        with self._attempt(request) as record:
-            return record(await send(request))
+        with self._span(request) as current:
+            return self._record(request, current, time.perf_counter(), await send(request))
 
-    @contextlib.contextmanager
-    def _attempt(self, request: ApiRequest) -> Iterator[Callable[[Outcome], Outcome]]:
-        """A span around one attempt, and what records its outcome."""
-        call, template = route(request)
-        retry = RETRY.get()
-        span: Any = contextlib.nullcontext()
-        if self.tracer is not None:
-            from opentelemetry.trace import SpanKind
-
-            attributes: dict[str, str | int | float] = {
-                "http.request.method": request.method,
-                "url.template": template,
-                "clubcollect.call": call,
-                "clubcollect.conn_id": self.conn_id,
-                "clubcollect.attempt": retry.attempt if retry else 1,
+    def _span(self, request: ApiRequest) -> Any:
+        (call, template), retry = route(request), RETRY.get()
+        attributes = {
+            "http.request.method": request.method,
+            "url.template": template,
+            "clubcollect.call": call,
+            "clubcollect.conn_id": self.conn_id,
+            "clubcollect.attempt": retry.attempt if retry else 1,
+        }
+        if retry:
+            attributes |= {
+                "http.request.resend_count": retry.attempt - 1,
+                "clubcollect.retry_wait_seconds": retry.wait,
+                "clubcollect.retry_cause": retry.cause,
             }
+        return _span(self.tracer, f"{request.method} {template}", attributes, client=True)
+
+    def _record(self, request: ApiRequest, current: Any, began: float, outcome: Outcome) -> Outcome:
+        seconds, result = time.perf_counter() - began, outcome_name(outcome)
+        (call, _), retry = route(request), RETRY.get()
+        if current is not None:
+            current.set_attribute("clubcollect.outcome", result)
+            if isinstance(outcome, RawResponse):
+                current.set_attribute("http.response.status_code", outcome.status)
+        if self.stats is not None:
+            tags = {"conn_id": self.conn_id, "call": call, "outcome": result}
+            self.stats.incr(f"{PREFIX}.requests.{call}.{result}", tags=tags)
+            self.stats.timing(f"{PREFIX}.request_duration.{call}", timedelta(seconds=seconds), tags=tags)
             if retry:
-                attributes["http.request.resend_count"] = retry.attempt - 1
-                attributes["clubcollect.retry_wait_seconds"] = retry.wait
-                attributes["clubcollect.retry_cause"] = retry.cause
-            span = self.tracer.start_as_current_span(
-                f"{request.method} {template}",
-                kind=SpanKind.CLIENT,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            )
-        began = time.perf_counter()
-
-        def record(outcome: Outcome) -> Outcome:
-            seconds, result = time.perf_counter() - began, outcome_name(outcome)
-            if current is not None:
-                current.set_attribute("clubcollect.outcome", result)
-                if isinstance(outcome, RawResponse):
-                    current.set_attribute("http.response.status_code", outcome.status)
-            if self.stats is not None:
-                tags = {"conn_id": self.conn_id, "call": call, "outcome": result}
-                self.stats.incr(f"{PREFIX}.requests.{call}.{result}", tags=tags)
-                self.stats.timing(f"{PREFIX}.request_duration.{call}", timedelta(seconds=seconds), tags=tags)
-                if retry:
-                    tags = {"conn_id": self.conn_id, "call": call, "cause": retry.cause}
-                    self.stats.incr(f"{PREFIX}.retries.{call}.{retry.cause}", tags=tags)
-                    self.stats.timing(f"{PREFIX}.retry_wait.{retry.cause}", timedelta(seconds=retry.wait), tags=tags)
-            return outcome
-
-        with span as current:
-            yield record
+                tags = {"conn_id": self.conn_id, "call": call, "cause": retry.cause}
+                self.stats.incr(f"{PREFIX}.retries.{call}.{retry.cause}", tags=tags)
+                self.stats.timing(f"{PREFIX}.retry_wait.{retry.cause}", timedelta(seconds=retry.wait), tags=tags)
+        return outcome
 
 
 def watch_for(conn_id: str) -> Watch | None:

@@ -1,7 +1,6 @@
 """Reading every page of a company's ticket list, each ticket once, while the list changes.
 
-The pager does no I/O; the hook's threads and the triggers' tasks send what it asks for.  How it
-watches the list's tail to catch changes is explained in docs/hook.rst ("Paging").
+The pager does no I/O: the hook sends what it asks for.  docs/hook.rst ("Paging") explains it.
 """
 
 from __future__ import annotations
@@ -60,12 +59,9 @@ class CompanyTicketPager:
         self._epoch = 0
         self._looks = 0  # looks sent
         self._agreed = 0  # the last look that agreed with the baseline (pages answered before it are verified)
-        self._looking = False
         self._answers = 0  # page answers since the last look
-        self._pages_in_flight = 0
         self._next_out = 1
         self._sizing = True  # page 1 is being read for the total
-        self._requested: set[int] = set()
         self._ready: dict[int, tuple[list[CompanyTicket], int]] = {}  # page -> (tickets, looks sent before)
         # Pages handed out, not yet in the verified prefix: page -> (looks sent before, ticket_ids).
         self._handed: dict[int, tuple[int, list[str]]] = {}
@@ -90,24 +86,25 @@ class CompanyTicketPager:
             if guess and guess > self.page_size:  # more than a page at the last read: the look sizes it
                 self._sizing = False
                 self._set_total(guess)
-            elif 1 not in self._requested:  # page 1 first, and a look where the tail was at the last read
+            elif 1 not in self._requested():  # page 1 first, and a look where the tail was at the last read
                 return self._send(1)
             else:
                 return self._look_at(guess) if guess and not self._looks else None
         assert self.total_entries is not None
-        if not self._looking and (
+        pages = sum(1 for _, page, _ in self._sent.values() if page)  # in flight, whatever their epoch
+        looking = any(not page and epoch == self._epoch for _, page, epoch in self._sent.values())
+        if not looking and (
             not self._baseline
             or self._answers >= self.window
-            or (self._answers and not self._pages_in_flight and self._next_page() is None)
+            or (self._answers and not pages and self._next_page() is None)
         ):
             return self._look_at(self.total_entries)
         page = self._next_page()
-        if page is None or not self._baseline or self._pages_in_flight >= self.max_concurrency:
+        if page is None or not self._baseline or pages >= self.max_concurrency:
             return None
         return self._send(page)
 
     def _look_at(self, position: int) -> ApiRequest:
-        self._looking = True
         self._looks += 1
         self._answers = 0
         look = company_tickets_page_request(self.company_id, self.status, max(position, 1), 1)
@@ -117,27 +114,25 @@ class CompanyTicketPager:
     def _next_page(self) -> int | None:
         if self._finished or self.total_pages is None:
             return None
-        last = min(max(self.total_pages, 1), self._next_out + self.window - 1)
-        return next((p for p in range(self._next_out, last + 1) if p not in self._requested), None)
+        last, requested = min(max(self.total_pages, 1), self._next_out + self.window - 1), self._requested()
+        return next((p for p in range(self._next_out, last + 1) if p not in requested), None)
+
+    def _requested(self) -> set[int]:
+        return {page for _, page, epoch in self._sent.values() if epoch == self._epoch} | set(self._ready)
 
     def _send(self, page: int) -> ApiRequest:
         request = company_tickets_page_request(self.company_id, self.status, page, self.page_size)
         self._sent[id(request)] = (request, page, self._epoch)
-        self._requested.add(page)
-        self._pages_in_flight += 1
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
         """Take one answer, in any order."""
         _, page, epoch = self._sent.pop(id(request))
-        if page:
-            self._pages_in_flight -= 1
         if self.done or epoch != self._epoch:
             return  # sent before the last restart, or not needed any more
         tickets = parse_tickets(request, payload, company=True)
         total = parse_page_info(request, payload)["total_entries"]
         if not page:
-            self._looking = False
             self._look(int(dict(request.params)["page_number"]), total, tickets)
         elif self._sizing:  # page 1, read first
             self._sizing = False
@@ -145,10 +140,8 @@ class CompanyTicketPager:
                 self._set_total(total)
                 self._agreed = self._looks + 1
                 self._ready[1] = (tickets, 0)
-            else:  # every page is read once a look has fixed the baseline (page 1 again)
-                self._requested.clear()
-                if not self._baseline:
-                    self._set_total(total)
+            elif not self._baseline:  # every page is read once a look has fixed the baseline (page 1 again)
+                self._set_total(total)
         elif total != self.total_entries:
             self._restart(total)
         else:
@@ -193,9 +186,8 @@ class CompanyTicketPager:
         self._anchored = self._next_out == 1
         self._handed.clear()
         self._ready.clear()
-        self._requested.clear()
         self._epoch += 1
-        self._baseline = self._looking = self._finished = self._sizing = False
+        self._baseline = self._finished = self._sizing = False
         self._answers = 0
         self._set_total(total)
 
@@ -218,18 +210,14 @@ class CompanyTicketPager:
         assert self.total_pages is not None
         self.last_page_read = self._next_out
         self._next_out += 1
-        seen = self._seen
         ids = [ticket["ticket_id"] for ticket in tickets]
         if looks >= self._agreed or self._handed:  # not verified, or after one that is not
             self._handed[self.last_page_read] = (looks, ids)
-        fresh = []
-        for ticket in tickets:
-            if ticket["ticket_id"] not in seen:
-                seen.add(ticket["ticket_id"])
-                fresh.append(ticket)
+        fresh = {t["ticket_id"]: t for t in tickets if t["ticket_id"] not in self._seen}  # once each, in order
+        self._seen.update(ids)
         if not tickets or self.last_page_read >= self.total_pages:
             self._finished = True
-        return fresh
+        return list(fresh.values())
 
     def progress(self) -> str:
         """A log line such as ``page 3/12, 300 of 1,180 tickets``."""

@@ -21,6 +21,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from airflow_provider_clubcollect.connection import ClientSettings
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.sandbox.handle import SandboxHandle
     from airflow_provider_clubcollect.sandbox.server import SandboxServer
@@ -67,6 +68,22 @@ def fast_backoff() -> Backoff:
     from airflow_provider_clubcollect.retry import Backoff
 
     return Backoff(initial=0.01, maximum=0.05)
+
+
+def conn_settings(
+    conn_id: str, *, extra: Any = None, timeout: Any = None, max_retries: Any = None, **fields: Any
+) -> ClientSettings:
+    """The checked settings of a ``clubcollect`` connection built here (``fields``: host, password, port)."""
+    import json
+
+    from airflow.providers.common.compat.sdk import Connection
+
+    from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+
+    conn = Connection(
+        conn_id=conn_id, conn_type="clubcollect", extra=None if extra is None else json.dumps(extra), **fields
+    )
+    return settings_from_airflow_connection(conn, timeout=timeout, max_retries=max_retries)
 
 
 def page_reads(sandbox: SandboxHandle) -> list[dict[str, Any]]:

@@ -25,9 +25,8 @@ from airflow_provider_clubcollect.budget import (
     shown_budget_url,
     store_slot,
 )
-from airflow_provider_clubcollect.connection import settings_from_connection
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
-from tests.conftest import modules_after_importing
+from tests.conftest import conn_settings, modules_after_importing
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 PASSWORD = "redis-pass-9f8e7d"
@@ -41,7 +40,7 @@ def fresh_budgets():
 
 
 def settings(**extra):
-    return settings_from_connection("cc", host=None, password=KEY, extra=extra)
+    return conn_settings("cc", host=None, password=KEY, extra=extra)
 
 
 class FakeClock:
@@ -145,7 +144,7 @@ def test_one_budget_per_key_rate_and_url_in_a_process():
     first = budget_for(settings(max_requests_per_second=5))
     assert budget_for(settings(max_requests_per_second="5")) is first
     assert budget_for(settings(max_requests_per_second=6)) is not first
-    other_key = settings_from_connection("cc", host=None, password="another-key", extra={"max_requests_per_second": 5})
+    other_key = conn_settings("cc", host=None, password="another-key", extra={"max_requests_per_second": 5})
     assert budget_for(other_key) is not first
     shared = budget_for(settings(max_requests_per_second=5, budget_url="redis://127.0.0.1:1/0"))
     assert shared is not first

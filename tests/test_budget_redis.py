@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shutil
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from airflow_provider_clubcollect.budget import (
     forget_budgets,
     key_digest,
 )
-from airflow_provider_clubcollect.connection import settings_from_connection
+from tests.conftest import conn_settings
 
 redis = pytest.importorskip("redis", reason="the budget extra (limits, redis) is not installed")
 pytest.importorskip("limits", reason="the budget extra (limits, redis) is not installed")
@@ -117,11 +118,15 @@ def test_a_second_process_draws_from_the_same_budget(store):
     # long a Python takes to start or exit is never part of the test.
     extra = {"max_requests_per_second": 0.5, "budget_url": url(port)}
     child = f"""
-import json, sys
+import json, math, sys, time
 from airflow_provider_clubcollect.budget import budget_for
-from airflow_provider_clubcollect.connection import settings_from_connection
-budget = budget_for(settings_from_connection("cc", host=None, password={KEY!r}, extra={extra!r}))
-print(json.dumps([budget.shared, budget.acquire(), budget._shared._slot()]), flush=True)
+from types import SimpleNamespace
+from airflow_provider_clubcollect.connection import settings_from_airflow_connection
+# The connection's fields without importing Airflow, whose start-up may print on stdout.
+fields = dict(host=None, port=None, password={KEY!r}, extra_dejson={extra!r})
+conn = SimpleNamespace(conn_id="cc", conn_type="clubcollect", **fields)
+budget = budget_for(settings_from_airflow_connection(conn))
+print(json.dumps([budget.shared, budget.acquire(), math.floor(time.time() / budget._seconds)]), flush=True)
 sys.stdin.read()
 """
     process = subprocess.Popen(
@@ -133,13 +138,12 @@ sys.stdin.read()
         assert line, process.stderr.read() if process.stderr else "the child printed nothing"
         shared, waited, child_slot = json.loads(line)
         assert (shared, waited) == (True, 0.0)
-        here = budget_for(settings_from_connection("cc", host=None, password=KEY, extra=extra))
+        here = budget_for(conn_settings("cc", host=None, password=KEY, extra=extra))
         assert here.shared
         here.acquire()
         # The child's slot is spent for every process: this one goes in a later slot (it waits,
         # unless the child's slot ended meanwhile).
-        assert here._shared is not None
-        assert here._shared._slot() > child_slot
+        assert math.floor(time.time() / here._seconds) > child_slot
     finally:
         process.communicate(timeout=60)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_clubcollect.connection import resolve_base_url, settings_from_connection
+from airflow_provider_clubcollect.connection import resolve_base_url
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
+from tests.conftest import conn_settings
 
 
 @pytest.mark.parametrize(
@@ -44,9 +45,7 @@ def test_unsafe_base_url_is_refused(host: str, match: str) -> None:
 
 
 def test_extras_are_read_and_checked() -> None:
-    settings = settings_from_connection(
-        "cc", host=None, password=" key ", extra={"timeout": "12.5", "max_retries": "3"}
-    )
+    settings = conn_settings("cc", host=None, password=" key ", extra={"timeout": "12.5", "max_retries": "3"})
     assert (settings.timeout, settings.max_retries, settings.api_key) == (12.5, 3, "key")
     assert settings.connect_timeout == 10.0
     assert "key" not in repr(settings)
@@ -63,11 +62,11 @@ def test_extras_are_read_and_checked() -> None:
 )
 def test_bad_extras_name_the_connection_and_value(extra: dict[str, object], match: str) -> None:
     with pytest.raises(ClubCollectValidationError, match=rf"Connection 'cc': {match}"):
-        settings_from_connection("cc", host=None, password="key", extra=extra)
+        conn_settings("cc", host=None, password="key", extra=extra)
 
 
 def test_hook_arguments_override_extras() -> None:
-    settings = settings_from_connection(
+    settings = conn_settings(
         "cc", host=None, password="k", extra={"timeout": 5, "max_retries": 1}, timeout=2, max_retries=0
     )
     assert (settings.timeout, settings.max_retries) == (2, 0)
@@ -86,5 +85,5 @@ def test_refused_base_url_is_named_without_its_query_or_credentials(host: str) -
 def test_extras_as_older_airflow_forms_wrote_them_are_read() -> None:
     # Airflow's connection form once stored extras as "extra__<conn type>__<name>".
     extra = {"extra__clubcollect__timeout": "7", "extra__clubcollect__max_retries": 2}
-    settings = settings_from_connection("cc", host=None, password="key", extra=extra)
+    settings = conn_settings("cc", host=None, password="key", extra=extra)
     assert (settings.timeout, settings.max_retries) == (7.0, 2)

@@ -181,13 +181,13 @@ def test_one_span_per_attempt_under_the_current_span(
 
 
 def test_the_async_transport_records_the_same(sandbox: SandboxHandle, stats: RecordingStats, spans: Any) -> None:
-    from airflow_provider_clubcollect.connection import settings_from_connection
     from airflow_provider_clubcollect.transport import AsyncTransport, RequestRetries, call_async
     from airflow_provider_clubcollect.wire import company_tickets_page_request
+    from tests.conftest import conn_settings
 
     sandbox.add_invoice(INVOICE, COMPANY, thread(("CUSTOMER", 3), ("CUSTOMER", 2)))
     sandbox.set_faults(script=[{"fault": "error", "status": 500}])
-    settings = settings_from_connection("cc_async", host=sandbox.base_url, password=sandbox.api_key)
+    settings = conn_settings("cc_async", host=sandbox.base_url, password=sandbox.api_key)
 
     async def read() -> Any:
         transport = AsyncTransport(settings)

@@ -244,7 +244,7 @@ def test_7_extra_that_is_a_list_is_refused(httpserver: HTTPServer, monkeypatch: 
 def test_8_impossible_port_is_refused_before_sending(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
     point_at(monkeypatch, host)
 
-    with pytest.raises(ClubCollectValidationError, match=r"port must be a number from 1 to 65535"):
+    with pytest.raises(ClubCollectValidationError, match=r"the port must be an integer from 1 to 65535"):
         hook().get_invoice_tickets(INVOICE)
 
 

@@ -129,10 +129,10 @@ def test_a_create_whose_answer_echoes_the_key_logs_no_key(
 
 def test_client_settings_give_the_key_out_only_by_name() -> None:
     """Not a tuple: iteration, indexing, JSON and %-formatting cannot reach the key."""
-    from airflow_provider_clubcollect.connection import settings_from_connection
+    from tests.conftest import conn_settings
 
     key = "k3y-" + "s" * 36
-    settings = settings_from_connection("cc", host="http://127.0.0.1:1/api", password=key)
+    settings = conn_settings("cc", host="http://127.0.0.1:1/api", password=key)
 
     assert key not in repr(settings)
     assert key not in str(settings)

@@ -609,11 +609,11 @@ def test_key_never_in_repr_errors_or_logs(hook, api: HTTPServer, caplog: pytest.
 
 def test_transport_errors_never_quote_the_key(api: HTTPServer) -> None:
     """A library error that quotes the Authorization header is scrubbed before it is raised."""
-    from airflow_provider_clubcollect.connection import settings_from_connection
     from airflow_provider_clubcollect.transport import SyncTransport
     from airflow_provider_clubcollect.wire import get_invoice_tickets_request
+    from tests.conftest import conn_settings
 
-    settings = settings_from_connection("cc", host=api.url_for("/api"), password=API_KEY)
+    settings = conn_settings("cc", host=api.url_for("/api"), password=API_KEY)
     transport = SyncTransport(settings)
     transport.session.headers["X-Bad"] = f"{API_KEY}\n"  # makes requests raise InvalidHeader quoting it
     failure = transport.send(get_invoice_tickets_request(INVOICE))
