@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+REPO = Path(__file__).resolve().parent.parent
 
 
 class DeploymentError(Exception):
@@ -96,6 +97,16 @@ class Stack:
                 raise DeploymentError(f"{c.name} exited with {c.process.returncode}:\n{log}")
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so that everything started is stopped (SIGINT also when ignored)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -149,16 +160,52 @@ def start_postgres(stack: Stack, data: Path, port: int) -> None:
     run_command([str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow"])
 
 
+def start_sandbox(stack: Stack, port: int, key: str, *args: str) -> Any:
+    """The ClubCollect sandbox on 127.0.0.1 accepting ``key``; its control client once it answers."""
+    from airflow_provider_clubcollect.sandbox.client import SandboxClient
+
+    command = [sys.executable, "-m", "airflow_provider_clubcollect.sandbox", "--port", str(port), "--api-key", key]
+    stack.start("sandbox", [*command, *args], {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)})
+    client = SandboxClient(f"http://127.0.0.1:{port}/_sandbox")
+
+    def up() -> bool:
+        with contextlib.suppress(Exception):
+            return bool(client.state())
+        return False
+
+    wait_until("the sandbox", up, 60, stack, 0.5)
+    return client
+
+
+def loopback_only(stack: Stack) -> tuple[bool, str]:
+    """Whether every socket the stack's processes listen on is on loopback, and what was found."""
+    import psutil
+
+    pids: set[int] = set()
+    for component in stack.components:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(component.process.pid)
+            pids |= {parent.pid, *(c.pid for c in parent.children(recursive=True))}
+    listening = [
+        (c.laddr.ip, c.laddr.port, c.pid)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    outside = [entry for entry in listening if entry[0] not in ("127.0.0.1", "::1")]
+    return bool(listening) and not outside, f"all {len(listening)} listening sockets are on loopback {outside}"
+
+
 def airflow_env(home: Path, api_port: int, database: str) -> dict[str, str]:
     """What every Airflow component shares: its home, the metadata database, the API and its auth."""
     from cryptography.fernet import Fernet
 
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")}
     return env | {
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PYTHONPATH": str(REPO),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
@@ -168,6 +215,10 @@ def airflow_env(home: Path, api_port: int, database: str) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+        # Log servers are not started (--skip-serve-logs); should one start, it binds a free port.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     }
 
 

@@ -39,7 +39,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,15 +49,26 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dev.deployment import DeploymentError, Stack, free_port, postgres_bin, say, start_postgres, wait_until
+from dev.deployment import (
+    AIRFLOW,
+    DeploymentError,
+    Stack,
+    airflow_env,
+    free_port,
+    loopback_only,
+    postgres_bin,
+    say,
+    start_postgres,
+    start_sandbox,
+    stop_on_signals,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-AIRFLOW = str(BIN / "airflow")
 
 ARCHIVE_DAG = REPO / "example_dags" / "clubcollect_archive_stale.py"
 ARCHIVE_DAG_ID = "clubcollect_archive_stale"
@@ -150,7 +160,6 @@ class Run:
     scratch: Path
     key: str
     ports: dict[str, int]
-    fernet_key: str
     stack: Stack
     env: dict[str, str] = field(default_factory=dict)
     checks: list[tuple[bool, str]] = field(default_factory=list)
@@ -214,75 +223,32 @@ def leaks(content: bytes, fragments: list[bytes]) -> bool:
     return any(fragment in content for fragment in fragments)
 
 
-def airflow_env(run: Run) -> dict[str, str]:
-    keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(run.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(run.home / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__FERNET_KEY": run.fernet_key,
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://airflow@127.0.0.1:{run.ports['pg']}/airflow",
-            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
-            "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_urlsafe(32),
-            # Log servers are not started (--skip-serve-logs); should one start, it binds a free port.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            # The provider's connection, as users deploy it: an environment variable on every
-            # component (the key then never enters the metadata database).
-            "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
-                {
-                    "conn_type": "clubcollect",
-                    "password": run.key,
-                    "host": f"http://127.0.0.1:{run.ports['sandbox']}/api",
-                }
-            ),
-        }
-    )
-    return env
+def deployment_env(run: Run) -> dict[str, str]:
+    db = f"postgresql+psycopg2://airflow@127.0.0.1:{run.ports['pg']}/airflow"
+    return airflow_env(run.home, free_port(), db) | {
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
+        "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        # The provider's connection, as users deploy it: an environment variable on every
+        # component (the key then never enters the metadata database).
+        "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT": json.dumps(
+            {"conn_type": "clubcollect", "password": run.key, "host": f"http://127.0.0.1:{run.ports['sandbox']}/api"}
+        ),
+    }
 
 
 def start(run: Run) -> None:
-    from airflow_provider_clubcollect.sandbox.client import SandboxClient
-
     run.logs.mkdir()
     (run.home / "dags").mkdir(parents=True)
     for dag_file in (ARCHIVE_DAG, DEFER_DAG):
         shutil.copy(dag_file, run.home / "dags" / dag_file.name)
     (run.home / "dags" / f"{PROBE_DAG_ID}.py").write_text(PROBE_SOURCE)
-    run.env = airflow_env(run)
+    run.env = deployment_env(run)
 
     with run.step("sandbox and PostgreSQL"):
-        run.stack.start(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_clubcollect.sandbox",
-                "--port",
-                str(run.ports["sandbox"]),
-                "--seed",
-                "0",
-                "--api-key",
-                run.key,
-            ],
-            {k: v for k, v in run.env.items() if not k.startswith("AIRFLOW")},
-        )
+        run.sandbox = start_sandbox(run.stack, run.ports["sandbox"], run.key, "--seed", "0")
         start_postgres(run.stack, run.scratch / "pg", run.ports["pg"])
-        run.sandbox = SandboxClient(f"http://127.0.0.1:{run.ports['sandbox']}/_sandbox")
-
-        def sandbox_up() -> bool:
-            try:
-                return bool(run.sandbox.companies())
-            except Exception:
-                return False
-
-        wait_until("the sandbox", sandbox_up, 60, run.stack, 0.5)
 
     with run.step("airflow db migrate"):
         run.cli("db", "migrate")
@@ -361,7 +327,7 @@ def decrypt_kwargs(run: Run, stored: str) -> bytes:
 
     if stored.startswith("{"):
         return stored.encode()
-    return Fernet(run.fernet_key.encode()).decrypt(stored.encode())
+    return Fernet(run.env["AIRFLOW__CORE__FERNET_KEY"].encode()).decrypt(stored.encode())
 
 
 def start_deferral(run: Run) -> str:
@@ -620,23 +586,6 @@ def check_secrets(run: Run) -> None:
     run.check(not in_query, "no request sent the key in its URL")
 
 
-def check_loopback_only(run: Run) -> None:
-    import psutil
-
-    pids: set[int] = set()
-    for component in run.stack.components:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(component.process.pid)
-            pids |= {parent.pid, *(c.pid for c in parent.children(recursive=True))}
-    listening = [
-        (c.laddr.ip, c.laddr.port, c.pid)
-        for c in psutil.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN and c.pid in pids
-    ]
-    outside = [entry for entry in listening if entry[0] not in ("127.0.0.1", "::1")]
-    run.check(bool(listening) and not outside, f"all {len(listening)} listening sockets are on loopback {outside}")
-
-
 # --- main --------------------------------------------------------------------------------------------------
 
 
@@ -652,7 +601,7 @@ def scenario(run: Run) -> None:
         finish_archive(run, expected, archive_run)
         finish_probe(run, probe_run)
     with run.step("secrets and sockets"):
-        check_loopback_only(run)
+        run.check(*loopback_only(run.stack))
         check_secrets(run)
 
 
@@ -687,8 +636,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    from cryptography.fernet import Fernet
-
     scratch = Path(tempfile.mkdtemp(prefix="clubcollect-e2e-airflow2-"))
     os.chmod(scratch, 0o755)  # the postgres user reaches its data folder inside
     # Anything in this process that imports Airflow configures itself here, never in ~/airflow.
@@ -697,15 +644,10 @@ def main(argv: list[str] | None = None) -> int:
         scratch=scratch,
         key="e2e2-key-" + secrets.token_hex(16),
         ports={"pg": free_port(), "sandbox": free_port()},
-        fernet_key=Fernet.generate_key().decode(),
         stack=Stack(scratch),
     )
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    stop_on_signals()
     error = None
     say(
         f"Airflow {airflow_version}; sandbox on 127.0.0.1:{run.ports['sandbox']}, "
