@@ -76,12 +76,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_int(min_tickets, "min_tickets")
+        check_literal(check_id, company_id, "company_id")
         if unanswered_for is not None:
             check_duration(unanswered_for, "unanswered_for")
-        check_literal(check_id, company_id, "company_id")
         self.company_id = company_id
-        self.min_tickets = min_tickets
+        self.min_tickets = check_int(min_tickets, "min_tickets")
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         if deferrable is None:
@@ -90,8 +89,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
         self.max_concurrency = check_int(max_concurrency, "max_concurrency")
-        # Where waiting began when the task instance does not say (execute() called outside a run).
-        self._began: datetime | None = None
+        self._began: datetime | None = None  # the first poke, when the task instance does not say (no run)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -99,29 +97,31 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
         :param Context context: the task context.
         """
-        company_id = check_id(self.company_id, "company_id")
         now = self._now(context)  # a bad rendered reference_time fails before any page is read
-        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
+        tickets = self.hook.get_company_tickets(
+            self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency
+        )
         waiting = awaiting_answer(tickets, self.unanswered_for, now)
-        summary = waiting_summary(len(waiting), company_id, self.unanswered_for, self.min_tickets)
+        summary = waiting_summary(len(waiting), self.company_id, self.unanswered_for, self.min_tickets)
         self.log.info("%s (now = %s)", summary, now.isoformat())
         return PokeReturnValue(is_done=len(waiting) >= self.min_tickets, xcom_value=waiting)
 
     def _now(self, context: Context) -> datetime:
         """This poke's "now": the current UTC time, or ``reference_time`` moved on by the time waited (SPEC 6)."""
-        wall = datetime.now(timezone.utc)
         if self.reference_time is None:
-            return wall
-        # Waiting began at the first reschedule (each poke is a new process), else at the try's start
-        # (a deferred task resumes with it), else at the first poke.
+            return datetime.now(timezone.utc)
+        return run_reference_time(self.reference_time, context) + self._waited(context)
+
+    def _waited(self, context: Context) -> timedelta:
+        """Time since the first reschedule (each poke is a new process), else this try's start (a deferred
+        task resumes with it), else the first poke."""
+        wall = datetime.now(timezone.utc)
         ti = context.get("ti")
         began = _first_reschedule(ti, context, self.retries or 0) if self.reschedule and ti is not None else None
         began = began or getattr(ti, "start_date", None)
-        if isinstance(began, datetime):
-            began = min(to_utc(began), wall)
-        else:
+        if not isinstance(began, datetime):
             began = self._began = self._began or wall
-        return run_reference_time(self.reference_time, context) + (wall - began)
+        return max(timedelta(0), wall - to_utc(began))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -160,17 +160,14 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """Hand the wait to the trigger for what is left of the timeout, on the wall clock."""
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
-        wall = datetime.now(timezone.utc)
-        started = getattr(context.get("ti"), "start_date", None)  # this try's start; none outside a run
-        began = to_utc(started) if isinstance(started, datetime) else wall
-        remaining = timedelta(seconds=self.timeout) - (wall - began)
+        remaining = timedelta(seconds=self.timeout) - self._waited(context)
         if remaining <= timedelta(0):
             self._timed_out()
         unanswered_for = given = self.unanswered_for
         if given is not None and self.reference_time is not None:
             # "Now" runs ahead of the trigger's wall clock by a fixed offset: the same threads count
             # when they have waited that much less by the wall clock.
-            offset = self._now(context) - wall
+            offset = self._now(context) - datetime.now(timezone.utc)
             unanswered_for = max(timedelta(0), given - offset)
             self.log.info(
                 "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
@@ -181,15 +178,14 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             )
         self.defer(
             trigger=UnansweredTicketsTrigger(
-                company_id=check_id(self.company_id, "company_id"),
+                company_id=self.company_id,
                 min_tickets=self.min_tickets,
                 unanswered_for_seconds=None if unanswered_for is None else unanswered_for.total_seconds(),
-                reference_time=None,
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
                 backoff=self.backoff,
                 # Its own deadline too: ``airflow dags test`` runs triggers in line, with no timeout.
-                timeout_at=(wall + remaining).isoformat(),
+                timeout_at=(datetime.now(timezone.utc) + remaining).isoformat(),
                 max_concurrency=self.max_concurrency,
             ),
             method_name="execute_complete",
