@@ -113,8 +113,8 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         return run_reference_time(self.reference_time, context) + self._waited(context)
 
     def _waited(self, context: Context) -> timedelta:
-        """Time since the first reschedule (each poke is a new process), else this try's start (a deferred
-        task resumes with it), else the first poke."""
+        # Since the first reschedule (each poke is a new process), else this try's start (a deferred task
+        # resumes with it), else the first poke.
         wall = datetime.now(timezone.utc)
         ti = context.get("ti")
         began = _first_reschedule(ti, context, self.retries or 0) if self.reschedule and ti is not None else None
@@ -156,7 +156,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         )
         raise (AirflowSkipException if self.soft_fail else AirflowSensorTimeout)(message)
 
-    def _defer(self, context: Context) -> None:
+    def _defer(self, context: Context) -> NoReturn:
         """Hand the wait to the trigger for what is left of the timeout, on the wall clock."""
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
@@ -198,13 +198,15 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
         :param Context context: the task context.
         :param dict[str, Any] | None event: the trigger's event payload.
-        :raises ClubCollectError: the subclass named in an error event, with the API's message.
+        :raises ClubCollectError: the subclass named in an error event, with the API's message (as a poke
+            error: ``silent_fail`` waits on, ``never_fail`` skips).
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         status = event.get("status") if isinstance(event, dict) else None
         if status == "error":
-            raise ClubCollectError.from_payload(cast("dict[str, Any]", event))
+            self._on_poke_error(ClubCollectError.from_payload(cast("dict[str, Any]", event)))
+            self._defer(context)  # silent_fail: wait on for what is left of the timeout
         if status == "timeout":
             self._timed_out()
         if status != "success":
@@ -214,12 +216,10 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         return tickets
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        # BaseSensorOperator turns an error raised on resume into a skip under soft_fail, and (before
-        # 3.1) fails a deferral timeout its own way: end as the poking sensor does instead.
-        event = (next_kwargs or {}).get("event")
-        if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == "error":
-            self._on_poke_error(ClubCollectError.from_payload(event))
-            self._defer(context)  # silent_fail: wait on for what is left of the timeout
+        # Not through BaseSensorOperator's, which skips on any error under soft_fail, and (before 3.1)
+        # fails a deferral timeout its own way: end as the poking sensor does instead.
+        if next_method == "execute_complete":
+            return self.execute_complete(context, **(next_kwargs or {}))
         if next_method == "__fail__" and "timeout" in str((next_kwargs or {}).get("error", "")).lower():
             self._timed_out()
         return super().resume_execution(next_method, next_kwargs, context)

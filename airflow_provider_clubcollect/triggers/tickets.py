@@ -111,13 +111,12 @@ class _Polling(BaseTrigger):
                         exc.message,
                         wait,
                     )
-                    await asyncio.sleep(wait)
-                    continue
-                failures = 0
-                if heal:
-                    observability.count("watcher.polls.ok", conn_id=self.clubcollect_conn_id)
-                yield polled_at, tickets
-                await asyncio.sleep(interval)
+                else:
+                    failures, wait = 0, interval
+                    if heal:
+                        observability.count("watcher.polls.ok", conn_id=self.clubcollect_conn_id)
+                    yield polled_at, tickets
+                await asyncio.sleep(wait)
 
 
 class UnansweredTicketsTrigger(_Polling):
