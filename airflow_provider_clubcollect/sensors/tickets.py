@@ -113,11 +113,19 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         return run_reference_time(self.reference_time, context) + self._waited(context)
 
     def _waited(self, context: Context) -> timedelta:
-        # Since the first reschedule (each poke is a new process), else this try's start (a deferred task
-        # resumes with it), else the first poke.
+        # Since the first reschedule (each poke is a new process; found as BaseSensorOperator finds it for
+        # its timeout), else this try's start (a deferred task resumes with it), else the first poke.
         wall = datetime.now(timezone.utc)
-        ti = context.get("ti")
-        began = _first_reschedule(ti, context, self.retries or 0) if self.reschedule and ti is not None else None
+        ti: Any = context.get("ti")
+        began = None
+        if self.reschedule and ti is not None:
+            if AIRFLOW_V_3_0_PLUS:
+                began = ti.get_first_reschedule_date(context)
+            else:
+                from airflow.sensors.base import _orig_start_date
+
+                try_number = (ti.max_tries or 0) - (self.retries or 0) + 1
+                began = _orig_start_date(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, try_number)
         began = began or getattr(ti, "start_date", None)
         if not isinstance(began, datetime):
             began = self._began = self._began or wall
@@ -223,18 +231,3 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         if next_method == "__fail__" and "timeout" in str((next_kwargs or {}).get("error", "")).lower():
             self._timed_out()
         return super().resume_execution(next_method, next_kwargs, context)
-
-
-def _first_reschedule(ti: Any, context: Context, retries: int) -> datetime | None:
-    """The start of a rescheduled sensor's first poke, as ``BaseSensorOperator`` finds it for its timeout."""
-    if AIRFLOW_V_3_0_PLUS:
-        return ti.get_first_reschedule_date(context)  # type: ignore[no-any-return]
-    from airflow.sensors.base import _orig_start_date
-
-    return _orig_start_date(  # type: ignore[no-any-return]
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        map_index=ti.map_index,
-        try_number=(ti.max_tries or 0) - retries + 1,
-    )
