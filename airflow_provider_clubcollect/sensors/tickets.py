@@ -7,22 +7,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_clubcollect import selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.operators.base import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
-from airflow_provider_clubcollect.selection import (
-    awaiting_answer,
-    check_duration,
-    check_literal,
-    human_duration,
-    run_reference_time,
-    to_utc,
-    waiting_summary,
-)
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
-from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, check_id, check_int
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -76,11 +67,11 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_literal(check_id, company_id, "company_id")
+        selection.check_literal(wire.check_id, company_id, "company_id")
         if unanswered_for is not None:
-            check_duration(unanswered_for, "unanswered_for")
+            selection.check_duration(unanswered_for, "unanswered_for")
         self.company_id = company_id
-        self.min_tickets = check_int(min_tickets, "min_tickets")
+        self.min_tickets = wire.check_int(min_tickets, "min_tickets")
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         if deferrable is None:
@@ -88,7 +79,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
+        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         self._began: datetime | None = None  # the first poke, when the task instance does not say (no run)
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -99,10 +90,10 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """
         now = self._now(context)  # a bad rendered reference_time fails before any page is read
         tickets = self.hook.get_company_tickets(
-            self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency
+            self.company_id, wire.STATUS_UNANSWERED, max_concurrency=self.max_concurrency
         )
-        waiting = awaiting_answer(tickets, self.unanswered_for, now)
-        summary = waiting_summary(len(waiting), self.company_id, self.unanswered_for, self.min_tickets)
+        waiting = selection.awaiting_answer(tickets, self.unanswered_for, now)
+        summary = selection.waiting_summary(len(waiting), self.company_id, self.unanswered_for, self.min_tickets)
         self.log.info("%s (now = %s)", summary, now.isoformat())
         return PokeReturnValue(is_done=len(waiting) >= self.min_tickets, xcom_value=waiting)
 
@@ -110,7 +101,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """This poke's "now": the current UTC time, or ``reference_time`` moved on by the time waited (SPEC 6)."""
         if self.reference_time is None:
             return datetime.now(timezone.utc)
-        return run_reference_time(self.reference_time, context) + self._waited(context)
+        return selection.run_reference_time(self.reference_time, context) + self._waited(context)
 
     def _waited(self, context: Context) -> timedelta:
         # Since the first reschedule (each poke is a new process; found as BaseSensorOperator finds it for
@@ -129,7 +120,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         began = began or getattr(ti, "start_date", None)
         if not isinstance(began, datetime):
             began = self._began = self._began or wall
-        return max(timedelta(0), wall - to_utc(began))
+        return max(timedelta(0), wall - selection.to_utc(began))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -157,7 +148,9 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """Fail (or skip, with soft_fail) as a poking sensor does when its timeout passes."""
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
-        age = f" for more than {human_duration(self.unanswered_for)}" if self.unanswered_for is not None else ""
+        age = (
+            f" for more than {selection.human_duration(self.unanswered_for)}" if self.unanswered_for is not None else ""
+        )
         message = (
             f"Sensor has timed out: fewer than {self.min_tickets} tickets of company {self.company_id!r} "
             f"awaited an answer{age} within {self.timeout} s."
@@ -180,8 +173,8 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             self.log.info(
                 "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
                 "(unanswered_for %s, reference_time's clock ahead of it by %s s).",
-                human_duration(unanswered_for),
-                human_duration(given),
+                selection.human_duration(unanswered_for),
+                selection.human_duration(given),
                 f"{offset.total_seconds():g}",
             )
         self.defer(
@@ -220,7 +213,9 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         if status != "success":
             raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r:.500}.")
         tickets: list[dict[str, Any]] = list(cast("dict[str, Any]", event).get("tickets") or [])
-        self.log.info("%s", waiting_summary(len(tickets), str(self.company_id), self.unanswered_for, self.min_tickets))
+        self.log.info(
+            "%s", selection.waiting_summary(len(tickets), str(self.company_id), self.unanswered_for, self.min_tickets)
+        )
         return tickets
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:

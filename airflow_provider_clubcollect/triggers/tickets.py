@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_clubcollect import observability
+from airflow_provider_clubcollect import observability, selection, wire
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
@@ -26,21 +26,7 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.retry import as_backoff
-from airflow_provider_clubcollect.selection import (
-    awaiting_answer,
-    awaiting_answer_due,
-    ticket_date,
-    to_utc,
-    waiting_summary,
-)
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
-from airflow_provider_clubcollect.wire import (
-    STATUS_UNANSWERED,
-    check_id,
-    check_int,
-    check_number,
-    parse_iso_datetime,
-)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
@@ -70,13 +56,13 @@ class _Polling(BaseTrigger):
         max_concurrency: int,
     ) -> None:
         super().__init__()
-        self.company_id = check_id(company_id, "company_id")
+        self.company_id = wire.check_id(company_id, "company_id")
         if unanswered_for_seconds is not None:
-            unanswered_for_seconds = check_number(unanswered_for_seconds, "unanswered_for_seconds", zero=True)
+            unanswered_for_seconds = wire.check_number(unanswered_for_seconds, "unanswered_for_seconds", zero=True)
         self.unanswered_for_seconds = unanswered_for_seconds
-        self.clubcollect_conn_id = check_id(clubcollect_conn_id, "clubcollect_conn_id")
+        self.clubcollect_conn_id = wire.check_id(clubcollect_conn_id, "clubcollect_conn_id")
         self.backoff = as_backoff(backoff)
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
+        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the constructor's arguments: the connection id, never the key, and no state."""
@@ -97,7 +83,7 @@ class _Polling(BaseTrigger):
                 try:
                     with observability.span("poll", trigger=type(self).__name__):
                         tickets = await hook.aget_company_tickets(
-                            self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency
+                            self.company_id, wire.STATUS_UNANSWERED, max_concurrency=self.max_concurrency
                         )
                 except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
                     if not heal:
@@ -154,9 +140,9 @@ class UnansweredTicketsTrigger(_Polling):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
-        self.min_tickets = check_int(min_tickets, "min_tickets")
+        self.min_tickets = wire.check_int(min_tickets, "min_tickets")
         self.reference_time = reference_time
-        self.poke_interval = check_number(poke_interval, "poke_interval", zero=True)
+        self.poke_interval = wire.check_number(poke_interval, "poke_interval", zero=True)
         self.timeout_at = timeout_at
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -167,7 +153,7 @@ class UnansweredTicketsTrigger(_Polling):
         """
         left = None
         if self.timeout_at is not None:
-            left = max(0.0, (to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
+            left = max(0.0, (selection.to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
         try:
             # A poll only reads, so cutting one short at the deadline loses nothing.
             event = {"status": "success", "tickets": await asyncio.wait_for(self._until_enough(), left)}
@@ -185,7 +171,9 @@ class UnansweredTicketsTrigger(_Polling):
                     return waiting
                 self.log.info(
                     "%s Next poll in %g s.",
-                    waiting_summary(len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets),
+                    selection.waiting_summary(
+                        len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets
+                    ),
                     self.poke_interval,
                 )
         raise AssertionError("unreachable: the poll loop never ends")  # pragma: no cover
@@ -199,7 +187,11 @@ class UnansweredTicketsTrigger(_Polling):
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         return await _off_loop(
-            len(tickets), awaiting_answer, tickets, self._unanswered_for, to_utc(self.reference_time)
+            len(tickets),
+            selection.awaiting_answer,
+            tickets,
+            self._unanswered_for,
+            selection.to_utc(self.reference_time),
         )
 
 
@@ -306,13 +298,13 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
         super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
-        moment = None if since is None else parse_iso_datetime(since)
+        moment = None if since is None else wire.parse_iso_datetime(since)
         if since is not None and moment is None:
             raise ClubCollectValidationError(
                 f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(since)}."
             )
         self.since = None if moment is None else _iso(moment)
-        self.poll_interval = check_number(poll_interval, "poll_interval")
+        self.poll_interval = wire.check_number(poll_interval, "poll_interval")
 
     def shared_stream_key(self) -> Hashable:
         """
@@ -413,10 +405,10 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         return _Reported()
 
     def _newly_due(self, polled_at: datetime, tickets: list[CompanyTicket], reported: _Reported) -> list[Any]:
-        since = None if self.since is None else to_utc(self.since)
+        since = None if self.since is None else selection.to_utc(self.since)
         fresh = []
-        for due, ticket in awaiting_answer_due(tickets, self._unanswered_for, polled_at):
-            date = ticket_date(ticket)
+        for due, ticket in selection.awaiting_answer_due(tickets, self._unanswered_for, polled_at):
+            date = selection.ticket_date(ticket)
             key = f"{_iso(due)} {_iso(date)} {ticket['ticket_id']}"
             if (since is None or date > since) and key not in reported:
                 fresh.append((key, ticket))
