@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_clubcollect import selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectError
@@ -75,8 +75,6 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         if deferrable is None:
-            from airflow.providers.common.compat.sdk import conf
-
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")

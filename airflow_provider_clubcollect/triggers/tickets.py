@@ -230,10 +230,8 @@ class _Reported(NamedTuple):
     def add(self, keys: Iterable[str]) -> _Reported:
         """This record with ``keys`` reported, the oldest folded into the watermark to stay bounded."""
         recent = sorted(self.recent.union(keys))
-        try:
-            horizon = _iso(datetime.fromisoformat(recent[-1].split()[0]) - LOOKBACK)
-        except OverflowError:  # the newest is within LOOKBACK of the calendar's start: nothing is older
-            horizon = ""
+        newest = datetime.fromisoformat(recent[-1].split()[0])
+        horizon = _iso(newest - min(LOOKBACK, newest - datetime.min.replace(tzinfo=timezone.utc)))  # no overflow
         cut = max(len(recent) - MAX_RECENT, sum(key < horizon for key in recent))
         watermark = max(self.watermark, recent[cut - 1]) if cut else self.watermark
         return _Reported(watermark, frozenset(key for key in recent[cut:] if key > watermark))
