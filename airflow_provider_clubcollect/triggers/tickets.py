@@ -196,7 +196,6 @@ class UnansweredTicketsTrigger(_Polling):
 
 
 def _as_error(exc: Exception) -> ClubCollectError:
-    """``exc`` as a ``ClubCollectError``: Airflow's own errors named, their text bounded."""
     if isinstance(exc, ClubCollectError):
         return exc
     return ClubCollectError(f"{type(exc).__name__}: {shorten(str(exc), 500)}")
@@ -237,7 +236,6 @@ class _Reported(NamedTuple):
         return _Reported(watermark, frozenset(key for key in recent[cut:] if key > watermark))
 
     def to_json(self) -> dict[str, Any]:
-        """The record as plain JSON, for the asset state store."""
         return {"version": 1, "watermark": self.watermark, "recent": sorted(self.recent)}
 
     @classmethod
@@ -403,11 +401,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         return _Reported()
 
     def _newly_due(self, polled_at: datetime, tickets: list[CompanyTicket], reported: _Reported) -> list[Any]:
-        since = None if self.since is None else selection.to_utc(self.since)
-        fresh = []
-        for due, ticket in selection.awaiting_answer_due(tickets, self._unanswered_for, polled_at):
-            date = selection.ticket_date(ticket)
-            key = f"{_iso(due)} {_iso(date)} {ticket['ticket_id']}"
-            if (since is None or date > since) and key not in reported:
-                fresh.append((key, ticket))
-        return fresh
+        due = selection.awaiting_answer_due(tickets, self._unanswered_for, polled_at)
+        keyed = [(f"{_iso(moment)} {_iso(selection.ticket_date(t))} {t['ticket_id']}", t) for moment, t in due]
+        # The ticket's date is the key's second part; ``since`` is a fixed-width UTC moment too.
+        return [(key, t) for key, t in keyed if key.split()[1] > (self.since or "") and key not in reported]
