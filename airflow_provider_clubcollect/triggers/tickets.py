@@ -343,9 +343,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         .. seealso:: :doc:`/event-driven`
         """
         store: Any = getattr(self, "asset_state_store", None)
-        reported = (
-            self._in_memory("No asset state store (before Airflow 3.3, or no watcher)") if store is None else None
-        )
+        reported = None if store is not None else self._in_memory("No asset state store (Airflow < 3.3, or no watcher)")
         async for polled_at, tickets in shared_stream:
             if reported is None:
                 try:
