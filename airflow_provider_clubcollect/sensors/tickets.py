@@ -145,9 +145,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """Fail (or skip, with soft_fail) as a poking sensor does when its timeout passes."""
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
-        age = (
-            f" for more than {selection.human_duration(self.unanswered_for)}" if self.unanswered_for is not None else ""
-        )
+        age = "" if self.unanswered_for is None else f" for more than {selection.human_duration(self.unanswered_for)}"
         message = (
             f"Sensor has timed out: fewer than {self.min_tickets} tickets of company {self.company_id!r} "
             f"awaited an answer{age} within {self.timeout} s."
