@@ -5,24 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
+from airflow_provider_clubcollect import selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.operators.base import ClubCollectConnectionMixin
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
-from airflow_provider_clubcollect.selection import (
-    awaiting_answer,
-    check_duration,
-    check_literal,
-    human_duration,
-    run_reference_time,
-    to_utc,
-    waiting_summary,
-)
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
-from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, check_id, check_int
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -76,22 +67,17 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        check_int(min_tickets, "min_tickets")
-        if unanswered_for is not None:
-            check_duration(unanswered_for, "unanswered_for")
-        check_literal(check_id, company_id, "company_id")
+        selection.check_literal(wire.check_id, company_id, "company_id")
+        selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
         self.company_id = company_id
-        self.min_tickets = min_tickets
+        self.min_tickets = wire.check_int(min_tickets, "min_tickets")
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
         if deferrable is None:
-            from airflow.providers.common.compat.sdk import conf
-
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
-        # Where waiting began when the task instance does not say (execute() called outside a run).
-        self._began: datetime | None = None
+        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
+        self._began: datetime | None = None  # the first poke, when the task instance does not say (no run)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -99,29 +85,39 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
         :param Context context: the task context.
         """
-        company_id = check_id(self.company_id, "company_id")
         now = self._now(context)  # a bad rendered reference_time fails before any page is read
-        tickets = self.hook.get_company_tickets(company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency)
-        waiting = awaiting_answer(tickets, self.unanswered_for, now)
-        summary = waiting_summary(len(waiting), company_id, self.unanswered_for, self.min_tickets)
+        tickets = self.hook.get_company_tickets(
+            self.company_id, wire.STATUS_UNANSWERED, max_concurrency=self.max_concurrency
+        )
+        waiting = selection.awaiting_answer(tickets, self.unanswered_for, now)
+        summary = selection.waiting_summary(len(waiting), self.company_id, self.unanswered_for, self.min_tickets)
         self.log.info("%s (now = %s)", summary, now.isoformat())
         return PokeReturnValue(is_done=len(waiting) >= self.min_tickets, xcom_value=waiting)
 
     def _now(self, context: Context) -> datetime:
         """This poke's "now": the current UTC time, or ``reference_time`` moved on by the time waited (SPEC 6)."""
-        wall = datetime.now(timezone.utc)
         if self.reference_time is None:
-            return wall
-        # Waiting began at the first reschedule (each poke is a new process), else at the try's start
-        # (a deferred task resumes with it), else at the first poke.
-        ti = context.get("ti")
-        began = _first_reschedule(ti, context, self.retries or 0) if self.reschedule and ti is not None else None
+            return datetime.now(timezone.utc)
+        return selection.run_reference_time(self.reference_time, context) + self._waited(context)
+
+    def _waited(self, context: Context) -> timedelta:
+        # Since the first reschedule (each poke is a new process; found as BaseSensorOperator finds it for
+        # its timeout), else this try's start (a deferred task resumes with it), else the first poke.
+        wall = datetime.now(timezone.utc)
+        ti: Any = context.get("ti")
+        began = None
+        if self.reschedule and ti is not None:
+            if AIRFLOW_V_3_0_PLUS:
+                began = ti.get_first_reschedule_date(context)
+            else:
+                from airflow.sensors.base import _orig_start_date
+
+                try_number = (ti.max_tries or 0) - (self.retries or 0) + 1
+                began = _orig_start_date(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, try_number)
         began = began or getattr(ti, "start_date", None)
-        if isinstance(began, datetime):
-            began = min(to_utc(began), wall)
-        else:
+        if not isinstance(began, datetime):
             began = self._began = self._began or wall
-        return run_reference_time(self.reference_time, context) + (wall - began)
+        return max(timedelta(0), wall - selection.to_utc(began))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -149,47 +145,43 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         """Fail (or skip, with soft_fail) as a poking sensor does when its timeout passes."""
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
-        age = f" for more than {human_duration(self.unanswered_for)}" if self.unanswered_for is not None else ""
+        age = "" if self.unanswered_for is None else f" for more than {selection.human_duration(self.unanswered_for)}"
         message = (
             f"Sensor has timed out: fewer than {self.min_tickets} tickets of company {self.company_id!r} "
             f"awaited an answer{age} within {self.timeout} s."
         )
         raise (AirflowSkipException if self.soft_fail else AirflowSensorTimeout)(message)
 
-    def _defer(self, context: Context) -> None:
+    def _defer(self, context: Context) -> NoReturn:
         """Hand the wait to the trigger for what is left of the timeout, on the wall clock."""
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
-        wall = datetime.now(timezone.utc)
-        started = getattr(context.get("ti"), "start_date", None)  # this try's start; none outside a run
-        began = to_utc(started) if isinstance(started, datetime) else wall
-        remaining = timedelta(seconds=self.timeout) - (wall - began)
+        remaining = timedelta(seconds=self.timeout) - self._waited(context)
         if remaining <= timedelta(0):
             self._timed_out()
         unanswered_for = given = self.unanswered_for
         if given is not None and self.reference_time is not None:
             # "Now" runs ahead of the trigger's wall clock by a fixed offset: the same threads count
             # when they have waited that much less by the wall clock.
-            offset = self._now(context) - wall
+            offset = self._now(context) - datetime.now(timezone.utc)
             unanswered_for = max(timedelta(0), given - offset)
             self.log.info(
                 "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
                 "(unanswered_for %s, reference_time's clock ahead of it by %s s).",
-                human_duration(unanswered_for),
-                human_duration(given),
+                selection.human_duration(unanswered_for),
+                selection.human_duration(given),
                 f"{offset.total_seconds():g}",
             )
         self.defer(
             trigger=UnansweredTicketsTrigger(
-                company_id=check_id(self.company_id, "company_id"),
+                company_id=self.company_id,
                 min_tickets=self.min_tickets,
                 unanswered_for_seconds=None if unanswered_for is None else unanswered_for.total_seconds(),
-                reference_time=None,
                 poke_interval=float(self.poke_interval),
                 clubcollect_conn_id=self.clubcollect_conn_id,
                 backoff=self.backoff,
                 # Its own deadline too: ``airflow dags test`` runs triggers in line, with no timeout.
-                timeout_at=(wall + remaining).isoformat(),
+                timeout_at=(datetime.now(timezone.utc) + remaining).isoformat(),
                 max_concurrency=self.max_concurrency,
             ),
             method_name="execute_complete",
@@ -202,43 +194,30 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
         :param Context context: the task context.
         :param dict[str, Any] | None event: the trigger's event payload.
-        :raises ClubCollectError: the subclass named in an error event, with the API's message.
+        :raises ClubCollectError: the subclass named in an error event, with the API's message (as a poke
+            error: ``silent_fail`` waits on, ``never_fail`` skips).
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         status = event.get("status") if isinstance(event, dict) else None
         if status == "error":
-            raise ClubCollectError.from_payload(cast("dict[str, Any]", event))
+            self._on_poke_error(ClubCollectError.from_payload(cast("dict[str, Any]", event)))
+            self._defer(context)  # silent_fail: wait on for what is left of the timeout
         if status == "timeout":
             self._timed_out()
         if status != "success":
             raise ClubCollectError(f"UnansweredTicketsTrigger sent an event this sensor does not know: {event!r:.500}.")
         tickets: list[dict[str, Any]] = list(cast("dict[str, Any]", event).get("tickets") or [])
-        self.log.info("%s", waiting_summary(len(tickets), str(self.company_id), self.unanswered_for, self.min_tickets))
+        self.log.info(
+            "%s", selection.waiting_summary(len(tickets), str(self.company_id), self.unanswered_for, self.min_tickets)
+        )
         return tickets
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        # BaseSensorOperator turns an error raised on resume into a skip under soft_fail, and (before
-        # 3.1) fails a deferral timeout its own way: end as the poking sensor does instead.
-        event = (next_kwargs or {}).get("event")
-        if next_method == "execute_complete" and isinstance(event, dict) and event.get("status") == "error":
-            self._on_poke_error(ClubCollectError.from_payload(event))
-            self._defer(context)  # silent_fail: wait on for what is left of the timeout
+        # Not through BaseSensorOperator's, which skips on any error under soft_fail, and (before 3.1)
+        # fails a deferral timeout its own way: end as the poking sensor does instead.
+        if next_method == "execute_complete":
+            return self.execute_complete(context, **(next_kwargs or {}))
         if next_method == "__fail__" and "timeout" in str((next_kwargs or {}).get("error", "")).lower():
             self._timed_out()
         return super().resume_execution(next_method, next_kwargs, context)
-
-
-def _first_reschedule(ti: Any, context: Context, retries: int) -> datetime | None:
-    """The start of a rescheduled sensor's first poke, as ``BaseSensorOperator`` finds it for its timeout."""
-    if AIRFLOW_V_3_0_PLUS:
-        return ti.get_first_reschedule_date(context)  # type: ignore[no-any-return]
-    from airflow.sensors.base import _orig_start_date
-
-    return _orig_start_date(  # type: ignore[no-any-return]
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        map_index=ti.map_index,
-        try_number=(ti.max_tries or 0) - retries + 1,
-    )

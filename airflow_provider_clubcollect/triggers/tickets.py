@@ -1,8 +1,4 @@
-"""The triggers that wait, in the triggerer, for tickets awaiting an answer.
-
-:class:`UnansweredTicketsTrigger` serves the deferrable sensor, :class:`UnansweredTicketsEventTrigger`
-asset watchers.  Both run one poll loop over the hook's async path, and only read (GET).
-"""
+"""The triggers that wait, in the triggerer, for tickets awaiting an answer: one poll loop, reads only."""
 
 from __future__ import annotations
 
@@ -10,14 +6,14 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import math
+import inspect
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_clubcollect import observability
+from airflow_provider_clubcollect import observability, selection, wire
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
@@ -30,18 +26,10 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.retry import as_backoff
-from airflow_provider_clubcollect.selection import (
-    awaiting_answer,
-    awaiting_answer_due,
-    ticket_date,
-    to_utc,
-    waiting_summary,
-)
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
-from airflow_provider_clubcollect.wire import STATUS_UNANSWERED, check_id, check_int, parse_iso_datetime
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket
@@ -52,29 +40,39 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-#: Event ``status`` values of :class:`UnansweredTicketsTrigger`.
-EVENT_SUCCESS = "success"
-EVENT_ERROR = "error"
-EVENT_TIMEOUT = "timeout"
-#: Up to this many tickets, a poll selects on the loop (well under a millisecond); more go to a thread.
-INLINE_TICKETS = 500
-
-
-class _Poll(NamedTuple):
-    """One read of a company's unanswered list."""
-
-    polled_at: datetime
-    tickets: tuple[CompanyTicket, ...]
+#: One read of a company's unanswered list: when, and what it held.
+_Poll = tuple[datetime, list["CompanyTicket"]]
 
 
 class _Polling(BaseTrigger):
-    """The poll loop both triggers share: what they read, through which connection, how often."""
+    """What both triggers share: the company, the selection's age, the connection, and the poll loop."""
 
-    company_id: str
-    clubcollect_conn_id: str
-    backoff: Backoff | None
-    max_concurrency: int
+    def __init__(
+        self,
+        company_id: str,
+        unanswered_for_seconds: float | None,
+        clubcollect_conn_id: str,
+        backoff: Backoff | Mapping[str, Any] | None,
+        max_concurrency: int,
+    ) -> None:
+        super().__init__()
+        self.company_id = wire.check_id(company_id, "company_id")
+        if unanswered_for_seconds is not None:
+            unanswered_for_seconds = wire.check_number(unanswered_for_seconds, "unanswered_for_seconds", zero=True)
+        self.unanswered_for_seconds = unanswered_for_seconds
+        self.clubcollect_conn_id = wire.check_id(clubcollect_conn_id, "clubcollect_conn_id")
+        self.backoff = as_backoff(backoff)
+        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and the constructor's arguments: the connection id, never the key, and no state."""
+        kwargs = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        kwargs["backoff"] = None if self.backoff is None else dataclasses.asdict(self.backoff)
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    @property
+    def _unanswered_for(self) -> timedelta | None:
+        return None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
 
     async def _polls(self, interval: float, *, heal: bool) -> AsyncGenerator[_Poll, None]:
         """Read the company's unanswered list every ``interval`` s; with ``heal``, poll through 5xx and 429."""
@@ -85,7 +83,7 @@ class _Polling(BaseTrigger):
                 try:
                     with observability.span("poll", trigger=type(self).__name__):
                         tickets = await hook.aget_company_tickets(
-                            self.company_id, STATUS_UNANSWERED, max_concurrency=self.max_concurrency
+                            self.company_id, wire.STATUS_UNANSWERED, max_concurrency=self.max_concurrency
                         )
                 except (ClubCollectServerError, ClubCollectRateLimitError) as exc:
                     if not heal:
@@ -99,13 +97,12 @@ class _Polling(BaseTrigger):
                         exc.message,
                         wait,
                     )
-                    await asyncio.sleep(wait)
-                    continue
-                failures = 0
-                if heal:
-                    observability.count("watcher.polls.ok", conn_id=self.clubcollect_conn_id)
-                yield _Poll(polled_at, tuple(tickets))
-                await asyncio.sleep(interval)
+                else:
+                    failures, wait = 0, interval
+                    if heal:
+                        observability.count("watcher.polls.ok", conn_id=self.clubcollect_conn_id)
+                    yield polled_at, tickets
+                await asyncio.sleep(wait)
 
 
 class UnansweredTicketsTrigger(_Polling):
@@ -142,37 +139,11 @@ class UnansweredTicketsTrigger(_Polling):
         timeout_at: str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        super().__init__()
-        self.backoff = as_backoff(backoff)
-        self.timeout_at = timeout_at
-        self.company_id = company_id
-        self.min_tickets = min_tickets
-        self.unanswered_for_seconds = unanswered_for_seconds
+        super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
+        self.min_tickets = wire.check_int(min_tickets, "min_tickets")
         self.reference_time = reference_time
-        self.poke_interval = poke_interval
-        self.clubcollect_conn_id = clubcollect_conn_id
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """
-        The class path and plain keyword arguments: the connection id, never the key.
-
-        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
-        """
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "company_id": self.company_id,
-                "min_tickets": self.min_tickets,
-                "unanswered_for_seconds": self.unanswered_for_seconds,
-                "reference_time": self.reference_time,
-                "poke_interval": self.poke_interval,
-                "clubcollect_conn_id": self.clubcollect_conn_id,
-                "backoff": _plain(self.backoff),
-                "timeout_at": self.timeout_at,
-                "max_concurrency": self.max_concurrency,
-            },
-        )
+        self.poke_interval = wire.check_number(poke_interval, "poke_interval", zero=True)
+        self.timeout_at = timeout_at
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """
@@ -182,25 +153,27 @@ class UnansweredTicketsTrigger(_Polling):
         """
         left = None
         if self.timeout_at is not None:
-            left = max(0.0, (to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
+            left = max(0.0, (selection.to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
         try:
             # A poll only reads, so cutting one short at the deadline loses nothing.
-            event = {"status": EVENT_SUCCESS, "tickets": await asyncio.wait_for(self._until_enough(), left)}
+            event = {"status": "success", "tickets": await asyncio.wait_for(self._until_enough(), left)}
         except asyncio.TimeoutError:
-            event = {"status": EVENT_TIMEOUT, "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
+            event = {"status": "timeout", "message": f"No {self.min_tickets} tickets by {self.timeout_at}."}
         except Exception as exc:  # an error event, so that the sensor fails as a poke does
-            event = {"status": EVENT_ERROR, **_as_error(exc).to_payload()}
+            event = {"status": "error", **_as_error(exc).to_payload()}
         yield TriggerEvent(event)
 
     async def _until_enough(self) -> list[dict[str, Any]]:
         async with contextlib.aclosing(self._polls(self.poke_interval, heal=False)) as polls:
-            async for poll in polls:
-                waiting = await self.select(poll.tickets)
+            async for _polled_at, tickets in polls:
+                waiting = await self.select(tickets)
                 if len(waiting) >= self.min_tickets:
                     return waiting
                 self.log.info(
                     "%s Next poll in %g s.",
-                    waiting_summary(len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets),
+                    selection.waiting_summary(
+                        len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets
+                    ),
                     self.poke_interval,
                 )
         raise AssertionError("unreachable: the poll loop never ends")  # pragma: no cover
@@ -213,99 +186,71 @@ class UnansweredTicketsTrigger(_Polling):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
-        return await _off_loop(len(tickets), awaiting_answer, tickets, unanswered_for, to_utc(self.reference_time))
+        return await _off_loop(
+            len(tickets),
+            selection.awaiting_answer,
+            tickets,
+            self._unanswered_for,
+            selection.to_utc(self.reference_time),
+        )
 
 
 def _as_error(exc: Exception) -> ClubCollectError:
-    """``exc`` as a ``ClubCollectError``: Airflow's own errors named, their text bounded."""
-    return (
-        exc
-        if isinstance(exc, ClubCollectError)
-        else ClubCollectError(f"{type(exc).__name__}: {shorten(str(exc), 500)}")
-    )
+    if isinstance(exc, ClubCollectError):
+        return exc
+    return ClubCollectError(f"{type(exc).__name__}: {shorten(str(exc), 500)}")
 
 
 async def _off_loop(size: int, func: Callable[..., _T], *args: Any) -> _T:
-    """Run selection over ``size`` tickets inline when small, in a thread when large (so as not to hold the loop)."""
-    if size <= INLINE_TICKETS:
-        return func(*args)
-    return await asyncio.to_thread(func, *args)
+    """Select inline up to 500 tickets (well under a millisecond), in a thread above, not to hold the loop."""
+    return func(*args) if size <= 500 else await asyncio.to_thread(func, *args)
 
 
 #: How far behind the newest reported ticket a late ticket is still recognised as new (clock skew, late writes).
 LOOKBACK = timedelta(minutes=10)
 #: The most reported tickets remembered above the watermark: about 35 KB, under Airflow's 64 KB for a value.
 MAX_RECENT = 300
-#: The asset state store's key column holds 512 characters.
-_MAX_STATE_KEY = 512
-_STATE_VERSION = 1
 
-#: A reported ticket: (due, date, ticket_id), ISO dates in UTC with microseconds so that strings compare as moments.
-_Key = tuple[str, str, str]
+
+def _iso(moment: datetime) -> str:
+    """A moment in UTC, fixed width, so that keys starting with it compare as moments."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class _Reported(NamedTuple):
-    """What a watcher reported: every key at or below ``watermark``, and each key in ``recent`` (see docs)."""
+    """What a watcher reported: keys ``"<due> <date> <ticket_id>"`` up to ``watermark``, and those in ``recent``."""
 
-    watermark: _Key | None = None
-    recent: frozenset[_Key] = frozenset()
+    watermark: str = ""
+    recent: frozenset[str] = frozenset()
 
     def __contains__(self, key: object) -> bool:
-        return key in self.recent or (
-            self.watermark is not None and isinstance(key, tuple) and cast("_Key", key) <= self.watermark
-        )
+        return isinstance(key, str) and (key <= self.watermark or key in self.recent)
 
-    def add(self, *keys: _Key) -> _Reported:
-        """This state with ``keys`` reported, folded to stay within its bound."""
+    def add(self, keys: Iterable[str]) -> _Reported:
+        """This record with ``keys`` reported, the oldest folded into the watermark to stay bounded."""
         recent = sorted(self.recent.union(keys))
-        try:
-            horizon = _iso(datetime.fromisoformat(recent[-1][0]) - LOOKBACK)
-        except OverflowError:  # the newest is within LOOKBACK of the calendar's start: nothing is older
-            horizon = ""
-        folded = recent[: max(0, len(recent) - MAX_RECENT)]
-        folded += [k for k in recent[len(folded) :] if k[0] < horizon]
-        if not folded:
-            return _Reported(self.watermark, frozenset(recent))
-        watermark = max(folded[-1], self.watermark) if self.watermark is not None else folded[-1]
-        return _Reported(watermark, frozenset(k for k in recent if k > watermark))
+        newest = datetime.fromisoformat(recent[-1].split()[0])
+        horizon = _iso(newest - min(LOOKBACK, newest - datetime.min.replace(tzinfo=timezone.utc)))  # no overflow
+        cut = max(len(recent) - MAX_RECENT, sum(key < horizon for key in recent))
+        watermark = max(self.watermark, recent[cut - 1]) if cut else self.watermark
+        return _Reported(watermark, frozenset(key for key in recent[cut:] if key > watermark))
 
     def to_json(self) -> dict[str, Any]:
-        """The state as plain JSON, for the asset state store."""
-        return {
-            "version": _STATE_VERSION,
-            "watermark": list(self.watermark) if self.watermark else None,
-            "recent": [list(k) for k in sorted(self.recent)],
-        }
+        return {"version": 1, "watermark": self.watermark, "recent": sorted(self.recent)}
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> _Reported:
-        """Read a state written by :meth:`to_json`; refuse one it cannot read rather than report everything again."""
+        """Read a record of :meth:`to_json`; refuse one it cannot read rather than report everything again."""
         if value is None:
             return cls()
-        if isinstance(value, dict) and value.get("version") == _STATE_VERSION:
-            try:
-                watermark = value["watermark"]
-                return cls(
-                    _as_key(watermark) if watermark is not None else None,
-                    frozenset(_as_key(k) for k in value["recent"]),
-                )
-            except (KeyError, TypeError, ValueError):
-                pass
+        if isinstance(value, dict) and value.get("version") == 1:
+            watermark, recent = value.get("watermark"), value.get("recent")
+            if isinstance(watermark, str) and isinstance(recent, list) and all(isinstance(k, str) for k in recent):
+                return cls(watermark, frozenset(recent))
         raise ClubCollectError(
             f"The asset state store holds an unreadable record under {where!r} ({value!r:.200}); "
             "delete that key to start over (tickets awaiting an answer will then be reported again)."
         )
-
-
-def _as_key(value: Any) -> _Key:
-    if not isinstance(value, list) or len(value) != 3 or not all(isinstance(part, str) for part in value):
-        raise ValueError(value)
-    return (value[0], value[1], value[2])
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
@@ -348,35 +293,14 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                 f"{type(self).__name__} needs Airflow 3.0 or later (asset watchers); this is Airflow {__version__}. "
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
-        super().__init__()
-        self.company_id = check_id(company_id, "company_id")
-        if unanswered_for_seconds is not None:
-            unanswered_for_seconds = _seconds(unanswered_for_seconds, "unanswered_for_seconds", minimum_inclusive=True)
-        self.unanswered_for_seconds = unanswered_for_seconds
-        self.since = None if since is None else _iso_since(since)
-        self.poll_interval = _seconds(poll_interval, "poll_interval", minimum_inclusive=False)
-        if not isinstance(clubcollect_conn_id, str) or not clubcollect_conn_id.strip():
+        super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
+        moment = None if since is None else wire.parse_iso_datetime(since)
+        if since is not None and moment is None:
             raise ClubCollectValidationError(
-                f"clubcollect_conn_id must be a connection id, got {clubcollect_conn_id!r}."
+                f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(since)}."
             )
-        self.clubcollect_conn_id = clubcollect_conn_id
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
-        self.backoff = as_backoff(backoff)
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the configuration: the connection id, never the key, and no state."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "company_id": self.company_id,
-                "unanswered_for_seconds": self.unanswered_for_seconds,
-                "since": self.since,
-                "poll_interval": self.poll_interval,
-                "clubcollect_conn_id": self.clubcollect_conn_id,
-                "max_concurrency": self.max_concurrency,
-                "backoff": _plain(self.backoff),
-            },
-        )
+        self.since = None if moment is None else _iso(moment)
+        self.poll_interval = wire.check_number(poll_interval, "poll_interval")
 
     def shared_stream_key(self) -> Hashable:
         """
@@ -384,14 +308,8 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
 
         .. seealso:: :doc:`/event-driven`
         """
-        return (
-            type(self).__qualname__,
-            self.clubcollect_conn_id,
-            self.company_id,
-            self.poll_interval,
-            self.max_concurrency,
-            self.backoff,
-        )
+        config = (self.clubcollect_conn_id, self.company_id, self.poll_interval, self.max_concurrency, self.backoff)
+        return type(self).__qualname__, *config
 
     @classmethod
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[_Poll]:
@@ -406,8 +324,15 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         try:
             async for poll in watcher._polls(watcher.poll_interval, heal=True):
                 yield poll
-        except Exception as exc:
-            raise watcher._stopped(exc) from exc
+        except Exception as exc:  # logged too, so that the triggerer's log shows why the watcher ended
+            error = _as_error(exc)
+            message = (
+                f"{cls.__name__} stopped watching company {watcher.company_id!r}: {error.message} "
+                "Waiting will not heal this: fix the cause."
+            )
+            watcher.log.error("%s", message)
+            observability.count("watcher.stopped", conn_id=watcher.clubcollect_conn_id)
+            raise type(error)(message, status_code=error.status_code, error_code=error.error_code) from exc
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         """
@@ -417,21 +342,32 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
 
         .. seealso:: :doc:`/event-driven`
         """
-        store = self._store()
-        reported: _Reported | None = None if store is not None else _Reported()
-        async for poll in shared_stream:
+        store: Any = getattr(self, "asset_state_store", None)
+        reported = None if store is not None else self._in_memory("No asset state store (Airflow < 3.3, or no watcher)")
+        async for polled_at, tickets in shared_stream:
             if reported is None:
-                loaded = await self._load(store)
-                if loaded is None:
-                    continue  # the store could not be read: report nothing until it can
-                reported, store = loaded
-            fresh = await _off_loop(len(poll.tickets), self._newly_due, poll, reported)
+                try:
+                    value = await store.aget(self.state_key)
+                except ValueError as exc:  # a trigger watching several assets: the accessor cannot tell which
+                    store, reported = None, self._in_memory(f"Cannot use the asset state store ({exc})")
+                except Exception as exc:
+                    self.log.warning("Could not read the asset state store (%s); trying again at the next poll.", exc)
+                    continue  # report nothing until what was reported is known
+                else:
+                    reported = _Reported.from_json(value, self.state_key)
+            fresh = await _off_loop(len(tickets), self._newly_due, polled_at, tickets, reported)
             if not fresh:
                 continue
             self.log.info("%d tickets of company %r newly await an answer.", len(fresh), self.company_id)
-            updated = reported.add(*(key for key, _ticket in fresh))
-            if not await self._save(store, updated):
-                continue  # not recorded, so not reported: the next poll tries again
+            updated = reported.add(key for key, _ticket in fresh)
+            if store is not None:
+                try:
+                    await store.aset(self.state_key, updated.to_json())
+                except Exception as exc:
+                    self.log.warning("Could not write the asset state store (%s); trying again at the next poll.", exc)
+                    observability.count("watcher.store_writes.failed", conn_id=self.clubcollect_conn_id)
+                    continue  # not recorded, so not reported
+                observability.count("watcher.store_writes.ok", conn_id=self.clubcollect_conn_id)
             reported = updated
             observability.count("watcher.tickets_reported", len(fresh), conn_id=self.clubcollect_conn_id)
             oldest = fresh[0][1]
@@ -454,86 +390,16 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         """The asset state store key of this watcher's record: connection, company, ``unanswered_for_seconds``."""
         wait = "any" if self.unanswered_for_seconds is None else f"{self.unanswered_for_seconds:g}s"
         key = f"clubcollect.unanswered:{self.clubcollect_conn_id}:{self.company_id}:{wait}"
-        if len(key) <= _MAX_STATE_KEY:
+        if len(key) <= 512:  # the length of the asset state store's key column
             return key
         return f"clubcollect.unanswered:{hashlib.sha256(key.encode()).hexdigest()}"
 
-    def _newly_due(self, poll: _Poll, reported: _Reported) -> list[tuple[_Key, dict[str, Any]]]:
-        unanswered_for = None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
-        since = None if self.since is None else to_utc(self.since)
-        fresh = []
-        for due, ticket in awaiting_answer_due(poll.tickets, unanswered_for, poll.polled_at):
-            date = ticket_date(ticket)
-            key = (_iso(due), _iso(date), str(ticket["ticket_id"]))
-            if (since is None or date > since) and key not in reported:
-                fresh.append((key, ticket))
-        return fresh
+    def _in_memory(self, why: str) -> _Reported:
+        self.log.warning("%s: what this watcher reports is kept in memory; a triggerer restart reports it again.", why)
+        return _Reported()
 
-    def _store(self) -> Any:
-        store = getattr(self, "asset_state_store", None)
-        if store is None:
-            self.log.warning(
-                "No asset state store (Airflow before 3.3, or not run by a watcher): what this watcher "
-                "reported is kept in memory, so a triggerer restart reports every waiting ticket again."
-            )
-        return store
-
-    async def _load(self, store: Any) -> tuple[_Reported, Any] | None:
-        """The record and the store to keep it in, or ``None`` when the store cannot be read now."""
-        try:
-            value = await store.aget(self.state_key)
-        except ValueError as exc:  # a trigger watching several assets: the accessor cannot tell which
-            self.log.warning("Cannot use the asset state store (%s); keeping the record in memory.", exc)
-            return _Reported(), None
-        except Exception as exc:
-            self.log.warning("Could not read the asset state store (%s); trying again at the next poll.", exc)
-            return None
-        return _Reported.from_json(value, self.state_key), store
-
-    async def _save(self, store: Any, reported: _Reported) -> bool:
-        if store is None:
-            return True
-        try:
-            await store.aset(self.state_key, reported.to_json())
-        except Exception as exc:
-            self.log.warning("Could not write the asset state store (%s); trying again at the next poll.", exc)
-            observability.count("watcher.store_writes.failed", conn_id=self.clubcollect_conn_id)
-            return False
-        observability.count("watcher.store_writes.ok", conn_id=self.clubcollect_conn_id)
-        return True
-
-    def _stopped(self, exc: Exception) -> ClubCollectError:
-        """The error that ends the watcher, logged too so that the triggerer's log shows it."""
-        error = _as_error(exc)
-        message = (
-            f"{type(self).__name__} stopped watching company {self.company_id!r}: {error.message} "
-            "Waiting will not heal this: fix the cause."
-        )
-        self.log.error("%s", message)
-        observability.count("watcher.stopped", conn_id=self.clubcollect_conn_id)
-        return type(error)(message, status_code=error.status_code, error_code=error.error_code)
-
-
-def _seconds(value: Any, name: str, *, minimum_inclusive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        number = None
-    else:
-        number = float(value)
-    if number is None or number < 0 or (number == 0 and not minimum_inclusive):
-        allowed = "zero or more" if minimum_inclusive else "more than zero"
-        raise ClubCollectValidationError(f"{name} must be a number of seconds, {allowed}, got {value!r}.")
-    return number
-
-
-def _iso_since(value: Any) -> str:
-    moment = parse_iso_datetime(value)
-    if moment is None:
-        raise ClubCollectValidationError(
-            f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
-        )
-    return _iso(moment)
-
-
-def _plain(backoff: Backoff | None) -> dict[str, float] | None:
-    """A back-off as plain numbers, for a trigger's serialized arguments."""
-    return None if backoff is None else dataclasses.asdict(backoff)
+    def _newly_due(self, polled_at: datetime, tickets: list[CompanyTicket], reported: _Reported) -> list[Any]:
+        due = selection.awaiting_answer_due(tickets, self._unanswered_for, polled_at)
+        keyed = [(f"{_iso(moment)} {_iso(selection.ticket_date(t))} {t['ticket_id']}", t) for moment, t in due]
+        # The ticket's date is the key's second part; ``since`` is a fixed-width UTC moment too.
+        return [(key, t) for key, t in keyed if key.split()[1] > (self.since or "") and key not in reported]

@@ -229,8 +229,8 @@ def test_a_restart_with_the_same_store_reports_nothing_twice(
     stored = json.loads(supervisor.rows[(ASSET_URI, first.state_key)])
     assert stored["version"] == 1
     # a and b are hours older than c: folded into the watermark; c is remembered above it.
-    assert stored["watermark"][2] == before[0]["tickets"][1]["ticket_id"]
-    assert [k[2] for k in stored["recent"]] == [after[0]["ticket_id"]]
+    assert stored["watermark"].split()[2] == before[0]["tickets"][1]["ticket_id"]
+    assert [k.split()[2] for k in stored["recent"]] == [after[0]["ticket_id"]]
 
 
 @needs_3_3
@@ -510,11 +510,11 @@ def test_what_cannot_heal_ends_the_watcher_with_a_clear_error(
     [
         ({"company_id": ""}, ["company_id"]),
         ({"company_id": "a/b"}, ["company_id"]),
-        ({"unanswered_for_seconds": -1}, ["unanswered_for_seconds", "zero or more", "-1"]),
+        ({"unanswered_for_seconds": -1}, ["unanswered_for_seconds", "0 or more", "-1"]),
         ({"unanswered_for_seconds": True}, ["unanswered_for_seconds"]),
         ({"since": "yesterday"}, ["since must be an ISO 8601 date such as", "yesterday"]),
         ({"since": ""}, ["since must be an ISO 8601 date such as"]),
-        ({"poll_interval": 0}, ["poll_interval", "more than zero"]),
+        ({"poll_interval": 0}, ["poll_interval", "above 0"]),
         ({"poll_interval": float("nan")}, ["poll_interval"]),
         ({"max_concurrency": 0}, ["max_concurrency", "at least 1"]),
         ({"backoff": {"initial": -1}}, ["Backoff initial", "got -1"]),
@@ -540,9 +540,9 @@ def test_the_record_stays_bounded_however_long_it_runs() -> None:
     keys = []
     for n in range(5000):
         moment = (start + timedelta(seconds=n)).isoformat(timespec="microseconds")
-        key = (moment, moment, f"t{n:05d}")
+        key = f"{moment} {moment} t{n:05d}"
         keys.append(key)
-        reported = reported.add(key)
+        reported = reported.add([key])
         assert len(reported.recent) <= MAX_RECENT
         assert key in reported
 
@@ -550,15 +550,15 @@ def test_the_record_stays_bounded_however_long_it_runs() -> None:
     assert len(json.dumps(reported.to_json())) < 64_000, "under Airflow's default limit for a stored value"
     assert _Reported.from_json(json.loads(json.dumps(reported.to_json())), "k") == reported
     late = (start + timedelta(seconds=4999) - LOOKBACK / 2).isoformat(timespec="microseconds")
-    assert (late, late, "z-late") not in reported, "a late ticket within the lookback is still new"
+    assert f"{late} {late} z-late" not in reported, "a late ticket within the lookback is still new"
 
 
 def test_tickets_sharing_a_date_are_told_apart() -> None:
     same = "2026-01-01T00:00:00.000000+00:00"
-    reported = _Reported().add((same, same, "b"))
+    reported = _Reported().add([f"{same} {same} b"])
 
-    assert (same, same, "a") not in reported, "a ticket sharing the newest date, with a smaller id"
-    assert (same, same, "b") in reported
+    assert f"{same} {same} a" not in reported, "a ticket sharing the newest date, with a smaller id"
+    assert f"{same} {same} b" in reported
 
 
 def test_an_unreadable_record_stops_the_watcher_rather_than_flooding() -> None:
@@ -568,9 +568,9 @@ def test_an_unreadable_record_stops_the_watcher_rather_than_flooding() -> None:
 
 def test_a_date_at_the_start_of_the_calendar_does_not_overflow() -> None:
     start = "0001-01-01T00:00:00.000000+00:00"
-    reported = _Reported().add((start, start, "t-start"))
+    reported = _Reported().add([f"{start} {start} t-start"])
 
-    assert (start, start, "t-start") in reported
+    assert f"{start} {start} t-start" in reported
 
 
 def transports_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
