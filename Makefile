@@ -155,6 +155,7 @@ REQUEST_LAYER := $(addprefix airflow_provider_clubcollect/,wire.py transport.py 
 size:
 	@printf '%6d  package without the sandbox (at most 3,000)\n' $$(find airflow_provider_clubcollect -name '*.py' -not -path '*/sandbox/*' -exec cat {} + | grep -cv '^\s*$$')
 	@printf '%6d  request layer: wire, transport, retry, paging, connection, exceptions, limiter, hook (at most 1,450)\n' $$(cat $(wildcard $(REQUEST_LAYER)) | grep -cv '^\s*$$')
+	@printf '%6d  the same without limiter.py, as the issue lists the layer\n' $$(cat $(filter-out %/limiter.py,$(wildcard $(REQUEST_LAYER))) | grep -cv '^\s*$$')
 	@printf '%6d  dev/e2e.py (at most 700)\n' $$(grep -cv '^\s*$$' dev/e2e.py)
 
 # A local ClubCollect in the foreground, for trying DAGs by hand.
