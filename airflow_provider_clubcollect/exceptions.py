@@ -5,6 +5,7 @@ No error ever contains the API key.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException
@@ -32,13 +33,6 @@ def shown(value: object, limit: int = 200) -> str:
 def shorten(text: str, limit: int = 200) -> str:
     """``text`` cut to at most ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
-
-
-def finite_seconds(value: Any) -> float | None:
-    """A finite number of seconds, 0 or more, or ``None`` (for ``inf``, ``nan`` and anything not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        return None
-    return float(value)
 
 
 class ClubCollectError(AirflowException):
@@ -87,8 +81,11 @@ class ClubCollectError(AirflowException):
             status_code=payload.get("status_code"),
             error_code=payload.get("error_code"),
         )
-        if isinstance(error, ClubCollectRateLimitError):
-            error.retry_after = finite_seconds(payload.get("retry_after"))
+        if isinstance(error, ClubCollectRateLimitError):  # a finite wait, whatever an edited payload says
+            wait = payload.get("retry_after")
+            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < math.inf:
+                wait = None
+            error.retry_after = wait
         return error
 
 
