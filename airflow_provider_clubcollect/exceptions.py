@@ -1,7 +1,4 @@
-"""Errors raised by the ClubCollect provider: each carries ``status_code`` and the API's ``error_code``.
-
-No error ever contains the API key.
-"""
+"""Errors raised by the ClubCollect provider: each carries ``status_code`` and ``error_code``, never the key."""
 
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ __all__ = [
 
 
 def shown(value: object, limit: int = 200) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for naming a value (such as a bad ID of any size) in a message."""
+    """``repr(value)`` cut to ``limit`` characters, for naming a value of any size in a message."""
     try:
         text = repr(value)
     except RecursionError:  # a value nested deeper than repr goes
@@ -31,7 +28,6 @@ def shown(value: object, limit: int = 200) -> str:
 
 
 def shorten(text: str, limit: int = 200) -> str:
-    """``text`` cut to at most ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 

@@ -17,7 +17,6 @@ from airflow_provider_clubcollect.wire import check_number, parse_retry_after
 if TYPE_CHECKING:
     from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
 
-# ClubCollectRetryPolicy is public on Airflow 3.3+ only (see __getattr__ below).
 __all__ = ["Backoff", "ClubCollectRetryPolicy"] if AIRFLOW_V_3_3_PLUS else ["Backoff"]
 
 
@@ -87,7 +86,7 @@ def as_backoff(value: object) -> Backoff | None:
 
 
 def __getattr__(name: str) -> Any:
-    """PEP 562: ``ClubCollectRetryPolicy`` is imported when first asked for, on Airflow 3.3+ only."""
+    # PEP 562: ClubCollectRetryPolicy, public on Airflow 3.3+ only, is imported when first asked for.
     if name != "ClubCollectRetryPolicy":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if not AIRFLOW_V_3_3_PLUS:

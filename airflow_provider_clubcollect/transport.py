@@ -1,7 +1,4 @@
-"""One request loop for the sync hook and its async path, over ``requests`` or ``httpx`` (imported when built).
-
-:func:`call_sync` and :func:`call_async` ask one :class:`_Attempts` what to do after each attempt.
-"""
+"""One request loop for the sync hook and its async path, over ``requests`` or ``httpx`` (imported when built)."""
 
 from __future__ import annotations
 
@@ -49,13 +46,7 @@ class RequestRetries(NamedTuple):
 
 
 def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Outcome]) -> Any:
-    """
-    One API call with blocking I/O: send, retry connection errors, timeouts, 429 and 5xx, parse.
-
-    :return: the parsed JSON answer, or ``None`` for a 204.
-    :raises ClubCollectError: the typed error of the final outcome (``ClubCollectAmbiguousError``
-        when a request that is not idempotent may have been applied).
-    """
+    """One API call: send, retry connection errors, timeouts, 429 and 5xx, return the parsed answer (204: ``None``)."""
     attempts = _Attempts(request, retries)
     while (wait := attempts.judge(send(request))) is not None:
         time.sleep(wait)
@@ -73,14 +64,14 @@ async def call_async(
 
 
 class _Attempts:
-    """The attempts of one call: what to do after each, and the retry the next one is (observability.RETRY)."""
+    """What to do after each attempt of one call; the retry the next one is goes to ``observability.RETRY``."""
 
     def __init__(self, request: ApiRequest, retries: RequestRetries) -> None:
         self.request, self.retries, self.attempt, self.answer = request, retries, 1, None
         observability.RETRY.set(None)  # the first attempt is no retry, whatever this thread sent before
 
     def judge(self, outcome: Outcome) -> float | None:
-        """Seconds to wait before sending again; ``None`` once :attr:`answer` is parsed.  Raises when giving up."""
+        """Seconds to wait before sending again; ``None`` once :attr:`answer` is parsed; raises when giving up."""
         request, attempt = self.request, self.attempt
         if isinstance(outcome, TransportFailure):
             failure, maybe_applied = outcome.reason, outcome.maybe_applied
@@ -120,21 +111,19 @@ class _Attempts:
 
 
 class _Transport:
-    """What both transports share: settings, the key's budget, the watch, and the outcome they build."""
+    """What both transports share: settings, the key's budget, the watch, and how an outcome is built."""
 
     def __init__(self, settings: ClientSettings) -> None:
-        self.settings, self.budget, self.watch = (
-            settings,
-            budget_for(settings),
-            observability.watch_for(settings.conn_id),
-        )
+        self.settings = settings
+        self.budget = budget_for(settings)  # every attempt draws from the key's budget
+        self.watch = observability.watch_for(settings.conn_id)
 
     def _answer(self, response: requests.Response | httpx.Response) -> RawResponse:
         # The key is scrubbed from the body before anything reads it; only Retry-After is read of the headers.
         return RawResponse(response.status_code, response.headers, self.settings.scrub_body(response.content))
 
     def _failure(self, kind: str, detail: BaseException | None = None) -> TransportFailure:
-        """The :class:`TransportFailure` of a ``kind`` of failure; it names the base URL, never the key."""
+        # It names the base URL, never the key.
         settings = self.settings
         if kind == "connect timeout":  # no connection was made: nothing was applied
             return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
@@ -143,22 +132,13 @@ class _Transport:
         cause = detail  # the ssl module's error sits a link or two down the chain of either library's
         while cause is not None and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
-        hint = (
-            ""
-            if cause is None
-            else "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
-        )
-        reason = f"{kind} ({detail}{hint}) at {settings.base_url}"
+        tls = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
+        reason = f"{kind} ({detail}{'' if cause is None else tls}) at {settings.base_url}"
         return TransportFailure(settings.scrub(reason), kind != "could not connect")
 
 
 class SyncTransport(_Transport):
-    """
-    Sends requests with one pooled, keep-alive ``requests.Session``.
-
-    :param settings: base URL, key, timeouts.
-    :param pool_size: connections kept per host; at least the number of threads sharing it.
-    """
+    """Sends requests with one pooled ``requests.Session``; ``pool_size``: at least the threads sharing it."""
 
     def __init__(self, settings: ClientSettings, *, pool_size: int = 10) -> None:
         import requests
@@ -212,11 +192,7 @@ class SyncTransport(_Transport):
 
 
 class AsyncTransport(_Transport):
-    """
-    Sends requests with one ``httpx.AsyncClient``, for code running on an event loop.
-
-    :param settings: base URL, key, timeouts.
-    """
+    """Sends requests with one ``httpx.AsyncClient``, for code running on an event loop."""
 
     def __init__(self, settings: ClientSettings) -> None:
         import httpx

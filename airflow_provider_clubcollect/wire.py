@@ -249,7 +249,6 @@ def parse_page_info(request: ApiRequest, payload: Any) -> Page:
 
 
 def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
-    """The error for a 2xx answer that is not what the API documents."""
     return ClubCollectServerError(
         f"Could not {request.description}: the API's answer is not what it documents ({what})."
     )
@@ -262,30 +261,25 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     message = f"Could not {request.description}: HTTP {status}{detail}{tried}."
     codes: dict[str, Any] = {"status_code": status, "error_code": code}
-    if status in (401, 403):
-        return ClubCollectAuthError(
-            f"{message} The API refused the key: check the API key in the connection "
-            "(a firewall's 403 may also mean the request was blocked).",
-            **codes,
-        )
-    if status == 404 and code != request.not_found_code:
-        return ClubCollectNotFoundError(
-            f"{message} Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
-            "is the connection's base URL right (it should end in /api)?",
-            **codes,
-        )
-    if status == 404:
-        return ClubCollectNotFoundError(f"{message} It does not exist, or this API key may not see it.", **codes)
-    if status == 422:
-        return ClubCollectValidationError(f"{message} The API refused the input.", **codes)
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         asked = "" if retry_after is None else f" It asked to wait {retry_after:g} s (Retry-After)."
         message += f" The API is rate limiting: wait, or lower max_concurrency.{asked}"
         return ClubCollectRateLimitError(message, retry_after=retry_after, **codes)
-    if status >= 500:
-        return ClubCollectServerError(f"{message} ClubCollect is failing; try again later.", **codes)
-    return ClubCollectError(message, **codes)
+    cls: type[ClubCollectError] = ClubCollectError
+    if status in (401, 403):
+        cls, message = ClubCollectAuthError, f"{message} The API refused the key: check the API key in the connection"
+        message += " (a firewall's 403 may also mean the request was blocked)."
+    elif status == 404 and code == request.not_found_code:
+        cls, message = ClubCollectNotFoundError, f"{message} It does not exist, or this API key may not see it."
+    elif status == 404:
+        cls, message = ClubCollectNotFoundError, f"{message} Expected {request.not_found_code!r} but got 404 without"
+        message += " a ClubCollect error code: is the connection's base URL right (it should end in /api)?"
+    elif status == 422:
+        cls, message = ClubCollectValidationError, f"{message} The API refused the input."
+    elif status >= 500:
+        cls, message = ClubCollectServerError, f"{message} ClubCollect is failing; try again later."
+    return cls(message, **codes)
 
 
 def _error_code(body: bytes) -> str | None:
@@ -327,6 +321,5 @@ def _json(body: bytes) -> Any:
 
 
 def _snippet(body: bytes, limit: int = 120) -> str:
-    """The start of a body, whitespace collapsed, quoted for a message."""
     text = " ".join(body.decode("utf-8", "replace").split())
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
