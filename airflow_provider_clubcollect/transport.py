@@ -122,7 +122,7 @@ class _Transport:
         # The key is scrubbed from the body before anything reads it; only Retry-After is read of the headers.
         return RawResponse(response.status_code, response.headers, self.settings.scrub_body(response.content))
 
-    def _failure(self, kind: str, detail: BaseException | None = None) -> TransportFailure:
+    def _failure(self, kind: str, detail: object = None) -> TransportFailure:
         # It names the base URL, never the key.
         settings = self.settings
         if kind == "connect timeout":  # no connection was made: nothing was applied
@@ -130,10 +130,10 @@ class _Transport:
         if kind == "read timeout":  # sent, but no answer in time: maybe applied, maybe still being applied
             return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
         cause = detail  # the ssl module's error sits a link or two down the chain of either library's
-        while cause is not None and not isinstance(cause, ssl.SSLError):
+        while isinstance(cause, BaseException) and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
         tls = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
-        reason = f"{kind} ({detail}{'' if cause is None else tls}) at {settings.base_url}"
+        reason = f"{kind} ({detail}{tls if isinstance(cause, ssl.SSLError) else ''}) at {settings.base_url}"
         return TransportFailure(settings.scrub(reason), kind != "could not connect")
 
 
