@@ -83,14 +83,14 @@ def check_int(value: object, name: str, *, low: int = 1, high: int | None = None
 def check_number(value: object, name: str, *, zero: bool = False) -> float:
     """A finite number above 0 (``zero``: 0 or more); else an error naming ``name`` and the value."""
     if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value < math.inf
-        or not (zero or value)
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value >= 0 if zero else value > 0)
+        and value < math.inf
     ):
-        allowed = "0 or more" if zero else "above 0"
-        raise ClubCollectValidationError(f"{name} must be a finite number {allowed}, got {shown(value)}.")
-    return float(value)
+        return float(value)
+    allowed = "0 or more" if zero else "above 0"
+    raise ClubCollectValidationError(f"{name} must be a finite number {allowed}, got {shown(value)}.")
 
 
 def check_id(value: object, name: str) -> str:
