@@ -50,18 +50,18 @@ class ClubCollectRetryPolicy(RetryPolicy):
         max_tries: int,
         context: Context | None = None,
     ) -> RetryDecision:
+        status = getattr(exception, "status_code", None)
+        named = type(exception).__name__ + ("" if status is None else f" (HTTP {status})")
         for error_class, meaning in _HOPELESS.items():
             if isinstance(exception, error_class):
-                return RetryDecision.fail(reason=f"{_named(exception)}: {meaning}; retrying cannot help.")
+                return RetryDecision.fail(reason=f"{named}: {meaning}; retrying cannot help.")
         if isinstance(exception, ClubCollectRateLimitError) and exception.retry_after is not None:
             # At most a day: the longest retry delay Airflow computes itself.
             asked = min(timedelta(seconds=exception.retry_after), timedelta(days=1))
             own = getattr((context or {}).get("task"), "retry_delay", None)
             if asked > (own if isinstance(own, timedelta) else timedelta(0)):
-                return RetryDecision.retry(
-                    delay=asked,
-                    reason=f"{_named(exception)}: the API asked to wait {asked.total_seconds():g} s (Retry-After).",
-                )
+                reason = f"{named}: the API asked to wait {asked.total_seconds():g} s (Retry-After)."
+                return RetryDecision.retry(delay=asked, reason=reason)
         # The task's own retry_delay is the longer wait, or ClubCollect named none: Airflow decides.
         return RetryDecision.default()
 
@@ -74,9 +74,3 @@ class ClubCollectRetryPolicy(RetryPolicy):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-def _named(exception: ClubCollectError) -> str:
-    """The error's class and HTTP status, for a decision's reason."""
-    status = f" (HTTP {exception.status_code})" if exception.status_code is not None else ""
-    return f"{type(exception).__name__}{status}"

@@ -1,10 +1,8 @@
-"""Errors raised by the ClubCollect provider: each carries ``status_code`` and the API's ``error_code``.
-
-No error ever contains the API key.
-"""
+"""Errors raised by the ClubCollect provider: each carries ``status_code`` and ``error_code``, never the key."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException
@@ -21,7 +19,7 @@ __all__ = [
 
 
 def shown(value: object, limit: int = 200) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for naming a value (such as a bad ID of any size) in a message."""
+    """``repr(value)`` cut to ``limit`` characters, for naming a value of any size in a message."""
     try:
         text = repr(value)
     except RecursionError:  # a value nested deeper than repr goes
@@ -30,15 +28,7 @@ def shown(value: object, limit: int = 200) -> str:
 
 
 def shorten(text: str, limit: int = 200) -> str:
-    """``text`` cut to at most ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
-
-
-def finite_seconds(value: Any) -> float | None:
-    """A finite number of seconds, 0 or more, or ``None`` (for ``inf``, ``nan`` and anything not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        return None
-    return float(value)
 
 
 class ClubCollectError(AirflowException):
@@ -87,8 +77,11 @@ class ClubCollectError(AirflowException):
             status_code=payload.get("status_code"),
             error_code=payload.get("error_code"),
         )
-        if isinstance(error, ClubCollectRateLimitError):
-            error.retry_after = finite_seconds(payload.get("retry_after"))
+        if isinstance(error, ClubCollectRateLimitError):  # a finite wait, whatever an edited payload says
+            wait = payload.get("retry_after")
+            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < math.inf:
+                wait = None
+            error.retry_after = wait
         return error
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -11,7 +12,6 @@ from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.wire import RawResponse, check_int
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Awaitable, Callable
 
     from airflow_provider_clubcollect.transport import Outcome
@@ -35,14 +35,11 @@ class AdaptiveLimiter:
     """
 
     def __init__(self, max_concurrency: int) -> None:
-        self.max_concurrency = check_int(max_concurrency, "max_concurrency")
-        self.limit = self.max_concurrency
-        self.in_flight = 0
-        self._round = 0
-        self._successes = 0
+        self.max_concurrency = self.limit = check_int(max_concurrency, "max_concurrency")
+        self.in_flight = self._round = self._successes = 0
         self._closed = False
         self._condition = threading.Condition()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._room = asyncio.Event()  # for tasks, which share one event loop
 
     def _has_room(self) -> bool:
         return self._closed or self.in_flight < self.limit
@@ -55,23 +52,19 @@ class AdaptiveLimiter:
 
     def _finish(self, started_in: int, outcome: Outcome | None) -> None:
         self.in_flight -= 1
-        if not isinstance(outcome, RawResponse):
-            return
-        if outcome.status == 429:
-            if started_in == self._round and self.limit > 1:
-                self.limit = max(1, self.limit // 2)
-                observability.gauge("limiter_window", self.limit)
-                log.warning(
-                    "ClubCollect answered 429 (too many requests): at most %d requests in flight now.", self.limit
-                )
-            self._round += 1
-            self._successes = 0
-        elif outcome.status < 400 and self.limit < self.max_concurrency:
+        limit, status = self.limit, outcome.status if isinstance(outcome, RawResponse) else 0
+        if status == 429:
+            if started_in == self._round and limit > 1:
+                limit //= 2
+                log.warning("ClubCollect answered 429 (too many requests): at most %d requests in flight now.", limit)
+            self._round, self._successes = self._round + 1, 0
+        elif 0 < status < 400 and limit < self.max_concurrency:
             self._successes += 1
-            if self._successes >= self.limit:
-                self.limit += 1
-                observability.gauge("limiter_window", self.limit)
-                self._successes = 0
+            if self._successes >= limit:
+                limit, self._successes = limit + 1, 0
+        if limit != self.limit:
+            self.limit = limit
+            observability.gauge("limiter_window", limit)
 
     def send(self, send: Callable[[ApiRequest], Outcome], request: ApiRequest) -> Outcome:
         """Send one attempt with ``send`` from a thread once there is room, and learn from its outcome."""
@@ -89,12 +82,9 @@ class AdaptiveLimiter:
 
     async def asend(self, send: Callable[[ApiRequest], Awaitable[Outcome]], request: ApiRequest) -> Outcome:
         """:meth:`send` from a task; the tasks of one limiter share one event loop, so no lock."""
-        import asyncio
-
         while not self._has_room():
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
+            self._room.clear()
+            await self._room.wait()
         started_in = self._start()
         outcome = None
         try:
@@ -102,10 +92,7 @@ class AdaptiveLimiter:
             return outcome
         finally:  # also when the task is cancelled: the slot is given back
             self._finish(started_in, outcome)
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._room.set()
 
     def close(self) -> None:
         """Refuse every attempt not yet started: the read or action was abandoned."""

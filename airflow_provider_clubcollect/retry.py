@@ -1,7 +1,6 @@
 """Retry tuning, public: :class:`Backoff` for one *request*, ``ClubCollectRetryPolicy`` for a *task*.
 
-Light enough for a DAG file to import: ``ClubCollectRetryPolicy`` (Airflow 3.3+) is imported on
-first use.  Whether to retry a request is the transport's ``verdict``; docs/hook.rst explains both.
+Light enough for a DAG file to import: ``ClubCollectRetryPolicy`` (Airflow 3.3+) is imported on first use.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from airflow_provider_clubcollect.wire import check_number, parse_retry_after
 if TYPE_CHECKING:
     from airflow_provider_clubcollect._task_retry import ClubCollectRetryPolicy as ClubCollectRetryPolicy
 
-# ClubCollectRetryPolicy is public on Airflow 3.3+ only (see __getattr__ below).
 __all__ = ["Backoff", "ClubCollectRetryPolicy"] if AIRFLOW_V_3_3_PLUS else ["Backoff"]
 
 
@@ -52,7 +50,7 @@ class Backoff:
 
     def delay(self, retry_number: int) -> float:
         """
-        The exponential wait with jitter before a retry, when the server named no time.
+        The wait before retry ``retry_number`` (1, 2, ...) when the server named none: exponential, with jitter.
 
         :param int retry_number: 1 before the first retry, 2 before the second, ...
 
@@ -65,7 +63,7 @@ class Backoff:
 
     def wait_seconds(self, retry_number: int, retry_after: str | None = None) -> float:
         """
-        How long to wait before a retry: what the server asked, capped, or else :meth:`delay`.
+        The wait before a retry: the ``Retry-After`` asked, capped, or else :meth:`delay`.
 
         :param int retry_number: 1 before the first retry, 2 before the second, ...
         :param str | None retry_after: the answer's ``Retry-After`` header (seconds or an HTTP date), if any.
@@ -80,18 +78,15 @@ def as_backoff(value: object) -> Backoff | None:
     """A ``backoff=`` argument as a :class:`Backoff`: itself, its fields as a dict (a trigger's), or ``None``."""
     if value is None or isinstance(value, Backoff):
         return value
-    if isinstance(value, Mapping):
-        try:
-            return Backoff(**value)
-        except TypeError as exc:  # an unknown or missing field
-            raise ClubCollectValidationError(f"backoff: {exc}") from exc
+    if isinstance(value, Mapping) and set(value) <= {"initial", "maximum", "retry_after_max"}:
+        return Backoff(**value)
     raise ClubCollectValidationError(
         f"backoff must be a Backoff or a dict of its fields (initial, maximum, retry_after_max), got {shown(value)}."
     )
 
 
 def __getattr__(name: str) -> Any:
-    """PEP 562: ``ClubCollectRetryPolicy`` is imported when first asked for, on Airflow 3.3+ only."""
+    # PEP 562: ClubCollectRetryPolicy, public on Airflow 3.3+ only, is imported when first asked for.
     if name != "ClubCollectRetryPolicy":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if not AIRFLOW_V_3_3_PLUS:

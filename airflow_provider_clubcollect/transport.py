@@ -1,9 +1,4 @@
-"""One request layer for the sync hook and its async path.
-
-:func:`call_sync` and :func:`call_async` send a request until it has an answer; both ask one
-:class:`_Attempts` what to do after each attempt, so only the socket work and the sleep differ.
-The transports send one attempt each, over ``requests`` or ``httpx`` (imported when built).
-"""
+"""One request loop for the sync hook and its async path, over ``requests`` or ``httpx`` (imported when built)."""
 
 from __future__ import annotations
 
@@ -11,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.budget import budget_for
@@ -19,7 +14,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectAmbiguousError, C
 from airflow_provider_clubcollect.wire import RawResponse, error_for, parse_response
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable
 
     import httpx
     import requests
@@ -32,17 +27,11 @@ log = logging.getLogger(__name__)
 
 
 class TransportFailure(NamedTuple):
-    """
-    No HTTP answer arrived.
-
-    :param reason: what happened, for logs.
-    :param maybe_applied: whether the request may have reached the server (not for a refused connection).
-    :param timed_out: whether no answer came within the read timeout: the server may still be at work.
-    """
+    """No HTTP answer arrived; ``maybe_applied``: the request may have reached the server."""
 
     reason: str
     maybe_applied: bool
-    timed_out: bool = False
+    timed_out: bool = False  # no answer within the read timeout: the server may still be at work
 
 
 #: What one attempt produced: an answer, or none.
@@ -56,67 +45,43 @@ class RequestRetries(NamedTuple):
     max_retries: int
 
 
-def verdict(request: ApiRequest, outcome: Outcome) -> Literal["final", "retry", "ambiguous"]:
-    """
-    Judge one attempt: retry connection errors, timeouts, 429 and 5xx, except a request that is
-    not idempotent and may have been applied (``ambiguous``: the caller decides).
-    """
-    if isinstance(outcome, TransportFailure):
-        return "ambiguous" if outcome.maybe_applied and not request.idempotent else "retry"
-    if outcome.status == 429:  # refused, not applied: safe to retry for any method
-        return "retry"
-    if outcome.status >= 500:
-        return "retry" if request.idempotent else "ambiguous"
-    return "final"
-
-
 def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Outcome]) -> Any:
-    """
-    One API call with blocking I/O: send, retry as :func:`verdict` says, parse.
-
-    :return: the parsed JSON answer, or ``None`` for a 204.
-    :raises ClubCollectError: the typed error of the final outcome (``ClubCollectAmbiguousError``
-        when a request that is not idempotent may have been applied).
-    """
-    with _Attempts(request, retries) as attempts:
-        while (wait := attempts.judge(send(request))) is not None:
-            time.sleep(wait)
-        return attempts.answer
+    """One API call: send, retry connection errors, timeouts, 429 and 5xx, return the parsed answer (204: ``None``)."""
+    attempts = _Attempts(request, retries)
+    while (wait := attempts.judge(send(request))) is not None:
+        time.sleep(wait)
+    return attempts.answer
 
 
 async def call_async(
     request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Awaitable[Outcome]]
 ) -> Any:
     """:func:`call_sync` on an event loop, never blocking it."""
-    with _Attempts(request, retries) as attempts:
-        while (wait := attempts.judge(await send(request))) is not None:
-            await asyncio.sleep(wait)
-        return attempts.answer
+    attempts = _Attempts(request, retries)
+    while (wait := attempts.judge(await send(request))) is not None:
+        await asyncio.sleep(wait)
+    return attempts.answer
 
 
 class _Attempts:
-    """The attempts of one call: what to do after each, and the retry the next one is (observability.RETRY)."""
+    """What to do after each attempt of one call; the retry the next one is goes to ``observability.RETRY``."""
 
     def __init__(self, request: ApiRequest, retries: RequestRetries) -> None:
         self.request, self.retries, self.attempt, self.answer = request, retries, 1, None
-
-    def __enter__(self) -> _Attempts:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.attempt > 1:
-            observability.RETRY.set(None)
+        observability.RETRY.set(None)  # the first attempt is no retry, whatever this thread sent before
 
     def judge(self, outcome: Outcome) -> float | None:
-        """Seconds to wait before sending again; ``None`` once :attr:`answer` is parsed.  Raises when giving up."""
-        request, attempt, judged = self.request, self.attempt, verdict(self.request, outcome)
-        if judged == "final":
-            assert isinstance(outcome, RawResponse)  # every transport failure is retried or ambiguous
+        """Seconds to wait before sending again; ``None`` once :attr:`answer` is parsed; raises when giving up."""
+        request, attempt = self.request, self.attempt
+        if isinstance(outcome, TransportFailure):
+            failure, maybe_applied = outcome.reason, outcome.maybe_applied
+        elif outcome.status == 429 or outcome.status >= 500:  # a 429 was refused, not applied
+            failure, maybe_applied = f"HTTP {outcome.status}", outcome.status != 429
+        else:
             self.answer = parse_response(request, outcome, attempts=attempt)
             observability.tickets_read(request, self.answer)
             return None
-        failure = outcome.reason if isinstance(outcome, TransportFailure) else f"HTTP {outcome.status}"
-        if judged == "ambiguous":
+        if maybe_applied and not request.idempotent:
             raise ClubCollectAmbiguousError(
                 f"Could not {request.description}: {failure}; it may or may not have been "
                 "applied, so it was not sent again blindly.",
@@ -145,44 +110,41 @@ class _Attempts:
         return wait
 
 
-def _failure(settings: ClientSettings, kind: str, detail: object = None, *, tls: bool = False) -> TransportFailure:
-    """The :class:`TransportFailure` of a ``kind`` of failure; it names the base URL, never the key."""
-    if kind == "connect timeout":  # no connection was made: nothing was applied
-        return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
-    if kind == "read timeout":  # sent, but no answer in time: maybe applied, maybe still being applied
-        return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
-    hint = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so" if tls else ""
-    reason = f"{kind} ({detail}{hint}) at {settings.base_url}"
-    return TransportFailure(settings.scrub(reason), kind != "could not connect")
+class _Transport:
+    """What both transports share: settings, the key's budget, the watch, and how an outcome is built."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.budget = budget_for(settings)  # every attempt draws from the key's budget
+        self.watch = observability.watch_for(settings.conn_id)
+
+    def _answer(self, response: requests.Response | httpx.Response) -> RawResponse:
+        # The key is scrubbed from the body before anything reads it; only Retry-After is read of the headers.
+        return RawResponse(response.status_code, response.headers, self.settings.scrub_body(response.content))
+
+    def _failure(self, kind: str, detail: object = None) -> TransportFailure:
+        # It names the base URL, never the key.
+        settings = self.settings
+        if kind == "connect timeout":  # no connection was made: nothing was applied
+            return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
+        if kind == "read timeout":  # sent, but no answer in time: maybe applied, maybe still being applied
+            return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
+        cause = detail  # the ssl module's error sits a link or two down the chain of either library's
+        while isinstance(cause, BaseException) and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        tls = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
+        reason = f"{kind} ({detail}{tls if isinstance(cause, ssl.SSLError) else ''}) at {settings.base_url}"
+        return TransportFailure(settings.scrub(reason), kind != "could not connect")
 
 
-def _from_tls(exc: BaseException | None) -> bool:
-    # httpx wraps the ssl module's error in its own, a link or two down the chain.
-    while exc is not None and not isinstance(exc, ssl.SSLError):
-        exc = exc.__cause__ or exc.__context__
-    return exc is not None
-
-
-def _raw(settings: ClientSettings, status: int, headers: Mapping[str, str], body: bytes) -> RawResponse:
-    # The key is scrubbed from the body before anything reads it; only Retry-After is read of the headers.
-    return RawResponse(status, headers, settings.scrub_body(body))
-
-
-class SyncTransport:
-    """
-    Sends requests with one pooled, keep-alive ``requests.Session``.
-
-    :param settings: base URL, key, timeouts.
-    :param pool_size: connections kept per host; at least the number of threads sharing it.
-    """
+class SyncTransport(_Transport):
+    """Sends requests with one pooled ``requests.Session``; ``pool_size``: at least the threads sharing it."""
 
     def __init__(self, settings: ClientSettings, *, pool_size: int = 10) -> None:
         import requests
         from requests.adapters import HTTPAdapter
 
-        self.settings = settings
-        self.budget = budget_for(settings)  # every attempt draws from the key's budget
-        self.watch = observability.watch_for(settings.conn_id)
+        super().__init__(settings)
         self.session: requests.Session = requests.Session()
         self.session.headers.update(settings.headers())
         # Retries are ours (call_sync); urllib3's own would retry blindly and hide attempts.
@@ -210,38 +172,32 @@ class SyncTransport:
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
-            return _failure(self.settings, "connect timeout")
+            return self._failure("connect timeout")
         except requests.exceptions.ReadTimeout:
-            return _failure(self.settings, "read timeout")
+            return self._failure("read timeout")
         except requests.exceptions.ConnectionError as exc:
             reason = exc.args[0] if exc.args else exc
             reason = reason.reason if isinstance(reason, MaxRetryError) else reason
             # No TCP connection or no TLS session: nothing was sent.
             kind = "could not connect" if isinstance(reason, (NewConnectionError, SSLError)) else "connection lost"
-            return _failure(self.settings, kind, reason, tls=isinstance(reason, SSLError))
+            return self._failure(kind, reason)
         except (requests.exceptions.RequestException, ValueError) as exc:
             # ValueError: http.client refusing a header value that requests (before 2.32.6) let through.
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
-        return _raw(self.settings, response.status_code, response.headers, response.content)
+        return self._answer(response)
 
     def close(self) -> None:
         """Close the pooled connections."""
         self.session.close()
 
 
-class AsyncTransport:
-    """
-    Sends requests with one ``httpx.AsyncClient``, for code running on an event loop.
-
-    :param settings: base URL, key, timeouts.
-    """
+class AsyncTransport(_Transport):
+    """Sends requests with one ``httpx.AsyncClient``, for code running on an event loop."""
 
     def __init__(self, settings: ClientSettings) -> None:
         import httpx
 
-        self.settings = settings
-        self.budget = budget_for(settings)
-        self.watch = observability.watch_for(settings.conn_id)
+        super().__init__(settings)
         self.client: httpx.AsyncClient = httpx.AsyncClient(
             headers=settings.headers(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
@@ -258,18 +214,18 @@ class AsyncTransport:
         import httpx
 
         try:
-            response: httpx.Response = await self.client.request(
+            response = await self.client.request(
                 request.method, self.settings.url(request.path), params=request.params or None, json=request.body
             )
         except httpx.ConnectTimeout:
-            return _failure(self.settings, "connect timeout")
+            return self._failure("connect timeout")
         except httpx.ConnectError as exc:
-            return _failure(self.settings, "could not connect", exc, tls=_from_tls(exc))
+            return self._failure("could not connect", exc)
         except httpx.TimeoutException:
-            return _failure(self.settings, "read timeout")
+            return self._failure("read timeout")
         except httpx.TransportError as exc:
             return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
-        return _raw(self.settings, response.status_code, response.headers, response.content)
+        return self._answer(response)
 
     async def aclose(self) -> None:
         """Close the client and its connections."""

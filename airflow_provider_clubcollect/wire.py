@@ -1,7 +1,4 @@
-"""The ClubCollect Tickets API on the wire: names, input checks, requests and response parsing.
-
-Shared by the sync hook and the async triggers, so the two cannot drift; no I/O here.
-"""
+"""The ClubCollect Tickets API on the wire: names, input checks, requests and response parsing (no I/O)."""
 
 from __future__ import annotations
 
@@ -20,7 +17,6 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectRateLimitError,
     ClubCollectServerError,
     ClubCollectValidationError,
-    finite_seconds,
     shorten,
     shown,
 )
@@ -47,14 +43,11 @@ MAX_PAGE_SIZE = 100
 # The codes the API documents for its 404s; a 404 without one comes from something else.
 ERROR_INVALID_INVOICE_ID = "invalid_invoice_id"
 ERROR_NOT_FOUND = "not_found"
+ID_RULE = "must not be empty, '.' or '..', start or end with whitespace, or contain '/', '\\' or control characters"
 
 
 class Ticket(TypedDict):
-    """
-    A ticket as the API returns it: one message of an invoice's thread.
-
-    Import it for your own type hints: ``from airflow_provider_clubcollect.wire import Ticket``.
-    """
+    """A ticket as the API returns it: one message of an invoice's thread."""
 
     ticket_id: str
     message: str
@@ -79,9 +72,6 @@ class Page(TypedDict):
     total_pages: int
 
 
-# --- input checks: before any request is sent -------------------------------------------------
-
-
 def check_int(value: object, name: str, *, low: int = 1, high: int | None = None) -> int:
     """An integer from ``low`` (to ``high``); else an error naming ``name``, the range and the value."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
@@ -104,42 +94,27 @@ def check_number(value: object, name: str, *, zero: bool = False) -> float:
 
 
 def check_id(value: object, name: str) -> str:
-    """Check an invoice or company ID: a non-empty string that cannot change the request path."""
+    """An invoice or company ID: a string that cannot change the request path (any format otherwise)."""
     if not isinstance(value, str):
         raise ClubCollectValidationError(f"{name} must be a string, got {type(value).__name__} {shown(value)}.")
-    problem = None
-    if not value.strip():
-        problem = "be empty or whitespace"
-    elif value != value.strip():  # a padded ID is a bug upstream to be seen, not another ID
-        problem = "start or end with whitespace"
-    elif "/" in value or "\\" in value:
-        problem = "contain '/' or '\\'"
-    elif value in (".", ".."):
-        problem = "be '.' or '..' (HTTP clients collapse them out of a path)"
-    elif re.search(r"[\x00-\x1f\x7f]", value):
-        problem = "contain control characters"
-    if problem:
-        raise ClubCollectValidationError(f"{name} must not {problem}, got {shown(value)}.")
+    # A padded ID is a bug upstream to be seen, not another ID; HTTP clients collapse '.' and '..' out of a path.
+    if value != value.strip() or value in ("", ".", "..") or re.search(r"[/\\\x00-\x1f\x7f]", value):
+        raise ClubCollectValidationError(f"{name} {ID_RULE}, got {shown(value)}.")
     return value
 
 
 def check_status(status: object) -> str:
-    """Check a ticket status."""
     if status not in STATUSES:
         raise ClubCollectValidationError(f"Unknown ticket status {shown(status)}; allowed: {', '.join(STATUSES)}.")
     return str(status)
 
 
 def check_message(message: object) -> str:
-    """Check a ticket message."""
     if not isinstance(message, str) or not message.strip():
         raise ClubCollectValidationError(
             f"message must be a non-empty string with text other than whitespace, got {shown(message)}."
         )
     return message
-
-
-# --- requests -----------------------------------------------------------------------------------
 
 
 class ApiRequest(NamedTuple):
@@ -159,24 +134,21 @@ class ApiRequest(NamedTuple):
 
 
 def _invoice_path(invoice_id: str) -> str:
-    """An invoice's tickets path; ``safe=""`` keeps the ID exactly one path segment."""
+    # safe="": the ID stays exactly one path segment.
     return f"v2/invoices/{quote(check_id(invoice_id, 'invoice_id'), safe='')}/tickets"
 
 
 def get_invoice_tickets_request(invoice_id: str) -> ApiRequest:
-    """Build the request that reads an invoice's tickets."""
     return ApiRequest("GET", _invoice_path(invoice_id), f"fetch tickets of invoice {shown(invoice_id)}")
 
 
 def create_ticket_request(invoice_id: str, message: str) -> ApiRequest:
-    """Build the request that posts a ticket on an invoice (not idempotent)."""
     body = {"message": check_message(message)}
     description = f"create a ticket on invoice {shown(invoice_id)}"
     return ApiRequest("POST", _invoice_path(invoice_id), description, body=body, idempotent=False)
 
 
 def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
-    """Build the request that archives an invoice's tickets or assigns them to support (idempotent)."""
     path, verb = f"{_invoice_path(invoice_id)}/actions/{action}", action.replace("_", " ")
     return ApiRequest("POST", path, f"{verb} tickets of invoice {shown(invoice_id)}", expect_body=False)
 
@@ -184,7 +156,6 @@ def invoice_action_request(invoice_id: str, action: str) -> ApiRequest:
 def company_tickets_page_request(
     company_id: str, status: str, page_number: int = 1, page_size: int = MAX_PAGE_SIZE
 ) -> ApiRequest:
-    """Build the request that reads one page of a company's tickets in one status."""
     path = f"v2/companies/{quote(check_id(company_id, 'company_id'), safe='')}/tickets/{check_status(status)}"
     page_number = check_int(page_number, "page_number")
     page_size = check_int(page_size, "page_size", high=MAX_PAGE_SIZE)
@@ -224,9 +195,6 @@ def parse_iso_datetime(value: object) -> datetime | None:
         return edge.replace(tzinfo=timezone.utc)
 
 
-# --- responses ----------------------------------------------------------------------------------
-
-
 class RawResponse(NamedTuple):
     """An HTTP answer as the transport received it."""
 
@@ -251,25 +219,23 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
-    """The ``tickets`` list of an answer, checked to be what the API documents."""
+    """The ``tickets`` list of an answer, each checked by :func:`parse_ticket`."""
     tickets = payload.get("tickets") if isinstance(payload, dict) else None
     if not isinstance(tickets, list):
         raise _malformed(request, "no 'tickets' list")
-    for ticket in tickets:  # one expression, no generator: this runs for every ticket of every page
-        if not (
-            isinstance(ticket, dict)
-            and isinstance(ticket.get("ticket_id"), str)
-            and (not company or isinstance(ticket.get("invoice_id"), str))
-        ):
-            required = "ticket_id and invoice_id" if company else "ticket_id"
-            raise _malformed(request, f"a ticket without {required}: {shown(ticket)}")
+    for ticket in tickets:
+        parse_ticket(request, ticket, company=company)
     return tickets
 
 
-def parse_ticket(request: ApiRequest, payload: Any) -> Ticket:
-    """A single ticket (the answer to creating one), checked."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("ticket_id"), str):
-        raise _malformed(request, f"not a ticket: {shown(payload)}")
+def parse_ticket(request: ApiRequest, payload: Any, *, company: bool = False) -> Ticket:
+    """A ticket with its ``ticket_id`` (a company list's also with its ``invoice_id``)."""
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("ticket_id"), str)
+        and (not company or isinstance(payload.get("invoice_id"), str))
+    ):  # no generator: this runs for every ticket of every page
+        raise _malformed(request, f"a ticket without ticket_id{' and invoice_id' if company else ''}: {shown(payload)}")
     return cast("Ticket", payload)
 
 
@@ -283,7 +249,6 @@ def parse_page_info(request: ApiRequest, payload: Any) -> Page:
 
 
 def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
-    """The error for a 2xx answer that is not what the API documents."""
     return ClubCollectServerError(
         f"Could not {request.description}: the API's answer is not what it documents ({what})."
     )
@@ -296,31 +261,25 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     message = f"Could not {request.description}: HTTP {status}{detail}{tried}."
     codes: dict[str, Any] = {"status_code": status, "error_code": code}
-    if status in (401, 403):
-        return ClubCollectAuthError(
-            f"{message} The API refused the key: check the API key in the connection "
-            "(a firewall's 403 may also mean the request was blocked).",
-            **codes,
-        )
-    if status == 404 and code != request.not_found_code:
-        return ClubCollectNotFoundError(
-            f"{message} Expected {request.not_found_code!r} but got 404 without a ClubCollect error code: "
-            "is the connection's base URL right (it should end in /api)?",
-            **codes,
-        )
-    if status == 404:
-        return ClubCollectNotFoundError(f"{message} It does not exist, or this API key may not see it.", **codes)
-    if status == 422:
-        return ClubCollectValidationError(f"{message} The API refused the input.", **codes)
     if status == 429:
-        # Finite only: a Retry-After of "inf" is no wait anyone can schedule (nor valid JSON in an event).
-        retry_after = finite_seconds(parse_retry_after(response.headers.get("retry-after")))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         asked = "" if retry_after is None else f" It asked to wait {retry_after:g} s (Retry-After)."
         message += f" The API is rate limiting: wait, or lower max_concurrency.{asked}"
         return ClubCollectRateLimitError(message, retry_after=retry_after, **codes)
-    if status >= 500:
-        return ClubCollectServerError(f"{message} ClubCollect is failing; try again later.", **codes)
-    return ClubCollectError(message, **codes)
+    cls: type[ClubCollectError] = ClubCollectError
+    if status in (401, 403):
+        cls, message = ClubCollectAuthError, f"{message} The API refused the key: check the API key in the connection"
+        message += " (a firewall's 403 may also mean the request was blocked)."
+    elif status == 404 and code == request.not_found_code:
+        cls, message = ClubCollectNotFoundError, f"{message} It does not exist, or this API key may not see it."
+    elif status == 404:
+        cls, message = ClubCollectNotFoundError, f"{message} Expected {request.not_found_code!r} but got 404 without"
+        message += " a ClubCollect error code: is the connection's base URL right (it should end in /api)?"
+    elif status == 422:
+        cls, message = ClubCollectValidationError, f"{message} The API refused the input."
+    elif status >= 500:
+        cls, message = ClubCollectServerError, f"{message} ClubCollect is failing; try again later."
+    return cls(message, **codes)
 
 
 def _error_code(body: bytes) -> str | None:
@@ -335,18 +294,19 @@ def _error_code(body: bytes) -> str | None:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` for no finite wait."""
     import email.utils
 
     text = (value or "").strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(text).timestamp() - time.time())
-    except (TypeError, ValueError):  # also an empty header
-        return None
+        try:
+            seconds = email.utils.parsedate_to_datetime(text).timestamp() - time.time()
+        except (TypeError, ValueError):  # also an empty header
+            return None
+    # Finite only: "inf" is no wait anyone can schedule (nor valid JSON in a trigger event).
+    return max(0.0, seconds) if seconds < math.inf else None
 
 
 _NOT_JSON = object()
@@ -361,6 +321,5 @@ def _json(body: bytes) -> Any:
 
 
 def _snippet(body: bytes, limit: int = 120) -> str:
-    """The start of a body, whitespace collapsed, quoted for a message."""
     text = " ".join(body.decode("utf-8", "replace").split())
     return repr(text[:limit] + ("..." if len(text) > limit else ""))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_clubcollect import wire
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.operators.tickets import (
@@ -38,6 +39,7 @@ CO = "club-1"
 DAY = timedelta(days=1)
 STATUSES = "allowed: unanswered, answered, archived"
 ID_TYPE = "must be a string"
+ID_RULE = wire.ID_RULE
 
 
 def rendered(operator: Any, **values: Any) -> Callable[[], Any]:
@@ -81,17 +83,17 @@ ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("backoff-max-below-initial", lambda: Backoff(initial=5, maximum=1), ("got 1", "at least initial (5 s)")),
     ("backoff-not-one", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids=["i"], backoff=2), ("got 2", "a Backoff or a dict")),
     # IDs: path characters, whitespace, control characters, wrong types
-    ("id-slash", invoice("a/b"), ("got 'a/b'", "must not contain '/'")),
-    ("id-backslash", invoice("a\\b"), ("got 'a\\\\b'", "must not contain '/' or '\\'")),
-    ("id-dot", invoice("."), ("got '.'", "must not be '.' or '..'")),
-    ("id-dotdot", invoice(".."), ("got '..'", "must not be '.' or '..'")),
-    ("id-empty", invoice(""), ("got ''", "must not be empty")),
-    ("id-blank", invoice("   "), ("got '   '", "must not be empty or whitespace")),
-    ("id-leading-space", invoice(" inv-1"), ("got ' inv-1'", "must not start or end with whitespace")),
-    ("id-trailing-newline", invoice("inv-1\n"), ("got 'inv-1\\n'", "must not start or end with whitespace")),
-    ("id-newline", invoice("inv\n1"), ("got 'inv\\n1'", "control characters")),
-    ("id-nul", invoice("inv\x001"), ("got 'inv\\x001'", "control characters")),
-    ("id-del", invoice("inv\x7f1"), ("got 'inv\\x7f1'", "control characters")),
+    ("id-slash", invoice("a/b"), ("got 'a/b'", ID_RULE)),
+    ("id-backslash", invoice("a\\b"), ("got 'a\\\\b'", ID_RULE)),
+    ("id-dot", invoice("."), ("got '.'", ID_RULE)),
+    ("id-dotdot", invoice(".."), ("got '..'", ID_RULE)),
+    ("id-empty", invoice(""), ("got ''", ID_RULE)),
+    ("id-blank", invoice("   "), ("got '   '", ID_RULE)),
+    ("id-leading-space", invoice(" inv-1"), ("got ' inv-1'", ID_RULE)),
+    ("id-trailing-newline", invoice("inv-1\n"), ("got 'inv-1\\n'", ID_RULE)),
+    ("id-newline", invoice("inv\n1"), ("got 'inv\\n1'", ID_RULE)),
+    ("id-nul", invoice("inv\x001"), ("got 'inv\\x001'", ID_RULE)),
+    ("id-del", invoice("inv\x7f1"), ("got 'inv\\x7f1'", ID_RULE)),
     ("id-int", invoice(123), ("got int 123", ID_TYPE)),
     ("id-none", invoice(None), ("got NoneType None", ID_TYPE)),
     ("company-id-list", lambda: ClubCollectHook().get_company_tickets(["c"], "answered"), ("got list ['c']", ID_TYPE)),  # type: ignore[arg-type]
@@ -100,13 +102,13 @@ ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("hook-max-retries", lambda: ClubCollectHook(max_retries=500).get_invoice_tickets("i"), ("got 500", "from 0 to 100")),
     ("invoice-ids-str", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids="inv-1").execute({}), ("got str 'inv-1'", "must be a list")),
     ("invoice-ids-dict", lambda: ArchiveTicketsOperator(task_id="t", invoice_ids=[{"ticket_id": "x"}]).execute({}), ("{'ticket_id': 'x'}", "without 'invoice_id'")),
-    ("invoice-ids-path", lambda: EscalateTicketsOperator(task_id="t", invoice_ids=["ok", "../x"]).execute({}), ("got '../x'", "must not contain '/'")),
+    ("invoice-ids-path", lambda: EscalateTicketsOperator(task_id="t", invoice_ids=["ok", "../x"]).execute({}), ("got '../x'", ID_RULE)),
     # templated values that render to nonsense
     ("rendered-status", rendered(FetchCompanyTicketsOperator(task_id="t", company_id=CO, status="{{ s }}"), status="None"), ("'None'", STATUSES)),
-    ("rendered-company", rendered(FetchCompanyTicketsOperator(task_id="t", company_id="{{ c }}"), company_id=""), ("got ''", "must not be empty")),
-    ("rendered-invoice", rendered(FetchInvoiceTicketsOperator(task_id="t", invoice_id="{{ i }}"), invoice_id="inv 1 "), ("got 'inv 1 '", "must not start or end with whitespace")),
+    ("rendered-company", rendered(FetchCompanyTicketsOperator(task_id="t", company_id="{{ c }}"), company_id=""), ("got ''", ID_RULE)),
+    ("rendered-invoice", rendered(FetchInvoiceTicketsOperator(task_id="t", invoice_id="{{ i }}"), invoice_id="inv 1 "), ("got 'inv 1 '", ID_RULE)),
     ("rendered-archive-company", rendered(ArchiveTicketsOperator(task_id="t", company_id="{{ c }}", inactive_for=DAY), company_id=["c"]), ("got list ['c']", ID_TYPE)),
-    ("rendered-create-invoice", rendered(CreateTicketOperator(task_id="t", invoice_id="{{ i }}", message="m"), invoice_id="a/b"), ("'a/b'", "must not contain '/'")),
+    ("rendered-create-invoice", rendered(CreateTicketOperator(task_id="t", invoice_id="{{ i }}", message="m"), invoice_id="a/b"), ("'a/b'", ID_RULE)),
     ("rendered-message", rendered(CreateTicketOperator(task_id="t", invoice_id="i", message="{{ m }}"), message=""), ("got ''", "non-empty string")),
     ("rendered-reference-time", rendered(ArchiveTicketsOperator(task_id="t", company_id=CO, inactive_for=DAY, reference_time="{{ r }}"), reference_time="not-a-date"), ("got 'not-a-date'", "a datetime or an ISO 8601 string")),
     ("rendered-sensor-time", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, reference_time="yesterday").poke({}), ("got 'yesterday'", "ISO 8601")),
