@@ -57,7 +57,6 @@ class ClientSettings:
         return min(self.timeout, 10.0)
 
     def url(self, path: str) -> str:
-        """The full URL of an API path."""
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
@@ -188,12 +187,9 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
 
 def is_loopback(hostname: str) -> bool:
     """Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    if hostname.lower() == "localhost":
-        return True
-    try:
+    with contextlib.suppress(ValueError):
         return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    return hostname.lower() == "localhost"
 
 
 def missing_connection(conn_id: str) -> ClubCollectValidationError:

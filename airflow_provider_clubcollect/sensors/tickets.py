@@ -165,13 +165,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             # when they have waited that much less by the wall clock.
             offset = self._now(context) - datetime.now(timezone.utc)
             unanswered_for = max(timedelta(0), given - offset)
-            self.log.info(
-                "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
-                "(unanswered_for %s, reference_time's clock ahead of it by %s s).",
-                selection.human_duration(unanswered_for),
-                selection.human_duration(given),
-                f"{offset.total_seconds():g}",
-            )
+            self.log.info("Deferring: the trigger counts threads unanswered for %s by the wall clock.", unanswered_for)
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=self.company_id,
