@@ -1,7 +1,4 @@
-"""Reading every page of a company's ticket list, each ticket once, while the list changes.
-
-The pager does no I/O: the hook sends what it asks for.  docs/hook.rst ("Paging") explains it.
-"""
+"""Reading every page of a company's ticket list, each ticket once, while it changes; no I/O (docs/hook.rst)."""
 
 from __future__ import annotations
 

@@ -29,9 +29,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     """
     Wait until at least ``min_tickets`` tickets of a company await an answer; return them (oldest first).
 
-    A ticket awaits an answer when it is a CUSTOMER ticket newer than the newest COMPANY ticket of an
-    unanswered thread.  Ends the same way in ``poke``, ``reschedule`` and deferrable mode (in the
-    triggerer, holding no worker slot): same XCom value, same errors, same ``timeout`` and ``soft_fail``.
+    Ends the same way in ``poke``, ``reschedule`` and deferrable mode: same XCom value, errors and timeout.
 
     :param str company_id: the company (templated).
     :param int min_tickets: how many tickets must await an answer (default 1).

@@ -244,15 +244,10 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
     """
     Fire an event per poll that finds tickets newly awaiting an answer, for an ``AssetWatcher``.
 
-    The payload is ``{"ticket_id", "invoice_id", "ticket", "tickets"}``: the oldest ticket newly due
-    and every one, oldest first.  A ticket is reported once, across polls and (Airflow 3.3+, through
-    the asset state store) triggerer restarts; watchers differing only in their selection share one
-    poll.  5xx, 429 and lost connections are polled through; what cannot heal (a refused key, an
-    unknown company, a bad connection) ends the watcher with a ``ClubCollectError``.
+    The payload is ``{"ticket_id", "invoice_id", "ticket", "tickets"}``; each ticket is reported once.
 
     :param str company_id: the company.
-    :param float | None unanswered_for_seconds: report a ticket once its thread has been unanswered
-        for longer than this; ``None`` as soon as it awaits an answer.
+    :param float | None unanswered_for_seconds: report a ticket once its thread is unanswered for longer than this.
     :param str | None since: ISO 8601; only tickets dated after it are reported.
     :param float poll_interval: seconds between two polls.
     :param str clubcollect_conn_id: the connection; the key is read in the triggerer, never serialized.
