@@ -40,7 +40,6 @@ def key_digest(api_key: str) -> str:
 
 
 def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | None) -> str | None:
-    """The ``budget_url`` extra, checked: a ``redis://`` or ``rediss://`` URL, or ``None``."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     where = f"Connection {conn_id!r}: extra 'budget_url'"
@@ -197,7 +196,6 @@ class RequestBudget:
 
 
 def store_slot(rate: float) -> tuple[int, float]:
-    """The pace of a shared budget: at most ``requests`` in each slot of ``seconds`` (about 0.1 s)."""
     amount = max(1, math.floor(rate * 0.1))
     return amount, amount / rate
 
@@ -215,8 +213,7 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
     This process's budget for a connection's key: one per key digest, rate and budget URL.
 
     :param settings: the checked connection settings.
-    :return: the budget every hook, trigger and bulk action with that key shares; :data:`NO_BUDGET`
-        when the connection sets no ``max_requests_per_second``.
+    :return: the budget every hook, trigger and bulk action with that key shares (:data:`NO_BUDGET`: no cap).
     """
     rate = settings.max_requests_per_second
     if rate is None:

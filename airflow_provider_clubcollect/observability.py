@@ -132,7 +132,6 @@ class Watch(NamedTuple):
             return self._record(request, current, time.perf_counter(), send(request))
 
     async def asent(self, request: ApiRequest, send: Callable[[ApiRequest], Awaitable[Outcome]]) -> Outcome:
-        """:meth:`sent` on an event loop."""
         with self._span(request) as current:
             return self._record(request, current, time.perf_counter(), await send(request))
 
