@@ -40,17 +40,16 @@ def key_digest(api_key: str) -> str:
 
 
 def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | None) -> str | None:
-    """The ``budget_url`` extra, checked: a ``redis://`` or ``rediss://`` URL, or ``None``."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     where = f"Connection {conn_id!r}: extra 'budget_url'"
     url = value.strip() if isinstance(value, str) else None
     parts = urlsplit(url or "")
-    try:
-        port_ok = parts.port is None or 1 <= parts.port <= 65535
+    try:  # urlsplit refuses a port past 65535 or not a number
+        ok = parts.scheme in ("redis", "rediss") and parts.hostname and parts.port != 0
     except ValueError:
-        port_ok = False
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname or not port_ok:
+        ok = False
+    if not ok:
         raise ClubCollectValidationError(
             f"{where} must be a Redis URL such as redis://redis.internal:6379/0 or "
             f"rediss://:PASSWORD@redis.internal:6380/0 (scheme redis or rediss, a host, a port from 1 to "
@@ -80,10 +79,7 @@ def shown_budget_url(url: str | None) -> str | None:
 
 class RequestBudget:
     """
-    The turns one API key's requests take: the per-process cap, or a share of a budget in Redis.
-
-    Build it with :func:`budget_for`.  When the store cannot be reached, the process warns once,
-    keeps the cap alone, and asks the store again after :data:`STORE_RETRY_SECONDS`.
+    The turns one API key's requests take: the per-process cap, or a share of a budget in Redis (:func:`budget_for`).
 
     :param max_requests_per_second: the cap; ``None`` for none (every turn is free).
     :param digest: names the key (:func:`key_digest`), never the key itself.
@@ -141,8 +137,24 @@ class RequestBudget:
                 limiter, item = self._store()
                 slot = math.floor(time.time() / self._seconds)  # on the clock every process shares
                 taken = limiter.hit(item, self.digest, str(slot))
-            except Exception as error:  # whatever Redis raises, the DAG goes on
-                self._store_failed(error)
+            except Exception as error:  # whatever Redis raises, the DAG goes on (warned once per store and process)
+                self._store_down_until = self._clock() + STORE_RETRY_SECONDS
+                url, reason = self.budget_url or "", f"{type(error).__name__}: {error}"
+                if password := urlsplit(url).password:
+                    reason = reason.replace(password, "***")
+                with _lock:
+                    first = url not in _warned_stores
+                    _warned_stores.add(url)
+                log.log(
+                    logging.WARNING if first else logging.DEBUG,
+                    "ClubCollect request budget: the budget store %s cannot be reached (%s). This process keeps "
+                    "max_requests_per_second=%g on its own meanwhile (the deployment may then send more in all) and "
+                    "asks the store again every %g s; nothing fails because of it.",
+                    shown_budget_url(url),
+                    reason,
+                    self.max_requests_per_second,
+                    STORE_RETRY_SECONDS,
+                )
             else:
                 if self._store_down_until is not None:
                     self._store_down_until = None
@@ -162,8 +174,7 @@ class RequestBudget:
             self._next = due + interval
             return max(0.0, due - (burst - 1) * interval - now), False
 
-    def _store(self) -> tuple[Any, Any]:
-        """A fixed-window limiter on Redis through ``limits``, and the slot's limit item (made once)."""
+    def _store(self) -> tuple[Any, Any]:  # a fixed-window limiter on Redis through ``limits``, made once
         with self._lock:
             if self._limiter is None:
                 from limits import RateLimitItemPerSecond
@@ -183,30 +194,8 @@ class RequestBudget:
                 self._limiter = FixedWindowRateLimiter(storage), item
             return self._limiter
 
-    def _store_failed(self, error: Exception) -> None:
-        """Take the store for down a while; warn once per store and process, without its password."""
-        self._store_down_until = self._clock() + STORE_RETRY_SECONDS
-        url = self.budget_url or ""
-        reason = f"{type(error).__name__}: {error}"
-        if password := urlsplit(url).password:
-            reason = reason.replace(password, "***")
-        with _lock:
-            first = url not in _warned_stores
-            _warned_stores.add(url)
-        log.log(
-            logging.WARNING if first else logging.DEBUG,
-            "ClubCollect request budget: the budget store %s cannot be reached (%s). This process keeps "
-            "max_requests_per_second=%g on its own meanwhile (the deployment may then send more in all) and "
-            "asks the store again every %g s; nothing fails because of it.",
-            shown_budget_url(url),
-            reason,
-            self.max_requests_per_second,
-            STORE_RETRY_SECONDS,
-        )
-
 
 def store_slot(rate: float) -> tuple[int, float]:
-    """The pace of a shared budget: at most ``requests`` in each slot of ``seconds`` (about 0.1 s)."""
     amount = max(1, math.floor(rate * 0.1))
     return amount, amount / rate
 
@@ -224,8 +213,7 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
     This process's budget for a connection's key: one per key digest, rate and budget URL.
 
     :param settings: the checked connection settings.
-    :return: the budget every hook, trigger and bulk action with that key shares; :data:`NO_BUDGET`
-        when the connection sets no ``max_requests_per_second``.
+    :return: the budget every hook, trigger and bulk action with that key shares (:data:`NO_BUDGET`: no cap).
     """
     rate = settings.max_requests_per_second
     if rate is None:
@@ -238,8 +226,7 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
 
 
 def forget_budgets() -> None:
-    """Forget this process's budgets and store warnings: for tests, and in a forked child, which keeps
-    no bucket, lock or Redis connection of its parent (another thread may have held the lock at the fork)."""
+    """Forget the budgets and warnings: in tests, and in a forked child (whose parent's lock may be held)."""
     global _lock
     _lock = threading.Lock()
     _budgets.clear()

@@ -57,7 +57,6 @@ class ClientSettings:
         return min(self.timeout, 10.0)
 
     def url(self, path: str) -> str:
-        """The full URL of an API path."""
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
@@ -133,7 +132,6 @@ def settings_from_airflow_connection(
 
 
 def _extra(value: Any, name: str, where: str) -> Any:
-    """A numeric extra checked against the form's schema; its default when not set (text read as a number)."""
     schema = _FIELDS[name]
     if isinstance(value, str):
         value = value.strip() or None
@@ -149,7 +147,6 @@ def _extra(value: Any, name: str, where: str) -> Any:
 
 
 def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str = "") -> str:
-    """The base URL a connection's ``host`` stands for."""
     raw = (host or "").strip()
     if not raw:
         return DEFAULT_BASE_URL
@@ -187,17 +184,12 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
 
 
 def is_loopback(hostname: str) -> bool:
-    """Whether a host name or address is this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    if hostname.lower() == "localhost":
-        return True
-    try:
+    with contextlib.suppress(ValueError):
         return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    return hostname.lower() == "localhost"
 
 
 def missing_connection(conn_id: str) -> ClubCollectValidationError:
-    """The error for a connection Airflow does not know: how to create it, in the UI or as an environment variable."""
     example = json.dumps({"conn_type": CONN_TYPE, "password": "<API key>"})
     return ClubCollectValidationError(
         f"Connection {conn_id!r} is not defined. Create it in the Airflow UI (Admin > Connections, connection "

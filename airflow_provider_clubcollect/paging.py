@@ -1,7 +1,4 @@
-"""Reading every page of a company's ticket list, each ticket once, while the list changes.
-
-The pager does no I/O: the hook sends what it asks for.  docs/hook.rst ("Paging") explains it.
-"""
+"""Reading every page of a company's ticket list, each ticket once, while it changes; no I/O (docs/hook.rst)."""
 
 from __future__ import annotations
 
@@ -107,9 +104,7 @@ class CompanyTicketPager:
     def _look_at(self, position: int) -> ApiRequest:
         self._looks += 1
         self._answers = 0
-        look = company_tickets_page_request(self.company_id, self.status, max(position, 1), 1)
-        self._sent[id(look)] = (look, 0, self._epoch)
-        return look
+        return self._send(max(position, 1), look=True)
 
     def _next_page(self) -> int | None:
         if self._finished or self.total_pages is None:
@@ -120,9 +115,9 @@ class CompanyTicketPager:
     def _requested(self) -> set[int]:
         return {page for _, page, epoch in self._sent.values() if epoch == self._epoch} | set(self._ready)
 
-    def _send(self, page: int) -> ApiRequest:
-        request = company_tickets_page_request(self.company_id, self.status, page, self.page_size)
-        self._sent[id(request)] = (request, page, self._epoch)
+    def _send(self, page: int, *, look: bool = False) -> ApiRequest:
+        request = company_tickets_page_request(self.company_id, self.status, page, 1 if look else self.page_size)
+        self._sent[id(request)] = (request, 0 if look else page, self._epoch)
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
@@ -196,18 +191,17 @@ class CompanyTicketPager:
         ready = None if self._finished else self._ready.get(self._next_out)
         if ready is None:
             return None
+        assert self.total_pages is not None
         tickets, looks = ready
         if not self._anchored:
             # Resume where the page begins with a ticket handed out from a verified page: every
             # ticket before it was handed out.  Else read the page before it too.
             first = tickets[0]["ticket_id"] if tickets else None
             if self._next_out > 1 and (first not in self._seen or first in self._untrusted):
-                assert self.total_pages is not None
                 self._next_out = min(self._next_out - 1, max(self.total_pages, 1))
                 return None
             self._anchored = True
         del self._ready[self._next_out]
-        assert self.total_pages is not None
         self.last_page_read = self._next_out
         self._next_out += 1
         ids = [ticket["ticket_id"] for ticket in tickets]

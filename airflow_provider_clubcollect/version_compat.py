@@ -27,8 +27,7 @@ __all__ = [
 
 
 def mask_secret(secret: str) -> None:
-    """Mask ``secret`` in every log Airflow writes from here on (the function moved in 3.0 and 3.1;
-    common-compat 1.20.0, the newest on Python 3.10, does not carry it)."""
+    """Mask ``secret`` in Airflow's logs (moved in 3.0 and 3.1; common-compat 1.20.0 for Python 3.10 lacks it)."""
     import importlib
 
     for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):

@@ -94,6 +94,8 @@ def test_no_budget_extras_mean_no_cap():
         ({"max_requests_per_second": 5, "budget_url": "redis.internal:6379"}, r"must be a Redis URL"),
         ({"max_requests_per_second": 5, "budget_url": "redis://"}, r"must be a Redis URL"),
         ({"max_requests_per_second": 5, "budget_url": "redis://redis.internal:99999"}, r"a port from 1 to 65535"),
+        ({"max_requests_per_second": 5, "budget_url": "redis://redis.internal:0"}, r"a port from 1 to 65535"),
+        ({"max_requests_per_second": 5, "budget_url": "redis://redis.internal:port"}, r"a port from 1 to 65535"),
         ({"max_requests_per_second": 5, "budget_url": 6379}, r"must be a Redis URL such as .*, got 6379"),
         ({"max_request_per_second": 5}, r"unknown extra 'max_request_per_second'; did you mean 'max_requests_per"),
         ({"budget": "redis://x"}, r"unknown extra 'budget'; did you mean 'budget_url'"),

@@ -29,21 +29,17 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     """
     Wait until at least ``min_tickets`` tickets of a company await an answer; return them (oldest first).
 
-    A ticket awaits an answer when it is a CUSTOMER ticket newer than the newest COMPANY ticket of an
-    unanswered thread.  Ends the same way in ``poke``, ``reschedule`` and deferrable mode (in the
-    triggerer, holding no worker slot): same XCom value, same errors, same ``timeout`` and ``soft_fail``.
+    Ends the same way in ``poke``, ``reschedule`` and deferrable mode: same XCom value, errors and timeout.
 
     :param str company_id: the company (templated).
     :param int min_tickets: how many tickets must await an answer (default 1).
     :param timedelta | None unanswered_for: count only threads unanswered for longer than this.
-    :param datetime | str | None reference_time: where the sensor's clock starts (templated): default now; a
-        value rendering to nothing means the run's ``run_after``; it moves on while the sensor waits
-        (:ref:`sensor-clock`).
+    :param datetime | str | None reference_time: where the clock starts (templated): default now; empty for
+        the run's ``run_after`` (:ref:`sensor-clock`).
     :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request, also handed to the trigger.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+); by
-        default a ``ClubCollectRetryPolicy``, ``None`` leaves failures to ``retries`` and ``retry_delay``.
+    :param airflow.sdk.RetryPolicy | None retry_policy: the task retry policy (3.3+); ``None`` leaves it to ``retries``.
     :param int max_concurrency: pages in flight at once while polling, at least 1 (default 8).
 
     .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
@@ -165,13 +161,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
             # when they have waited that much less by the wall clock.
             offset = self._now(context) - datetime.now(timezone.utc)
             unanswered_for = max(timedelta(0), given - offset)
-            self.log.info(
-                "Deferring: the trigger counts threads unanswered for more than %s by the wall clock "
-                "(unanswered_for %s, reference_time's clock ahead of it by %s s).",
-                selection.human_duration(unanswered_for),
-                selection.human_duration(given),
-                f"{offset.total_seconds():g}",
-            )
+            self.log.info("Deferring: the trigger counts threads unanswered for %s by the wall clock.", unanswered_for)
         self.defer(
             trigger=UnansweredTicketsTrigger(
                 company_id=self.company_id,
@@ -194,8 +184,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
 
         :param Context context: the task context.
         :param dict[str, Any] | None event: the trigger's event payload.
-        :raises ClubCollectError: the subclass named in an error event, with the API's message (as a poke
-            error: ``silent_fail`` waits on, ``never_fail`` skips).
+        :raises ClubCollectError: the subclass named in an error event, as a failed poke raises it.
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """

@@ -26,6 +26,7 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.retry import as_backoff
+from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
@@ -57,9 +58,10 @@ class _Polling(BaseTrigger):
     ) -> None:
         super().__init__()
         self.company_id = wire.check_id(company_id, "company_id")
+        self.unanswered_for_seconds, self._unanswered_for = unanswered_for_seconds, None
         if unanswered_for_seconds is not None:
-            unanswered_for_seconds = wire.check_number(unanswered_for_seconds, "unanswered_for_seconds", zero=True)
-        self.unanswered_for_seconds = unanswered_for_seconds
+            self.unanswered_for_seconds = wire.check_number(unanswered_for_seconds, "unanswered_for_seconds", zero=True)
+            self._unanswered_for = timedelta(seconds=self.unanswered_for_seconds)
         self.clubcollect_conn_id = wire.check_id(clubcollect_conn_id, "clubcollect_conn_id")
         self.backoff = as_backoff(backoff)
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
@@ -69,10 +71,6 @@ class _Polling(BaseTrigger):
         kwargs = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
         kwargs["backoff"] = None if self.backoff is None else dataclasses.asdict(self.backoff)
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
-
-    @property
-    def _unanswered_for(self) -> timedelta | None:
-        return None if self.unanswered_for_seconds is None else timedelta(seconds=self.unanswered_for_seconds)
 
     async def _polls(self, interval: float, *, heal: bool) -> AsyncGenerator[_Poll, None]:
         """Read the company's unanswered list every ``interval`` s; with ``heal``, poll through 5xx and 429."""
@@ -146,14 +144,10 @@ class UnansweredTicketsTrigger(_Polling):
         self.timeout_at = timeout_at
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """
-        Poll until enough tickets await an answer, then fire one event.
-
-        .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
-        """
+        """Poll until enough tickets await an answer, then fire one event."""
         left = None
         if self.timeout_at is not None:
-            left = max(0.0, (selection.to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
+            left = max(0.0, (to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
         try:
             # A poll only reads, so cutting one short at the deadline loses nothing.
             event = {"status": "success", "tickets": await asyncio.wait_for(self._until_enough(), left)}
@@ -186,13 +180,7 @@ class UnansweredTicketsTrigger(_Polling):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        return await _off_loop(
-            len(tickets),
-            selection.awaiting_answer,
-            tickets,
-            self._unanswered_for,
-            selection.to_utc(self.reference_time),
-        )
+        return await _off_loop(selection.awaiting_answer, tickets, self._unanswered_for, to_utc(self.reference_time))
 
 
 def _as_error(exc: Exception) -> ClubCollectError:
@@ -201,9 +189,9 @@ def _as_error(exc: Exception) -> ClubCollectError:
     return ClubCollectError(f"{type(exc).__name__}: {shorten(str(exc), 500)}")
 
 
-async def _off_loop(size: int, func: Callable[..., _T], *args: Any) -> _T:
+async def _off_loop(func: Callable[..., _T], tickets: Sequence[CompanyTicket], *args: Any) -> _T:
     """Select inline up to 500 tickets (well under a millisecond), in a thread above, not to hold the loop."""
-    return func(*args) if size <= 500 else await asyncio.to_thread(func, *args)
+    return func(tickets, *args) if len(tickets) <= 500 else await asyncio.to_thread(func, tickets, *args)
 
 
 #: How far behind the newest reported ticket a late ticket is still recognised as new (clock skew, late writes).
@@ -212,8 +200,7 @@ LOOKBACK = timedelta(minutes=10)
 MAX_RECENT = 300
 
 
-def _iso(moment: datetime) -> str:
-    """A moment in UTC, fixed width, so that keys starting with it compare as moments."""
+def _iso(moment: datetime) -> str:  # fixed width: keys starting with it compare as moments
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
@@ -257,15 +244,10 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
     """
     Fire an event per poll that finds tickets newly awaiting an answer, for an ``AssetWatcher``.
 
-    The payload is ``{"ticket_id", "invoice_id", "ticket", "tickets"}``: the oldest ticket newly due
-    and every one, oldest first.  A ticket is reported once, across polls and (Airflow 3.3+, through
-    the asset state store) triggerer restarts; watchers differing only in their selection share one
-    poll.  5xx, 429 and lost connections are polled through; what cannot heal (a refused key, an
-    unknown company, a bad connection) ends the watcher with a ``ClubCollectError``.
+    The payload is ``{"ticket_id", "invoice_id", "ticket", "tickets"}``; each ticket is reported once.
 
     :param str company_id: the company.
-    :param float | None unanswered_for_seconds: report a ticket once its thread has been unanswered
-        for longer than this; ``None`` as soon as it awaits an answer.
+    :param float | None unanswered_for_seconds: report a ticket once its thread is unanswered for longer than this.
     :param str | None since: ISO 8601; only tickets dated after it are reported.
     :param float poll_interval: seconds between two polls.
     :param str clubcollect_conn_id: the connection; the key is read in the triggerer, never serialized.
@@ -355,7 +337,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                     continue  # report nothing until what was reported is known
                 else:
                     reported = _Reported.from_json(value, self.state_key)
-            fresh = await _off_loop(len(tickets), self._newly_due, polled_at, tickets, reported)
+            fresh = await _off_loop(self._newly_due, tickets, polled_at, reported)
             if not fresh:
                 continue
             self.log.info("%d tickets of company %r newly await an answer.", len(fresh), self.company_id)
@@ -398,7 +380,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         self.log.warning("%s: what this watcher reports is kept in memory; a triggerer restart reports it again.", why)
         return _Reported()
 
-    def _newly_due(self, polled_at: datetime, tickets: list[CompanyTicket], reported: _Reported) -> list[Any]:
+    def _newly_due(self, tickets: list[CompanyTicket], polled_at: datetime, reported: _Reported) -> list[Any]:
         due = selection.awaiting_answer_due(tickets, self._unanswered_for, polled_at)
         keyed = [(f"{_iso(moment)} {_iso(selection.ticket_date(t))} {t['ticket_id']}", t) for moment, t in due]
         # The ticket's date is the key's second part; ``since`` is a fixed-width UTC moment too.
