@@ -12,13 +12,13 @@ import threading
 import time
 import weakref
 from contextvars import copy_context
+from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_clubcollect import observability, wire
-from airflow_provider_clubcollect.budget import key_digest
 from airflow_provider_clubcollect.connection import (
     missing_connection,
     settings_from_airflow_connection,
@@ -35,7 +35,7 @@ from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, Adapti
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
-from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_sync
+from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_async, call_sync
 from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
@@ -253,38 +253,39 @@ class ClubCollectHook(BaseHook):
 
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
-        record = _CreateRecord.of(task_state_store, invoice_id, wire.check_message(message))
-        earlier = record.load() if record is not None else {}
-        posted: wire.Ticket | None = None
-        if earlier.get("ticket"):
+        request = wire.create_ticket_request(invoice_id, message)
+        try:
+            from airflow.providers.common.compat.sdk import get_current_context
+
+            context: Mapping[str, Any] = get_current_context()
+        except Exception:  # no running task
+            context = {}
+        store = context.get("task_state_store") if task_state_store is None else task_state_store
+        key = "clubcollect.create_ticket." + hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
+        earlier = store.get(key) if store is not None else None
+        earlier = earlier if isinstance(earlier, dict) else {}
+        posted = earlier.get("ticket")
+        if posted:
             observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
-            posted = cast("wire.Ticket", dict(earlier["ticket"]))
-        elif (since := _earlier_try_started() if record is None else _intent_since(earlier)) is not None:
+        elif (since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
             posted = self.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None and record is not None:
-                record.save(earlier["intent_at"], posted)
-        if posted is not None:
+            if posted is not None and store is not None:
+                store.set(key, {**earlier, "ticket": posted})
+        if posted:
             self.log.info(
                 "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
                 invoice_id,
                 posted.get("ticket_id"),
             )
-            return posted
-        if record is not None:
-            record.save(datetime.now(timezone.utc).isoformat(), None)
-        ticket = self._create_ticket(invoice_id, message, refused=None if record is None else record.forget)
-        if record is not None:
-            record.save(record.intent_at, ticket)
-        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
-        return ticket
+            return cast("wire.Ticket", dict(posted))
 
-    def _create_ticket(self, invoice_id: str, message: str, refused: Callable[[], None] | None = None) -> wire.Ticket:
-        """Post with retries and the lost-answer read; ``refused()`` when every POST was refused for certain."""
-        request = wire.create_ticket_request(invoice_id, message)
-        retries = self._retries
-        since = datetime.now(timezone.utc) - CLOCK_SKEW
-        transport = self._get_transport()
-        posts = lost = 0
+        def remember(ticket: wire.Ticket | None = None) -> None:
+            if store is not None:
+                store.set(key, {"intent_at": intent_at, "ticket": ticket})
+
+        intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
+        remember()
+        retries, transport, posts, lost = self._retries, self._get_transport(), 0, 0
 
         def send(request: wire.ApiRequest) -> Any:
             nonlocal posts
@@ -295,7 +296,7 @@ class ClubCollectHook(BaseHook):
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             remaining = retries._replace(max_retries=retries.max_retries - posts)
             try:
-                return wire.parse_ticket(request, call_sync(request, remaining, send))
+                ticket = wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
                 # Wait (after a timeout, as long again: it may still be applied), look, then post at once.
@@ -312,6 +313,7 @@ class ClubCollectHook(BaseHook):
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
                         posted.get("ticket_id"),
                     )
+                    remember(posted)
                     return posted
                 if posts > retries.max_retries:
                     if exc.status_code is not None:
@@ -325,9 +327,13 @@ class ClubCollectHook(BaseHook):
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
             except ClubCollectError:
-                if lost == 0 and refused is not None:  # every POST refused for certain: nothing created
-                    refused()
+                if lost == 0 and store is not None:  # every POST refused for certain: nothing created
+                    store.set(key, {})
                 raise
+            else:
+                remember(ticket)
+                self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
+                return ticket
 
     def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
         """
@@ -541,8 +547,6 @@ class ClubCollectHook(BaseHook):
 
     async def _aread(self, pager: CompanyTicketPager) -> list[wire.CompanyTicket]:
         """Read every page the pager asks for, up to its ``max_in_flight`` at a time, as tasks."""
-        from airflow_provider_clubcollect.transport import call_async
-
         assert self._aclient is not None
         async with self._aclient.transport() as transport:
             max_retries = transport.settings.max_retries if self._max_retries is None else self._max_retries
@@ -609,47 +613,14 @@ def _newest_posted(tickets: Iterable[Mapping[str, Any]], message: str, since: da
     return None if found is None else cast("wire.Ticket", dict(found))
 
 
-class _CreateRecord:
-    """What a task remembers of one create across its retries: when it was about to post, and the ticket."""
-
-    def __init__(self, store: Any, invoice_id: str, message: str) -> None:
-        self.store = store
-        digest = hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
-        self.key = f"clubcollect.create_ticket.{digest}"
-        self.intent_at = ""
-
-    @classmethod
-    def of(cls, store: Any, invoice_id: str, message: str) -> _CreateRecord | None:
-        """The record in ``store``, or in the running task's store; ``None`` where there is none."""
-        if store is None:
-            store = (_task_context() or {}).get("task_state_store")
-        return None if store is None else cls(store, invoice_id, message)
-
-    def load(self) -> dict[str, Any]:
-        value = self.store.get(self.key)
-        return value if isinstance(value, dict) else {}
-
-    def save(self, intent_at: str, ticket: Mapping[str, Any] | None) -> None:
-        self.intent_at = intent_at
-        self.store.set(self.key, {"intent_at": intent_at, "ticket": ticket})
-
-    def forget(self) -> None:
-        self.store.set(self.key, {})
-
-
-def _task_context() -> Mapping[str, Any] | None:
-    """The running task's context, or ``None`` outside a task."""
-    try:
-        from airflow.providers.common.compat.sdk import get_current_context
-
-        return cast("Mapping[str, Any]", get_current_context())
-    except Exception:  # no running task
-        return None
-
-
-def _earlier_try_started() -> datetime | None:
-    """When the running task's DAG run began, if this is a retry of the task; ``None`` otherwise."""
-    context = _task_context() or {}
+def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *, recorded: bool) -> datetime | None:
+    """Where to look for a ticket an earlier try posted: since its recorded intent, else since a retried run began."""
+    if recorded:
+        if not earlier.get("intent_at"):
+            return None
+        # An unreadable or hand-edited intent looks at the whole thread.
+        intent, whole_thread = wire.parse_iso_datetime(earlier["intent_at"]), datetime.min.replace(tzinfo=timezone.utc)
+        return intent - CLOCK_SKEW if intent is not None and intent - whole_thread > CLOCK_SKEW else whole_thread
     ti = context.get("ti")
     if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
         return None
@@ -657,14 +628,6 @@ def _earlier_try_started() -> datetime | None:
     dag_run = context.get("dag_run")
     known = [to_utc(value) for name in ("run_after", "start_date") if (value := getattr(dag_run, name, None))]
     return (min(known) if known else datetime.now(timezone.utc) - timedelta(days=1)) - CLOCK_SKEW
-
-
-def _intent_since(earlier: Mapping[str, Any]) -> datetime | None:
-    """Where a retry looks for its ticket after a recorded intent; an unreadable one looks at the whole thread."""
-    if not earlier.get("intent_at"):
-        return None
-    intent, since = wire.parse_iso_datetime(earlier["intent_at"]), datetime.min.replace(tzinfo=timezone.utc)
-    return intent - CLOCK_SKEW if intent is not None and intent - since > CLOCK_SKEW else since
 
 
 #: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
@@ -681,7 +644,6 @@ class _SharedClient:
         self.key = (conn_id, timeout)
         self.users = 0
         self._transport: AsyncTransport | None = None
-        self._built_from: tuple[Any, ...] = ()
         self._read_at = -math.inf
         self._in_use: dict[AsyncTransport, int] = {}
         self._lock = asyncio.Lock()
@@ -689,7 +651,7 @@ class _SharedClient:
 
     @contextlib.asynccontextmanager
     async def transport(self) -> AsyncIterator[AsyncTransport]:
-        """The current transport for one read; one the connection replaced is closed after its last read."""
+        """The current transport for one read."""
         async with self._polls:
             transport = await self._current()
             self._in_use[transport] = self._in_use.get(transport, 0) + 1
@@ -699,71 +661,54 @@ class _SharedClient:
                 self._in_use[transport] -= 1
                 if not self._in_use[transport]:
                     del self._in_use[transport]
-                    if transport is not self._transport:
-                        await asyncio.shield(transport.aclose())
+                await asyncio.shield(self._release(transport))
 
     async def _current(self) -> AsyncTransport:
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+        from airflow_provider_clubcollect.transport import AsyncTransport  # tests count the clients built
+        from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
+
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self._transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
-                return self._transport
+            transport = self._transport
+            if transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
+                return transport
             try:
-                settings = await _asettings(*self.key)
-            except ClubCollectError:
-                raise
+                conn = await aget_connection(self.key[0])
+            except AirflowNotFoundException:
+                raise missing_connection(self.key[0]) from None
             except Exception as exc:
-                if self._transport is None:
+                if transport is None:
                     raise
                 # Airflow's API server may be restarting: keep the last read, read again at the next poll.
                 log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
-                return self._transport
+                return transport
+            settings = settings_from_airflow_connection(conn, timeout=self.key[1])
+            for secret in settings.secrets:
+                await amask_secret(secret)
             self._read_at = loop.time()
-            # What the client was built from, the key only as a digest.
-            built_from = (
-                settings.base_url,
-                key_digest(settings.api_key),
-                settings.timeout,
-                settings.max_retries,
-                settings.max_requests_per_second,
-                settings.budget_url,
-            )
-            if built_from != self._built_from:
-                from airflow_provider_clubcollect.transport import AsyncTransport
-
-                old, self._built_from = self._transport, built_from
+            if transport is None or astuple(settings) != astuple(transport.settings):
                 # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
-                self._transport = await asyncio.to_thread(AsyncTransport, settings)
-                if old is not None and old not in self._in_use:
-                    await old.aclose()
-            assert self._transport is not None
-            return self._transport
+                old, transport = transport, await asyncio.to_thread(AsyncTransport, settings)
+                self._transport = transport
+                await self._release(old)
+            return transport
+
+    async def _release(self, transport: AsyncTransport | None) -> None:
+        """Close a transport the connection replaced once no read uses it."""
+        if transport is not None and transport is not self._transport and transport not in self._in_use:
+            await transport.aclose()
 
     async def aclose(self) -> None:
         """Close the client once no read uses it."""
         transport, self._transport = self._transport, None
-        if transport is not None and transport not in self._in_use:
-            await transport.aclose()
+        await self._release(transport)
 
 
 _shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], _SharedClient]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-async def _asettings(conn_id: str, timeout: float | None) -> ClientSettings:
-    """The connection's checked settings, read without blocking the loop, its secrets masked."""
-    from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
-    from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
-
-    try:
-        conn = await aget_connection(conn_id)
-    except AirflowNotFoundException:
-        raise missing_connection(conn_id) from None
-    settings = settings_from_airflow_connection(conn, timeout=timeout)
-    for secret in settings.secrets:
-        await amask_secret(secret)
-    return settings
 
 
 def _connection_type_info() -> dict[str, Any]:
