@@ -62,16 +62,9 @@ class ClubCollectHook(BaseHook):
     """
     Talk to the ClubCollect Tickets API.
 
-    One pooled ``requests.Session`` serves every sync call and is safe to share between threads;
-    :meth:`aget_company_tickets` reads on an event loop (the triggers).  Requests carry the key only
-    in ``Authorization`` and are retried after connection errors, 429 (``Retry-After``) and 5xx;
-    a create never blindly.
-
-    .. code-block:: python
-
-        with ClubCollectHook() as hook:
-            for ticket in hook.iter_company_tickets(company_id, "unanswered"):
-                ...
+    One pooled ``requests.Session``, safe to share between threads, serves every sync call;
+    :meth:`aget_company_tickets` reads on an event loop.  Requests are retried after connection
+    errors, 429 and 5xx; a create never blindly.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param float | None timeout: seconds one request may take; overrides the ``timeout`` extra.
@@ -213,15 +206,6 @@ class ClubCollectHook(BaseHook):
         limiter = limiter or self._limiter
         send = transport.send if limiter is None else functools.partial(limiter.send, transport.send)
         return call_sync(request, retries or self._retries, send)
-
-    @contextlib.contextmanager
-    def _limited(self, limiter: AdaptiveLimiter) -> Iterator[AdaptiveLimiter]:
-        """Every request of this hook inside the block, from any thread, goes through ``limiter``."""
-        self._limiter = limiter
-        try:
-            yield limiter
-        finally:
-            self._limiter = None
 
     def get_invoice_tickets(self, invoice_id: str) -> list[wire.Ticket]:
         """
@@ -382,24 +366,24 @@ class ClubCollectHook(BaseHook):
         """
         Call ``action`` on every invoice, at most ``max_concurrency`` at a time, and say which failed.
 
-        Every invoice is tried, and all requests share one adaptive limit (a 429 slows them all);
-        a refused key stops the rest at once.  For example,
-        ``hook.for_each_invoice(hook.archive_tickets, ids, verb="archive").raise_for_failures()``.
+        Every invoice is tried; all requests of the hook share one adaptive limit meanwhile (a 429
+        slows them all); a refused key (``ClubCollectAuthError``) stops the rest at once.
 
         :param Callable action: the call for one invoice, such as :meth:`archive_tickets`; run from several threads.
         :param Iterable[str] invoice_ids: the invoices.
         :param int max_concurrency: requests in flight at once, at least 1.
         :param str verb: what the action does, for the log and the error.
-        :return: a :class:`~airflow_provider_clubcollect.bulk.BulkResult`: the invoices done, and those
-            failed with why.
-        :raises ClubCollectAuthError: when the API key is refused, naming what was done and not tried.
+        :return: a :class:`~airflow_provider_clubcollect.bulk.BulkResult`: the invoices done and failed.
 
         .. seealso:: :ref:`hook`
         """
         from airflow_provider_clubcollect.bulk import run_bulk
 
-        with self._limited(AdaptiveLimiter(max_concurrency)):
+        self._limiter = AdaptiveLimiter(max_concurrency)
+        try:
             return run_bulk(action, list(invoice_ids), max_concurrency=max_concurrency, verb=verb)
+        finally:
+            self._limiter = None
 
     # --- companies -----------------------------------------------------------------------------
 
@@ -505,9 +489,9 @@ class ClubCollectHook(BaseHook):
         return list(self.iter_company_tickets(company_id, status, page_size, max_concurrency=max_concurrency))
 
     async def __aenter__(self) -> ClubCollectHook:
-        key = (self.clubcollect_conn_id, self._timeout)
+        key = (self.clubcollect_conn_id, self._timeout, self._max_retries)
         clients = _shared.setdefault(asyncio.get_running_loop(), {})
-        self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(*key))
+        self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(key))
         self._aclient.users += 1
         return self
 
@@ -540,17 +524,14 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`hook` ("Paging")
         """
         pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
-        if self._aclient is None:
-            async with self:
-                return await self._aread(pager)
-        return await self._aread(pager)
+        async with contextlib.nullcontext() if self._aclient else self:
+            return await self._aread(pager)
 
     async def _aread(self, pager: CompanyTicketPager) -> list[wire.CompanyTicket]:
         """Read every page the pager asks for, up to its ``max_in_flight`` at a time, as tasks."""
         assert self._aclient is not None
         async with self._aclient.transport() as transport:
-            max_retries = transport.settings.max_retries if self._max_retries is None else self._max_retries
-            retries = RequestRetries(self.backoff, max_retries)
+            retries = RequestRetries(self.backoff, transport.settings.max_retries)
             send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
             tickets: list[wire.CompanyTicket] = []
             pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
@@ -590,27 +571,22 @@ class ClubCollectHook(BaseHook):
                 )
             return False, f"{self.settings.base_url}: {exc}"
         except ClubCollectAuthError as exc:
-            return (
-                False,
-                f"The API key was refused (HTTP {exc.status_code}): check the connection's password.",
-            )
-        except ClubCollectError as exc:
-            return False, str(exc)
+            return False, f"The API key was refused (HTTP {exc.status_code}): check the connection's password."
         except Exception as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, str(exc) if isinstance(exc, ClubCollectError) else f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
 
 
 def _newest_posted(tickets: Iterable[Mapping[str, Any]], message: str, since: datetime) -> wire.Ticket | None:
     """The newest company ticket with exactly ``message`` dated at or after ``since``; an unreadable date counts."""
-    found = None
-    for ticket in tickets:
-        if ticket.get("sender") == wire.SENDER_COMPANY and ticket.get("message") == message:
-            date = wire.parse_iso_datetime(ticket.get("date"))
-            # An unreadable date must not make us post twice: it counts as recent.
-            if date is None or date >= since:
-                found = ticket
-    return None if found is None else cast("wire.Ticket", dict(found))
+    found = [
+        ticket
+        for ticket in tickets
+        if ticket.get("sender") == wire.SENDER_COMPANY
+        and ticket.get("message") == message
+        and ((date := wire.parse_iso_datetime(ticket.get("date"))) is None or date >= since)
+    ]
+    return cast("wire.Ticket", dict(found[-1])) if found else None
 
 
 def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *, recorded: bool) -> datetime | None:
@@ -640,8 +616,8 @@ POLLS_IN_FLIGHT = 8
 class _SharedClient:
     """One connection's ``httpx`` client on one event loop, shared by its hooks, rebuilt when the connection changes."""
 
-    def __init__(self, conn_id: str, timeout: float | None) -> None:
-        self.key = (conn_id, timeout)
+    def __init__(self, key: tuple[str, float | None, int | None]) -> None:
+        self.key = key
         self.users = 0
         self._transport: AsyncTransport | None = None
         self._read_at = -math.inf
@@ -684,7 +660,7 @@ class _SharedClient:
                 # Airflow's API server may be restarting: keep the last read, read again at the next poll.
                 log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
                 return transport
-            settings = settings_from_airflow_connection(conn, timeout=self.key[1])
+            settings = settings_from_airflow_connection(conn, timeout=self.key[1], max_retries=self.key[2])
             for secret in settings.secrets:
                 await amask_secret(secret)
             self._read_at = loop.time()
@@ -706,9 +682,9 @@ class _SharedClient:
         await self._release(transport)
 
 
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], _SharedClient]] = (
-    weakref.WeakKeyDictionary()
-)
+_shared: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, float | None, int | None], _SharedClient]
+] = weakref.WeakKeyDictionary()
 
 
 def _connection_type_info() -> dict[str, Any]:
