@@ -98,19 +98,15 @@ class ClubCollectHook(BaseHook):
 
         widgets: dict[str, Any] = {}
         for name, field in _connection_type_info()["conn-fields"].items():
-            schema = field["schema"]
-            if "integer" in schema["type"]:
-                validators = [Optional(), NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))]
-                make: Any = IntegerField
-            else:  # a number of seconds: wtforms' number fields are whole numbers only
-                validators = [Optional()]
-                make = StringField
-            widgets[name] = make(
+            schema, whole = field["schema"], "integer" in field["schema"]["type"]
+            bounds = [NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))] if whole else []
+            # Seconds may be fractional: wtforms' number fields are whole numbers only.
+            widgets[name] = (IntegerField if whole else StringField)(
                 lazy_gettext(field["label"]),
-                validators=validators,
+                validators=[Optional(), *bounds],
                 description=field["description"],
                 default=schema["default"],
-                widget=None if BS3TextFieldWidget is None else BS3TextFieldWidget(),
+                widget=BS3TextFieldWidget and BS3TextFieldWidget(),
             )
         return widgets
 
@@ -455,12 +451,7 @@ class ClubCollectHook(BaseHook):
                 while (tickets := pager.pop()) is not None:
                     # About ten progress lines per read, not one per page.
                     if pager.done or pager.last_page_read % max(1, (pager.total_pages or 0) // 10) == 0:
-                        self.log.info(
-                            "ClubCollect: %s tickets of company %r: %s.",
-                            pager.status,
-                            pager.company_id,
-                            pager.progress(),
-                        )
+                        self.log.info("%s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress())
                     send_what_the_pager_allows()  # the next pages come while the consumer works
                     yield from tickets
         finally:
@@ -524,33 +515,29 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`hook` ("Paging")
         """
         pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
+        tickets: list[wire.CompanyTicket] = []
+        pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
         async with contextlib.nullcontext() if self._aclient else self:
-            return await self._aread(pager)
-
-    async def _aread(self, pager: CompanyTicketPager) -> list[wire.CompanyTicket]:
-        """Read every page the pager asks for, up to its ``max_in_flight`` at a time, as tasks."""
-        assert self._aclient is not None
-        async with self._aclient.transport() as transport:
-            retries = RequestRetries(self.backoff, transport.settings.max_retries)
-            send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
-            tickets: list[wire.CompanyTicket] = []
-            pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
-            try:
-                while not pager.done:
-                    while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
-                        pending[asyncio.create_task(call_async(request, retries, send))] = request
-                    if not pending:  # pragma: no cover - a pager bug; never spin
-                        raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
-                    answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in answered:
-                        pager.accept(pending.pop(task), task.result())
-                    while (page := pager.pop()) is not None:
-                        tickets.extend(page)
-            finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-            return tickets
+            assert self._aclient is not None
+            async with self._aclient.transport() as transport:
+                retries = RequestRetries(self.backoff, transport.settings.max_retries)
+                send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
+                try:
+                    while not pager.done:
+                        while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+                            pending[asyncio.create_task(call_async(request, retries, send))] = request
+                        if not pending:  # pragma: no cover - a pager bug; never spin
+                            raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
+                        answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        for task in answered:
+                            pager.accept(pending.pop(task), task.result())
+                        while (page := pager.pop()) is not None:
+                            tickets.extend(page)
+                finally:
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+        return tickets
 
     def test_connection(self) -> tuple[bool, str]:
         """
