@@ -16,13 +16,10 @@ from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.providers.common.compat.sdk import BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_clubcollect import observability, wire
-from airflow_provider_clubcollect.connection import (
-    missing_connection,
-    settings_from_airflow_connection,
-)
+from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -30,12 +27,13 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectNotFoundError,
     ClubCollectServerError,
 )
-from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_async, call_sync
+from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret, mask_secret
 from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
@@ -63,8 +61,7 @@ class ClubCollectHook(BaseHook):
     Talk to the ClubCollect Tickets API.
 
     One pooled ``requests.Session``, safe to share between threads, serves every sync call;
-    :meth:`aget_company_tickets` reads on an event loop.  Requests are retried after connection
-    errors, 429 and 5xx; a create never blindly.
+    :meth:`aget_company_tickets` reads on an event loop.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param float | None timeout: seconds one request may take; overrides the ``timeout`` extra.
@@ -97,7 +94,7 @@ class ClubCollectHook(BaseHook):
             BS3TextFieldWidget, lazy_gettext = None, str
 
         widgets: dict[str, Any] = {}
-        for name, field in _connection_type_info()["conn-fields"].items():
+        for name, field in get_provider_info()["connection-types"][0]["conn-fields"].items():
             schema, whole = field["schema"], "integer" in field["schema"]["type"]
             bounds = [NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))] if whole else []
             # Seconds may be fractional: wtforms' number fields are whole numbers only.
@@ -113,7 +110,10 @@ class ClubCollectHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden, relabelled and explained fields of the connection form on Airflow 2.11 to 3.1."""
-        return {key.replace("-", "_"): value for key, value in _connection_type_info()["ui-field-behaviour"].items()}
+        return {
+            key.replace("-", "_"): value
+            for key, value in get_provider_info()["connection-types"][0]["ui-field-behaviour"].items()
+        }
 
     def __init__(
         self,
@@ -132,7 +132,6 @@ class ClubCollectHook(BaseHook):
         #: The waits between retries of a request.
         self.backoff: Backoff = as_backoff(backoff) or Backoff()
         self._pool_size = pool_size
-        self._settings: ClientSettings | None = None
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
         self._limiter: AdaptiveLimiter | None = None
@@ -141,27 +140,20 @@ class ClubCollectHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
 
-    @property
+    @functools.cached_property
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
-        if self._settings is None:
-            from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
-            from airflow_provider_clubcollect.version_compat import mask_secret
-
-            try:
-                conn = self.get_connection(self.clubcollect_conn_id)
-            except AirflowNotFoundException:
-                raise missing_connection(self.clubcollect_conn_id) from None
-            settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
-            for secret in settings.secrets:  # also a key stripped of whitespace, and a budget_url's password
-                mask_secret(secret)
-            self._settings = settings
-        return self._settings
+        try:
+            conn = self.get_connection(self.clubcollect_conn_id)
+        except AirflowNotFoundException:
+            raise missing_connection(self.clubcollect_conn_id) from None
+        settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
+        for secret in settings.secrets:  # also a key stripped of whitespace, and a budget_url's password
+            mask_secret(secret)
+        return settings
 
     @functools.cached_property
     def _retries(self) -> RequestRetries:
-        """The back-off and the connection's ``max_retries``."""
         return RequestRetries(self.backoff, self.settings.max_retries)
 
     def _get_transport(self) -> SyncTransport:
@@ -208,7 +200,6 @@ class ClubCollectHook(BaseHook):
         Read an invoice's tickets (its thread).
 
         :param str invoice_id: the invoice.
-        :return: the tickets, as the API returns them.
         :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
 
         .. seealso:: :ref:`hook`
@@ -220,14 +211,12 @@ class ClubCollectHook(BaseHook):
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
 
-        After a lost answer the hook reads the thread before posting again; across task retries,
-        Airflow 3.3+'s task state store (or, before, the thread since the DAG run began) tells
-        whether an earlier try posted it.
+        After a lost answer it reads the thread before posting again; across task retries, the task
+        state store (Airflow 3.3+) or the thread since the DAG run began tells whether a try posted it.
 
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
         :param Any task_state_store: a task state store (``get``/``set``); by default the running task's.
-        :return: the created ticket.
         :raises ClubCollectNotFoundError: for an unknown invoice.
         :raises ClubCollectValidationError: for an empty message, or one the API refuses.
 
@@ -235,7 +224,7 @@ class ClubCollectHook(BaseHook):
         """
         request = wire.create_ticket_request(invoice_id, message)
         try:
-            from airflow.providers.common.compat.sdk import get_current_context
+            from airflow.providers.common.compat.sdk import get_current_context  # heavy on Airflow 2
 
             context: Mapping[str, Any] = get_current_context()
         except Exception:  # no running task
@@ -420,8 +409,7 @@ class ClubCollectHook(BaseHook):
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_size: tickets per page, 1 to 100.
-        :param int max_concurrency: pages in flight at once, at least 1 and at most ``pool_size``;
-            a 429 halves it for the rest of the read.
+        :param int max_concurrency: pages in flight at once, 1 to ``pool_size``; a 429 halves it for the read.
 
         .. seealso:: :ref:`hook` ("Paging")
         """
@@ -582,8 +570,8 @@ def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *
         if not earlier.get("intent_at"):
             return None
         # An unreadable or hand-edited intent looks at the whole thread.
-        intent, whole_thread = wire.parse_iso_datetime(earlier["intent_at"]), datetime.min.replace(tzinfo=timezone.utc)
-        return intent - CLOCK_SKEW if intent is not None and intent - whole_thread > CLOCK_SKEW else whole_thread
+        intent = wire.parse_iso_datetime(earlier["intent_at"]) or datetime.min.replace(tzinfo=timezone.utc)
+        return max(intent, datetime.min.replace(tzinfo=timezone.utc) + CLOCK_SKEW) - CLOCK_SKEW
     ti = context.get("ti")
     if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
         return None
@@ -614,7 +602,6 @@ class _SharedClient:
 
     @contextlib.asynccontextmanager
     async def transport(self) -> AsyncIterator[AsyncTransport]:
-        """The current transport for one read."""
         async with self._polls:
             transport = await self._current()
             self._in_use[transport] = self._in_use.get(transport, 0) + 1
@@ -627,10 +614,7 @@ class _SharedClient:
                 await asyncio.shield(self._release(transport))
 
     async def _current(self) -> AsyncTransport:
-        from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
         from airflow_provider_clubcollect.transport import AsyncTransport  # tests count the clients built
-        from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
 
         loop = asyncio.get_running_loop()
         async with self._lock:
@@ -664,7 +648,6 @@ class _SharedClient:
             await transport.aclose()
 
     async def aclose(self) -> None:
-        """Close the client once no read uses it."""
         transport, self._transport = self._transport, None
         await self._release(transport)
 
@@ -672,10 +655,3 @@ class _SharedClient:
 _shared: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, float | None, int | None], _SharedClient]
 ] = weakref.WeakKeyDictionary()
-
-
-def _connection_type_info() -> dict[str, Any]:
-    from airflow_provider_clubcollect.get_provider_info import get_provider_info
-
-    (info,) = get_provider_info()["connection-types"]
-    return cast("dict[str, Any]", info)
