@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -269,9 +270,7 @@ class ClubCollectHook(BaseHook):
             except ClubCollectAmbiguousError as exc:
                 lost += 1
                 # Wait (after a timeout, as long again: it may still be applied), look, then post at once.
-                wait = retries.backoff.delay(lost)
-                if exc.timed_out:
-                    wait = max(wait, self.settings.timeout)
+                wait = max(retries.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
@@ -596,7 +595,7 @@ class _SharedClient:
         self.users = 0
         self._transport: AsyncTransport | None = None
         self._read_at = -math.inf
-        self._in_use: dict[AsyncTransport, int] = {}
+        self._in_use: collections.Counter[AsyncTransport] = collections.Counter()
         self._lock = asyncio.Lock()
         self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
 
@@ -604,13 +603,11 @@ class _SharedClient:
     async def transport(self) -> AsyncIterator[AsyncTransport]:
         async with self._polls:
             transport = await self._current()
-            self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            self._in_use[transport] += 1
             try:
                 yield transport
             finally:
                 self._in_use[transport] -= 1
-                if not self._in_use[transport]:
-                    del self._in_use[transport]
                 await asyncio.shield(self._release(transport))
 
     async def _current(self) -> AsyncTransport:
@@ -644,7 +641,8 @@ class _SharedClient:
 
     async def _release(self, transport: AsyncTransport | None) -> None:
         """Close a transport the connection replaced once no read uses it."""
-        if transport is not None and transport is not self._transport and transport not in self._in_use:
+        if transport is not None and transport is not self._transport and not self._in_use[transport]:
+            del self._in_use[transport]
             await transport.aclose()
 
     async def aclose(self) -> None:
