@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_clubcollect import observability, wire
+from airflow_provider_clubcollect.bulk import run_bulk
 from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
@@ -77,8 +78,6 @@ class ClubCollectHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "ClubCollect"
-
-    # Airflow 3.2+ reads the connection form from the provider info; 2.11 to 3.1 build it from these.
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -361,15 +360,11 @@ class ClubCollectHook(BaseHook):
 
         .. seealso:: :ref:`hook`
         """
-        from airflow_provider_clubcollect.bulk import run_bulk
-
         self._limiter = AdaptiveLimiter(max_concurrency)
         try:
             return run_bulk(action, list(invoice_ids), max_concurrency=max_concurrency, verb=verb)
         finally:
             self._limiter = None
-
-    # --- companies -----------------------------------------------------------------------------
 
     def get_company_tickets_page(
         self, company_id: str, status: str, page_number: int = 1, page_size: int = wire.MAX_PAGE_SIZE
@@ -582,8 +577,7 @@ def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *
 
 #: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
 CONNECTION_TTL = 60.0
-#: Reads on one connection and event loop in flight at once: hundreds of watchers polling together
-#: would otherwise open as many connections, while the pool keeps 20 alive and scans them all per request.
+#: Reads on one connection and event loop in flight at once: hundreds of watchers would open as many connections.
 POLLS_IN_FLIGHT = 8
 
 
