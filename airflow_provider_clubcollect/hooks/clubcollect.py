@@ -187,12 +187,9 @@ class ClubCollectHook(BaseHook):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(
-        self, request: wire.ApiRequest, retries: RequestRetries | None = None, limiter: AdaptiveLimiter | None = None
-    ) -> Any:
-        transport = self._get_transport()
-        limiter = limiter or self._limiter
-        send = transport.send if limiter is None else functools.partial(limiter.send, transport.send)
+    def _call(self, request: wire.ApiRequest, retries: RequestRetries | None = None) -> Any:
+        send = self._get_transport().send
+        send = send if self._limiter is None else functools.partial(self._limiter.send, send)
         return call_sync(request, retries or self._retries, send)
 
     def get_invoice_tickets(self, invoice_id: str) -> list[wire.Ticket]:
@@ -412,15 +409,15 @@ class ClubCollectHook(BaseHook):
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        retries = self._retries
-        limiter = AdaptiveLimiter(pager.max_in_flight)
+        retries, limiter = self._retries, AdaptiveLimiter(pager.max_in_flight)
+        send = functools.partial(limiter.send, self._get_transport().send)
         pool = ThreadPoolExecutor(max_workers=pager.max_in_flight, thread_name_prefix="clubcollect-page")
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
             while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
                 # In a copy of the caller's context: the requests' spans are children of the task's.
-                pending[pool.submit(copy_context().run, self._call, request, retries, limiter)] = request
+                pending[pool.submit(copy_context().run, call_sync, request, retries, send)] = request
 
         try:
             while not pager.done:
