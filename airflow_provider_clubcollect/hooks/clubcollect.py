@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -12,17 +13,15 @@ import threading
 import time
 import weakref
 from contextvars import copy_context
+from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.providers.common.compat.sdk import BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_clubcollect import observability, wire
-from airflow_provider_clubcollect.budget import key_digest
-from airflow_provider_clubcollect.connection import (
-    missing_connection,
-    settings_from_airflow_connection,
-)
+from airflow_provider_clubcollect.bulk import run_bulk
+from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -30,12 +29,13 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectNotFoundError,
     ClubCollectServerError,
 )
-from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
-from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_sync
+from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_async, call_sync
+from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret, mask_secret
 from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
@@ -62,16 +62,8 @@ class ClubCollectHook(BaseHook):
     """
     Talk to the ClubCollect Tickets API.
 
-    One pooled ``requests.Session`` serves every sync call and is safe to share between threads;
-    :meth:`aget_company_tickets` reads on an event loop (the triggers).  Requests carry the key only
-    in ``Authorization`` and are retried after connection errors, 429 (``Retry-After``) and 5xx;
-    a create never blindly.
-
-    .. code-block:: python
-
-        with ClubCollectHook() as hook:
-            for ticket in hook.iter_company_tickets(company_id, "unanswered"):
-                ...
+    One pooled ``requests.Session``, safe to share between threads, serves every sync call;
+    :meth:`aget_company_tickets` reads on an event loop.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param float | None timeout: seconds one request may take; overrides the ``timeout`` extra.
@@ -86,8 +78,6 @@ class ClubCollectHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "ClubCollect"
-
-    # Airflow 3.2+ reads the connection form from the provider info; 2.11 to 3.1 build it from these.
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -104,27 +94,26 @@ class ClubCollectHook(BaseHook):
             BS3TextFieldWidget, lazy_gettext = None, str
 
         widgets: dict[str, Any] = {}
-        for name, field in _connection_type_info()["conn-fields"].items():
-            schema = field["schema"]
-            if "integer" in schema["type"]:
-                validators = [Optional(), NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))]
-                make: Any = IntegerField
-            else:  # a number of seconds: wtforms' number fields are whole numbers only
-                validators = [Optional()]
-                make = StringField
-            widgets[name] = make(
+        for name, field in get_provider_info()["connection-types"][0]["conn-fields"].items():
+            schema, whole = field["schema"], "integer" in field["schema"]["type"]
+            bounds = [NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))] if whole else []
+            # Seconds may be fractional: wtforms' number fields are whole numbers only.
+            widgets[name] = (IntegerField if whole else StringField)(
                 lazy_gettext(field["label"]),
-                validators=validators,
+                validators=[Optional(), *bounds],
                 description=field["description"],
                 default=schema["default"],
-                widget=None if BS3TextFieldWidget is None else BS3TextFieldWidget(),
+                widget=BS3TextFieldWidget and BS3TextFieldWidget(),
             )
         return widgets
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden, relabelled and explained fields of the connection form on Airflow 2.11 to 3.1."""
-        return {key.replace("-", "_"): value for key, value in _connection_type_info()["ui-field-behaviour"].items()}
+        return {
+            key.replace("-", "_"): value
+            for key, value in get_provider_info()["connection-types"][0]["ui-field-behaviour"].items()
+        }
 
     def __init__(
         self,
@@ -143,7 +132,6 @@ class ClubCollectHook(BaseHook):
         #: The waits between retries of a request.
         self.backoff: Backoff = as_backoff(backoff) or Backoff()
         self._pool_size = pool_size
-        self._settings: ClientSettings | None = None
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
         self._limiter: AdaptiveLimiter | None = None
@@ -152,27 +140,20 @@ class ClubCollectHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
 
-    @property
+    @functools.cached_property
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
-        if self._settings is None:
-            from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
-            from airflow_provider_clubcollect.version_compat import mask_secret
-
-            try:
-                conn = self.get_connection(self.clubcollect_conn_id)
-            except AirflowNotFoundException:
-                raise missing_connection(self.clubcollect_conn_id) from None
-            settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
-            for secret in settings.secrets:  # also a key stripped of whitespace, and a budget_url's password
-                mask_secret(secret)
-            self._settings = settings
-        return self._settings
+        try:
+            conn = self.get_connection(self.clubcollect_conn_id)
+        except AirflowNotFoundException:
+            raise missing_connection(self.clubcollect_conn_id) from None
+        settings = settings_from_airflow_connection(conn, timeout=self._timeout, max_retries=self._max_retries)
+        for secret in settings.secrets:  # also a key stripped of whitespace, and a budget_url's password
+            mask_secret(secret)
+        return settings
 
     @functools.cached_property
     def _retries(self) -> RequestRetries:
-        """The back-off and the connection's ``max_retries``."""
         return RequestRetries(self.backoff, self.settings.max_retries)
 
     def _get_transport(self) -> SyncTransport:
@@ -206,29 +187,16 @@ class ClubCollectHook(BaseHook):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(
-        self, request: wire.ApiRequest, retries: RequestRetries | None = None, limiter: AdaptiveLimiter | None = None
-    ) -> Any:
-        transport = self._get_transport()
-        limiter = limiter or self._limiter
-        send = transport.send if limiter is None else functools.partial(limiter.send, transport.send)
+    def _call(self, request: wire.ApiRequest, retries: RequestRetries | None = None) -> Any:
+        send = self._get_transport().send
+        send = send if self._limiter is None else functools.partial(self._limiter.send, send)
         return call_sync(request, retries or self._retries, send)
-
-    @contextlib.contextmanager
-    def _limited(self, limiter: AdaptiveLimiter) -> Iterator[AdaptiveLimiter]:
-        """Every request of this hook inside the block, from any thread, goes through ``limiter``."""
-        self._limiter = limiter
-        try:
-            yield limiter
-        finally:
-            self._limiter = None
 
     def get_invoice_tickets(self, invoice_id: str) -> list[wire.Ticket]:
         """
         Read an invoice's tickets (its thread).
 
         :param str invoice_id: the invoice.
-        :return: the tickets, as the API returns them.
         :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
 
         .. seealso:: :ref:`hook`
@@ -240,51 +208,50 @@ class ClubCollectHook(BaseHook):
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
 
-        After a lost answer the hook reads the thread before posting again; across task retries,
-        Airflow 3.3+'s task state store (or, before, the thread since the DAG run began) tells
-        whether an earlier try posted it.
+        After a lost answer it reads the thread before posting again; across task retries, the task
+        state store (Airflow 3.3+) or the thread since the DAG run began tells whether a try posted it.
 
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
         :param Any task_state_store: a task state store (``get``/``set``); by default the running task's.
-        :return: the created ticket.
         :raises ClubCollectNotFoundError: for an unknown invoice.
         :raises ClubCollectValidationError: for an empty message, or one the API refuses.
 
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
-        record = _CreateRecord.of(task_state_store, invoice_id, wire.check_message(message))
-        earlier = record.load() if record is not None else {}
-        posted: wire.Ticket | None = None
-        if earlier.get("ticket"):
+        request = wire.create_ticket_request(invoice_id, message)
+        try:
+            from airflow.providers.common.compat.sdk import get_current_context  # heavy on Airflow 2
+
+            context: Mapping[str, Any] = get_current_context()
+        except Exception:  # no running task
+            context = {}
+        store = context.get("task_state_store") if task_state_store is None else task_state_store
+        key = "clubcollect.create_ticket." + hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
+        earlier = store.get(key) if store is not None else None
+        earlier = earlier if isinstance(earlier, dict) else {}
+        posted = earlier.get("ticket")
+        if posted:
             observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
-            posted = cast("wire.Ticket", dict(earlier["ticket"]))
-        elif (since := _earlier_try_started() if record is None else _intent_since(earlier)) is not None:
+        elif (since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
             posted = self.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None and record is not None:
-                record.save(earlier["intent_at"], posted)
-        if posted is not None:
+            if posted is not None and store is not None:
+                store.set(key, {**earlier, "ticket": posted})
+        if posted:
             self.log.info(
                 "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
                 invoice_id,
                 posted.get("ticket_id"),
             )
-            return posted
-        if record is not None:
-            record.save(datetime.now(timezone.utc).isoformat(), None)
-        ticket = self._create_ticket(invoice_id, message, refused=None if record is None else record.forget)
-        if record is not None:
-            record.save(record.intent_at, ticket)
-        self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
-        return ticket
+            return cast("wire.Ticket", dict(posted))
 
-    def _create_ticket(self, invoice_id: str, message: str, refused: Callable[[], None] | None = None) -> wire.Ticket:
-        """Post with retries and the lost-answer read; ``refused()`` when every POST was refused for certain."""
-        request = wire.create_ticket_request(invoice_id, message)
-        retries = self._retries
-        since = datetime.now(timezone.utc) - CLOCK_SKEW
-        transport = self._get_transport()
-        posts = lost = 0
+        def remember(ticket: wire.Ticket | None = None) -> None:
+            if store is not None:
+                store.set(key, {"intent_at": intent_at, "ticket": ticket})
+
+        intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
+        remember()
+        retries, transport, posts, lost = self._retries, self._get_transport(), 0, 0
 
         def send(request: wire.ApiRequest) -> Any:
             nonlocal posts
@@ -295,13 +262,11 @@ class ClubCollectHook(BaseHook):
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             remaining = retries._replace(max_retries=retries.max_retries - posts)
             try:
-                return wire.parse_ticket(request, call_sync(request, remaining, send))
+                ticket = wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
                 # Wait (after a timeout, as long again: it may still be applied), look, then post at once.
-                wait = retries.backoff.delay(lost)
-                if exc.timed_out:
-                    wait = max(wait, self.settings.timeout)
+                wait = max(retries.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
@@ -312,6 +277,7 @@ class ClubCollectHook(BaseHook):
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
                         posted.get("ticket_id"),
                     )
+                    remember(posted)
                     return posted
                 if posts > retries.max_retries:
                     if exc.status_code is not None:
@@ -325,9 +291,13 @@ class ClubCollectHook(BaseHook):
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
             except ClubCollectError:
-                if lost == 0 and refused is not None:  # every POST refused for certain: nothing created
-                    refused()
+                if lost == 0 and store is not None:  # every POST refused for certain: nothing created
+                    store.set(key, {})
                 raise
+            else:
+                remember(ticket)
+                self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
+                return ticket
 
     def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
         """
@@ -376,26 +346,22 @@ class ClubCollectHook(BaseHook):
         """
         Call ``action`` on every invoice, at most ``max_concurrency`` at a time, and say which failed.
 
-        Every invoice is tried, and all requests share one adaptive limit (a 429 slows them all);
-        a refused key stops the rest at once.  For example,
-        ``hook.for_each_invoice(hook.archive_tickets, ids, verb="archive").raise_for_failures()``.
+        Every invoice is tried; all requests of the hook share one adaptive limit meanwhile (a 429
+        slows them all); a refused key (``ClubCollectAuthError``) stops the rest at once.
 
         :param Callable action: the call for one invoice, such as :meth:`archive_tickets`; run from several threads.
         :param Iterable[str] invoice_ids: the invoices.
         :param int max_concurrency: requests in flight at once, at least 1.
         :param str verb: what the action does, for the log and the error.
-        :return: a :class:`~airflow_provider_clubcollect.bulk.BulkResult`: the invoices done, and those
-            failed with why.
-        :raises ClubCollectAuthError: when the API key is refused, naming what was done and not tried.
+        :return: a :class:`~airflow_provider_clubcollect.bulk.BulkResult`: the invoices done and failed.
 
         .. seealso:: :ref:`hook`
         """
-        from airflow_provider_clubcollect.bulk import run_bulk
-
-        with self._limited(AdaptiveLimiter(max_concurrency)):
+        self._limiter = AdaptiveLimiter(max_concurrency)
+        try:
             return run_bulk(action, list(invoice_ids), max_concurrency=max_concurrency, verb=verb)
-
-    # --- companies -----------------------------------------------------------------------------
+        finally:
+            self._limiter = None
 
     def get_company_tickets_page(
         self, company_id: str, status: str, page_number: int = 1, page_size: int = wire.MAX_PAGE_SIZE
@@ -434,8 +400,7 @@ class ClubCollectHook(BaseHook):
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_size: tickets per page, 1 to 100.
-        :param int max_concurrency: pages in flight at once, at least 1 and at most ``pool_size``;
-            a 429 halves it for the rest of the read.
+        :param int max_concurrency: pages in flight at once, 1 to ``pool_size``; a 429 halves it for the read.
 
         .. seealso:: :ref:`hook` ("Paging")
         """
@@ -444,15 +409,15 @@ class ClubCollectHook(BaseHook):
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        retries = self._retries
-        limiter = AdaptiveLimiter(pager.max_in_flight)
+        retries, limiter = self._retries, AdaptiveLimiter(pager.max_in_flight)
+        send = functools.partial(limiter.send, self._get_transport().send)
         pool = ThreadPoolExecutor(max_workers=pager.max_in_flight, thread_name_prefix="clubcollect-page")
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
             while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
                 # In a copy of the caller's context: the requests' spans are children of the task's.
-                pending[pool.submit(copy_context().run, self._call, request, retries, limiter)] = request
+                pending[pool.submit(copy_context().run, call_sync, request, retries, send)] = request
 
         try:
             while not pager.done:
@@ -465,12 +430,7 @@ class ClubCollectHook(BaseHook):
                 while (tickets := pager.pop()) is not None:
                     # About ten progress lines per read, not one per page.
                     if pager.done or pager.last_page_read % max(1, (pager.total_pages or 0) // 10) == 0:
-                        self.log.info(
-                            "ClubCollect: %s tickets of company %r: %s.",
-                            pager.status,
-                            pager.company_id,
-                            pager.progress(),
-                        )
+                        self.log.info("%s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress())
                     send_what_the_pager_allows()  # the next pages come while the consumer works
                     yield from tickets
         finally:
@@ -499,9 +459,9 @@ class ClubCollectHook(BaseHook):
         return list(self.iter_company_tickets(company_id, status, page_size, max_concurrency=max_concurrency))
 
     async def __aenter__(self) -> ClubCollectHook:
-        key = (self.clubcollect_conn_id, self._timeout)
+        key = (self.clubcollect_conn_id, self._timeout, self._max_retries)
         clients = _shared.setdefault(asyncio.get_running_loop(), {})
-        self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(*key))
+        self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(key))
         self._aclient.users += 1
         return self
 
@@ -534,38 +494,29 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`hook` ("Paging")
         """
         pager = CompanyTicketPager(company_id, status, page_size, max_concurrency=max_concurrency)
-        if self._aclient is None:
-            async with self:
-                return await self._aread(pager)
-        return await self._aread(pager)
-
-    async def _aread(self, pager: CompanyTicketPager) -> list[wire.CompanyTicket]:
-        """Read every page the pager asks for, up to its ``max_in_flight`` at a time, as tasks."""
-        from airflow_provider_clubcollect.transport import call_async
-
-        assert self._aclient is not None
-        async with self._aclient.transport() as transport:
-            max_retries = transport.settings.max_retries if self._max_retries is None else self._max_retries
-            retries = RequestRetries(self.backoff, max_retries)
-            send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
-            tickets: list[wire.CompanyTicket] = []
-            pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
-            try:
-                while not pager.done:
-                    while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
-                        pending[asyncio.create_task(call_async(request, retries, send))] = request
-                    if not pending:  # pragma: no cover - a pager bug; never spin
-                        raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
-                    answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in answered:
-                        pager.accept(pending.pop(task), task.result())
-                    while (page := pager.pop()) is not None:
-                        tickets.extend(page)
-            finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-            return tickets
+        tickets: list[wire.CompanyTicket] = []
+        pending: dict[asyncio.Task[Any], wire.ApiRequest] = {}
+        async with contextlib.nullcontext() if self._aclient else self:
+            assert self._aclient is not None
+            async with self._aclient.transport() as transport:
+                retries = RequestRetries(self.backoff, transport.settings.max_retries)
+                send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
+                try:
+                    while not pager.done:
+                        while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+                            pending[asyncio.create_task(call_async(request, retries, send))] = request
+                        if not pending:  # pragma: no cover - a pager bug; never spin
+                            raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
+                        answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        for task in answered:
+                            pager.accept(pending.pop(task), task.result())
+                        while (page := pager.pop()) is not None:
+                            tickets.extend(page)
+                finally:
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+        return tickets
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -586,70 +537,32 @@ class ClubCollectHook(BaseHook):
                 )
             return False, f"{self.settings.base_url}: {exc}"
         except ClubCollectAuthError as exc:
-            return (
-                False,
-                f"The API key was refused (HTTP {exc.status_code}): check the connection's password.",
-            )
-        except ClubCollectError as exc:
-            return False, str(exc)
+            return False, f"The API key was refused (HTTP {exc.status_code}): check the connection's password."
         except Exception as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, str(exc) if isinstance(exc, ClubCollectError) else f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"
 
 
 def _newest_posted(tickets: Iterable[Mapping[str, Any]], message: str, since: datetime) -> wire.Ticket | None:
     """The newest company ticket with exactly ``message`` dated at or after ``since``; an unreadable date counts."""
-    found = None
-    for ticket in tickets:
-        if ticket.get("sender") == wire.SENDER_COMPANY and ticket.get("message") == message:
-            date = wire.parse_iso_datetime(ticket.get("date"))
-            # An unreadable date must not make us post twice: it counts as recent.
-            if date is None or date >= since:
-                found = ticket
-    return None if found is None else cast("wire.Ticket", dict(found))
+    found = [
+        ticket
+        for ticket in tickets
+        if ticket.get("sender") == wire.SENDER_COMPANY
+        and ticket.get("message") == message
+        and ((date := wire.parse_iso_datetime(ticket.get("date"))) is None or date >= since)
+    ]
+    return cast("wire.Ticket", dict(found[-1])) if found else None
 
 
-class _CreateRecord:
-    """What a task remembers of one create across its retries: when it was about to post, and the ticket."""
-
-    def __init__(self, store: Any, invoice_id: str, message: str) -> None:
-        self.store = store
-        digest = hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
-        self.key = f"clubcollect.create_ticket.{digest}"
-        self.intent_at = ""
-
-    @classmethod
-    def of(cls, store: Any, invoice_id: str, message: str) -> _CreateRecord | None:
-        """The record in ``store``, or in the running task's store; ``None`` where there is none."""
-        if store is None:
-            store = (_task_context() or {}).get("task_state_store")
-        return None if store is None else cls(store, invoice_id, message)
-
-    def load(self) -> dict[str, Any]:
-        value = self.store.get(self.key)
-        return value if isinstance(value, dict) else {}
-
-    def save(self, intent_at: str, ticket: Mapping[str, Any] | None) -> None:
-        self.intent_at = intent_at
-        self.store.set(self.key, {"intent_at": intent_at, "ticket": ticket})
-
-    def forget(self) -> None:
-        self.store.set(self.key, {})
-
-
-def _task_context() -> Mapping[str, Any] | None:
-    """The running task's context, or ``None`` outside a task."""
-    try:
-        from airflow.providers.common.compat.sdk import get_current_context
-
-        return cast("Mapping[str, Any]", get_current_context())
-    except Exception:  # no running task
-        return None
-
-
-def _earlier_try_started() -> datetime | None:
-    """When the running task's DAG run began, if this is a retry of the task; ``None`` otherwise."""
-    context = _task_context() or {}
+def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *, recorded: bool) -> datetime | None:
+    """Where to look for a ticket an earlier try posted: since its recorded intent, else since a retried run began."""
+    if recorded:
+        if not earlier.get("intent_at"):
+            return None
+        # An unreadable or hand-edited intent looks at the whole thread.
+        intent = wire.parse_iso_datetime(earlier["intent_at"]) or datetime.min.replace(tzinfo=timezone.utc)
+        return max(intent, datetime.min.replace(tzinfo=timezone.utc) + CLOCK_SKEW) - CLOCK_SKEW
     ti = context.get("ti")
     if ti is None or (getattr(ti, "try_number", 1) or 1) <= 1:
         return None
@@ -659,115 +572,75 @@ def _earlier_try_started() -> datetime | None:
     return (min(known) if known else datetime.now(timezone.utc) - timedelta(days=1)) - CLOCK_SKEW
 
 
-def _intent_since(earlier: Mapping[str, Any]) -> datetime | None:
-    """Where a retry looks for its ticket after a recorded intent; an unreadable one looks at the whole thread."""
-    if not earlier.get("intent_at"):
-        return None
-    intent, since = wire.parse_iso_datetime(earlier["intent_at"]), datetime.min.replace(tzinfo=timezone.utc)
-    return intent - CLOCK_SKEW if intent is not None and intent - since > CLOCK_SKEW else since
-
-
 #: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
 CONNECTION_TTL = 60.0
-#: Reads on one connection and event loop in flight at once: hundreds of watchers polling together
-#: would otherwise open as many connections, while the pool keeps 20 alive and scans them all per request.
+#: Reads on one connection and event loop in flight at once: hundreds of watchers would open as many connections.
 POLLS_IN_FLIGHT = 8
 
 
 class _SharedClient:
     """One connection's ``httpx`` client on one event loop, shared by its hooks, rebuilt when the connection changes."""
 
-    def __init__(self, conn_id: str, timeout: float | None) -> None:
-        self.key = (conn_id, timeout)
+    def __init__(self, key: tuple[str, float | None, int | None]) -> None:
+        self.key = key
         self.users = 0
         self._transport: AsyncTransport | None = None
-        self._built_from: tuple[Any, ...] = ()
         self._read_at = -math.inf
-        self._in_use: dict[AsyncTransport, int] = {}
+        self._in_use: collections.Counter[AsyncTransport] = collections.Counter()
         self._lock = asyncio.Lock()
         self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
 
     @contextlib.asynccontextmanager
     async def transport(self) -> AsyncIterator[AsyncTransport]:
-        """The current transport for one read; one the connection replaced is closed after its last read."""
         async with self._polls:
             transport = await self._current()
-            self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            self._in_use[transport] += 1
             try:
                 yield transport
             finally:
                 self._in_use[transport] -= 1
-                if not self._in_use[transport]:
-                    del self._in_use[transport]
-                    if transport is not self._transport:
-                        await asyncio.shield(transport.aclose())
+                await asyncio.shield(self._release(transport))
 
     async def _current(self) -> AsyncTransport:
+        from airflow_provider_clubcollect.transport import AsyncTransport  # tests count the clients built
+
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self._transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
-                return self._transport
+            transport = self._transport
+            if transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
+                return transport
             try:
-                settings = await _asettings(*self.key)
-            except ClubCollectError:
-                raise
+                conn = await aget_connection(self.key[0])
+            except AirflowNotFoundException:
+                raise missing_connection(self.key[0]) from None
             except Exception as exc:
-                if self._transport is None:
+                if transport is None:
                     raise
                 # Airflow's API server may be restarting: keep the last read, read again at the next poll.
                 log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
-                return self._transport
+                return transport
+            settings = settings_from_airflow_connection(conn, timeout=self.key[1], max_retries=self.key[2])
+            for secret in settings.secrets:
+                await amask_secret(secret)
             self._read_at = loop.time()
-            # What the client was built from, the key only as a digest.
-            built_from = (
-                settings.base_url,
-                key_digest(settings.api_key),
-                settings.timeout,
-                settings.max_retries,
-                settings.max_requests_per_second,
-                settings.budget_url,
-            )
-            if built_from != self._built_from:
-                from airflow_provider_clubcollect.transport import AsyncTransport
-
-                old, self._built_from = self._transport, built_from
+            if transport is None or astuple(settings) != astuple(transport.settings):
                 # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
-                self._transport = await asyncio.to_thread(AsyncTransport, settings)
-                if old is not None and old not in self._in_use:
-                    await old.aclose()
-            assert self._transport is not None
-            return self._transport
+                old, transport = transport, await asyncio.to_thread(AsyncTransport, settings)
+                self._transport = transport
+                await self._release(old)
+            return transport
 
-    async def aclose(self) -> None:
-        """Close the client once no read uses it."""
-        transport, self._transport = self._transport, None
-        if transport is not None and transport not in self._in_use:
+    async def _release(self, transport: AsyncTransport | None) -> None:
+        """Close a transport the connection replaced once no read uses it."""
+        if transport is not None and transport is not self._transport and not self._in_use[transport]:
+            del self._in_use[transport]
             await transport.aclose()
 
-
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], _SharedClient]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def _asettings(conn_id: str, timeout: float | None) -> ClientSettings:
-    """The connection's checked settings, read without blocking the loop, its secrets masked."""
-    from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
-    from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret
-
-    try:
-        conn = await aget_connection(conn_id)
-    except AirflowNotFoundException:
-        raise missing_connection(conn_id) from None
-    settings = settings_from_airflow_connection(conn, timeout=timeout)
-    for secret in settings.secrets:
-        await amask_secret(secret)
-    return settings
+    async def aclose(self) -> None:
+        transport, self._transport = self._transport, None
+        await self._release(transport)
 
 
-def _connection_type_info() -> dict[str, Any]:
-    from airflow_provider_clubcollect.get_provider_info import get_provider_info
-
-    (info,) = get_provider_info()["connection-types"]
-    return cast("dict[str, Any]", info)
+_shared: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, float | None, int | None], _SharedClient]
+] = weakref.WeakKeyDictionary()

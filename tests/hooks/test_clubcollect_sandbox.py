@@ -347,3 +347,29 @@ def test_a_hand_edited_record_looks_at_the_whole_thread_and_never_posts_twice(
 
     assert again["ticket_id"] == posted["ticket_id"]
     assert [r["method"] for r in sandbox.requests()] == ["GET"]
+
+
+def test_a_read_in_flight_keeps_its_client_when_the_connection_changes(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read started on the old client finishes on it; the old client closes after that read, not before."""
+    import asyncio
+
+    from airflow_provider_clubcollect.hooks import clubcollect
+
+    monkeypatch.setattr(clubcollect, "CONNECTION_TTL", 0.0)
+    company_of(sandbox, 3)
+    sandbox.set_faults(latency_ms=400)
+    changed = {**json.loads(sandbox.conn_uri_json), "extra": {"timeout": 29}}
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        async with ClubCollectHook(backoff=FAST) as first, ClubCollectHook(backoff=FAST) as second:
+            slow = asyncio.ensure_future(first.aget_company_tickets(CO, "unanswered"))
+            await asyncio.sleep(0.15)  # the first read is on the wire
+            monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(changed))
+            return await asyncio.gather(slow, second.aget_company_tickets(CO, "unanswered"))
+
+    old, new = asyncio.run(main())
+
+    assert [t["invoice_id"] for t in old] == [t["invoice_id"] for t in new] == [f"{n:040x}" for n in range(3)]
+    assert len(sandbox.requests()) == 2, "one request each: the first read was not cut off and retried"
