@@ -306,11 +306,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         unanswered = self.inactive_for is None and status == wire.STATUS_UNANSWERED
         more_than = self.unanswered_for if unanswered else self.inactive_for
         chosen = selection.select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
-        window = [
-            f"{bound} {selection.human_duration(age)}"
-            for bound, age in zip(("more than", "at most"), (more_than, self.at_most), strict=True)
-            if age is not None
-        ]
+        window = {"more than": more_than, "at most": self.at_most}
         self.log.info(
             "%d of %d %s threads of company %r %s for %s (now = %s).",
             len(chosen),
@@ -318,7 +314,8 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             status,
             company_id,
             "waited" if unanswered else "had no activity",
-            " and ".join(window) or "any time",
+            " and ".join(f"{b} {selection.human_duration(a)}" for b, a in window.items() if a is not None)
+            or "any time",
             now.isoformat(),
         )
         return chosen
