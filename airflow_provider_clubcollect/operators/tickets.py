@@ -14,7 +14,7 @@ from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from datetime import datetime, timedelta
 
     from airflow.providers.common.compat.sdk import Context
@@ -228,6 +228,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
     unanswered_for: timedelta | None = None
     inactive_for: timedelta | None = None
     verb = "select"
+    _act: Callable[[str], None]  # what Archive and Escalate do to each invoice
     # What a run read and when it judged (an operator object runs one task instance), for the tables.
     _tickets: Sequence[Mapping[str, Any]] = ()
     _now: datetime | None = None
@@ -319,9 +320,6 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             now.isoformat(),
         )
         return chosen
-
-    def _act(self, invoice_id: str) -> None:
-        raise NotImplementedError
 
 
 class SelectThreadsOperator(_ThreadsOperator):
