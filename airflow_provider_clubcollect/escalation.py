@@ -86,8 +86,7 @@ def write_variable(key: str, value: str) -> None:
 
 
 def load(key: str) -> dict[str, dict[str, str]] | None:
-    """The record's entries (absent: empty), ``None`` outside a task run; a store that fails, or holds something
-    else, is an error."""
+    """The record's entries (``{}`` when absent), ``None`` outside a task run; an unreadable record raises."""
     try:
         raw = read_variable(key)
     except NoVariableStore:

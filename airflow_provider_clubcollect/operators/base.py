@@ -45,10 +45,8 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
     Base of the ClubCollect operators: the connection, the request back-off, the task retry policy, the hook.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
-    :param Backoff | None backoff: the waits between retries of each request
-        (:class:`~airflow_provider_clubcollect.retry.Backoff`); the count is the connection's ``max_retries``.
-    :param airflow.sdk.RetryPolicy | None retry_policy: Airflow's task retry policy (Airflow 3.3+); by default a
-        ``ClubCollectRetryPolicy``; ``None`` leaves every failure to ``retries`` and ``retry_delay``.
+    :param Backoff | None backoff: the waits between retries of each request (count: the connection's ``max_retries``).
+    :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy (Airflow 3.3+); ``None`` for Airflow's own.
 
     .. seealso:: :ref:`operators` and :ref:`task-retries`
     """

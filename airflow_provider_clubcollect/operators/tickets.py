@@ -14,7 +14,7 @@ from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from datetime import datetime, timedelta
 
     from airflow.providers.common.compat.sdk import Context
@@ -36,14 +36,10 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
     Fetch every ticket of a company in one status, all pages, oldest first, each once.
 
-    With ``output_path`` they are streamed there as JSON lines, ``{"path": ..., "count": N}`` goes to XCom,
-    and the file is emitted as an asset event (through :attr:`export_alias` when the path is templated).
-
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
     :param int page_size: tickets per request, 1 to 100.
-    :param str | None output_path: an ``ObjectStoragePath`` URL such as ``file:///data/tickets.jsonl`` or
-        ``s3://bucket/tickets.jsonl`` (templated); ``None`` to return the tickets.
+    :param str | None output_path: an ``ObjectStoragePath`` URL to write JSON lines to (templated), or ``None``.
     :param int max_concurrency: pages in flight at once, at least 1 (default 8).
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
@@ -191,8 +187,7 @@ class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
 
 class CreateTicketOperator(ClubCollectBaseOperator):
     """
-    Post a ticket (a reply from the company) on an invoice, never twice, even across task retries
-    (see ``ClubCollectHook.create_ticket``).
+    Post a ticket (a reply from the company) on an invoice, never twice, even across task retries.
 
     :param str invoice_id: the invoice (templated).
     :param str message: the ticket's text (templated); must not be empty.
@@ -233,6 +228,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
     unanswered_for: timedelta | None = None
     inactive_for: timedelta | None = None
     verb = "select"
+    _act: Callable[[str], None]  # what Archive and Escalate do to each invoice
     # What a run read and when it judged (an operator object runs one task instance), for the tables.
     _tickets: Sequence[Mapping[str, Any]] = ()
     _now: datetime | None = None
@@ -311,11 +307,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         unanswered = self.inactive_for is None and status == wire.STATUS_UNANSWERED
         more_than = self.unanswered_for if unanswered else self.inactive_for
         chosen = selection.select_threads(self._tickets, more_than, now, self.at_most, unanswered=unanswered)
-        window = [
-            f"{bound} {selection.human_duration(age)}"
-            for bound, age in zip(("more than", "at most"), (more_than, self.at_most), strict=True)
-            if age is not None
-        ]
+        window = {"more than": more_than, "at most": self.at_most}
         self.log.info(
             "%d of %d %s threads of company %r %s for %s (now = %s).",
             len(chosen),
@@ -323,21 +315,16 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             status,
             company_id,
             "waited" if unanswered else "had no activity",
-            " and ".join(window) or "any time",
+            " and ".join(f"{b} {selection.human_duration(a)}" for b, a in window.items() if a is not None)
+            or "any time",
             now.isoformat(),
         )
         return chosen
-
-    def _act(self, invoice_id: str) -> None:
-        raise NotImplementedError
 
 
 class SelectThreadsOperator(_ThreadsOperator):
     """
     Choose a company's threads by how long they have waited for an answer, or been without activity.
-
-    The sorted invoice IDs go to XCom (to map a task over, or for ``invoice_ids``) and to the log as a
-    table.  A window is "more than" its lower bound and "at most" its upper one: windows never overlap.
 
     :param str company_id: the company (templated).
     :param str status: ``unanswered`` (default), ``answered`` or ``archived`` (templated).
@@ -442,18 +429,14 @@ class EscalateTicketsOperator(_ThreadsOperator):
     """
     Assign to ClubCollect support the given invoices, or a company's threads unanswered for ``unanswered_for``.
 
-    A thread is escalated once per unanswered *episode*, remembered in an Airflow Variable: later runs
-    leave it alone until it has been answered and waits anew.  If the record cannot be read, nothing
-    is assigned and the task fails.
+    Once per unanswered *episode*, remembered in an Airflow Variable.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
     :param timedelta | None unanswered_for: how long a thread must have waited for an answer.
     :param timedelta | None at_most: the longest wait to escalate; ``None`` (default) for no bound.
-    :param bool | str escalate_again: escalate even threads already escalated for their current episode
-        (templated); default ``False``.
-    :param str | None escalation_record: the key of the Variable that remembers what was escalated (templated);
-        default derived from the connection and the company, or the DAG and task.
+    :param bool | str escalate_again: escalate even threads escalated for their current episode (templated).
+    :param str | None escalation_record: the Variable key of the record (templated); default derived.
     :param bool dry_run: only log and return what would be escalated; the record is read, never written.
     :param int max_concurrency: requests in flight at once (default 8; a 429 halves it for the rest).
     :param datetime | str | None reference_time: "now" (templated); default the current UTC time.

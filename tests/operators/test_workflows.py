@@ -234,7 +234,7 @@ def waiting_1_3_6_days(sandbox: SandboxHandle) -> None:
     sandbox.add_invoice(inv(7), CO, thread(("CUSTOMER", 7), ("COMPANY", 2)))  # answered
 
 
-def test_select_threads_waiting_between_two_and_five_days(sandbox: SandboxHandle) -> None:
+def test_select_threads_waiting_between_two_and_five_days(sandbox: SandboxHandle, logs: Callable[[], str]) -> None:
     waiting_1_3_6_days(sandbox)
     select = SelectThreadsOperator(
         task_id="t", company_id=CO, unanswered_for=2 * DAYS, at_most=5 * DAYS, reference_time=NOW
@@ -247,6 +247,10 @@ def test_select_threads_waiting_between_two_and_five_days(sandbox: SandboxHandle
         task_id="t", company_id=CO, status="answered", inactive_for=DAYS, reference_time=NOW
     ).execute({}) == [inv(7)]
     assert [r["method"] for r in sandbox.requests()] == ["GET"] * 3
+    said = logs()
+    assert "1 of 3 unanswered threads of company 'club-1' waited for more than 2 days and at most 5 days" in said
+    assert "1 of 3 unanswered threads of company 'club-1' waited for more than 5 days (now" in said
+    assert "1 of 1 answered threads of company 'club-1' had no activity for more than 1 day (now" in said
 
 
 def test_bulk_operators_take_the_upper_bound_too(sandbox: SandboxHandle, escalation_store: dict[str, str]) -> None:
