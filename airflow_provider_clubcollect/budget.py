@@ -32,11 +32,6 @@ INSTALL_BUDGET_EXTRA = f"pip install '{DISTRIBUTION_NAME}[budget]'"
 STORE_RETRY_SECONDS = 30.0
 
 
-def key_digest(api_key: str) -> str:
-    """What names a key's budget in memory and in Redis: the key's SHA-256, never the key."""
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
-
-
 def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | None) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -79,7 +74,7 @@ class RequestBudget:
     """The turns one API key's requests take: the per-process cap, or a share of a budget in Redis (:func:`budget_for`).
 
     :param max_requests_per_second: the cap; ``None`` for none (every turn is free).
-    :param digest: names the key (:func:`key_digest`), never the key itself.
+    :param digest: names the key (its SHA-256), never the key itself.
     :param budget_url: a Redis URL to share the budget through; ``None`` keeps it per process.
     :param clock: a monotonic clock; ``sleep``: how :meth:`acquire` waits (both faked in tests).
     """
@@ -210,7 +205,7 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
     rate = settings.max_requests_per_second
     if rate is None:
         return NO_BUDGET
-    key = (key_digest(settings.api_key), rate, settings.budget_url)
+    key = (hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest(), rate, settings.budget_url)
     with _lock:
         if key not in _budgets:
             _budgets[key] = RequestBudget(rate, digest=key[0], budget_url=settings.budget_url)

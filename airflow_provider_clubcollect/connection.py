@@ -60,7 +60,6 @@ class ClientSettings:
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
-        """Headers for every request: the key in ``Authorization`` only, JSON, a ``User-Agent`` naming the provider."""
         return {
             "Authorization": f"ApiKey {self.api_key}",
             "Content-Type": "application/json",
@@ -80,7 +79,6 @@ class ClientSettings:
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
-        """An answer's body with the secrets replaced by ``***``, before anything reads it."""
         return self.scrub(body.decode("latin-1")).encode("latin-1")  # latin-1: any bytes, back as they were
 
 
