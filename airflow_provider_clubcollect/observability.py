@@ -170,6 +170,4 @@ class Watch(NamedTuple):
 def watch_for(conn_id: str) -> Watch | None:
     """A :class:`Watch` for a new transport of ``conn_id``, or ``None`` when metrics and traces are both off."""
     stats, tracer = _stats(), _tracer()
-    if stats is None and tracer is None:
-        return None
-    return Watch(conn_id, stats, tracer)
+    return None if stats is None and tracer is None else Watch(conn_id, stats, tracer)
