@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -22,21 +23,13 @@ if TYPE_CHECKING:
 
     from airflow_provider_clubcollect.connection import ClientSettings
 
-__all__ = [
-    "RequestBudget",
-    "budget_for",
-]
+__all__ = ["RequestBudget", "budget_for"]
 
 log = logging.getLogger(__name__)
 
 INSTALL_BUDGET_EXTRA = f"pip install '{DISTRIBUTION_NAME}[budget]'"
 #: Seconds a process keeps the cap alone after the store failed, before it asks the store again.
 STORE_RETRY_SECONDS = 30.0
-
-
-def key_digest(api_key: str) -> str:
-    """What names a key's budget in memory and in Redis: the key's SHA-256, never the key."""
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
 def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | None) -> str | None:
@@ -78,11 +71,10 @@ def shown_budget_url(url: str | None) -> str | None:
 
 
 class RequestBudget:
-    """
-    The turns one API key's requests take: the per-process cap, or a share of a budget in Redis (:func:`budget_for`).
+    """The turns one API key's requests take: the per-process cap, or a share of a budget in Redis (:func:`budget_for`).
 
     :param max_requests_per_second: the cap; ``None`` for none (every turn is free).
-    :param digest: names the key (:func:`key_digest`), never the key itself.
+    :param digest: names the key (its SHA-256), never the key itself.
     :param budget_url: a Redis URL to share the budget through; ``None`` keeps it per process.
     :param clock: a monotonic clock; ``sleep``: how :meth:`acquire` waits (both faked in tests).
     """
@@ -106,7 +98,6 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._next: float | None = None  # when the turn after the last one reserved is due, saving none
         self._store_down_until: float | None = None  # while the clock is before it, the bucket serves
-        self._limiter: tuple[Any, Any] | None = None
         # The store's pace: ``amount`` requests in each slot of ``seconds`` (about 0.1 s).
         self._amount, self._seconds = store_slot(rate) if rate else (1, 1.0)
 
@@ -134,7 +125,7 @@ class RequestBudget:
         """The seconds to wait, and whether to ask again after: the store's slots, else this process's bucket."""
         if self.shared and (self._store_down_until is None or self._clock() >= self._store_down_until):
             try:
-                limiter, item = self._store()
+                limiter, item = self._store
                 slot = math.floor(time.time() / self._seconds)  # on the clock every process shares
                 taken = limiter.hit(item, self.digest, str(slot))
             except Exception as error:  # whatever Redis raises, the DAG goes on (warned once per store and process)
@@ -174,25 +165,23 @@ class RequestBudget:
             self._next = due + interval
             return max(0.0, due - (burst - 1) * interval - now), False
 
-    def _store(self) -> tuple[Any, Any]:  # a fixed-window limiter on Redis through ``limits``, made once
-        with self._lock:
-            if self._limiter is None:
-                from limits import RateLimitItemPerSecond
-                from limits.storage import RedisStorage
-                from limits.strategies import FixedWindowRateLimiter
+    @functools.cached_property
+    def _store(self) -> tuple[Any, Any]:  # a fixed-window limiter on Redis through ``limits``
+        from limits import RateLimitItemPerSecond
+        from limits.storage import RedisStorage
+        from limits.strategies import FixedWindowRateLimiter
 
-                # Short timeouts: a store that hangs must not hold a request long before the fallback.
-                storage = RedisStorage(
-                    str(self.budget_url),
-                    key_prefix="clubcollect",
-                    socket_connect_timeout=2.0,
-                    socket_timeout=2.0,
-                    wrap_exceptions=True,
-                )
-                # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
-                item = RateLimitItemPerSecond(self._amount, math.ceil(self._seconds), namespace="budget")
-                self._limiter = FixedWindowRateLimiter(storage), item
-            return self._limiter
+        # Short timeouts: a store that hangs must not hold a request long before the fallback.
+        storage = RedisStorage(
+            str(self.budget_url),
+            key_prefix="clubcollect",
+            socket_connect_timeout=2.0,
+            socket_timeout=2.0,
+            wrap_exceptions=True,
+        )
+        # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
+        item = RateLimitItemPerSecond(self._amount, math.ceil(self._seconds), namespace="budget")
+        return FixedWindowRateLimiter(storage), item
 
 
 def store_slot(rate: float) -> tuple[int, float]:
@@ -209,16 +198,14 @@ _lock = threading.Lock()
 
 
 def budget_for(settings: ClientSettings) -> RequestBudget:
-    """
-    This process's budget for a connection's key: one per key digest, rate and budget URL.
+    """The budget every hook, trigger and bulk action of this process with a key shares (:data:`NO_BUDGET`: no cap).
 
-    :param settings: the checked connection settings.
-    :return: the budget every hook, trigger and bulk action with that key shares (:data:`NO_BUDGET`: no cap).
+    :param settings: the checked connection settings; one budget per key digest, rate and budget URL.
     """
     rate = settings.max_requests_per_second
     if rate is None:
         return NO_BUDGET
-    key = (key_digest(settings.api_key), rate, settings.budget_url)
+    key = (hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest(), rate, settings.budget_url)
     with _lock:
         if key not in _budgets:
             _budgets[key] = RequestBudget(rate, digest=key[0], budget_url=settings.budget_url)

@@ -60,7 +60,6 @@ class ClientSettings:
         return f"{self.base_url}/{path}"
 
     def headers(self) -> dict[str, str]:
-        """Headers for every request: the key in ``Authorization`` only, JSON, a ``User-Agent`` naming the provider."""
         return {
             "Authorization": f"ApiKey {self.api_key}",
             "Content-Type": "application/json",
@@ -80,7 +79,6 @@ class ClientSettings:
         return text
 
     def scrub_body(self, body: bytes) -> bytes:
-        """An answer's body with the secrets replaced by ``***``, before anything reads it."""
         return self.scrub(body.decode("latin-1")).encode("latin-1")  # latin-1: any bytes, back as they were
 
 
@@ -158,8 +156,8 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
     problem = None
     if parts.scheme not in ("http", "https"):
         problem = "the scheme must be https (or http on loopback)."
-    elif not parts.hostname:
-        problem = "no host name in it."
+    elif not parts.hostname or any(char.isspace() or ord(char) < 32 for char in parts.netloc):
+        problem = "it needs a host name, without whitespace or control characters."
     elif parts.query or parts.fragment or parts.username or parts.password:
         problem = "a base URL must not carry a query, fragment or credentials; put the key in the password."
     elif parts.scheme == "http" and not is_loopback(parts.hostname):
@@ -167,8 +165,6 @@ def resolve_base_url(host: str | None, *, port: int | None = None, conn_id: str 
             "plain http:// would send the API key in clear text; it is allowed only for a "
             "loopback host (127.0.0.0/8, ::1, localhost). Use https://."
         )
-    elif any(char.isspace() or ord(char) < 32 for char in parts.netloc):
-        problem = "the host must not contain whitespace or control characters."
     if problem:
         raise ClubCollectValidationError(f"{where}: {problem}")
     try:

@@ -53,7 +53,6 @@ def _stats() -> Any:
 
 
 def _tracer() -> Any:
-    """A tracer when an OpenTelemetry tracer provider is set (Airflow's ``[traces]``), else ``None``."""
     trace = sys.modules.get("opentelemetry.trace")  # nobody imported it: no provider can be set
     if trace is None:
         return None
@@ -89,7 +88,6 @@ def count(name: str, n: int = 1, **tags: str) -> None:
 
 
 def gauge(name: str, value: float, **tags: str) -> None:
-    """Set the gauge ``clubcollect.<name>`` when metrics are on."""
     if (stats := _stats()) is not None:
         stats.gauge(f"{PREFIX}.{name}", value, tags=tags)
 
@@ -127,7 +125,6 @@ class Watch(NamedTuple):
     tracer: Any
 
     def sent(self, request: ApiRequest, send: Callable[[ApiRequest], Outcome]) -> Outcome:
-        """Send one attempt with ``send``, and record it."""
         with self._span(request) as current:
             return self._record(request, current, time.perf_counter(), send(request))
 
@@ -173,6 +170,4 @@ class Watch(NamedTuple):
 def watch_for(conn_id: str) -> Watch | None:
     """A :class:`Watch` for a new transport of ``conn_id``, or ``None`` when metrics and traces are both off."""
     stats, tracer = _stats(), _tracer()
-    if stats is None and tracer is None:
-        return None
-    return Watch(conn_id, stats, tracer)
+    return None if stats is None and tracer is None else Watch(conn_id, stats, tracer)

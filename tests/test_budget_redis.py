@@ -11,6 +11,7 @@ have), and once a real second process.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +29,6 @@ from airflow_provider_clubcollect.budget import (
     RequestBudget,
     budget_for,
     forget_budgets,
-    key_digest,
 )
 from tests.conftest import conn_settings
 
@@ -36,6 +36,7 @@ redis = pytest.importorskip("redis", reason="the budget extra (limits, redis) is
 pytest.importorskip("limits", reason="the budget extra (limits, redis) is not installed")
 
 KEY = "fedcba9876543210fedcba9876543210fedcba98"
+DIGEST = hashlib.sha256(KEY.encode()).hexdigest()  # names the key's budget in Redis
 PASSWORD = "budget-test-pass-4d2c"
 LOGGER = "airflow_provider_clubcollect.budget"
 
@@ -101,7 +102,7 @@ def url(port: int, password: str = PASSWORD) -> str:
 
 
 def shared_budget(port: int, rate: float = 3.0, **kwargs) -> RequestBudget:
-    return RequestBudget(rate, digest=key_digest(KEY), budget_url=url(port), **kwargs)
+    return RequestBudget(rate, digest=DIGEST, budget_url=url(port), **kwargs)
 
 
 def test_two_budgets_share_one_budget(store):
@@ -184,7 +185,7 @@ def test_redis_holds_a_digest_never_the_key(store):
         budget.acquire()
     keys = [key.decode() for key in client.keys("*")]
     assert keys
-    assert all(key_digest(KEY) in key for key in keys)
+    assert all(DIGEST in key for key in keys)
     assert not [key for key in keys if KEY in key]
     for key in keys:
         values = client.lrange(key, 0, -1) if client.type(key) == b"list" else [client.dump(key)]
@@ -210,7 +211,7 @@ def test_a_store_that_is_down_warns_once_and_the_cap_goes_on(caplog):
 def test_a_wrong_password_falls_back_without_showing_it(store, caplog):
     port, _ = store
     wrong = "not-the-password-77"
-    budget = RequestBudget(50.0, digest=key_digest(KEY), budget_url=url(port, wrong))
+    budget = RequestBudget(50.0, digest=DIGEST, budget_url=url(port, wrong))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert budget.acquire() == 0.0
     (warning,) = caplog.records
