@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Connections kept open per hook: enough for the default concurrency of paging and bulk actions.
 DEFAULT_POOL_SIZE = 10
-#: How far the API's clock may run behind ours when we look for a ticket we may have created.
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -258,7 +257,6 @@ class ClubCollectHook(BaseHook):
                 ticket = wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
-                # Wait (after a timeout, as long again: it may still be applied), look, then post at once.
                 wait = max(retries.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
@@ -553,9 +551,7 @@ def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *
     return (min(known) if known else datetime.now(timezone.utc) - timedelta(days=1)) - CLOCK_SKEW
 
 
-#: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
 CONNECTION_TTL = 60.0
-#: Reads on one connection and event loop in flight at once: hundreds of watchers would open as many connections.
 POLLS_IN_FLIGHT = 8
 
 
