@@ -158,11 +158,7 @@ class ClubCollectHook(BaseHook):
             return self._transport
 
     def get_conn(self) -> requests.Session:
-        """
-        The hook's ``requests.Session``, carrying the headers every request needs; :meth:`close` releases it.
-
-        .. seealso:: :ref:`hook`
-        """
+        """The hook's ``requests.Session``, carrying the headers every request needs; :meth:`close` releases it."""
         return self._get_transport().session
 
     def close(self) -> None:
