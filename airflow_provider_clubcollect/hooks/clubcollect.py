@@ -54,16 +54,12 @@ log = logging.getLogger(__name__)
 
 #: Connections kept open per hook: enough for the default concurrency of paging and bulk actions.
 DEFAULT_POOL_SIZE = 10
-#: How far the API's clock may run behind ours when we look for a ticket we may have created.
 CLOCK_SKEW = timedelta(minutes=5)
 
 
 class ClubCollectHook(BaseHook):
     """
-    Talk to the ClubCollect Tickets API.
-
-    One pooled ``requests.Session``, safe to share between threads, serves every sync call;
-    :meth:`aget_company_tickets` reads on an event loop.
+    Talk to the ClubCollect Tickets API over one pooled, thread-safe ``requests.Session``.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param float | None timeout: seconds one request may take; overrides the ``timeout`` extra.
@@ -129,7 +125,6 @@ class ClubCollectHook(BaseHook):
         self.clubcollect_conn_id = clubcollect_conn_id
         self._timeout = timeout
         self._max_retries = None if max_retries is None else check_int(max_retries, "max_retries", low=0, high=100)
-        #: The waits between retries of a request.
         self.backoff: Backoff = as_backoff(backoff) or Backoff()
         self._pool_size = pool_size
         self._transport: SyncTransport | None = None
@@ -163,11 +158,7 @@ class ClubCollectHook(BaseHook):
             return self._transport
 
     def get_conn(self) -> requests.Session:
-        """
-        The hook's ``requests.Session``, carrying the headers every request needs; :meth:`close` releases it.
-
-        .. seealso:: :ref:`hook`
-        """
+        """The hook's ``requests.Session``, carrying the headers every request needs; :meth:`close` releases it."""
         return self._get_transport().session
 
     def close(self) -> None:
@@ -207,9 +198,6 @@ class ClubCollectHook(BaseHook):
     def create_ticket(self, invoice_id: str, message: str, *, task_state_store: Any = None) -> wire.Ticket:
         """
         Post a ticket (a reply from the company) on an invoice, never twice.
-
-        After a lost answer it reads the thread before posting again; across task retries, the task
-        state store (Airflow 3.3+) or the thread since the DAG run began tells whether a try posted it.
 
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
@@ -265,7 +253,6 @@ class ClubCollectHook(BaseHook):
                 ticket = wire.parse_ticket(request, call_sync(request, remaining, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
-                # Wait (after a timeout, as long again: it may still be applied), look, then post at once.
                 wait = max(retries.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
@@ -315,7 +302,7 @@ class ClubCollectHook(BaseHook):
 
     def archive_tickets(self, invoice_id: str) -> None:
         """
-        Archive an invoice's tickets.  Idempotent: archiving twice is archiving once.
+        Archive an invoice's tickets; idempotent.
 
         :param str invoice_id: the invoice.
         :raises ClubCollectNotFoundError: for an unknown invoice.
@@ -346,14 +333,10 @@ class ClubCollectHook(BaseHook):
         """
         Call ``action`` on every invoice, at most ``max_concurrency`` at a time, and say which failed.
 
-        Every invoice is tried; all requests of the hook share one adaptive limit meanwhile (a 429
-        slows them all); a refused key (``ClubCollectAuthError``) stops the rest at once.
-
         :param Callable action: the call for one invoice, such as :meth:`archive_tickets`; run from several threads.
         :param Iterable[str] invoice_ids: the invoices.
         :param int max_concurrency: requests in flight at once, at least 1.
         :param str verb: what the action does, for the log and the error.
-        :return: a :class:`~airflow_provider_clubcollect.bulk.BulkResult`: the invoices done and failed.
 
         .. seealso:: :ref:`hook`
         """
@@ -367,13 +350,12 @@ class ClubCollectHook(BaseHook):
         self, company_id: str, status: str, page_number: int = 1, page_size: int = wire.MAX_PAGE_SIZE
     ) -> dict[str, Any]:
         """
-        Read one page of a company's tickets in one status.
+        One page of a company's tickets in one status, ``{"tickets": [...], "page": {...}}`` as the API returns it.
 
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_number: the page, counted from 1.
         :param int page_size: tickets per page, 1 to 100.
-        :return: ``{"tickets": [...], "page": {...}}`` as the API returns it.
         :raises ClubCollectNotFoundError: for an unknown company (``not_found``).
 
         .. seealso:: :ref:`hook`
@@ -394,8 +376,6 @@ class ClubCollectHook(BaseHook):
     ) -> Iterator[wire.CompanyTicket]:
         """
         Every ticket of a company in one status, oldest first, each once, even while the list changes.
-
-        Lazy: never more than ``2 x max_concurrency`` pages ahead of the ticket being consumed.
 
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
@@ -428,7 +408,6 @@ class ClubCollectHook(BaseHook):
                 for future in answered:
                     pager.accept(pending.pop(future), future.result())
                 while (tickets := pager.pop()) is not None:
-                    # About ten progress lines per read, not one per page.
                     if pager.done or pager.last_page_read % max(1, (pager.total_pages or 0) // 10) == 0:
                         self.log.info("%s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress())
                     send_what_the_pager_allows()  # the next pages come while the consumer works
@@ -482,9 +461,7 @@ class ClubCollectHook(BaseHook):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> list[wire.CompanyTicket]:
         """
-        :meth:`get_company_tickets` on an event loop, never blocking it.
-
-        Inside ``async with hook:`` every hook of the connection on the loop shares one HTTP client.
+        :meth:`get_company_tickets` on an event loop; inside ``async with hook:`` hooks share one client.
 
         :param str company_id: the company.
         :param str status: ``unanswered``, ``answered`` or ``archived``.
@@ -520,9 +497,7 @@ class ClubCollectHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        Prove the key without changing anything: an invoice that cannot exist answers 404 to a good key.
-
-        :return: ``(ok, message)``; never raises.
+        ``(ok, message)``, never raising: an invoice that cannot exist answers 404 to a good key.
 
         .. seealso:: :ref:`connection` ("Testing the connection")
         """
@@ -572,9 +547,7 @@ def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *
     return (min(known) if known else datetime.now(timezone.utc) - timedelta(days=1)) - CLOCK_SKEW
 
 
-#: Seconds a shared client trusts its read of the connection; a changed connection is picked up within this.
 CONNECTION_TTL = 60.0
-#: Reads on one connection and event loop in flight at once: hundreds of watchers would open as many connections.
 POLLS_IN_FLIGHT = 8
 
 
@@ -631,7 +604,6 @@ class _SharedClient:
             return transport
 
     async def _release(self, transport: AsyncTransport | None) -> None:
-        """Close a transport the connection replaced once no read uses it."""
         if transport is not None and transport is not self._transport and not self._in_use[transport]:
             del self._in_use[transport]
             await transport.aclose()
