@@ -45,8 +45,6 @@ _Poll = tuple[datetime, list["CompanyTicket"]]
 
 
 class _Polling(BaseTrigger):
-    """What both triggers share: the company, the selection's age, the connection, and the poll loop."""
-
     def __init__(
         self,
         company_id: str,
@@ -233,9 +231,7 @@ class _Reported(NamedTuple):
 
 class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
     """
-    Fire an event per poll that finds tickets newly awaiting an answer, for an ``AssetWatcher``.
-
-    The payload is ``{"ticket_id", "invoice_id", "ticket", "tickets"}``; each ticket is reported once.
+    Fire an event per poll that finds tickets newly awaiting an answer (each reported once), for an ``AssetWatcher``.
 
     :param str company_id: the company.
     :param float | None unanswered_for_seconds: report a ticket once its thread is unanswered for longer than this.
