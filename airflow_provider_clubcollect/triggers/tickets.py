@@ -26,7 +26,6 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.retry import as_backoff
-from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
@@ -132,15 +131,15 @@ class UnansweredTicketsTrigger(_Polling):
     ) -> None:
         super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
         self.min_tickets = wire.check_int(min_tickets, "min_tickets")
-        self.reference_time = reference_time
+        self.reference_time, self._reference = reference_time, _moment(reference_time, "reference_time")
         self.poke_interval = wire.check_number(poke_interval, "poke_interval", zero=True)
-        self.timeout_at = timeout_at
+        self.timeout_at, self._deadline = timeout_at, _moment(timeout_at, "timeout_at")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until enough tickets await an answer, then fire one event."""
         left = None
-        if self.timeout_at is not None:
-            left = max(0.0, (to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
+        if self._deadline is not None:
+            left = max(0.0, (self._deadline - datetime.now(timezone.utc)).total_seconds())
         try:
             # A poll only reads, so cutting one short at the deadline loses nothing.
             event = {"status": "success", "tickets": await asyncio.wait_for(self._until_enough(), left)}
@@ -173,7 +172,17 @@ class UnansweredTicketsTrigger(_Polling):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        return await _off_loop(selection.awaiting_answer, tickets, self._unanswered_for, to_utc(self.reference_time))
+        now = self._reference or datetime.now(timezone.utc)
+        return await _off_loop(selection.awaiting_answer, tickets, self._unanswered_for, now)
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    moment = None if value is None else wire.parse_iso_datetime(value)
+    if value is not None and moment is None:
+        raise ClubCollectValidationError(
+            f"{name} must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
+        )
+    return moment
 
 
 def _as_error(exc: Exception) -> ClubCollectError:
@@ -263,11 +272,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
         super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
-        moment = None if since is None else wire.parse_iso_datetime(since)
-        if since is not None and moment is None:
-            raise ClubCollectValidationError(
-                f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(since)}."
-            )
+        moment = _moment(since, "since")
         self.since = None if moment is None else _iso(moment)
         self.poll_interval = wire.check_number(poll_interval, "poll_interval")
 
