@@ -29,13 +29,10 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     """
     Wait until at least ``min_tickets`` tickets of a company await an answer; return them (oldest first).
 
-    Ends the same way in ``poke``, ``reschedule`` and deferrable mode: same XCom value, errors and timeout.
-
     :param str company_id: the company (templated).
     :param int min_tickets: how many tickets must await an answer (default 1).
     :param timedelta | None unanswered_for: count only threads unanswered for longer than this.
-    :param datetime | str | None reference_time: where the clock starts (templated): default now; empty for
-        the run's ``run_after`` (:ref:`sensor-clock`).
+    :param datetime | str | None reference_time: where the clock starts (templated), see :ref:`sensor-clock`.
     :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request, also handed to the trigger.
@@ -76,11 +73,7 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         self._began: datetime | None = None  # the first poke, when the task instance does not say (no run)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """
-        Read every page of the company's unanswered tickets and count those awaiting an answer.
-
-        :param Context context: the task context.
-        """
+        """Read every page of the company's unanswered tickets and count those awaiting an answer."""
         now = self._now(context)  # a bad rendered reference_time fails before any page is read
         tickets = self.hook.get_company_tickets(
             self.company_id, wire.STATUS_UNANSWERED, max_concurrency=self.max_concurrency
@@ -138,7 +131,6 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         raise exc
 
     def _timed_out(self) -> NoReturn:
-        """Fail (or skip, with soft_fail) as a poking sensor does when its timeout passes."""
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
         age = "" if self.unanswered_for is None else f" for more than {selection.human_duration(self.unanswered_for)}"
@@ -149,7 +141,6 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
         raise (AirflowSkipException if self.soft_fail else AirflowSensorTimeout)(message)
 
     def _defer(self, context: Context) -> NoReturn:
-        """Hand the wait to the trigger for what is left of the timeout, on the wall clock."""
         from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 
         remaining = timedelta(seconds=self.timeout) - self._waited(context)

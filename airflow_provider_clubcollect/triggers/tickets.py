@@ -26,7 +26,6 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.retry import as_backoff
-from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
@@ -41,13 +40,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-#: One read of a company's unanswered list: when, and what it held.
 _Poll = tuple[datetime, list["CompanyTicket"]]
 
 
 class _Polling(BaseTrigger):
-    """What both triggers share: the company, the selection's age, the connection, and the poll loop."""
-
     def __init__(
         self,
         company_id: str,
@@ -105,11 +101,7 @@ class _Polling(BaseTrigger):
 
 class UnansweredTicketsTrigger(_Polling):
     """
-    Poll a company's unanswered tickets until at least ``min_tickets`` await an answer.
-
-    Fires one event: ``{"status": "success", "tickets": [...]}`` (oldest first), ``{"status":
-    "error", "error_class", "message", "status_code", "error_code"}`` when the API fails after
-    every retry, or ``{"status": "timeout", "message"}`` once ``timeout_at`` has passed.
+    Poll a company's unanswered tickets until at least ``min_tickets`` await an answer; fire one event.
 
     :param str company_id: the company.
     :param int min_tickets: how many tickets must await an answer.
@@ -139,15 +131,15 @@ class UnansweredTicketsTrigger(_Polling):
     ) -> None:
         super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
         self.min_tickets = wire.check_int(min_tickets, "min_tickets")
-        self.reference_time = reference_time
+        self.reference_time, self._reference = reference_time, _moment(reference_time, "reference_time")
         self.poke_interval = wire.check_number(poke_interval, "poke_interval", zero=True)
-        self.timeout_at = timeout_at
+        self.timeout_at, self._deadline = timeout_at, _moment(timeout_at, "timeout_at")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until enough tickets await an answer, then fire one event."""
         left = None
-        if self.timeout_at is not None:
-            left = max(0.0, (to_utc(self.timeout_at) - datetime.now(timezone.utc)).total_seconds())
+        if self._deadline is not None:
+            left = max(0.0, (self._deadline - datetime.now(timezone.utc)).total_seconds())
         try:
             # A poll only reads, so cutting one short at the deadline loses nothing.
             event = {"status": "success", "tickets": await asyncio.wait_for(self._until_enough(), left)}
@@ -162,7 +154,7 @@ class UnansweredTicketsTrigger(_Polling):
             async for _polled_at, tickets in polls:
                 waiting = await self.select(tickets)
                 if len(waiting) >= self.min_tickets:
-                    return waiting
+                    break
                 self.log.info(
                     "%s Next poll in %g s.",
                     selection.waiting_summary(
@@ -170,7 +162,7 @@ class UnansweredTicketsTrigger(_Polling):
                     ),
                     self.poke_interval,
                 )
-        raise AssertionError("unreachable: the poll loop never ends")  # pragma: no cover
+        return waiting
 
     async def select(self, tickets: Sequence[CompanyTicket]) -> list[dict[str, Any]]:
         """
@@ -180,7 +172,17 @@ class UnansweredTicketsTrigger(_Polling):
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
-        return await _off_loop(selection.awaiting_answer, tickets, self._unanswered_for, to_utc(self.reference_time))
+        now = self._reference or datetime.now(timezone.utc)
+        return await _off_loop(selection.awaiting_answer, tickets, self._unanswered_for, now)
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    moment = None if value is None else wire.parse_iso_datetime(value)
+    if value is not None and moment is None:
+        raise ClubCollectValidationError(
+            f"{name} must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
+        )
+    return moment
 
 
 def _as_error(exc: Exception) -> ClubCollectError:
@@ -190,13 +192,11 @@ def _as_error(exc: Exception) -> ClubCollectError:
 
 
 async def _off_loop(func: Callable[..., _T], tickets: Sequence[CompanyTicket], *args: Any) -> _T:
-    """Select inline up to 500 tickets (well under a millisecond), in a thread above, not to hold the loop."""
+    """Inline up to 500 tickets (well under a millisecond: cheaper than a thread hop), in a thread above."""
     return func(tickets, *args) if len(tickets) <= 500 else await asyncio.to_thread(func, tickets, *args)
 
 
-#: How far behind the newest reported ticket a late ticket is still recognised as new (clock skew, late writes).
 LOOKBACK = timedelta(minutes=10)
-#: The most reported tickets remembered above the watermark: about 35 KB, under Airflow's 64 KB for a value.
 MAX_RECENT = 300
 
 
@@ -214,7 +214,6 @@ class _Reported(NamedTuple):
         return isinstance(key, str) and (key <= self.watermark or key in self.recent)
 
     def add(self, keys: Iterable[str]) -> _Reported:
-        """This record with ``keys`` reported, the oldest folded into the watermark to stay bounded."""
         recent = sorted(self.recent.union(keys))
         newest = datetime.fromisoformat(recent[-1].split()[0])
         horizon = _iso(newest - min(LOOKBACK, newest - datetime.min.replace(tzinfo=timezone.utc)))  # no overflow
@@ -227,7 +226,6 @@ class _Reported(NamedTuple):
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> _Reported:
-        """Read a record of :meth:`to_json`; refuse one it cannot read rather than report everything again."""
         if value is None:
             return cls()
         if isinstance(value, dict) and value.get("version") == 1:
@@ -242,9 +240,7 @@ class _Reported(NamedTuple):
 
 class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
     """
-    Fire an event per poll that finds tickets newly awaiting an answer, for an ``AssetWatcher``.
-
-    The payload is ``{"ticket_id", "invoice_id", "ticket", "tickets"}``; each ticket is reported once.
+    Fire an event per poll that finds tickets newly awaiting an answer (each reported once), for an ``AssetWatcher``.
 
     :param str company_id: the company.
     :param float | None unanswered_for_seconds: report a ticket once its thread is unanswered for longer than this.
@@ -276,11 +272,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
         super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
-        moment = None if since is None else wire.parse_iso_datetime(since)
-        if since is not None and moment is None:
-            raise ClubCollectValidationError(
-                f"since must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(since)}."
-            )
+        moment = _moment(since, "since")
         self.since = None if moment is None else _iso(moment)
         self.poll_interval = wire.check_number(poll_interval, "poll_interval")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_clubcollect.exceptions import ClubCollectError
+from airflow_provider_clubcollect.exceptions import ClubCollectError, ClubCollectValidationError
 from airflow_provider_clubcollect.triggers.tickets import UnansweredTicketsTrigger
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.conftest import NOW, thread
@@ -144,6 +144,17 @@ def test_serialize_round_trip_holds_no_key(sandbox: SandboxHandle) -> None:
     assert sandbox.api_key not in repr(trigger)
     again = UnansweredTicketsTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
+
+
+@pytest.mark.parametrize("name", ["reference_time", "timeout_at"])
+def test_a_moment_that_is_not_iso_8601_is_refused_by_name_before_any_request(sandbox: SandboxHandle, name: str) -> None:
+    with pytest.raises(ClubCollectValidationError) as info:
+        UnansweredTicketsTrigger(CO, **{name: "next tuesday"})
+
+    assert str(info.value) == (
+        f"{name} must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got 'next tuesday'."
+    )
+    assert sandbox.requests() == []
 
 
 def test_cancelled_trigger_closes_its_client(sandbox: SandboxHandle) -> None:
