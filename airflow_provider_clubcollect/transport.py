@@ -154,7 +154,6 @@ class SyncTransport(_Transport):
         self.session.trust_env = False  # no proxy or netrc settings that could rewrite Authorization
 
     def send(self, request: ApiRequest) -> Outcome:
-        """Send one request once: its answer, or a :class:`TransportFailure`."""
         self.budget.acquire()
         return self._send(request) if self.watch is None else self.watch.sent(request, self._send)
 
@@ -187,7 +186,6 @@ class SyncTransport(_Transport):
         return self._answer(response)
 
     def close(self) -> None:
-        """Close the pooled connections."""
         self.session.close()
 
 
@@ -206,7 +204,6 @@ class AsyncTransport(_Transport):
         )
 
     async def send(self, request: ApiRequest) -> Outcome:
-        """Send one request once: its answer, or a :class:`TransportFailure`."""
         await self.budget.aacquire()
         return await (self._send(request) if self.watch is None else self.watch.asent(request, self._send))
 
@@ -228,5 +225,4 @@ class AsyncTransport(_Transport):
         return self._answer(response)
 
     async def aclose(self) -> None:
-        """Close the client and its connections."""
         await self.client.aclose()
