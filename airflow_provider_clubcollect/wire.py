@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -73,7 +74,6 @@ class Page(TypedDict):
 
 
 def check_int(value: object, name: str, *, low: int = 1, high: int | None = None) -> int:
-    """An integer from ``low`` (to ``high``); else an error naming ``name``, the range and the value."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         allowed = f"of at least {low}" if high is None else f"from {low} to {high}"
         raise ClubCollectValidationError(f"{name} must be an integer {allowed}, got {shown(value)}.")
@@ -81,7 +81,6 @@ def check_int(value: object, name: str, *, low: int = 1, high: int | None = None
 
 
 def check_number(value: object, name: str, *, zero: bool = False) -> float:
-    """A finite number above 0 (``zero``: 0 or more); else an error naming ``name`` and the value."""
     if (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -172,18 +171,14 @@ def parse_iso_datetime(value: object) -> datetime | None:
     """An ISO 8601 date and time as an aware UTC datetime (naive means UTC), or ``None`` when it is not one."""
     parsed: object = value
     if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read it
-            text = text[:-1] + "+00:00"
+        text = re.sub(r"[Zz]$", "+00:00", value.strip())  # Python 3.10's fromisoformat does not read Z
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             import pendulum  # the rest of ISO 8601: week dates, ordinal dates, basic format
 
-            try:
+            with contextlib.suppress(Exception):  # a string pendulum cannot read stays a string: None below
                 parsed = pendulum.parse(text[:100], tz="UTC")
-            except Exception:
-                return None
     if not isinstance(parsed, datetime):  # also a duration, or a time without a date
         return None
     if parsed.tzinfo is None:
@@ -196,8 +191,6 @@ def parse_iso_datetime(value: object) -> datetime | None:
 
 
 class RawResponse(NamedTuple):
-    """An HTTP answer as the transport received it."""
-
     status: int
     headers: Mapping[str, str]
     body: bytes
@@ -219,7 +212,6 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
-    """The ``tickets`` list of an answer, each checked by :func:`parse_ticket`."""
     tickets = payload.get("tickets") if isinstance(payload, dict) else None
     if not isinstance(tickets, list):
         raise _malformed(request, "no 'tickets' list")
@@ -240,7 +232,6 @@ def parse_ticket(request: ApiRequest, payload: Any, *, company: bool = False) ->
 
 
 def parse_page_info(request: ApiRequest, payload: Any) -> Page:
-    """The ``page`` object of a company list, checked."""
     page = payload.get("page") if isinstance(payload, dict) else None
     names = Page.__annotations__
     if not isinstance(page, dict) or any(type(page.get(name)) is not int for name in names):
@@ -255,7 +246,6 @@ def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
 
 
 def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
-    """The error an unsuccessful answer stands for."""
     status, code = response.status, _error_code(response.body)
     detail = f" {code}" if code else f" ({_snippet(response.body)})" if response.body else ""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
@@ -313,10 +303,9 @@ _NOT_JSON = object()
 
 
 def _json(body: bytes) -> Any:
-    """An answer's JSON value, or ``_NOT_JSON`` (also for a body nested deeper than the parser goes)."""
     try:
         return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return _NOT_JSON
 
 
