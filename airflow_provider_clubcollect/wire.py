@@ -205,10 +205,10 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
         raise error_for(request, response, attempts=attempts)
     if not request.expect_body:
         return None
-    payload = _json(response.body)
-    if payload is _NOT_JSON:
-        raise _malformed(request, f"a body that is not JSON: {_snippet(response.body)}")
-    return payload
+    try:
+        return json.loads(response.body.decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        raise _malformed(request, f"a body that is not JSON: {_snippet(response.body)}") from None
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
@@ -274,12 +274,13 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
 
 def _error_code(body: bytes) -> str | None:
     """The API's code in ``{"error": code}`` or ``{"errors": code}`` (the company page documents both)."""
-    payload = _json(body)
-    for value in (payload.get("error"), payload.get("errors")) if isinstance(payload, dict) else ():
-        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            value = ",".join(value)
-        if isinstance(value, str) and value:
-            return shorten(value, 100)
+    with contextlib.suppress(ValueError, RecursionError):
+        payload = json.loads(body.decode("utf-8"))
+        for value in (payload.get("error"), payload.get("errors")) if isinstance(payload, dict) else ():
+            if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+                value = ",".join(value)
+            if isinstance(value, str) and value:
+                return shorten(value, 100)
     return None
 
 
@@ -297,16 +298,6 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
     # Finite only: "inf" is no wait anyone can schedule (nor valid JSON in a trigger event).
     return max(0.0, seconds) if seconds < math.inf else None
-
-
-_NOT_JSON = object()
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        return _NOT_JSON
 
 
 def _snippet(body: bytes, limit: int = 120) -> str:
