@@ -95,13 +95,7 @@ def __getattr__(name: str) -> Any:
     return ClubCollectRetryPolicy
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
-
-
 class _ClubCollectDefault:
-    __slots__ = ()
-
     def __repr__(self) -> str:  # how the default reads in a signature and in the API reference
         return "ClubCollectRetryPolicy()"
 

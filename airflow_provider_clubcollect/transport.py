@@ -34,7 +34,6 @@ class TransportFailure(NamedTuple):
     timed_out: bool = False  # no answer within the read timeout: the server may still be at work
 
 
-#: What one attempt produced: an answer, or none.
 Outcome = RawResponse | TransportFailure
 
 
@@ -56,7 +55,6 @@ def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiR
 async def call_async(
     request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Awaitable[Outcome]]
 ) -> Any:
-    """:func:`call_sync` on an event loop, never blocking it."""
     attempts = _Attempts(request, retries)
     while (wait := attempts.judge(await send(request))) is not None:
         await asyncio.sleep(wait)
@@ -111,8 +109,6 @@ class _Attempts:
 
 
 class _Transport:
-    """What both transports share: settings, the key's budget, the watch, and how an outcome is built."""
-
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self.budget = budget_for(settings)  # every attempt draws from the key's budget
@@ -190,8 +186,6 @@ class SyncTransport(_Transport):
 
 
 class AsyncTransport(_Transport):
-    """Sends requests with one ``httpx.AsyncClient``, for code running on an event loop."""
-
     def __init__(self, settings: ClientSettings) -> None:
         import httpx
 

@@ -221,7 +221,6 @@ def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -
 
 
 def parse_ticket(request: ApiRequest, payload: Any, *, company: bool = False) -> Ticket:
-    """A ticket with its ``ticket_id`` (a company list's also with its ``invoice_id``)."""
     if not (
         isinstance(payload, dict)
         and isinstance(payload.get("ticket_id"), str)
