@@ -28,17 +28,8 @@ _HOPELESS: Final[dict[type[ClubCollectError], str]] = {
 
 class ClubCollectRetryPolicy(RetryPolicy):
     """
-    A task retry policy for Airflow 3.3's ``retry_policy=`` that knows ClubCollect's errors.
-
-    A refused key, an unknown invoice or company and bad input fail the task at once; a 429 with a
-    ``Retry-After`` retries no sooner than that (at most a day); the rest follows the task's ``retries``
-    and ``retry_delay``.  The operators and the sensor use it unless the DAG gives another
-    ``retry_policy`` (``None`` opts out):
-
-    .. code-block:: python
-
-        @task(retries=3, retry_policy=ClubCollectRetryPolicy())
-        def reply(invoice_id: str) -> None: ...
+    A task retry policy for Airflow 3.3's ``retry_policy=``: errors no retry heals fail the task at
+    once; a 429 waits for its ``Retry-After``; the rest follows the task's ``retries``.
 
     .. seealso:: :ref:`task-retries`
     """

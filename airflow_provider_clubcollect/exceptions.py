@@ -79,9 +79,8 @@ class ClubCollectError(AirflowException):
         )
         if isinstance(error, ClubCollectRateLimitError):  # a finite wait, whatever an edited payload says
             wait = payload.get("retry_after")
-            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < math.inf:
-                wait = None
-            error.retry_after = wait
+            finite = isinstance(wait, (int, float)) and not isinstance(wait, bool) and 0 <= wait < math.inf
+            error.retry_after = wait if finite else None
         return error
 
 
@@ -114,9 +113,7 @@ class ClubCollectRateLimitError(ClubCollectError):
     The API kept answering 429 Too Many Requests after every retry: wait, or lower concurrency.
 
     :param str message: what went wrong, for a person reading the task log.
-    :param float | None retry_after: the seconds the last ``Retry-After`` asked to wait, uncapped:
-        the soonest time to retry the task (``ClubCollectRetryPolicy`` waits that long); other
-        parameters as :class:`ClubCollectError`.
+    :param float | None retry_after: the seconds the last ``Retry-After`` asked to wait, uncapped.
 
     .. seealso:: :ref:`troubleshooting`
     """
@@ -139,8 +136,7 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     A request that changes data (creating a ticket) may or may not have been applied: its answer was lost.
 
     :param str message: what went wrong, for a person reading the task log.
-    :param bool timed_out: whether no answer came in time, so the server may still be applying it; other
-        parameters as :class:`ClubCollectError`.
+    :param bool timed_out: whether no answer came in time, so the server may still be applying it.
 
     .. seealso:: :ref:`troubleshooting`
     """

@@ -17,22 +17,14 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.transport import Outcome
     from airflow_provider_clubcollect.wire import ApiRequest
 
-#: Requests in flight at once for paging and bulk actions: a 1,000-invoice archive at 20 ms latency
-#: takes about 2.5 s, far from rate limits a partner API is likely to have.
+#: Requests in flight at once for paging and bulk actions (docs/performance.rst says why 8).
 DEFAULT_MAX_CONCURRENCY = 8
 
 log = logging.getLogger(__name__)
 
 
 class AdaptiveLimiter:
-    """
-    How many requests of one read or bulk action may be in flight, from threads or one event loop.
-
-    A 429 halves the limit (not below 1) once per round, so 429s of requests already in flight do
-    not lower it again; then every ``limit`` successes raise it by one, back to ``max_concurrency``.
-
-    :param max_concurrency: the most requests in flight, at least 1.
-    """
+    """How many requests of one read or bulk action may be in flight (docs/performance.rst: adaptive concurrency)."""
 
     def __init__(self, max_concurrency: int) -> None:
         self.max_concurrency = self.limit = check_int(max_concurrency, "max_concurrency")

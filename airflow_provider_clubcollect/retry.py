@@ -1,7 +1,4 @@
-"""Retry tuning, public: :class:`Backoff` for one *request*, ``ClubCollectRetryPolicy`` for a *task*.
-
-Light enough for a DAG file to import: ``ClubCollectRetryPolicy`` (Airflow 3.3+) is imported on first use.
-"""
+"""Retry tuning, public: :class:`Backoff` for one *request*, ``ClubCollectRetryPolicy`` for a *task*."""
 
 from __future__ import annotations
 
@@ -25,10 +22,6 @@ class Backoff:
     """
     The waits between retries of one ClubCollect request, in seconds (the count is ``max_retries``).
 
-    Without a ``Retry-After`` the wait before retry *n* is ``min(maximum, initial x 2^(n-1))``, half
-    of it jitter; a ``Retry-After`` (capped at ``retry_after_max``) replaces it.  Pass it as ``backoff=``
-    to the hook, the operators, the sensor or a trigger.
-
     :param float initial: the wait before the first retry, before jitter; 0 or more.
     :param float maximum: the longest wait between two attempts; at least ``initial``.
     :param float retry_after_max: the longest ``Retry-After`` honoured; longer ones are capped.
@@ -50,7 +43,7 @@ class Backoff:
 
     def delay(self, retry_number: int) -> float:
         """
-        The wait before retry ``retry_number`` (1, 2, ...) when the server named none: exponential, with jitter.
+        The wait without a ``Retry-After``: ``min(maximum, initial x 2^(n-1))``, half of it jitter.
 
         :param int retry_number: 1 before the first retry, 2 before the second, ...
 
@@ -102,15 +95,7 @@ def __getattr__(name: str) -> Any:
     return ClubCollectRetryPolicy
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
-
-
 class _ClubCollectDefault:
-    """The default of ``retry_policy`` on the operators and the sensor: see :func:`task_retry_policy_kwargs`."""
-
-    __slots__ = ()
-
     def __repr__(self) -> str:  # how the default reads in a signature and in the API reference
         return "ClubCollectRetryPolicy()"
 
@@ -119,8 +104,7 @@ DEFAULT_TASK_RETRY_POLICY = _ClubCollectDefault()
 
 
 def task_retry_policy_kwargs(retry_policy: object) -> dict[str, Any]:
-    """The ``retry_policy`` keyword for ``BaseOperator``: the DAG's own as given; the default a
-    ``ClubCollectRetryPolicy``; before Airflow 3.3 the default and ``None`` left out."""
+    """The ``retry_policy`` keyword for ``BaseOperator``; before Airflow 3.3 the default and ``None`` left out."""
     # isinstance, not identity: Airflow may copy the arguments of a mapped task before it unmaps it.
     if isinstance(retry_policy, _ClubCollectDefault):
         retry_policy = __getattr__("ClubCollectRetryPolicy")() if AIRFLOW_V_3_3_PLUS else None

@@ -34,7 +34,6 @@ class TransportFailure(NamedTuple):
     timed_out: bool = False  # no answer within the read timeout: the server may still be at work
 
 
-#: What one attempt produced: an answer, or none.
 Outcome = RawResponse | TransportFailure
 
 
@@ -56,7 +55,6 @@ def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiR
 async def call_async(
     request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Awaitable[Outcome]]
 ) -> Any:
-    """:func:`call_sync` on an event loop, never blocking it."""
     attempts = _Attempts(request, retries)
     while (wait := attempts.judge(await send(request))) is not None:
         await asyncio.sleep(wait)
@@ -111,24 +109,21 @@ class _Attempts:
 
 
 class _Transport:
-    """What both transports share: settings, the key's budget, the watch, and how an outcome is built."""
-
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self.budget = budget_for(settings)  # every attempt draws from the key's budget
         self.watch = observability.watch_for(settings.conn_id)
+        # No connection was made: nothing was applied.  Sent but unanswered: maybe applied, maybe still being applied.
+        self.connect_timeout = TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
+        self.read_timeout = TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
 
     def _answer(self, response: requests.Response | httpx.Response) -> RawResponse:
         # The key is scrubbed from the body before anything reads it; only Retry-After is read of the headers.
         return RawResponse(response.status_code, response.headers, self.settings.scrub_body(response.content))
 
-    def _failure(self, kind: str, detail: object = None) -> TransportFailure:
+    def _failure(self, kind: str, detail: object) -> TransportFailure:
         # It names the base URL, never the key.
         settings = self.settings
-        if kind == "connect timeout":  # no connection was made: nothing was applied
-            return TransportFailure(f"connect timeout after {settings.connect_timeout:g} s", False)
-        if kind == "read timeout":  # sent, but no answer in time: maybe applied, maybe still being applied
-            return TransportFailure(f"no answer within {settings.timeout:g} s", True, timed_out=True)
         cause = detail  # the ssl module's error sits a link or two down the chain of either library's
         while isinstance(cause, BaseException) and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
@@ -154,7 +149,6 @@ class SyncTransport(_Transport):
         self.session.trust_env = False  # no proxy or netrc settings that could rewrite Authorization
 
     def send(self, request: ApiRequest) -> Outcome:
-        """Send one request once: its answer, or a :class:`TransportFailure`."""
         self.budget.acquire()
         return self._send(request) if self.watch is None else self.watch.sent(request, self._send)
 
@@ -172,9 +166,9 @@ class SyncTransport(_Transport):
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
-            return self._failure("connect timeout")
+            return self.connect_timeout
         except requests.exceptions.ReadTimeout:
-            return self._failure("read timeout")
+            return self.read_timeout
         except requests.exceptions.ConnectionError as exc:
             reason = exc.args[0] if exc.args else exc
             reason = reason.reason if isinstance(reason, MaxRetryError) else reason
@@ -187,13 +181,10 @@ class SyncTransport(_Transport):
         return self._answer(response)
 
     def close(self) -> None:
-        """Close the pooled connections."""
         self.session.close()
 
 
 class AsyncTransport(_Transport):
-    """Sends requests with one ``httpx.AsyncClient``, for code running on an event loop."""
-
     def __init__(self, settings: ClientSettings) -> None:
         import httpx
 
@@ -206,7 +197,6 @@ class AsyncTransport(_Transport):
         )
 
     async def send(self, request: ApiRequest) -> Outcome:
-        """Send one request once: its answer, or a :class:`TransportFailure`."""
         await self.budget.aacquire()
         return await (self._send(request) if self.watch is None else self.watch.asent(request, self._send))
 
@@ -218,15 +208,14 @@ class AsyncTransport(_Transport):
                 request.method, self.settings.url(request.path), params=request.params or None, json=request.body
             )
         except httpx.ConnectTimeout:
-            return self._failure("connect timeout")
+            return self.connect_timeout
         except httpx.ConnectError as exc:
             return self._failure("could not connect", exc)
         except httpx.TimeoutException:
-            return self._failure("read timeout")
+            return self.read_timeout
         except httpx.TransportError as exc:
             return TransportFailure(self.settings.scrub(f"connection lost ({type(exc).__name__}: {exc})"), True)
         return self._answer(response)
 
     async def aclose(self) -> None:
-        """Close the client and its connections."""
         await self.client.aclose()

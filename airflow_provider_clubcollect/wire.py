@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -73,7 +74,6 @@ class Page(TypedDict):
 
 
 def check_int(value: object, name: str, *, low: int = 1, high: int | None = None) -> int:
-    """An integer from ``low`` (to ``high``); else an error naming ``name``, the range and the value."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         allowed = f"of at least {low}" if high is None else f"from {low} to {high}"
         raise ClubCollectValidationError(f"{name} must be an integer {allowed}, got {shown(value)}.")
@@ -81,7 +81,6 @@ def check_int(value: object, name: str, *, low: int = 1, high: int | None = None
 
 
 def check_number(value: object, name: str, *, zero: bool = False) -> float:
-    """A finite number above 0 (``zero``: 0 or more); else an error naming ``name`` and the value."""
     if (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -172,18 +171,14 @@ def parse_iso_datetime(value: object) -> datetime | None:
     """An ISO 8601 date and time as an aware UTC datetime (naive means UTC), or ``None`` when it is not one."""
     parsed: object = value
     if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read it
-            text = text[:-1] + "+00:00"
+        text = re.sub(r"[Zz]$", "+00:00", value.strip())  # Python 3.10's fromisoformat does not read Z
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             import pendulum  # the rest of ISO 8601: week dates, ordinal dates, basic format
 
-            try:
+            with contextlib.suppress(Exception):  # a string pendulum cannot read stays a string: None below
                 parsed = pendulum.parse(text[:100], tz="UTC")
-            except Exception:
-                return None
     if not isinstance(parsed, datetime):  # also a duration, or a time without a date
         return None
     if parsed.tzinfo is None:
@@ -196,8 +191,6 @@ def parse_iso_datetime(value: object) -> datetime | None:
 
 
 class RawResponse(NamedTuple):
-    """An HTTP answer as the transport received it."""
-
     status: int
     headers: Mapping[str, str]
     body: bytes
@@ -212,14 +205,13 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
         raise error_for(request, response, attempts=attempts)
     if not request.expect_body:
         return None
-    payload = _json(response.body)
-    if payload is _NOT_JSON:
-        raise _malformed(request, f"a body that is not JSON: {_snippet(response.body)}")
-    return payload
+    try:
+        return json.loads(response.body.decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        raise _malformed(request, f"a body that is not JSON: {_snippet(response.body)}") from None
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
-    """The ``tickets`` list of an answer, each checked by :func:`parse_ticket`."""
     tickets = payload.get("tickets") if isinstance(payload, dict) else None
     if not isinstance(tickets, list):
         raise _malformed(request, "no 'tickets' list")
@@ -229,7 +221,6 @@ def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -
 
 
 def parse_ticket(request: ApiRequest, payload: Any, *, company: bool = False) -> Ticket:
-    """A ticket with its ``ticket_id`` (a company list's also with its ``invoice_id``)."""
     if not (
         isinstance(payload, dict)
         and isinstance(payload.get("ticket_id"), str)
@@ -240,7 +231,6 @@ def parse_ticket(request: ApiRequest, payload: Any, *, company: bool = False) ->
 
 
 def parse_page_info(request: ApiRequest, payload: Any) -> Page:
-    """The ``page`` object of a company list, checked."""
     page = payload.get("page") if isinstance(payload, dict) else None
     names = Page.__annotations__
     if not isinstance(page, dict) or any(type(page.get(name)) is not int for name in names):
@@ -255,7 +245,6 @@ def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
 
 
 def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
-    """The error an unsuccessful answer stands for."""
     status, code = response.status, _error_code(response.body)
     detail = f" {code}" if code else f" ({_snippet(response.body)})" if response.body else ""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
@@ -284,12 +273,13 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
 
 def _error_code(body: bytes) -> str | None:
     """The API's code in ``{"error": code}`` or ``{"errors": code}`` (the company page documents both)."""
-    payload = _json(body)
-    for value in (payload.get("error"), payload.get("errors")) if isinstance(payload, dict) else ():
-        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            value = ",".join(value)
-        if isinstance(value, str) and value:
-            return shorten(value, 100)
+    with contextlib.suppress(ValueError, RecursionError):
+        payload = json.loads(body.decode("utf-8"))
+        for value in (payload.get("error"), payload.get("errors")) if isinstance(payload, dict) else ():
+            if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+                value = ",".join(value)
+            if isinstance(value, str) and value:
+                return shorten(value, 100)
     return None
 
 
@@ -307,17 +297,6 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
     # Finite only: "inf" is no wait anyone can schedule (nor valid JSON in a trigger event).
     return max(0.0, seconds) if seconds < math.inf else None
-
-
-_NOT_JSON = object()
-
-
-def _json(body: bytes) -> Any:
-    """An answer's JSON value, or ``_NOT_JSON`` (also for a body nested deeper than the parser goes)."""
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return _NOT_JSON
 
 
 def _snippet(body: bytes, limit: int = 120) -> str:

@@ -56,4 +56,23 @@ def test_a_rate_limit_error_keeps_its_retry_after_through_a_trigger_event(retry_
     assert isinstance(again, ClubCollectRateLimitError)
     assert again.retry_after == retry_after
     # A payload from before the field existed, or edited, gives no wait rather than a bad one.
-    assert ClubCollectError.from_payload({**error.to_payload(), "retry_after": "soon"}).retry_after is None  # type: ignore[attr-defined]
+    for edited in ("soon", float("inf"), -1.0, True):
+        again = ClubCollectError.from_payload({**error.to_payload(), "retry_after": edited})
+        assert again.retry_after is None, edited  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05+00:00"),
+        ("2024-01-02T04:04:05+01:00", "2024-01-02T03:04:05+00:00"),
+        (" 2024-01-02 ", "2024-01-02T00:00:00+00:00"),  # naive means UTC
+        ("2024-002", "2024-01-02T00:00:00+00:00"),  # an ordinal date, which only pendulum reads
+        ("garbage", None),
+        ("P1D", None),  # a duration, not a moment
+        (None, None),
+    ],
+)
+def test_ticket_dates_read_as_utc_or_none(text: str | None, expected: str | None) -> None:
+    parsed = wire.parse_iso_datetime(text)
+    assert (parsed and parsed.isoformat()) == expected
