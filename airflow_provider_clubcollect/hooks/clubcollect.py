@@ -77,7 +77,6 @@ class ClubCollectHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """The extras of the connection form on Airflow 2.11 to 3.1, as ``conn-fields`` declares them."""
         try:
             from wtforms import IntegerField, StringField
             from wtforms.validators import NumberRange, Optional
@@ -105,7 +104,6 @@ class ClubCollectHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Hidden, relabelled and explained fields of the connection form on Airflow 2.11 to 3.1."""
         return {
             key.replace("-", "_"): value
             for key, value in get_provider_info()["connection-types"][0]["ui-field-behaviour"].items()
@@ -450,7 +448,8 @@ class ClubCollectHook(BaseHook):
             client.users -= 1
             if not client.users:
                 del _shared[asyncio.get_running_loop()][client.key]
-                await asyncio.shield(client.aclose())
+                client._transport, last = None, client._transport
+                await asyncio.shield(client._release(last))
 
     async def aget_company_tickets(
         self,
@@ -549,12 +548,13 @@ def _earlier_try_since(context: Mapping[str, Any], earlier: Mapping[str, Any], *
 
 CONNECTION_TTL = 60.0
 POLLS_IN_FLIGHT = 8
+_Key = tuple[str, float | None, int | None]
 
 
 class _SharedClient:
     """One connection's ``httpx`` client on one event loop, shared by its hooks, rebuilt when the connection changes."""
 
-    def __init__(self, key: tuple[str, float | None, int | None]) -> None:
+    def __init__(self, key: _Key) -> None:
         self.key = key
         self.users = 0
         self._transport: AsyncTransport | None = None
@@ -608,11 +608,5 @@ class _SharedClient:
             del self._in_use[transport]
             await transport.aclose()
 
-    async def aclose(self) -> None:
-        transport, self._transport = self._transport, None
-        await self._release(transport)
 
-
-_shared: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, float | None, int | None], _SharedClient]
-] = weakref.WeakKeyDictionary()
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, _SharedClient]] = weakref.WeakKeyDictionary()
