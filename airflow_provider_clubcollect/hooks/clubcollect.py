@@ -8,7 +8,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import math
 import threading
 import time
 import weakref
@@ -36,7 +35,6 @@ from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
 from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_async, call_sync
 from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret, mask_secret
-from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -122,7 +120,7 @@ class ClubCollectHook(BaseHook):
         super().__init__(**kwargs)
         self.clubcollect_conn_id = clubcollect_conn_id
         self._timeout = timeout
-        self._max_retries = None if max_retries is None else check_int(max_retries, "max_retries", low=0, high=100)
+        self._max_retries = None if max_retries is None else wire.check_int(max_retries, "max_retries", low=0, high=100)
         self.backoff: Backoff = as_backoff(backoff) or Backoff()
         self._pool_size = pool_size
         self._transport: SyncTransport | None = None
@@ -558,7 +556,7 @@ class _SharedClient:
         self.key = key
         self.users = 0
         self._transport: AsyncTransport | None = None
-        self._read_at = -math.inf
+        self._read_at = -float("inf")
         self._in_use: collections.Counter[AsyncTransport] = collections.Counter()
         self._lock = asyncio.Lock()
         self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
@@ -566,7 +564,10 @@ class _SharedClient:
     @contextlib.asynccontextmanager
     async def transport(self) -> AsyncIterator[AsyncTransport]:
         async with self._polls:
-            transport = await self._current()
+            async with self._lock:
+                if self._transport is None or asyncio.get_running_loop().time() - self._read_at >= CONNECTION_TTL:
+                    await self._read()
+                transport = cast("AsyncTransport", self._transport)
             self._in_use[transport] += 1
             try:
                 yield transport
@@ -574,34 +575,27 @@ class _SharedClient:
                 self._in_use[transport] -= 1
                 await asyncio.shield(self._release(transport))
 
-    async def _current(self) -> AsyncTransport:
+    async def _read(self) -> None:
         from airflow_provider_clubcollect.transport import AsyncTransport  # tests count the clients built
 
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            transport = self._transport
-            if transport is not None and loop.time() - self._read_at < CONNECTION_TTL:
-                return transport
-            try:
-                conn = await aget_connection(self.key[0])
-            except AirflowNotFoundException:
-                raise missing_connection(self.key[0]) from None
-            except Exception as exc:
-                if transport is None:
-                    raise
-                # Airflow's API server may be restarting: keep the last read, read again at the next poll.
-                log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
-                return transport
-            settings = settings_from_airflow_connection(conn, timeout=self.key[1], max_retries=self.key[2])
-            for secret in settings.secrets:
-                await amask_secret(secret)
-            self._read_at = loop.time()
-            if transport is None or astuple(settings) != astuple(transport.settings):
-                # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
-                old, transport = transport, await asyncio.to_thread(AsyncTransport, settings)
-                self._transport = transport
-                await self._release(old)
-            return transport
+        try:
+            conn = await aget_connection(self.key[0])
+        except AirflowNotFoundException:
+            raise missing_connection(self.key[0]) from None
+        except Exception as exc:
+            if self._transport is None:
+                raise
+            # Airflow's API server may be restarting: keep the last read, read again at the next poll.
+            log.warning("Could not read connection %r again (%s); keeping the last read.", self.key[0], exc)
+            return
+        settings = settings_from_airflow_connection(conn, timeout=self.key[1], max_retries=self.key[2])
+        for secret in settings.secrets:
+            await amask_secret(secret)
+        self._read_at = asyncio.get_running_loop().time()
+        if self._transport is None or astuple(settings) != astuple(self._transport.settings):
+            # Importing httpx and building its TLS context take a tenth of a second or more: off the loop.
+            old, self._transport = self._transport, await asyncio.to_thread(AsyncTransport, settings)
+            await self._release(old)
 
     async def _release(self, transport: AsyncTransport | None) -> None:
         if transport is not None and transport is not self._transport and not self._in_use[transport]:
