@@ -45,11 +45,10 @@ class CompanyTicketPager:
         self.max_in_flight = self.max_concurrency + 1
         #: Pages requested but not yet handed out, at most: the read-ahead of a lazy consumer.
         self.window = 2 * self.max_concurrency
-        #: The last page handed out.
         self.last_page_read = 0
-        #: The baseline: the list's size and pages as the current snapshot reports them.
-        self.total_pages: int | None = None
+        #: The baseline: the list's size (``None`` until known) and pages as the current snapshot reports them.
         self.total_entries: int | None = None
+        self.total_pages = 0
         self.rewinds = 0
         self._tail: str | None = None
         self._baseline = False  # whether a look has fixed total_entries and _tail
@@ -107,9 +106,9 @@ class CompanyTicketPager:
         return self._send(max(position, 1), look=True)
 
     def _next_page(self) -> int | None:
-        if self._finished or self.total_pages is None:
+        if self._finished or self.total_entries is None:
             return None
-        last, requested = min(max(self.total_pages, 1), self._next_out + self.window - 1), self._requested()
+        last, requested = min(self.total_pages, self._next_out + self.window - 1), self._requested()
         return next((p for p in range(self._next_out, last + 1) if p not in requested), None)
 
     def _requested(self) -> set[int]:
@@ -163,9 +162,9 @@ class CompanyTicketPager:
             _LAST_TOTALS[self.company_id, self.status] = total
 
     def _set_total(self, total: int) -> None:
-        self.total_entries, self.total_pages = total, math.ceil(total / self.page_size)
+        self.total_entries, self.total_pages = total, max(math.ceil(total / self.page_size), 1)  # empty: one page
         if not self._anchored:  # resume no further than the list's last page
-            self._next_out = min(self._next_out, max(self.total_pages, 1))
+            self._next_out = min(self._next_out, self.total_pages)
 
     def _restart(self, total: int) -> None:
         self.rewinds += 1
@@ -175,8 +174,7 @@ class CompanyTicketPager:
                 f"kept changing while it was read ({MAX_REWINDS} restarts). Try again later."
             )
         # Read again from the first page not verified; what it handed out may not be trusted.
-        for _, ids in self._handed.values():
-            self._untrusted.update(ids)
+        self._untrusted.update(*(ids for _, ids in self._handed.values()))
         self._next_out = min([*self._handed, self._next_out])
         self._anchored = self._next_out == 1
         self._handed.clear()
@@ -188,17 +186,15 @@ class CompanyTicketPager:
 
     def pop(self) -> list[CompanyTicket] | None:
         """The next page's tickets not handed out before, in the API's order; ``None`` until it is read."""
-        ready = None if self._finished else self._ready.get(self._next_out)
-        if ready is None:
+        if self._finished or self._next_out not in self._ready:
             return None
-        assert self.total_pages is not None
-        tickets, looks = ready
+        tickets, looks = self._ready[self._next_out]
         if not self._anchored:
             # Resume where the page begins with a ticket handed out from a verified page: every
             # ticket before it was handed out.  Else read the page before it too.
             first = tickets[0]["ticket_id"] if tickets else None
             if self._next_out > 1 and (first not in self._seen or first in self._untrusted):
-                self._next_out = min(self._next_out - 1, max(self.total_pages, 1))
+                self._next_out = min(self._next_out - 1, self.total_pages)
                 return None
             self._anchored = True
         del self._ready[self._next_out]
@@ -215,7 +211,6 @@ class CompanyTicketPager:
 
     def progress(self) -> str:
         """A log line such as ``page 3/12, 300 of 1,180 tickets``."""
-        # An empty list has 0 pages but one (empty) page was read: say "page 1/1".
-        pages = max(self.total_pages, self.last_page_read) if self.total_pages is not None else "?"
+        pages = max(self.total_pages, self.last_page_read) if self.total_entries is not None else "?"
         total = f"{self.total_entries:,}" if self.total_entries is not None else "?"
         return f"page {self.last_page_read}/{pages}, {len(self._seen):,} of {total} tickets"
