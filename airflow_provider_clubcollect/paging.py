@@ -163,8 +163,7 @@ class CompanyTicketPager:
 
     def _set_total(self, total: int) -> None:
         self.total_entries, self.total_pages = total, max(math.ceil(total / self.page_size), 1)  # empty: one page
-        if not self._anchored:  # resume no further than the list's last page
-            self._next_out = min(self._next_out, self.total_pages)
+        self._next_out = min(self._next_out, self.total_pages)  # resume no further than the list's last page
 
     def _restart(self, total: int) -> None:
         self.rewinds += 1
@@ -194,7 +193,7 @@ class CompanyTicketPager:
             # ticket before it was handed out.  Else read the page before it too.
             first = tickets[0]["ticket_id"] if tickets else None
             if self._next_out > 1 and (first not in self._seen or first in self._untrusted):
-                self._next_out = min(self._next_out - 1, self.total_pages)
+                self._next_out -= 1
                 return None
             self._anchored = True
         del self._ready[self._next_out]
