@@ -49,10 +49,9 @@ class CompanyTicketPager:
         #: The baseline: the list's size (``None`` until known) and pages as the current snapshot reports them.
         self.total_entries: int | None = None
         self.total_pages = 0
-        self.rewinds = 0
+        self.rewinds = 0  # also the epoch: answers to requests sent before the last restart are dropped
         self._tail: str | None = None
         self._baseline = False  # whether a look has fixed total_entries and _tail
-        self._epoch = 0
         self._looks = 0  # looks sent
         self._agreed = 0  # the last look that agreed with the baseline (pages answered before it are verified)
         self._answers = 0  # page answers since the last look
@@ -88,7 +87,7 @@ class CompanyTicketPager:
                 return self._look_at(guess) if guess and not self._looks else None
         assert self.total_entries is not None
         pages = sum(1 for _, page, _ in self._sent.values() if page)  # in flight, whatever their epoch
-        looking = any(not page and epoch == self._epoch for _, page, epoch in self._sent.values())
+        looking = any(not page and epoch == self.rewinds for _, page, epoch in self._sent.values())
         if not looking and (
             not self._baseline
             or self._answers >= self.window
@@ -112,17 +111,17 @@ class CompanyTicketPager:
         return next((p for p in range(self._next_out, last + 1) if p not in requested), None)
 
     def _requested(self) -> set[int]:
-        return {page for _, page, epoch in self._sent.values() if epoch == self._epoch} | set(self._ready)
+        return {page for _, page, epoch in self._sent.values() if epoch == self.rewinds} | set(self._ready)
 
     def _send(self, page: int, *, look: bool = False) -> ApiRequest:
         request = company_tickets_page_request(self.company_id, self.status, page, 1 if look else self.page_size)
-        self._sent[id(request)] = (request, 0 if look else page, self._epoch)
+        self._sent[id(request)] = (request, 0 if look else page, self.rewinds)
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
         """Take one answer, in any order."""
         _, page, epoch = self._sent.pop(id(request))
-        if self.done or epoch != self._epoch:
+        if self.done or epoch != self.rewinds:
             return  # sent before the last restart, or not needed any more
         tickets = parse_tickets(request, payload, company=True)
         total = parse_page_info(request, payload)["total_entries"]
@@ -178,7 +177,6 @@ class CompanyTicketPager:
         self._anchored = self._next_out == 1
         self._handed.clear()
         self._ready.clear()
-        self._epoch += 1
         self._baseline = self._finished = self._sizing = False
         self._answers = 0
         self._set_total(total)
