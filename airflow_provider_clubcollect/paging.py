@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -146,10 +147,8 @@ class CompanyTicketPager:
         seen_tail = position == total or total == 0
         if self._baseline and total == self.total_entries and tail == self._tail:
             self._agreed = self._looks  # every page answered before this look was sent is verified
-            for page in sorted(self._handed):  # the verified prefix grows
-                if self._handed[page][0] >= self._agreed:
-                    break
-                del self._handed[page]
+            # The verified prefix grows (pages are handed out in order).
+            self._handed = dict(itertools.dropwhile(lambda item: item[1][0] < self._agreed, self._handed.items()))
             return
         if self._baseline or not seen_tail:
             self._restart(total)
