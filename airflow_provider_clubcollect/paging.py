@@ -132,8 +132,7 @@ class CompanyTicketPager:
             self._sizing = False
             if total <= self.page_size:  # the whole list in one answer: that is the read
                 self._set_total(total)
-                self._agreed = self._looks + 1
-                self._ready[1] = (tickets, 0)
+                self._ready[1] = (tickets, -1)  # verified by itself, as if before any look
             elif not self._baseline:  # every page is read once a look has fixed the baseline (page 1 again)
                 self._set_total(total)
         elif total != self.total_entries:
@@ -176,8 +175,7 @@ class CompanyTicketPager:
         self._anchored = self._next_out == 1
         self._handed.clear()
         self._ready.clear()
-        self._baseline = self._finished = self._sizing = False
-        self._answers = 0
+        self._baseline = self._finished = self._sizing = False  # the next request is a look
         self._set_total(total)
 
     def pop(self) -> list[CompanyTicket] | None:
