@@ -172,10 +172,9 @@ class CompanyTicketPager:
         # Read again from the first page not verified; what it handed out may not be trusted.
         self._untrusted.update(*(ids for _, ids in self._handed.values()))
         self._next_out = min([*self._handed, self._next_out])
-        self._anchored = self._next_out == 1
         self._handed.clear()
         self._ready.clear()
-        self._baseline = self._finished = self._sizing = False  # the next request is a look
+        self._baseline = self._finished = self._sizing = self._anchored = False  # the next request is a look
         self._set_total(total)
 
     def pop(self) -> list[CompanyTicket] | None:
