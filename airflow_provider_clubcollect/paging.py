@@ -85,7 +85,7 @@ class CompanyTicketPager:
             elif 1 not in self._requested():  # page 1 first, and a look where the tail was at the last read
                 return self._send(1)
             else:
-                return self._look_at(guess) if guess and not self._looks else None
+                return self._send(guess, look=True) if guess and not self._looks else None
         assert self.total_entries is not None
         pages = sum(1 for _, page, _ in self._sent.values() if page)  # in flight, whatever their epoch
         looking = any(not page and epoch == self.rewinds for _, page, epoch in self._sent.values())
@@ -94,16 +94,11 @@ class CompanyTicketPager:
             or self._answers >= self.window
             or (self._answers and not pages and self._next_page() is None)
         ):
-            return self._look_at(self.total_entries)
+            return self._send(max(self.total_entries, 1), look=True)
         page = self._next_page()
         if page is None or not self._baseline or pages >= self.max_concurrency:
             return None
         return self._send(page)
-
-    def _look_at(self, position: int) -> ApiRequest:
-        self._looks += 1
-        self._answers = 0
-        return self._send(max(position, 1), look=True)
 
     def _next_page(self) -> int | None:
         if self._finished or self.total_entries is None:
@@ -115,6 +110,9 @@ class CompanyTicketPager:
         return {page for _, page, epoch in self._sent.values() if epoch == self.rewinds} | set(self._ready)
 
     def _send(self, page: int, *, look: bool = False) -> ApiRequest:
+        if look:  # one ticket, at entry ``page``
+            self._looks += 1
+            self._answers = 0
         request = company_tickets_page_request(self.company_id, self.status, page, 1 if look else self.page_size)
         self._sent[id(request)] = (request, 0 if look else page, self.rewinds)
         return request
