@@ -86,17 +86,17 @@ def settings_from_airflow_connection(
     conn: Connection, *, timeout: float | None = None, max_retries: int | None = None
 ) -> ClientSettings:
     """Read and check an Airflow ``Connection`` of type ``clubcollect``; the arguments win over its extras."""
-    conn_id, password, where = conn.conn_id, conn.password, f"Connection {conn.conn_id!r}"
+    conn_id, password, where = conn.conn_id, (conn.password or "").strip(), f"Connection {conn.conn_id!r}"
     if conn.conn_type and conn.conn_type != CONN_TYPE:
         raise ClubCollectValidationError(
             f"{where} has type {shown(conn.conn_type)}: set its type to {CONN_TYPE!r} "
             "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
         )
-    if not password or not password.strip():
+    if not password:
         raise ClubCollectValidationError(
             f"{where} has no API key: set its password to the ClubCollect partner API key."
         )
-    if any(not 0x21 <= ord(char) <= 0x7E for char in password.strip()):
+    if any(not 0x21 <= ord(char) <= 0x7E for char in password):
         # Never quote the key: an HTTP library's error about a bad header value would.
         raise ClubCollectValidationError(
             f"{where}: the API key contains whitespace, control or non-ASCII characters, "
@@ -123,7 +123,7 @@ def settings_from_airflow_connection(
     return ClientSettings(
         conn_id=conn_id,
         base_url=resolve_base_url(conn.host, port=conn.port, conn_id=conn_id),
-        api_key=password.strip(),
+        api_key=password,
         budget_url=check_budget_url(extra.get("budget_url"), conn_id, numbers["max_requests_per_second"]),
         **numbers,
     )

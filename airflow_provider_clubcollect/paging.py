@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -45,15 +46,13 @@ class CompanyTicketPager:
         self.max_in_flight = self.max_concurrency + 1
         #: Pages requested but not yet handed out, at most: the read-ahead of a lazy consumer.
         self.window = 2 * self.max_concurrency
-        #: The last page handed out.
         self.last_page_read = 0
-        #: The baseline: the list's size and pages as the current snapshot reports them.
-        self.total_pages: int | None = None
+        #: The baseline: the list's size (``None`` until known) and pages as the current snapshot reports them.
         self.total_entries: int | None = None
-        self.rewinds = 0
+        self.total_pages = 0
+        self.rewinds = 0  # also the epoch: answers to requests sent before the last restart are dropped
         self._tail: str | None = None
         self._baseline = False  # whether a look has fixed total_entries and _tail
-        self._epoch = 0
         self._looks = 0  # looks sent
         self._agreed = 0  # the last look that agreed with the baseline (pages answered before it are verified)
         self._answers = 0  # page answers since the last look
@@ -86,44 +85,42 @@ class CompanyTicketPager:
             elif 1 not in self._requested():  # page 1 first, and a look where the tail was at the last read
                 return self._send(1)
             else:
-                return self._look_at(guess) if guess and not self._looks else None
+                return self._send(guess, look=True) if guess and not self._looks else None
         assert self.total_entries is not None
         pages = sum(1 for _, page, _ in self._sent.values() if page)  # in flight, whatever their epoch
-        looking = any(not page and epoch == self._epoch for _, page, epoch in self._sent.values())
+        looking = any(not page and epoch == self.rewinds for _, page, epoch in self._sent.values())
         if not looking and (
             not self._baseline
             or self._answers >= self.window
             or (self._answers and not pages and self._next_page() is None)
         ):
-            return self._look_at(self.total_entries)
+            return self._send(max(self.total_entries, 1), look=True)
         page = self._next_page()
         if page is None or not self._baseline or pages >= self.max_concurrency:
             return None
         return self._send(page)
 
-    def _look_at(self, position: int) -> ApiRequest:
-        self._looks += 1
-        self._answers = 0
-        return self._send(max(position, 1), look=True)
-
     def _next_page(self) -> int | None:
-        if self._finished or self.total_pages is None:
+        if self._finished or self.total_entries is None:
             return None
-        last, requested = min(max(self.total_pages, 1), self._next_out + self.window - 1), self._requested()
+        last, requested = min(self.total_pages, self._next_out + self.window - 1), self._requested()
         return next((p for p in range(self._next_out, last + 1) if p not in requested), None)
 
     def _requested(self) -> set[int]:
-        return {page for _, page, epoch in self._sent.values() if epoch == self._epoch} | set(self._ready)
+        return {page for _, page, epoch in self._sent.values() if epoch == self.rewinds} | set(self._ready)
 
     def _send(self, page: int, *, look: bool = False) -> ApiRequest:
+        if look:  # one ticket, at entry ``page``
+            self._looks += 1
+            self._answers = 0
         request = company_tickets_page_request(self.company_id, self.status, page, 1 if look else self.page_size)
-        self._sent[id(request)] = (request, 0 if look else page, self._epoch)
+        self._sent[id(request)] = (request, 0 if look else page, self.rewinds)
         return request
 
     def accept(self, request: ApiRequest, payload: Any) -> None:
         """Take one answer, in any order."""
         _, page, epoch = self._sent.pop(id(request))
-        if self.done or epoch != self._epoch:
+        if self.done or epoch != self.rewinds:
             return  # sent before the last restart, or not needed any more
         tickets = parse_tickets(request, payload, company=True)
         total = parse_page_info(request, payload)["total_entries"]
@@ -133,8 +130,7 @@ class CompanyTicketPager:
             self._sizing = False
             if total <= self.page_size:  # the whole list in one answer: that is the read
                 self._set_total(total)
-                self._agreed = self._looks + 1
-                self._ready[1] = (tickets, 0)
+                self._ready[1] = (tickets, -1)  # verified by itself, as if before any look
             elif not self._baseline:  # every page is read once a look has fixed the baseline (page 1 again)
                 self._set_total(total)
         elif total != self.total_entries:
@@ -148,10 +144,8 @@ class CompanyTicketPager:
         seen_tail = position == total or total == 0
         if self._baseline and total == self.total_entries and tail == self._tail:
             self._agreed = self._looks  # every page answered before this look was sent is verified
-            for page in sorted(self._handed):  # the verified prefix grows
-                if self._handed[page][0] >= self._agreed:
-                    break
-                del self._handed[page]
+            # The verified prefix grows (pages are handed out in order).
+            self._handed = dict(itertools.dropwhile(lambda item: item[1][0] < self._agreed, self._handed.items()))
             return
         if self._baseline or not seen_tail:
             self._restart(total)
@@ -163,9 +157,8 @@ class CompanyTicketPager:
             _LAST_TOTALS[self.company_id, self.status] = total
 
     def _set_total(self, total: int) -> None:
-        self.total_entries, self.total_pages = total, math.ceil(total / self.page_size)
-        if not self._anchored:  # resume no further than the list's last page
-            self._next_out = min(self._next_out, max(self.total_pages, 1))
+        self.total_entries, self.total_pages = total, max(math.ceil(total / self.page_size), 1)  # empty: one page
+        self._next_out = min(self._next_out, self.total_pages)  # resume no further than the list's last page
 
     def _restart(self, total: int) -> None:
         self.rewinds += 1
@@ -175,30 +168,24 @@ class CompanyTicketPager:
                 f"kept changing while it was read ({MAX_REWINDS} restarts). Try again later."
             )
         # Read again from the first page not verified; what it handed out may not be trusted.
-        for _, ids in self._handed.values():
-            self._untrusted.update(ids)
+        self._untrusted.update(*(ids for _, ids in self._handed.values()))
         self._next_out = min([*self._handed, self._next_out])
-        self._anchored = self._next_out == 1
         self._handed.clear()
         self._ready.clear()
-        self._epoch += 1
-        self._baseline = self._finished = self._sizing = False
-        self._answers = 0
+        self._baseline = self._finished = self._sizing = self._anchored = False  # the next request is a look
         self._set_total(total)
 
     def pop(self) -> list[CompanyTicket] | None:
         """The next page's tickets not handed out before, in the API's order; ``None`` until it is read."""
-        ready = None if self._finished else self._ready.get(self._next_out)
-        if ready is None:
+        if self._finished or self._next_out not in self._ready:
             return None
-        assert self.total_pages is not None
-        tickets, looks = ready
+        tickets, looks = self._ready[self._next_out]
         if not self._anchored:
             # Resume where the page begins with a ticket handed out from a verified page: every
             # ticket before it was handed out.  Else read the page before it too.
             first = tickets[0]["ticket_id"] if tickets else None
             if self._next_out > 1 and (first not in self._seen or first in self._untrusted):
-                self._next_out = min(self._next_out - 1, max(self.total_pages, 1))
+                self._next_out -= 1
                 return None
             self._anchored = True
         del self._ready[self._next_out]
@@ -215,7 +202,6 @@ class CompanyTicketPager:
 
     def progress(self) -> str:
         """A log line such as ``page 3/12, 300 of 1,180 tickets``."""
-        # An empty list has 0 pages but one (empty) page was read: say "page 1/1".
-        pages = max(self.total_pages, self.last_page_read) if self.total_pages is not None else "?"
+        pages = max(self.total_pages, self.last_page_read) if self.total_entries is not None else "?"
         total = f"{self.total_entries:,}" if self.total_entries is not None else "?"
         return f"page {self.last_page_read}/{pages}, {len(self._seen):,} of {total} tickets"
