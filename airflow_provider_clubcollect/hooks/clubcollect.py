@@ -404,7 +404,7 @@ class ClubCollectHook(BaseHook):
                 for future in answered:
                     pager.accept(pending.pop(future), future.result())
                 while (tickets := pager.pop()) is not None:
-                    if pager.done or pager.last_page_read % max(1, (pager.total_pages or 0) // 10) == 0:
+                    if pager.done or pager.last_page_read % max(1, pager.total_pages // 10) == 0:
                         self.log.info("%s tickets of company %r: %s.", pager.status, pager.company_id, pager.progress())
                     send_what_the_pager_allows()  # the next pages come while the consumer works
                     yield from tickets
