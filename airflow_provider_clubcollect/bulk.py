@@ -87,7 +87,8 @@ def run_bulk(
         except Exception as exc:  # a bug or an unexpected library error too: still report every invoice
             if isinstance(exc, ClubCollectAuthError):
                 refused.append(exc)
-            status = getattr(exc, "status_code", None)  # a ClubCollectError's
+            # Only ours: Airflow's own exceptions carry a class-level status_code (500) of no HTTP answer.
+            status = exc.status_code if isinstance(exc, ClubCollectError) else None
             code = f"{status} {getattr(exc, 'error_code', '')}".strip() if status else type(exc).__name__
             result.failed[invoice_id] = f"{code}: {shorten(str(exc), 300)}"
         else:

@@ -100,3 +100,14 @@ def test_the_failure_message_stays_bounded_however_many_failed() -> None:
     assert message.count("code_") == bulk.MAX_GROUPS - 1, "the kinds after the first ones by count"
     assert "and 6 failed otherwise" in message
     assert len(message) < 4_000
+
+
+def test_an_airflow_error_in_an_action_is_named_by_its_class_not_by_a_status_it_never_had() -> None:
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    def action(invoice_id: str) -> None:
+        raise AirflowException(f"no such pool for {invoice_id}")
+
+    result = bulk.run_bulk(action, ["inv-1"], max_concurrency=1, verb="archive")
+
+    assert result.failed == {"inv-1": "AirflowException: no such pool for inv-1"}
