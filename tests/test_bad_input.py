@@ -72,6 +72,7 @@ ARGUMENTS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("min-tickets-0", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, min_tickets=0), ("got 0", "at least 1")),
     ("min-tickets-float", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, min_tickets=1.5), ("got 1.5", "integer")),
     ("sensor-unanswered-for", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, unanswered_for=-DAY), ("days=-1", "timedelta of zero or more")),
+    ("sensor-unanswered-for-template", lambda: UnansweredTicketsSensor(task_id="t", company_id=CO, unanswered_for="{{ x }}"), ("got '{{ x }}'", "timedelta of zero or more")),
     ("neither-ids-nor-company", lambda: ArchiveTicketsOperator(task_id="t"), ("not neither", "either invoice_ids or company_id")),
     # retry counts and back-off
     ("max-retries-count", lambda: ClubCollectHook(max_retries=101), ("got 101", "from 0 to 100")),

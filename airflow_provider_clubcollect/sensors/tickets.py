@@ -61,7 +61,8 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
         selection.check_literal(wire.check_id, company_id, "company_id")
-        selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
+        if unanswered_for is not None:  # not templated: a string is refused here, not at the first poke
+            selection.check_duration(unanswered_for, "unanswered_for")
         self.company_id = company_id
         self.min_tickets = wire.check_int(min_tickets, "min_tickets")
         self.unanswered_for = unanswered_for
