@@ -25,8 +25,9 @@ from airflow_provider_clubcollect.wire import BASE_PATH, check_int, check_number
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
-# The connection form is the one source of the extras, their defaults and bounds.
-_FIELDS = {name: field["schema"] for name, field in get_provider_info()["connection-types"][0]["conn-fields"].items()}
+#: The connection form: the one source of the extras, their defaults and bounds, and of the UI's fields.
+CONN_FORM: dict[str, Any] = get_provider_info()["connection-types"][0]
+_FIELDS = {name: field["schema"] for name, field in CONN_FORM["conn-fields"].items()}
 
 
 @dataclass(repr=False, eq=False, slots=True)

@@ -37,25 +37,18 @@ class TransportFailure(NamedTuple):
 Outcome = RawResponse | TransportFailure
 
 
-class RequestRetries(NamedTuple):
-    """How one request is retried: the back-off and the count (the connection's ``max_retries``)."""
-
-    backoff: Backoff
-    max_retries: int
-
-
-def call_sync(request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Outcome]) -> Any:
+def call_sync(request: ApiRequest, backoff: Backoff, max_retries: int, send: Callable[[ApiRequest], Outcome]) -> Any:
     """One API call: send, retry connection errors, timeouts, 429 and 5xx, return the parsed answer (204: ``None``)."""
-    attempts = _Attempts(request, retries)
+    attempts = _Attempts(request, backoff, max_retries)
     while (wait := attempts.judge(send(request))) is not None:
         time.sleep(wait)
     return attempts.answer
 
 
 async def call_async(
-    request: ApiRequest, retries: RequestRetries, send: Callable[[ApiRequest], Awaitable[Outcome]]
+    request: ApiRequest, backoff: Backoff, max_retries: int, send: Callable[[ApiRequest], Awaitable[Outcome]]
 ) -> Any:
-    attempts = _Attempts(request, retries)
+    attempts = _Attempts(request, backoff, max_retries)
     while (wait := attempts.judge(await send(request))) is not None:
         await asyncio.sleep(wait)
     return attempts.answer
@@ -64,8 +57,8 @@ async def call_async(
 class _Attempts:
     """What to do after each attempt of one call; the retry the next one is goes to ``observability.RETRY``."""
 
-    def __init__(self, request: ApiRequest, retries: RequestRetries) -> None:
-        self.request, self.retries, self.attempt, self.answer = request, retries, 1, None
+    def __init__(self, request: ApiRequest, backoff: Backoff, max_retries: int) -> None:
+        self.request, self.backoff, self.max_retries, self.attempt, self.answer = request, backoff, max_retries, 1, None
         observability.RETRY.set(None)  # the first attempt is no retry, whatever this thread sent before
 
     def judge(self, outcome: Outcome) -> float | None:
@@ -86,7 +79,7 @@ class _Attempts:
                 status_code=outcome.status if isinstance(outcome, RawResponse) else None,
                 timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
             )
-        if attempt > self.retries.max_retries:
+        if attempt > self.max_retries:
             if isinstance(outcome, RawResponse):
                 raise error_for(request, outcome, attempts=attempt)
             raise ClubCollectServerError(
@@ -94,13 +87,13 @@ class _Attempts:
                 "ClubCollect could not be reached; check the base URL and the network, or try again later."
             )
         retry_after = outcome.headers.get("retry-after") if isinstance(outcome, RawResponse) else None
-        wait = self.retries.backoff.wait_seconds(attempt, retry_after)
+        wait = self.backoff.wait_seconds(attempt, retry_after)
         log.warning(
             "ClubCollect: could not %s (%s, attempt %d of %d); retrying in %.1f s.",
             request.description,
             failure,
             attempt,
-            self.retries.max_retries + 1,
+            self.max_retries + 1,
             wait,
         )
         self.attempt += 1

@@ -181,7 +181,7 @@ def test_one_span_per_attempt_under_the_current_span(
 
 
 def test_the_async_transport_records_the_same(sandbox: SandboxHandle, stats: RecordingStats, spans: Any) -> None:
-    from airflow_provider_clubcollect.transport import AsyncTransport, RequestRetries, call_async
+    from airflow_provider_clubcollect.transport import AsyncTransport, call_async
     from airflow_provider_clubcollect.wire import company_tickets_page_request
     from tests.conftest import conn_settings
 
@@ -193,7 +193,7 @@ def test_the_async_transport_records_the_same(sandbox: SandboxHandle, stats: Rec
         transport = AsyncTransport(settings)
         try:
             request = company_tickets_page_request(COMPANY, "unanswered")
-            return await call_async(request, RequestRetries(fast_backoff(), 2), transport.send)
+            return await call_async(request, fast_backoff(), 2, transport.send)
         finally:
             await transport.aclose()
 

@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 
 from airflow_provider_clubcollect import observability, wire
 from airflow_provider_clubcollect.bulk import run_bulk
-from airflow_provider_clubcollect.connection import missing_connection, settings_from_airflow_connection
+from airflow_provider_clubcollect.connection import CONN_FORM, missing_connection, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
     ClubCollectAuthError,
@@ -28,12 +28,12 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectNotFoundError,
     ClubCollectServerError,
 )
-from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
+from airflow_provider_clubcollect.get_provider_info import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY, AdaptiveLimiter
 from airflow_provider_clubcollect.paging import CompanyTicketPager
 from airflow_provider_clubcollect.retry import Backoff, as_backoff
 from airflow_provider_clubcollect.selection import to_utc
-from airflow_provider_clubcollect.transport import RequestRetries, SyncTransport, call_async, call_sync
+from airflow_provider_clubcollect.transport import SyncTransport, call_async, call_sync
 from airflow_provider_clubcollect.version_compat import aget_connection, amask_secret, mask_secret
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class ClubCollectHook(BaseHook):
             BS3TextFieldWidget, lazy_gettext = None, str
 
         widgets: dict[str, Any] = {}
-        for name, field in get_provider_info()["connection-types"][0]["conn-fields"].items():
+        for name, field in CONN_FORM["conn-fields"].items():
             schema, whole = field["schema"], "integer" in field["schema"]["type"]
             bounds = [NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))] if whole else []
             # Seconds may be fractional: wtforms' number fields are whole numbers only.
@@ -102,10 +102,7 @@ class ClubCollectHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            key.replace("-", "_"): value
-            for key, value in get_provider_info()["connection-types"][0]["ui-field-behaviour"].items()
-        }
+        return {key.replace("-", "_"): value for key, value in CONN_FORM["ui-field-behaviour"].items()}
 
     def __init__(
         self,
@@ -143,10 +140,6 @@ class ClubCollectHook(BaseHook):
             mask_secret(secret)
         return settings
 
-    @functools.cached_property
-    def _retries(self) -> RequestRetries:
-        return RequestRetries(self.backoff, self.settings.max_retries)
-
     def _get_transport(self) -> SyncTransport:
         with self._lock:
             if self._transport is None:
@@ -174,10 +167,10 @@ class ClubCollectHook(BaseHook):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(self, request: wire.ApiRequest, retries: RequestRetries | None = None) -> Any:
+    def _call(self, request: wire.ApiRequest, max_retries: int | None = None) -> Any:
         send = self._get_transport().send
         send = send if self._limiter is None else functools.partial(self._limiter.send, send)
-        return call_sync(request, retries or self._retries, send)
+        return call_sync(request, self.backoff, self.settings.max_retries if max_retries is None else max_retries, send)
 
     def get_invoice_tickets(self, invoice_id: str) -> list[wire.Ticket]:
         """
@@ -235,7 +228,7 @@ class ClubCollectHook(BaseHook):
 
         intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
         remember()
-        retries, transport, posts, lost = self._retries, self._get_transport(), 0, 0
+        max_retries, transport, posts, lost = self.settings.max_retries, self._get_transport(), 0, 0
 
         def send(request: wire.ApiRequest) -> Any:
             nonlocal posts
@@ -244,12 +237,11 @@ class ClubCollectHook(BaseHook):
 
         while True:
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
-            remaining = retries._replace(max_retries=retries.max_retries - posts)
             try:
-                ticket = wire.parse_ticket(request, call_sync(request, remaining, send))
+                ticket = wire.parse_ticket(request, call_sync(request, self.backoff, max_retries - posts, send))
             except ClubCollectAmbiguousError as exc:
                 lost += 1
-                wait = max(retries.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
+                wait = max(self.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
@@ -262,7 +254,7 @@ class ClubCollectHook(BaseHook):
                     )
                     remember(posted)
                     return posted
-                if posts > retries.max_retries:
+                if posts > max_retries:
                     if exc.status_code is not None:
                         last = f"HTTP {exc.status_code}"
                     else:
@@ -385,7 +377,7 @@ class ClubCollectHook(BaseHook):
     def _iter_pages(self, pager: CompanyTicketPager) -> Iterator[wire.CompanyTicket]:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        retries, limiter = self._retries, AdaptiveLimiter(pager.max_in_flight)
+        backoff, max_retries, limiter = self.backoff, self.settings.max_retries, AdaptiveLimiter(pager.max_in_flight)
         send = functools.partial(limiter.send, self._get_transport().send)
         pool = ThreadPoolExecutor(max_workers=pager.max_in_flight, thread_name_prefix="clubcollect-page")
         pending: dict[Future[Any], wire.ApiRequest] = {}
@@ -393,7 +385,7 @@ class ClubCollectHook(BaseHook):
         def send_what_the_pager_allows() -> None:
             while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
                 # In a copy of the caller's context: the requests' spans are children of the task's.
-                pending[pool.submit(copy_context().run, call_sync, request, retries, send)] = request
+                pending[pool.submit(copy_context().run, call_sync, request, backoff, max_retries, send)] = request
 
         try:
             while not pager.done:
@@ -473,12 +465,12 @@ class ClubCollectHook(BaseHook):
         async with contextlib.nullcontext() if self._aclient else self:
             assert self._aclient is not None
             async with self._aclient.transport() as transport:
-                retries = RequestRetries(self.backoff, transport.settings.max_retries)
+                backoff, max_retries = self.backoff, transport.settings.max_retries
                 send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
                 try:
                     while not pager.done:
                         while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
-                            pending[asyncio.create_task(call_async(request, retries, send))] = request
+                            pending[asyncio.create_task(call_async(request, backoff, max_retries, send))] = request
                         if not pending:  # pragma: no cover - a pager bug; never spin
                             raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
                         answered, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -499,8 +491,8 @@ class ClubCollectHook(BaseHook):
         .. seealso:: :ref:`connection` ("Testing the connection")
         """
         try:
-            quick = self._retries._replace(max_retries=min(1, self._retries.max_retries))  # a person waits
-            self._call(wire.get_invoice_tickets_request("airflow-provider-clubcollect-connection-test"), quick)
+            request = wire.get_invoice_tickets_request("airflow-provider-clubcollect-connection-test")
+            self._call(request, max_retries=min(1, self.settings.max_retries))  # a person waits
         except ClubCollectNotFoundError as exc:
             if exc.error_code == wire.ERROR_INVALID_INVOICE_ID:
                 return True, (

@@ -680,7 +680,7 @@ def test_backoff_tunes_requests(sandbox: SandboxHandle) -> None:
     from_dict = ArchiveTicketsOperator(task_id="b", invoice_ids=["i"], backoff={"initial": 2.0})
 
     assert (tuned.backoff, tuned.hook.backoff) == (ours, ours)
-    assert tuned.hook._retries.max_retries == 5, "the count is the connection's"
+    assert tuned.hook.settings.max_retries == 5, "the count is the connection's"
     assert from_dict.hook.backoff == Backoff(initial=2.0)
     assert ArchiveTicketsOperator(task_id="c", invoice_ids=["i"]).hook.backoff == Backoff()
 
