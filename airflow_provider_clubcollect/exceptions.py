@@ -49,10 +49,6 @@ class ClubCollectError(AirflowException):
         self.status_code = status_code  # type: ignore[assignment]  # an int here, not HTTPStatus
         self.error_code = error_code
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only arguments do not survive the default pickling, which Airflow uses between processes.
-        return ClubCollectError.from_payload, (self.to_payload(),), self.__dict__
-
     def to_payload(self) -> dict[str, Any]:
         """
         Describe this error as plain JSON, for a trigger event; :meth:`from_payload` reverses it.
