@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from airflow.providers.common.compat.sdk import AirflowException
 
@@ -29,6 +29,11 @@ def shown(value: object, limit: int = 200) -> str:
 
 def shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def is_finite(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a finite int or float; a bool is no number here."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class ClubCollectError(AirflowException):
@@ -75,8 +80,7 @@ class ClubCollectError(AirflowException):
         )
         if isinstance(error, ClubCollectRateLimitError):  # a finite wait, whatever an edited payload says
             wait = payload.get("retry_after")
-            finite = isinstance(wait, (int, float)) and not isinstance(wait, bool) and 0 <= wait < math.inf
-            error.retry_after = wait if finite else None
+            error.retry_after = wait if is_finite(wait) and wait >= 0 else None
         return error
 
 

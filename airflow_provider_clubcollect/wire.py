@@ -18,6 +18,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectRateLimitError,
     ClubCollectServerError,
     ClubCollectValidationError,
+    is_finite,
     shorten,
     shown,
 )
@@ -81,12 +82,7 @@ def check_int(value: object, name: str, *, low: int = 1, high: int | None = None
 
 
 def check_number(value: object, name: str, *, zero: bool = False) -> float:
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and (value >= 0 if zero else value > 0)
-        and value < math.inf
-    ):
+    if is_finite(value) and (value >= 0 if zero else value > 0):
         return float(value)
     allowed = "0 or more" if zero else "above 0"
     raise ClubCollectValidationError(f"{name} must be a finite number {allowed}, got {shown(value)}.")
