@@ -303,11 +303,12 @@ def test_random_faults_every_read_complete(sandbox: SandboxHandle) -> None:
 
 
 def test_create_that_the_server_applies_after_the_timeout_is_not_posted_twice(sandbox: SandboxHandle) -> None:
-    """The POST times out at 0.6 s; the server applies it at 1.0 s. The hook waits, finds it, stops."""
+    """The POST times out at 1 s; the server applies it at 1.5 s; the hook waits a timeout more (to 2 s),
+    finds it, stops.  Half a second on either side, so that a busy machine cannot swap the events."""
     sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
-    sandbox.set_faults(script=[{"fault": "delay", "seconds": 1.0, "method": "POST"}])
+    sandbox.set_faults(script=[{"fault": "delay", "seconds": 1.5, "method": "POST"}])
 
-    ticket = ClubCollectHook(timeout=0.6, backoff=FAST).create_ticket("inv-1", "Laat")
+    ticket = ClubCollectHook(timeout=1.0, backoff=FAST).create_ticket("inv-1", "Laat")
 
     state = sandbox.invoice("inv-1")
     assert state["tickets_created"] == 1, "posted twice"
