@@ -366,7 +366,8 @@ def test_a_read_in_flight_keeps_its_client_when_the_connection_changes(
     async def main() -> tuple[list[Any], list[Any]]:
         async with ClubCollectHook(backoff=FAST) as first, ClubCollectHook(backoff=FAST) as second:
             slow = asyncio.ensure_future(first.aget_company_tickets(CO, "unanswered"))
-            await asyncio.sleep(0.15)  # the first read is on the wire
+            while not sandbox.requests():  # the first read is on the wire (held there 400 ms)
+                await asyncio.sleep(0.01)
             monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(changed))
             return await asyncio.gather(slow, second.aget_company_tickets(CO, "unanswered"))
 
