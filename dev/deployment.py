@@ -107,11 +107,18 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGINT, on_term)
 
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free on 127.0.0.1 now, and never one handed out before (the OS may pick a freed port again)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float, stack: Stack, interval: float = 1.0) -> Any:

@@ -68,7 +68,7 @@ REVIEW_CHOICES = {
 WATCH_DAG_ID = "clubcollect_acknowledge_new_messages"
 WATCH_COMPANY = "e2e0watched".ljust(40, "0")  # the watcher example's Variable clubcollect_watched_company_id
 WATCH_POLL = 5.0  # the example's poll_interval
-BURST_WITHIN = WATCH_POLL + 5.0  # seconds to a burst's runs: a poll interval, a scheduler loop and a margin
+BURST_WITHIN = 10.0  # seconds from the first poll that could see a burst to its runs: the triggerer and scheduler
 BURST = [f"e2e0watched0burst{n}".ljust(40, "0") for n in range(3)]
 # The shared request budget: the sandbox's per-key rate and both budget connections' max_requests_per_second.
 BUDGET_VARIANTS = ("shared", "alone")
@@ -182,8 +182,7 @@ class Phase:
         return [r for r in found if since is None or _dt(r["queued_at"]) >= since]
 
     def tasks(self, record: RunRecord) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.deploy.api.get(f"{record.path}/taskInstances?limit=100")["task_instances"]
-        return found
+        return list(self.deploy.api.get(f"{record.path}/taskInstances?limit=100")["task_instances"])
 
     def wait_for_task(self, record: RunRecord, task_id: str, states: tuple[str, ...]) -> dict[str, Any]:
         """Wait for a task of the run to reach one of ``states``; a task that ended otherwise fails."""
@@ -196,8 +195,7 @@ class Phase:
                     raise DeploymentError(f"{record.dag_id}.{task_id} ended {ti['state']}, not {' or '.join(states)}")
             return None
 
-        found: dict[str, Any] = wait_until(f"{record.dag_id}.{task_id}", reached, RUN_TIMEOUT, self.deploy.stack)
-        return found
+        return dict(wait_until(f"{record.dag_id}.{task_id}", reached, RUN_TIMEOUT, self.deploy.stack))
 
     def wait(self, record: RunRecord, timeout: float = RUN_TIMEOUT, judge: bool = True) -> None:
         """Wait for the run to finish; ``judge``: check that it ended as expected."""
@@ -316,10 +314,9 @@ def seed_review_companies(sandbox: Any) -> None:
 def answer(phase: Phase, record: RunRecord, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Wait for a human-in-the-loop task to ask, then answer it through the REST API."""
     ti = phase.wait_for_task(record, task_id, ("awaiting_input", "deferred"))
-    # Airflow 3.3.2 races an answer given within a second or two of the task parking: the
-    # scheduler then takes the parked run's "success" event for the resumed, queued try and fails
-    # it.  A person never answers that fast; an automated answer waits a few seconds.
-    time.sleep(max(0.0, 10 - (datetime.now(timezone.utc) - _dt(ti["start_date"])).total_seconds()))
+    # Airflow 3.3.2 fails a task answered within a second or two of parking (the scheduler takes the parked try's
+    # "success" event for the resumed one).  No person is that fast: wait 10 s from its start, 5 s from seeing it park.
+    time.sleep(max(5.0, 10 - (datetime.now(timezone.utc) - _dt(ti["start_date"])).total_seconds()))
     path = f"{record.path}/taskInstances/{task_id}/-1/hitlDetails"
     asked: dict[str, Any] = phase.deploy.api.get(path)
     phase.deploy.api.call("PATCH", path, body)
@@ -389,8 +386,7 @@ def run_watcher(phase: Phase, sandbox: Any) -> None:
             found = phase.runs(WATCH_DAG_ID, "asset_triggered")
             return found if len(found) > len(runs) and all(r["state"] in ("success", "failed") for r in found) else None
 
-        found: list[dict[str, Any]] = wait_until(what, settled, RUN_TIMEOUT, deploy.stack)
-        return found
+        return list(wait_until(what, settled, RUN_TIMEOUT, deploy.stack))
 
     phase.pause(WATCH_DAG_ID, False)  # tests/dags asserts that a run without events acknowledges nothing
     first = message([], "the watcher to report the waiting ticket")
@@ -440,10 +436,10 @@ def run_watcher(phase: Phase, sandbox: Any) -> None:
 
 
 def run_burst(phase: Phase, sandbox: Any, earlier_runs: set[str], acks: Callable[[list[str]], list[int]]) -> None:
-    """Three member messages at once: each ticket reaches a run within a poll and a scheduler loop."""
-    arrived = datetime.now(timezone.utc)
+    """Three member messages at once: each ticket reaches a run from the first poll that could see it."""
     message = thread(("Ik heb een vraag", "CUSTOMER", 0))
     ticket_ids = {sandbox.add_invoice(i, WATCH_COMPANY, message)["tickets"][0]["ticket_id"] for i in BURST}
+    arrived = time.time()  # all three; the poll phase (up to WATCH_POLL) is chance, so it is measured from the poll
 
     def handled() -> dict[str, dict[str, Any]] | None:
         """Each burst ticket's run: the one whose triggering events carry it."""
@@ -457,14 +453,16 @@ def run_burst(phase: Phase, sandbox: Any, earlier_runs: set[str], acks: Callable
         return found if len(found) == len(ticket_ids) else None
 
     found = wait_until("a run for each ticket of the burst", handled, RUN_TIMEOUT, phase.deploy.stack, 0.5)
-    latency = max((_dt(run["queued_at"]) - arrived).total_seconds() for run in found.values())
+    polls = [r["at"] for r in sandbox.requests() if WATCH_COMPANY in r["path"] and r["at"] >= arrived]
+    polled = min(polls, default=arrived)
+    latency = (queued := max(_dt(run["queued_at"]).timestamp() for run in found.values())) - polled
     run_ids = sorted({run["dag_run_id"] for run in found.values()})
     for run_id in run_ids:
-        phase.wait(phase.record(WATCH_DAG_ID, run_id, f"burst of 3 messages, run {latency:.1f} s after"))
+        phase.wait(phase.record(WATCH_DAG_ID, run_id, f"burst of 3 messages, run {latency:.1f} s after the poll"))
     phase.check(
         latency <= BURST_WITHIN and acks(BURST) == [1, 1, 1],
-        f"burst: 3 messages at once reached {len(run_ids)} run(s) {latency:.1f} s after they arrived (within "
-        f"{BURST_WITHIN:g} s), none stranded; acknowledgements {acks(BURST)}",
+        f"burst: 3 messages at once reached {len(run_ids)} run(s) {queued - arrived:.1f} s after they arrived, "
+        f"{latency:.1f} s after the first poll that saw them (within {BURST_WITHIN:g} s); acks {acks(BURST)}",
     )
 
 
@@ -605,6 +603,7 @@ def check_connection_test(phase: Phase) -> None:
 def statsd_listener() -> tuple[int, list[str]]:
     """A StatsD server on 127.0.0.1, in a thread: its port, and the list it appends every line it receives to."""
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE (Linux, root): no burst of lines dropped
     server.bind(("127.0.0.1", 0))
     lines: list[str] = []
 
@@ -631,18 +630,19 @@ def check_metrics(phase: Phase, sandbox: Any, lines: list[str], start: int) -> N
     from airflow_provider_clubcollect.observability import route
     from airflow_provider_clubcollect.wire import ApiRequest
 
-    for _ in range(30):  # a quiet moment: every request logged was answered, none arrived since
+    for _ in range(60):  # a quiet moment whose counts agree: a metric may come late on a busy machine (UDP)
         logged = sandbox.requests()
-        time.sleep(1)  # the metrics of answers just given arrive (UDP on loopback)
+        time.sleep(1)
         seen = clubcollect_counts(lines[start:])
-        if len(sandbox.requests()) == len(logged) and all(r["status"] or r["fault"] for r in logged):
+        expected = Counter(
+            f"requests.{route(ApiRequest(r['method'], r['path'].removeprefix('/api/'), ''))[0]}."
+            + ("dropped" if r["status"] is None else "429" if r["status"] == 429 else f"{r['status'] // 100}xx")
+            for r in logged
+        )
+        counted = Counter({name: n for name, n in seen.items() if name.startswith("requests.")})
+        quiet = len(sandbox.requests()) == len(logged) and all(r["status"] or r["fault"] for r in logged)
+        if quiet and counted == expected:
             break
-    expected = Counter(
-        f"requests.{route(ApiRequest(r['method'], r['path'].removeprefix('/api/'), ''))[0]}."
-        + ("dropped" if r["status"] is None else "429" if r["status"] == 429 else f"{r['status'] // 100}xx")
-        for r in logged
-    )
-    counted = Counter({name: n for name, n in seen.items() if name.startswith("requests.")})
     phase.check(
         counted == expected,
         f"metrics: StatsD counted {counted.total()} requests by call and outcome, as the sandbox's log "

@@ -417,8 +417,12 @@ def finish_deferral(run: Run, run_id: str) -> None:
     from airflow_provider_clubcollect.sandbox.client import ticket
 
     info = run.deferral
-    wait_until("the trigger's poll to meet the echoing 503", lambda: met_503(run, DEFER_COMPANY), 60, run.stack, 0.5)
-    time.sleep(2)  # its retry, still nothing waiting
+
+    def retried() -> bool:  # the trigger's poll met the echoing 503, and its retry was answered (nothing waiting)
+        statuses = [r["status"] for r in run.sandbox.requests() if DEFER_COMPANY in r["path"]]
+        return 503 in statuses and 200 in statuses[statuses.index(503) + 1 :]
+
+    wait_until("the trigger to meet the echoing 503 and retry", retried, 60, run.stack, 0.5)
     ti = task_instance(run, DEFER_DAG_ID, run_id, "wait")
     run.check(
         ti is not None and ti["state"] == "deferred",

@@ -45,9 +45,11 @@ def test_a_thread_that_starts_waiting_after_the_run_began_ages_past_unanswered_f
 
     assert state == "success", output[-4000:]
     assert [t["message"] for t in example_airflow.xcom(dag_id, "wait")] == ["Toch niet"]
-    # Not at once: the sensor fired only once the thread had waited for more than 2 s.
+    # Not at once: the read the sensor fired on (its last) came well after the write, where one at once
+    # comes a poke interval (1 s) after it; it judged the thread waiting more than 2 s (the line below).
+    # Judged by the read's time, not by counting reads: on a busy machine pokes come further apart.
     reads = [r for r in sandbox.requests() if "/companies/" in r["path"]]
-    assert len(reads) >= 3, reads
+    assert reads[-1]["at"] - written[0].timestamp() >= 1.5, reads
     assert "1 ticket awaits an answer for more than 0:00:02 in company 'club-1': at least 1 wanted, done." in output
     if mode == "deferrable":
         assert "running trigger in line" in output

@@ -303,11 +303,12 @@ def test_random_faults_every_read_complete(sandbox: SandboxHandle) -> None:
 
 
 def test_create_that_the_server_applies_after_the_timeout_is_not_posted_twice(sandbox: SandboxHandle) -> None:
-    """The POST times out at 0.6 s; the server applies it at 1.0 s. The hook waits, finds it, stops."""
+    """The POST times out at 1 s; the server applies it at 1.5 s; the hook waits a timeout more (to 2 s),
+    finds it, stops.  Half a second on either side, so that a busy machine cannot swap the events."""
     sandbox.add_invoice("inv-1", CO, thread(("CUSTOMER", 3)))
-    sandbox.set_faults(script=[{"fault": "delay", "seconds": 1.0, "method": "POST"}])
+    sandbox.set_faults(script=[{"fault": "delay", "seconds": 1.5, "method": "POST"}])
 
-    ticket = ClubCollectHook(timeout=0.6, backoff=FAST).create_ticket("inv-1", "Laat")
+    ticket = ClubCollectHook(timeout=1.0, backoff=FAST).create_ticket("inv-1", "Laat")
 
     state = sandbox.invoice("inv-1")
     assert state["tickets_created"] == 1, "posted twice"
@@ -365,7 +366,8 @@ def test_a_read_in_flight_keeps_its_client_when_the_connection_changes(
     async def main() -> tuple[list[Any], list[Any]]:
         async with ClubCollectHook(backoff=FAST) as first, ClubCollectHook(backoff=FAST) as second:
             slow = asyncio.ensure_future(first.aget_company_tickets(CO, "unanswered"))
-            await asyncio.sleep(0.15)  # the first read is on the wire
+            while not sandbox.requests():  # the first read is on the wire (held there 400 ms)
+                await asyncio.sleep(0.01)
             monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(changed))
             return await asyncio.gather(slow, second.aget_company_tickets(CO, "unanswered"))
 

@@ -69,7 +69,9 @@ def test_stop_does_not_wait_for_a_request_in_flight():
 
     thread = threading.Thread(target=call)
     thread.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not server.state.requests() and time.monotonic() < deadline:  # the request is in flight (held 30 s)
+        time.sleep(0.01)
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 5
