@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextvars
 import hashlib
 import importlib.util
 import logging
@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 INSTALL_BUDGET_EXTRA = f"pip install '{DISTRIBUTION_NAME}[budget]'"
 #: Seconds a process keeps the cap alone after the store failed, before it asks the store again.
 STORE_RETRY_SECONDS = 30.0
+#: Threads that ask the store for coroutines: a hanging store holds these, never the event loop's default executor.
+STORE_THREADS = 4
 
 
 def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | None) -> str | None:
@@ -98,6 +101,7 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._next: float | None = None  # when the turn after the last one reserved is due, saving none
         self._store_down_until: float | None = None  # while the clock is before it, the bucket serves
+        self._store: tuple[Any, Any] | None = None
         # The store's pace: ``amount`` requests in each slot of ``seconds`` (about 0.1 s).
         self._amount, self._seconds = store_slot(rate) if rate else (1, 1.0)
 
@@ -112,10 +116,14 @@ class RequestBudget:
         return waited
 
     async def aacquire(self) -> float:
-        """:meth:`acquire` on an event loop, never blocking it (the store is asked from a thread)."""
+        """:meth:`acquire` on an event loop, never blocking it (the store is asked from :data:`STORE_THREADS`)."""
         waited, again = 0.0, True
         while again:
-            wait, again = await asyncio.to_thread(self._turn) if self.shared else self._turn()
+            if self.shared:
+                turn = contextvars.copy_context().run  # as asyncio.to_thread: the trigger's log context
+                wait, again = await asyncio.get_running_loop().run_in_executor(_store_threads, turn, self._turn)
+            else:
+                wait, again = self._turn()
             if wait > 0:
                 await asyncio.sleep(wait)
                 waited += wait
@@ -125,7 +133,7 @@ class RequestBudget:
         """The seconds to wait, and whether to ask again after: the store's slots, else this process's bucket."""
         if self.shared and (self._store_down_until is None or self._clock() >= self._store_down_until):
             try:
-                limiter, item = self._store
+                limiter, item = self._limiter()
                 slot = math.floor(time.time() / self._seconds)  # on the clock every process shares
                 taken = limiter.hit(item, self.digest, str(slot))
             except Exception as error:  # whatever Redis raises, the DAG goes on (warned once per store and process)
@@ -165,23 +173,25 @@ class RequestBudget:
             self._next = due + interval
             return max(0.0, due - (burst - 1) * interval - now), False
 
-    @functools.cached_property
-    def _store(self) -> tuple[Any, Any]:  # a fixed-window limiter on Redis through ``limits``
-        from limits import RateLimitItemPerSecond
-        from limits.storage import RedisStorage
-        from limits.strategies import FixedWindowRateLimiter
+    def _limiter(self) -> tuple[Any, Any]:  # a fixed-window limiter on Redis through ``limits``
+        with self._lock:  # one store, also when threads ask at once
+            if self._store is None:
+                from limits import RateLimitItemPerSecond
+                from limits.storage import RedisStorage
+                from limits.strategies import FixedWindowRateLimiter
 
-        # Short timeouts: a store that hangs must not hold a request long before the fallback.
-        storage = RedisStorage(
-            str(self.budget_url),
-            key_prefix="clubcollect",
-            socket_connect_timeout=2.0,
-            socket_timeout=2.0,
-            wrap_exceptions=True,
-        )
-        # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
-        item = RateLimitItemPerSecond(self._amount, math.ceil(self._seconds), namespace="budget")
-        return FixedWindowRateLimiter(storage), item
+                # Short timeouts: a store that hangs must not hold a request long before the fallback.
+                storage = RedisStorage(
+                    str(self.budget_url),
+                    key_prefix="clubcollect",
+                    socket_connect_timeout=2.0,
+                    socket_timeout=2.0,
+                    wrap_exceptions=True,
+                )
+                # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
+                item = RateLimitItemPerSecond(self._amount, math.ceil(self._seconds), namespace="budget")
+                self._store = FixedWindowRateLimiter(storage), item
+            return self._store
 
 
 def store_slot(rate: float) -> tuple[int, float]:
@@ -195,6 +205,7 @@ NO_BUDGET = RequestBudget(None)
 _budgets: dict[tuple[str, float, str | None], RequestBudget] = {}
 _warned_stores: set[str] = set()
 _lock = threading.Lock()
+_store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="clubcollect-budget")
 
 
 def budget_for(settings: ClientSettings) -> RequestBudget:
@@ -213,9 +224,10 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
 
 
 def forget_budgets() -> None:
-    """Forget the budgets and warnings: in tests, and in a forked child (whose parent's lock may be held)."""
-    global _lock
+    """Forget the budgets and warnings: in tests, and in a forked child (whose parent's lock and threads are gone)."""
+    global _lock, _store_threads
     _lock = threading.Lock()
+    _store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="clubcollect-budget")
     _budgets.clear()
     _warned_stores.clear()
 

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -26,6 +27,7 @@ import pytest
 
 from airflow_provider_clubcollect.budget import (
     STORE_RETRY_SECONDS,
+    STORE_THREADS,
     RequestBudget,
     budget_for,
     forget_budgets,
@@ -237,3 +239,45 @@ def test_the_store_is_asked_again_after_a_while(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot be reached" in m for m in messages) == 1
     assert sum("answers again" in m for m in messages) == 1
+
+
+def test_threads_asking_a_new_budget_at_once_build_one_store(monkeypatch):
+    import limits.storage
+
+    built = []
+
+    class SlowToBuild(limits.storage.RedisStorage):  # a wide window for a second thread to build its own
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            time.sleep(0.2)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(limits.storage, "RedisStorage", SlowToBuild)
+    budget = shared_budget(free_port(), rate=50.0)  # nothing listens there: each turn then falls back
+    threads = [threading.Thread(target=budget.acquire) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1
+
+
+def test_a_hanging_store_holds_its_own_threads_not_the_loops():
+    with socket.socket() as silent:  # accepts connections and never answers: a hanging Redis
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        budget = shared_budget(silent.getsockname()[1], rate=1000.0)
+
+        async def main() -> tuple[list[float], float, set[str]]:
+            waits = [asyncio.ensure_future(budget.aacquire()) for _ in range(40)]  # more than any default executor
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            await asyncio.to_thread(time.sleep, 0)  # the loop's default executor is free meanwhile
+            probe = time.monotonic() - started
+            asking = {t.name for t in threading.enumerate() if t.name.startswith("clubcollect-budget")}
+            return await asyncio.gather(*waits), probe, asking
+
+        waited, probe, asking = asyncio.run(main())
+    assert waited == [0.0] * 40  # the per-process bucket served them all once the store timed out
+    assert probe < 1.0
+    assert 0 < len(asking) <= STORE_THREADS
