@@ -10,9 +10,7 @@ from airflow_provider_clubcollect.exceptions import ClubCollectServerError
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.wire import (
     MAX_PAGE_SIZE,
-    check_id,
     check_int,
-    check_status,
     company_tickets_page_request,
     parse_page_info,
     parse_tickets,
@@ -38,9 +36,8 @@ class CompanyTicketPager:
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        self.company_id = check_id(company_id, "company_id")
-        self.status = check_status(status)
-        self.page_size = check_int(page_size, "page_size", high=MAX_PAGE_SIZE)
+        company_tickets_page_request(company_id, status, 1, page_size)  # checks them before any request is sent
+        self.company_id, self.status, self.page_size = company_id, status, page_size
         self.max_concurrency = check_int(max_concurrency, "max_concurrency")
         #: Requests in flight at most: ``max_concurrency`` pages and one look at the tail.
         self.max_in_flight = self.max_concurrency + 1
