@@ -23,7 +23,6 @@ from airflow_provider_clubcollect.bulk import run_bulk
 from airflow_provider_clubcollect.connection import CONN_FORM, missing_connection, settings_from_airflow_connection
 from airflow_provider_clubcollect.exceptions import (
     ClubCollectAmbiguousError,
-    ClubCollectAuthError,
     ClubCollectError,
     ClubCollectNotFoundError,
     ClubCollectServerError,
@@ -500,8 +499,6 @@ class ClubCollectHook(BaseHook):
                     f"(a test invoice answered 404 {wire.ERROR_INVALID_INVOICE_ID}, as expected)."
                 )
             return False, f"{self.settings.base_url}: {exc}"
-        except ClubCollectAuthError as exc:
-            return False, f"The API key was refused (HTTP {exc.status_code}): check the connection's password."
         except Exception as exc:
             return False, str(exc) if isinstance(exc, ClubCollectError) else f"{type(exc).__name__}: {exc}"
         return False, "The API answered a test read of an invoice that cannot exist; is the base URL right?"

@@ -572,7 +572,7 @@ def test_test_connection_bad_key(hook, api: HTTPServer) -> None:
 
     ok, message = hook.test_connection()
     assert ok is False
-    assert "refused (HTTP 401)" in message
+    assert "HTTP 401 unauthorized. The API refused the key: check the API key in the connection" in message
     assert API_KEY not in message
 
 
