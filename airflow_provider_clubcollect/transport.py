@@ -115,14 +115,12 @@ class _Transport:
         return RawResponse(response.status_code, response.headers, self.settings.scrub_body(response.content))
 
     def _failure(self, kind: str, detail: object) -> TransportFailure:
-        # It names the base URL, never the key.
-        settings = self.settings
         cause = detail  # the ssl module's error sits a link or two down the chain of either library's
         while isinstance(cause, BaseException) and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
         tls = "; an https:// base URL against a plain http:// server (such as the sandbox) fails so"
-        reason = f"{kind} ({detail}{tls if isinstance(cause, ssl.SSLError) else ''}) at {settings.base_url}"
-        return TransportFailure(settings.scrub(reason), kind != "could not connect")
+        reason = f"{kind} ({detail}{tls if isinstance(cause, ssl.SSLError) else ''}) at {self.settings.base_url}"
+        return TransportFailure(self.settings.scrub(reason), kind != "could not connect")
 
 
 class SyncTransport(_Transport):
