@@ -199,14 +199,12 @@ def parse_response(request: ApiRequest, response: RawResponse, *, attempts: int 
     """Turn an answer into the API's JSON value, or raise the error it stands for."""
     if not 200 <= response.status < 300:
         raise error_for(request, response, attempts=attempts)
-    return _json(request, response.body) if request.expect_body else None
-
-
-def _json(request: ApiRequest, body: bytes) -> Any:
+    if not request.expect_body:
+        return None
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(response.body.decode("utf-8"))
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        raise _malformed(request, f"a body that is not JSON: {_snippet(body)}") from None
+        raise _malformed(request, f"a body that is not JSON: {_snippet(response.body)}") from None
 
 
 def parse_tickets(request: ApiRequest, payload: Any, *, company: bool = False) -> list[Any]:
@@ -243,7 +241,7 @@ def _malformed(request: ApiRequest, what: str) -> ClubCollectServerError:
 
 
 def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) -> ClubCollectError:
-    status, code = response.status, _error_code(request, response.body)
+    status, code = response.status, _error_code(response.body)
     detail = f" {code}" if code else f" ({_snippet(response.body)})" if response.body else ""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     message = f"Could not {request.description}: HTTP {status}{detail}{tried}."
@@ -269,10 +267,10 @@ def error_for(request: ApiRequest, response: RawResponse, *, attempts: int = 1) 
     return cls(message, **codes)
 
 
-def _error_code(request: ApiRequest, body: bytes) -> str | None:
+def _error_code(body: bytes) -> str | None:
     """The API's code in ``{"error": code}`` or ``{"errors": code}`` (the company page documents both)."""
-    with contextlib.suppress(ClubCollectServerError):  # not JSON: no code
-        payload = _json(request, body)
+    with contextlib.suppress(ValueError, RecursionError):  # not JSON: no code
+        payload = json.loads(body.decode("utf-8"))
         for value in (payload.get("error"), payload.get("errors")) if isinstance(payload, dict) else ():
             if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
                 value = ",".join(value)
