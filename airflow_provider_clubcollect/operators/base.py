@@ -14,35 +14,12 @@ if TYPE_CHECKING:
     from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
     from airflow_provider_clubcollect.retry import Backoff
 
-__all__ = ["ClubCollectBaseOperator", "ClubCollectConnectionMixin"]
+__all__ = ["ClubCollectBaseOperator"]
 
 
-class ClubCollectConnectionMixin:
-    """The connection and hook of the operators and the sensor; parameters as for :class:`ClubCollectBaseOperator`."""
-
-    # No defaults here: each class declares them in its own __init__, where Airflow applies default_args
-    # and checks the arguments of partial() and expand().
-
-    def __init__(self, *, clubcollect_conn_id: str, backoff: Backoff | None, retry_policy: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
-        self.clubcollect_conn_id = clubcollect_conn_id
-        self.backoff = as_backoff(backoff)  # checked when the DAG is parsed
-
-    @functools.cached_property
-    def hook(self) -> ClubCollectHook:
-        """The hook, built once per task run, with a connection pool for every request in flight."""
-        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
-
-        return ClubCollectHook(
-            self.clubcollect_conn_id,
-            pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
-            backoff=self.backoff,
-        )
-
-
-class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
+class ClubCollectBaseOperator(BaseOperator):
     """
-    Base of the ClubCollect operators: the connection, the request back-off, the task retry policy, the hook.
+    Base of the ClubCollect operators and the sensor: the connection, the request back-off, the task retry policy.
 
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request (count: the connection's ``max_retries``).
@@ -61,4 +38,17 @@ class ClubCollectBaseOperator(ClubCollectConnectionMixin, BaseOperator):
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
+        super().__init__(**kwargs, **task_retry_policy_kwargs(retry_policy))
+        self.clubcollect_conn_id = clubcollect_conn_id
+        self.backoff = as_backoff(backoff)  # checked when the DAG is parsed
+
+    @functools.cached_property
+    def hook(self) -> ClubCollectHook:
+        """The hook, built once per task run, with a connection pool for every request in flight."""
+        from airflow_provider_clubcollect.hooks.clubcollect import DEFAULT_POOL_SIZE, ClubCollectHook
+
+        return ClubCollectHook(
+            self.clubcollect_conn_id,
+            pool_size=max(DEFAULT_POOL_SIZE, getattr(self, "max_concurrency", 1)),
+            backoff=self.backoff,
+        )

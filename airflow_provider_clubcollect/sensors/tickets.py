@@ -11,7 +11,7 @@ from airflow_provider_clubcollect import selection, wire
 from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
-from airflow_provider_clubcollect.operators.base import ClubCollectConnectionMixin
+from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["UnansweredTicketsSensor"]
 
 
-class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
+class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
     """
     Wait until at least ``min_tickets`` tickets of a company await an answer; return them (oldest first).
 
@@ -43,7 +43,6 @@ class UnansweredTicketsSensor(ClubCollectConnectionMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("company_id", "reference_time")
-    ui_color = "#e8f4ea"
 
     def __init__(
         self,
