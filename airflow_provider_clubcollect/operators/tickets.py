@@ -216,8 +216,7 @@ class CreateTicketOperator(ClubCollectBaseOperator):
         self.invoice_id, self.message = invoice_id, message
 
     def execute(self, context: Context) -> Ticket:
-        invoice_id = wire.check_id(self.invoice_id, "invoice_id")  # before the task state store is read
-        return self.hook.create_ticket(invoice_id, self.message, task_state_store=context.get("task_state_store"))
+        return self.hook.create_ticket(self.invoice_id, self.message)  # checks both before the task state store
 
 
 class _ThreadsOperator(ClubCollectBaseOperator):

@@ -33,7 +33,7 @@ class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
     :param int min_tickets: how many tickets must await an answer (default 1).
     :param timedelta | None unanswered_for: count only threads unanswered for longer than this.
     :param datetime | str | None reference_time: where the clock starts (templated), see :ref:`sensor-clock`.
-    :param bool | None deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param bool deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: the waits between retries of each request, also handed to the trigger.
     :param airflow.sdk.RetryPolicy | None retry_policy: the task retry policy (3.3+); ``None`` leaves it to ``retries``.
@@ -51,7 +51,7 @@ class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
         min_tickets: int = 1,
         unanswered_for: timedelta | None = None,
         reference_time: datetime | str | None = None,
-        deferrable: bool | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         clubcollect_conn_id: str = DEFAULT_CONN_ID,
         backoff: Backoff | None = None,
         retry_policy: Any = DEFAULT_TASK_RETRY_POLICY,
@@ -66,9 +66,7 @@ class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
         self.min_tickets = wire.check_int(min_tickets, "min_tickets")
         self.unanswered_for = unanswered_for
         self.reference_time = reference_time
-        if deferrable is None:
-            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
-        self.deferrable = bool(deferrable)
+        self.deferrable = deferrable
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         self._began: datetime | None = None  # the first poke, when the task instance does not say (no run)
 
