@@ -53,7 +53,6 @@ class ClubCollectRetryPolicy(RetryPolicy):
             if asked > (own if isinstance(own, timedelta) else timedelta(0)):
                 reason = f"{named}: the API asked to wait {asked.total_seconds():g} s (Retry-After)."
                 return RetryDecision.retry(delay=asked, reason=reason)
-        # The task's own retry_delay is the longer wait, or ClubCollect named none: Airflow decides.
         return RetryDecision.default()
 
     def serialize(self) -> dict[str, Any]:

@@ -49,8 +49,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
 
     template_fields: Sequence[str] = ("company_id", "status", "output_path")
-    export_alias: str | None
-    """The name of the :class:`~airflow.sdk.AssetAlias` the export is emitted through (templated paths)."""
     _exported: dict[str, Any] | None = None
 
     def __init__(
@@ -72,7 +70,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         self.company_id, self.status, self.output_path = company_id, status, output_path
         self.page_size = wire.check_int(page_size, "page_size", high=wire.MAX_PAGE_SIZE)
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
-        # The export's outlet: its asset when the path is fixed, else an alias named after the task.
         fixed = isinstance(output_path, str) and selection.is_literal(output_path)
         owner = f"{self.dag.dag_id}." if self.has_dag() else ""  # type: ignore[no-untyped-call]
         self.export_alias = None if fixed or not output_path else f"clubcollect_export.{owner}{self.task_id}"
@@ -427,8 +424,6 @@ class ArchiveTicketsOperator(_ThreadsOperator):
 class EscalateTicketsOperator(_ThreadsOperator):
     """
     Assign to ClubCollect support the given invoices, or a company's threads unanswered for ``unanswered_for``.
-
-    Once per unanswered *episode*, remembered in an Airflow Variable.
 
     :param list[str] | list[dict] invoice_ids: invoice IDs or ticket dicts (templated); de-duplicated.
     :param str | None company_id: the company whose long-unanswered threads to escalate (templated).
