@@ -699,7 +699,7 @@ def test_retry_policy_goes_to_airflow_untouched(sandbox: SandboxHandle) -> None:
 
 def test_default_args_partial_and_expand_reach_every_operator_and_the_sensor() -> None:
     """Airflow applies default_args, and checks partial() and expand(), through each class's own
-    __init__: the connection, the back-off and Airflow's retry_policy must be named there, not only in the mixin."""
+    __init__: the connection, the back-off and Airflow's retry_policy must be named there, not only in the base."""
     from airflow.providers.common.compat.sdk import DAG
 
     from airflow_provider_clubcollect.retry import Backoff
