@@ -145,17 +145,12 @@ class UnansweredTicketsTrigger(_Polling):
     async def _until_enough(self) -> list[dict[str, Any]]:
         async with contextlib.aclosing(self._polls(self.poke_interval, heal=False)) as polls:
             async for _polled_at, tickets in polls:
-                waiting = await self.select(tickets)
-                if len(waiting) >= self.min_tickets:
+                found = await self.select(tickets)
+                if len(found) >= self.min_tickets:
                     break
-                self.log.info(
-                    "%s Next poll in %g s.",
-                    selection.waiting_summary(
-                        len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets
-                    ),
-                    self.poke_interval,
-                )
-        return waiting
+                summary = selection.waiting_summary(len(found), self.company_id, self._unanswered_for, self.min_tickets)
+                self.log.info("%s Next poll in %g s.", summary, self.poke_interval)
+        return found
 
     async def select(self, tickets: Sequence[CompanyTicket]) -> list[dict[str, Any]]:
         """
