@@ -42,6 +42,7 @@ _T = TypeVar("_T")
 _Poll = tuple[datetime, list["CompanyTicket"]]
 
 
+# eq=False, repr=False: a trigger's identity and repr (from serialize(), so never the key) stay Airflow's.
 @dataclasses.dataclass(eq=False, repr=False, kw_only=True)
 class _Polling(BaseTrigger):
     company_id: str = dataclasses.field(kw_only=False)
