@@ -94,13 +94,11 @@ def gauge(name: str, value: float, **tags: str) -> None:
 
 def span(name: str, **attributes: str | int | float) -> contextlib.AbstractContextManager[Any]:
     """A span ``clubcollect.<name>`` around a block (a bulk action, a read, a poll) when traces are on; no IDs."""
-    return _span(_tracer(), f"{PREFIX}.{name}", attributes)
+    return _span(f"{PREFIX}.{name}", attributes)
 
 
-def _span(
-    tracer: Any, name: str, attributes: dict[str, Any], client: bool = False
-) -> contextlib.AbstractContextManager[Any]:
-    if tracer is None:
+def _span(name: str, attributes: dict[str, Any], client: bool = False) -> contextlib.AbstractContextManager[Any]:
+    if (tracer := _tracer()) is None:
         return contextlib.nullcontext()
     from opentelemetry.trace import SpanKind
 
@@ -118,11 +116,9 @@ def tickets_read(request: ApiRequest, answer: Any) -> None:
 
 
 class Watch(NamedTuple):
-    """Records every attempt of one connection's requests: a span (``tracer``), and the metrics (``stats``)."""
+    """Records every attempt of one connection's requests: a span, and the metrics, of those that are on."""
 
     conn_id: str
-    stats: Any
-    tracer: Any
 
     def sent(self, request: ApiRequest, send: Callable[[ApiRequest], Outcome]) -> Outcome:
         with self._span(request) as current:
@@ -147,7 +143,7 @@ class Watch(NamedTuple):
                 "clubcollect.retry_wait_seconds": retry.wait,
                 "clubcollect.retry_cause": retry.cause,
             }
-        return _span(self.tracer, f"{request.method} {template}", attributes, client=True)
+        return _span(f"{request.method} {template}", attributes, client=True)
 
     def _record(self, request: ApiRequest, current: Any, began: float, outcome: Outcome) -> Outcome:
         seconds, result = time.perf_counter() - began, outcome_name(outcome)
@@ -156,18 +152,17 @@ class Watch(NamedTuple):
             current.set_attribute("clubcollect.outcome", result)
             if isinstance(outcome, RawResponse):
                 current.set_attribute("http.response.status_code", outcome.status)
-        if self.stats is not None:
+        if (stats := _stats()) is not None:
             tags = {"conn_id": self.conn_id, "call": call, "outcome": result}
-            self.stats.incr(f"{PREFIX}.requests.{call}.{result}", tags=tags)
-            self.stats.timing(f"{PREFIX}.request_duration.{call}", timedelta(seconds=seconds), tags=tags)
+            stats.incr(f"{PREFIX}.requests.{call}.{result}", tags=tags)
+            stats.timing(f"{PREFIX}.request_duration.{call}", timedelta(seconds=seconds), tags=tags)
             if retry:
                 tags = {"conn_id": self.conn_id, "call": call, "cause": retry.cause}
-                self.stats.incr(f"{PREFIX}.retries.{call}.{retry.cause}", tags=tags)
-                self.stats.timing(f"{PREFIX}.retry_wait.{retry.cause}", timedelta(seconds=retry.wait), tags=tags)
+                stats.incr(f"{PREFIX}.retries.{call}.{retry.cause}", tags=tags)
+                stats.timing(f"{PREFIX}.retry_wait.{retry.cause}", timedelta(seconds=retry.wait), tags=tags)
         return outcome
 
 
 def watch_for(conn_id: str) -> Watch | None:
     """A :class:`Watch` for a new transport of ``conn_id``, or ``None`` when metrics and traces are both off."""
-    stats, tracer = _stats(), _tracer()
-    return None if stats is None and tracer is None else Watch(conn_id, stats, tracer)
+    return None if _stats() is None and _tracer() is None else Watch(conn_id)

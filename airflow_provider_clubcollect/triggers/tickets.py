@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -43,35 +42,36 @@ _T = TypeVar("_T")
 _Poll = tuple[datetime, list["CompanyTicket"]]
 
 
+# eq=False, repr=False: a trigger's identity and repr (from serialize(), so never the key) stay Airflow's.
+@dataclasses.dataclass(eq=False, repr=False, kw_only=True)
 class _Polling(BaseTrigger):
-    def __init__(
-        self,
-        company_id: str,
-        unanswered_for_seconds: float | None,
-        clubcollect_conn_id: str,
-        backoff: Backoff | Mapping[str, Any] | None,
-        max_concurrency: int,
-    ) -> None:
+    company_id: str = dataclasses.field(kw_only=False)
+    unanswered_for_seconds: float | None = None
+    clubcollect_conn_id: str = DEFAULT_CONN_ID
+    backoff: Backoff | Mapping[str, Any] | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+    def __post_init__(self) -> None:
         super().__init__()
-        self.company_id = wire.check_id(company_id, "company_id")
-        self.unanswered_for_seconds, self._unanswered_for = unanswered_for_seconds, None
-        if unanswered_for_seconds is not None:
-            self.unanswered_for_seconds = wire.check_number(unanswered_for_seconds, "unanswered_for_seconds", zero=True)
+        self.company_id = wire.check_id(self.company_id, "company_id")
+        self._unanswered_for = None
+        if self.unanswered_for_seconds is not None:
+            self.unanswered_for_seconds = wire.check_number(
+                self.unanswered_for_seconds, "unanswered_for_seconds", zero=True
+            )
             self._unanswered_for = timedelta(seconds=self.unanswered_for_seconds)
-        self.clubcollect_conn_id = wire.check_id(clubcollect_conn_id, "clubcollect_conn_id")
-        self.backoff = as_backoff(backoff)
-        self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
+        self.clubcollect_conn_id = wire.check_id(self.clubcollect_conn_id, "clubcollect_conn_id")
+        self.backoff = as_backoff(self.backoff)
+        self.max_concurrency = wire.check_int(self.max_concurrency, "max_concurrency")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the constructor's arguments: the connection id, never the key, and no state."""
-        kwargs = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-        kwargs["backoff"] = None if self.backoff is None else dataclasses.asdict(self.backoff)
-        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+        return f"{type(self).__module__}.{type(self).__qualname__}", dataclasses.asdict(self)
 
     async def _polls(self, interval: float, *, heal: bool) -> AsyncGenerator[_Poll, None]:
         """Read the company's unanswered list every ``interval`` s; with ``heal``, poll through 5xx and 429."""
         failures = 0
-        async with ClubCollectHook(self.clubcollect_conn_id, backoff=self.backoff) as hook:
+        async with ClubCollectHook(self.clubcollect_conn_id, backoff=as_backoff(self.backoff)) as hook:
             while True:
                 polled_at = datetime.now(timezone.utc)
                 try:
@@ -99,6 +99,7 @@ class _Polling(BaseTrigger):
                 await asyncio.sleep(wait)
 
 
+@dataclasses.dataclass(eq=False, repr=False, kw_only=True)
 class UnansweredTicketsTrigger(_Polling):
     """
     Poll a company's unanswered tickets until at least ``min_tickets`` await an answer; fire one event.
@@ -116,24 +117,17 @@ class UnansweredTicketsTrigger(_Polling):
     .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
     """
 
-    def __init__(
-        self,
-        company_id: str,
-        *,
-        min_tickets: int = 1,
-        unanswered_for_seconds: float | None = None,
-        reference_time: str | None = None,
-        poke_interval: float = 60.0,
-        clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        backoff: Backoff | Mapping[str, Any] | None = None,
-        timeout_at: str | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    ) -> None:
-        super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
-        self.min_tickets = wire.check_int(min_tickets, "min_tickets")
-        self.reference_time, self._reference = reference_time, _moment(reference_time, "reference_time")
-        self.poke_interval = wire.check_number(poke_interval, "poke_interval", zero=True)
-        self.timeout_at, self._deadline = timeout_at, _moment(timeout_at, "timeout_at")
+    min_tickets: int = 1
+    reference_time: str | None = None
+    poke_interval: float = 60.0
+    timeout_at: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.min_tickets = wire.check_int(self.min_tickets, "min_tickets")
+        self._reference = _moment(self.reference_time, "reference_time")
+        self.poke_interval = wire.check_number(self.poke_interval, "poke_interval", zero=True)
+        self._deadline = _moment(self.timeout_at, "timeout_at")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until enough tickets await an answer, then fire one event."""
@@ -152,17 +146,12 @@ class UnansweredTicketsTrigger(_Polling):
     async def _until_enough(self) -> list[dict[str, Any]]:
         async with contextlib.aclosing(self._polls(self.poke_interval, heal=False)) as polls:
             async for _polled_at, tickets in polls:
-                waiting = await self.select(tickets)
-                if len(waiting) >= self.min_tickets:
+                found = await self.select(tickets)
+                if len(found) >= self.min_tickets:
                     break
-                self.log.info(
-                    "%s Next poll in %g s.",
-                    selection.waiting_summary(
-                        len(waiting), self.company_id, self.unanswered_for_seconds, self.min_tickets
-                    ),
-                    self.poke_interval,
-                )
-        return waiting
+                summary = selection.waiting_summary(len(found), self.company_id, self._unanswered_for, self.min_tickets)
+                self.log.info("%s Next poll in %g s.", summary, self.poke_interval)
+        return found
 
     async def select(self, tickets: Sequence[CompanyTicket]) -> list[dict[str, Any]]:
         """
@@ -238,6 +227,7 @@ class _Reported(NamedTuple):
         )
 
 
+@dataclasses.dataclass(eq=False, repr=False, kw_only=True)
 class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
     """
     Fire an event per poll that finds tickets newly awaiting an answer (each reported once), for an ``AssetWatcher``.
@@ -253,17 +243,10 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
     .. seealso:: :doc:`/event-driven`
     """
 
-    def __init__(
-        self,
-        company_id: str,
-        *,
-        unanswered_for_seconds: float | None = None,
-        since: str | None = None,
-        poll_interval: float = 60.0,
-        clubcollect_conn_id: str = DEFAULT_CONN_ID,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        backoff: Backoff | Mapping[str, Any] | None = None,
-    ) -> None:
+    since: str | None = None
+    poll_interval: float = 60.0
+
+    def __post_init__(self) -> None:
         if not AIRFLOW_V_3_0_PLUS:
             from airflow import __version__
 
@@ -271,10 +254,10 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                 f"{type(self).__name__} needs Airflow 3.0 or later (asset watchers); this is Airflow {__version__}. "
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
-        super().__init__(company_id, unanswered_for_seconds, clubcollect_conn_id, backoff, max_concurrency)
-        moment = _moment(since, "since")
+        super().__post_init__()
+        moment = _moment(self.since, "since")
         self.since = None if moment is None else _iso(moment)
-        self.poll_interval = wire.check_number(poll_interval, "poll_interval")
+        self.poll_interval = wire.check_number(self.poll_interval, "poll_interval")
 
     def shared_stream_key(self) -> Hashable:
         """
