@@ -78,6 +78,7 @@ class _Attempts:
                 "applied, so it was not sent again blindly.",
                 status_code=outcome.status if isinstance(outcome, RawResponse) else None,
                 timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
+                attempts=attempt,
             )
         if attempt > self.max_retries:
             if isinstance(outcome, RawResponse):
@@ -180,6 +181,7 @@ class AsyncTransport(_Transport):
         import httpx
 
         super().__init__(settings)
+        self.users = 0  # reads in flight: a client replaced by a changed connection closes after its last
         self.client: httpx.AsyncClient = httpx.AsyncClient(
             headers=settings.headers(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),

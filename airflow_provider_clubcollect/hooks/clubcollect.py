@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import hashlib
@@ -227,19 +226,13 @@ class ClubCollectHook(BaseHook):
 
         intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
         remember()
-        max_retries, transport, posts, lost = self.settings.max_retries, self._get_transport(), 0, 0
-
-        def send(request: wire.ApiRequest) -> Any:
-            nonlocal posts
-            posts += 1
-            return transport.send(request)
-
+        max_retries, posts, lost = self.settings.max_retries, 0, 0
         while True:
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             try:
-                ticket = wire.parse_ticket(request, call_sync(request, self.backoff, max_retries - posts, send))
+                ticket = wire.parse_ticket(request, self._call(request, max_retries - posts))
             except ClubCollectAmbiguousError as exc:
-                lost += 1
+                lost, posts = lost + 1, posts + exc.attempts
                 wait = max(self.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
@@ -546,7 +539,6 @@ class _SharedClient:
         self.users = 0
         self._transport: AsyncTransport | None = None
         self._read_at = -float("inf")
-        self._in_use: collections.Counter[AsyncTransport] = collections.Counter()
         self._lock = asyncio.Lock()
         self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
 
@@ -557,11 +549,11 @@ class _SharedClient:
                 if self._transport is None or asyncio.get_running_loop().time() - self._read_at >= CONNECTION_TTL:
                     await self._read()
                 transport = cast("AsyncTransport", self._transport)
-            self._in_use[transport] += 1
+            transport.users += 1
             try:
                 yield transport
             finally:
-                self._in_use[transport] -= 1
+                transport.users -= 1
                 await asyncio.shield(self._release(transport))
 
     async def _read(self) -> None:
@@ -587,8 +579,7 @@ class _SharedClient:
             await self._release(old)
 
     async def _release(self, transport: AsyncTransport | None) -> None:
-        if transport is not None and transport is not self._transport and not self._in_use[transport]:
-            del self._in_use[transport]
+        if transport is not None and transport is not self._transport and not transport.users:
             await transport.aclose()
 
 
