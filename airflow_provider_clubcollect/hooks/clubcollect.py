@@ -175,7 +175,6 @@ class ClubCollectHook(BaseHook):
         Read an invoice's tickets (its thread).
 
         :param str invoice_id: the invoice.
-        :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
 
         .. seealso:: :ref:`hook`
         """
@@ -189,8 +188,6 @@ class ClubCollectHook(BaseHook):
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
         :param Any task_state_store: a task state store (``get``/``set``); by default the running task's.
-        :raises ClubCollectNotFoundError: for an unknown invoice.
-        :raises ClubCollectValidationError: for an empty message, or one the API refuses.
 
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
@@ -285,7 +282,6 @@ class ClubCollectHook(BaseHook):
         Archive an invoice's tickets; idempotent.
 
         :param str invoice_id: the invoice.
-        :raises ClubCollectNotFoundError: for an unknown invoice.
 
         .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
         """
@@ -296,7 +292,6 @@ class ClubCollectHook(BaseHook):
         Hand an invoice's tickets to ClubCollect's support team.  Idempotent.
 
         :param str invoice_id: the invoice.
-        :raises ClubCollectNotFoundError: for an unknown invoice.
 
         .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
         """
@@ -336,7 +331,6 @@ class ClubCollectHook(BaseHook):
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_number: the page, counted from 1.
         :param int page_size: tickets per page, 1 to 100.
-        :raises ClubCollectNotFoundError: for an unknown company (``not_found``).
 
         .. seealso:: :ref:`hook`
         """
