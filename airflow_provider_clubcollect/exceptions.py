@@ -135,9 +135,11 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
 
     :param bool timed_out: whether no answer came in time, so the server may still be applying it.
     :param int attempts: the requests sent before giving up, this one included.
+    :param str failure: what became of the last, such as ``HTTP 503`` or ``no answer within 30 s``.
 
     .. seealso:: :ref:`troubleshooting`
     """
 
     timed_out = False
     attempts = 1
+    failure = "no answer"

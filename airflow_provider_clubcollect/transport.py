@@ -79,6 +79,7 @@ class _Attempts:
                 status_code=outcome.status if isinstance(outcome, RawResponse) else None,
                 timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
                 attempts=attempt,
+                failure=failure,
             )
         if attempt > self.max_retries:
             if isinstance(outcome, RawResponse):
@@ -171,9 +172,6 @@ class SyncTransport(_Transport):
             # ValueError: http.client refusing a header value that requests (before 2.32.6) let through.
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
         return self._answer(response)
-
-    def close(self) -> None:
-        self.session.close()
 
 
 class AsyncTransport(_Transport):

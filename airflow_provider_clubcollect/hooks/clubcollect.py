@@ -156,7 +156,7 @@ class ClubCollectHook(BaseHook):
         """
         with self._lock:
             if self._transport is not None:
-                self._transport.close()
+                self._transport.session.close()
                 self._transport = None
 
     def __enter__(self) -> ClubCollectHook:
@@ -244,13 +244,9 @@ class ClubCollectHook(BaseHook):
                     remember(posted)
                     return posted
                 if posts > max_retries:
-                    if exc.status_code is not None:
-                        last = f"HTTP {exc.status_code}"
-                    else:
-                        last = "no answer in time" if exc.timed_out else "the connection was lost"
                     raise ClubCollectServerError(
                         f"Could not {request.description}: the answer was lost {lost} times in {posts} attempts "
-                        f"(the last got {last}) and the ticket is not on the invoice.",
+                        f"(the last got {exc.failure}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
