@@ -53,7 +53,7 @@ DEFAULT_POOL_SIZE = 10
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-class ClubCollectHook(BaseHook):
+class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHook"]):
     """
     Talk to the ClubCollect Tickets API over one pooled, thread-safe ``requests.Session``.
 
@@ -123,9 +123,6 @@ class ClubCollectHook(BaseHook):
         self._limiter: AdaptiveLimiter | None = None
         self._aclient: _SharedClient | None = None
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
-
     @functools.cached_property
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
@@ -158,9 +155,6 @@ class ClubCollectHook(BaseHook):
             if self._transport is not None:
                 self._transport.session.close()
                 self._transport = None
-
-    def __enter__(self) -> ClubCollectHook:
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
