@@ -78,6 +78,8 @@ class _Attempts:
                 "applied, so it was not sent again blindly.",
                 status_code=outcome.status if isinstance(outcome, RawResponse) else None,
                 timed_out=isinstance(outcome, TransportFailure) and outcome.timed_out,
+                attempts=attempt,
+                failure=failure,
             )
         if attempt > self.max_retries:
             if isinstance(outcome, RawResponse):
@@ -171,15 +173,13 @@ class SyncTransport(_Transport):
             return TransportFailure(self.settings.scrub(f"{type(exc).__name__}: {exc}"), True)
         return self._answer(response)
 
-    def close(self) -> None:
-        self.session.close()
-
 
 class AsyncTransport(_Transport):
     def __init__(self, settings: ClientSettings) -> None:
         import httpx
 
         super().__init__(settings)
+        self.users = 0  # reads in flight: a client replaced by a changed connection closes after its last
         self.client: httpx.AsyncClient = httpx.AsyncClient(
             headers=settings.headers(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import hashlib
@@ -54,7 +53,7 @@ DEFAULT_POOL_SIZE = 10
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-class ClubCollectHook(BaseHook):
+class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHook"]):
     """
     Talk to the ClubCollect Tickets API over one pooled, thread-safe ``requests.Session``.
 
@@ -124,9 +123,6 @@ class ClubCollectHook(BaseHook):
         self._limiter: AdaptiveLimiter | None = None
         self._aclient: _SharedClient | None = None
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(clubcollect_conn_id={self.clubcollect_conn_id!r})"
-
     @functools.cached_property
     def settings(self) -> ClientSettings:
         """The checked connection settings, read from Airflow once."""
@@ -157,11 +153,8 @@ class ClubCollectHook(BaseHook):
         """
         with self._lock:
             if self._transport is not None:
-                self._transport.close()
+                self._transport.session.close()
                 self._transport = None
-
-    def __enter__(self) -> ClubCollectHook:
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -176,7 +169,6 @@ class ClubCollectHook(BaseHook):
         Read an invoice's tickets (its thread).
 
         :param str invoice_id: the invoice.
-        :raises ClubCollectNotFoundError: for an unknown invoice (``invalid_invoice_id``).
 
         .. seealso:: :ref:`hook`
         """
@@ -190,8 +182,6 @@ class ClubCollectHook(BaseHook):
         :param str invoice_id: the invoice.
         :param str message: the ticket's text; must not be empty or whitespace.
         :param Any task_state_store: a task state store (``get``/``set``); by default the running task's.
-        :raises ClubCollectNotFoundError: for an unknown invoice.
-        :raises ClubCollectValidationError: for an empty message, or one the API refuses.
 
         .. seealso:: :ref:`hook` ("Never twice") and :ref:`howto/operator:CreateTicketOperator`
         """
@@ -227,19 +217,13 @@ class ClubCollectHook(BaseHook):
 
         intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
         remember()
-        max_retries, transport, posts, lost = self.settings.max_retries, self._get_transport(), 0, 0
-
-        def send(request: wire.ApiRequest) -> Any:
-            nonlocal posts
-            posts += 1
-            return transport.send(request)
-
+        max_retries, posts, lost = self.settings.max_retries, 0, 0
         while True:
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             try:
-                ticket = wire.parse_ticket(request, call_sync(request, self.backoff, max_retries - posts, send))
+                ticket = wire.parse_ticket(request, self._call(request, max_retries - posts))
             except ClubCollectAmbiguousError as exc:
-                lost += 1
+                lost, posts = lost + 1, posts + exc.attempts
                 wait = max(self.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
                 self.log.warning(
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
@@ -254,13 +238,9 @@ class ClubCollectHook(BaseHook):
                     remember(posted)
                     return posted
                 if posts > max_retries:
-                    if exc.status_code is not None:
-                        last = f"HTTP {exc.status_code}"
-                    else:
-                        last = "no answer in time" if exc.timed_out else "the connection was lost"
                     raise ClubCollectServerError(
                         f"Could not {request.description}: the answer was lost {lost} times in {posts} attempts "
-                        f"(the last got {last}) and the ticket is not on the invoice.",
+                        f"(the last got {exc.failure}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
                 self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
@@ -292,7 +272,6 @@ class ClubCollectHook(BaseHook):
         Archive an invoice's tickets; idempotent.
 
         :param str invoice_id: the invoice.
-        :raises ClubCollectNotFoundError: for an unknown invoice.
 
         .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
         """
@@ -303,7 +282,6 @@ class ClubCollectHook(BaseHook):
         Hand an invoice's tickets to ClubCollect's support team.  Idempotent.
 
         :param str invoice_id: the invoice.
-        :raises ClubCollectNotFoundError: for an unknown invoice.
 
         .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
         """
@@ -343,7 +321,6 @@ class ClubCollectHook(BaseHook):
         :param str status: ``unanswered``, ``answered`` or ``archived``.
         :param int page_number: the page, counted from 1.
         :param int page_size: tickets per page, 1 to 100.
-        :raises ClubCollectNotFoundError: for an unknown company (``not_found``).
 
         .. seealso:: :ref:`hook`
         """
@@ -546,7 +523,6 @@ class _SharedClient:
         self.users = 0
         self._transport: AsyncTransport | None = None
         self._read_at = -float("inf")
-        self._in_use: collections.Counter[AsyncTransport] = collections.Counter()
         self._lock = asyncio.Lock()
         self._polls = asyncio.Semaphore(POLLS_IN_FLIGHT)
 
@@ -557,11 +533,11 @@ class _SharedClient:
                 if self._transport is None or asyncio.get_running_loop().time() - self._read_at >= CONNECTION_TTL:
                     await self._read()
                 transport = cast("AsyncTransport", self._transport)
-            self._in_use[transport] += 1
+            transport.users += 1
             try:
                 yield transport
             finally:
-                self._in_use[transport] -= 1
+                transport.users -= 1
                 await asyncio.shield(self._release(transport))
 
     async def _read(self) -> None:
@@ -587,8 +563,7 @@ class _SharedClient:
             await self._release(old)
 
     async def _release(self, transport: AsyncTransport | None) -> None:
-        if transport is not None and transport is not self._transport and not self._in_use[transport]:
-            del self._in_use[transport]
+        if transport is not None and transport is not self._transport and not transport.users:
             await transport.aclose()
 
 
