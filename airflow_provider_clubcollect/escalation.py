@@ -41,11 +41,12 @@ def check_key(key: object) -> str:
 
 def check_flag(value: object) -> bool:
     """A templated boolean: ``True``/``False``, or ``"true"``/``"false"`` in any case."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ClubCollectValidationError(f"escalate_again must be True or False (or 'true'/'false'), got {shown(value)}.")
+    text = str(value).strip().lower() if isinstance(value, (bool, str)) else None
+    if text not in ("true", "false"):
+        raise ClubCollectValidationError(
+            f"escalate_again must be True or False (or 'true'/'false'), got {shown(value)}."
+        )
+    return text == "true"
 
 
 class NoVariableStore(ClubCollectError):
@@ -91,8 +92,6 @@ def load(key: str) -> dict[str, dict[str, str]] | None:
         raw = read_variable(key)
     except NoVariableStore:
         return None
-    except ClubCollectError:
-        raise
     except Exception as exc:
         raise ClubCollectError(
             f"Could not read the record of escalated threads, Airflow Variable {key!r}: "
