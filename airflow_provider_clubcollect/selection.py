@@ -103,9 +103,7 @@ class Thread(NamedTuple):
         waiting = self.awaiting_answer()
         return ticket_date(waiting[0]) if waiting else None
 
-    def _waited(
-        self, now: datetime, more_than: timedelta | None, at_most: timedelta | None = None, *, unanswered: bool = True
-    ) -> bool:
+    def _waited(self, now: datetime, more_than: timedelta | None, at_most: timedelta | None, unanswered: bool) -> bool:
         """Whether idle (``unanswered``: waiting) more than ``more_than`` and at most ``at_most`` (``None``: any)."""
         since = self.unanswered_since if unanswered else self.last_activity
         age = None if since is None else now - since
@@ -134,7 +132,7 @@ def select_threads(
     unanswered: bool = False,
 ) -> list[str]:
     """Sorted invoices whose thread was idle (``unanswered``: waiting) more than ``more_than``, at most ``at_most``."""
-    return [t.invoice_id for t in group_threads(tickets) if t._waited(now, more_than, at_most, unanswered=unanswered)]
+    return [t.invoice_id for t in group_threads(tickets) if t._waited(now, more_than, at_most, unanswered)]
 
 
 def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
@@ -196,7 +194,7 @@ def awaiting_answer_due(
     due = [
         (max(ticket_date(ticket), cast("datetime", thread.unanswered_since) + (unanswered_for or timedelta(0))), ticket)
         for thread in group_threads(tickets)
-        if thread._waited(now, unanswered_for)
+        if thread._waited(now, unanswered_for, None, True)
         for ticket in thread.awaiting_answer()
     ]
     return sorted(due, key=lambda item: (item[0], ticket_date(item[1]), str(item[1].get("ticket_id"))))
