@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect import observability
 from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCollectError, shorten
-from airflow_provider_clubcollect.wire import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -72,7 +71,7 @@ def run_bulk(
     """Apply ``action`` to every invoice, ``max_concurrency`` at a time; a refused key stops the rest."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    workers = min(check_int(max_concurrency, "max_concurrency"), len(invoice_ids))
+    workers = min(max_concurrency, len(invoice_ids))  # checked by the caller's limiter
     result = BulkResult(verb, [], {})
     if not invoice_ids:
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -41,11 +42,12 @@ def check_key(key: object) -> str:
 
 def check_flag(value: object) -> bool:
     """A templated boolean: ``True``/``False``, or ``"true"``/``"false"`` in any case."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ClubCollectValidationError(f"escalate_again must be True or False (or 'true'/'false'), got {shown(value)}.")
+    text = str(value).strip().lower() if isinstance(value, (bool, str)) else None
+    if text not in ("true", "false"):
+        raise ClubCollectValidationError(
+            f"escalate_again must be True or False (or 'true'/'false'), got {shown(value)}."
+        )
+    return text == "true"
 
 
 class NoVariableStore(ClubCollectError):
@@ -91,8 +93,6 @@ def load(key: str) -> dict[str, dict[str, str]] | None:
         raw = read_variable(key)
     except NoVariableStore:
         return None
-    except ClubCollectError:
-        raise
     except Exception as exc:
         raise ClubCollectError(
             f"Could not read the record of escalated threads, Airflow Variable {key!r}: "
@@ -100,10 +100,9 @@ def load(key: str) -> dict[str, dict[str, str]] | None:
             "record, threads escalated before would be escalated again. Re-run once Airflow's metadata "
             "database (Airflow 2) or API server (Airflow 3) answers."
         ) from exc
-    try:
+    entries = None
+    with contextlib.suppress(ValueError):
         entries = {} if raw is None else json.loads(raw)
-    except ValueError:
-        entries = None
     if not isinstance(entries, dict) or any(_since(entry) is None for entry in entries.values()):
         raise ClubCollectError(
             f"Airflow Variable {key!r} is not a record of escalated threads ({shown(raw)}): nothing was "
@@ -124,15 +123,9 @@ def save(key: str, loaded: Mapping[str, Any], assigned: Mapping[str, datetime | 
         return
     now = datetime.now(timezone.utc).isoformat()
     stored = load(key) or {}
-    updated = dict(stored)
-    for invoice_id in ended:
-        # Only an entry no one changed since this run read it: a newer one is someone else's.
-        if updated.get(invoice_id) == loaded.get(invoice_id):
-            updated.pop(invoice_id, None)
-    for invoice_id, since in assigned.items():
-        updated.pop(invoice_id, None)
-        if since is not None:
-            updated[invoice_id] = {"unanswered_since": since.isoformat(), "escalated_at": now}
+    # An ended entry goes only if no one changed it since this run read it: a newer one is someone else's.
+    updated = {i: e for i, e in stored.items() if i not in assigned and (i not in ended or e != loaded.get(i))}
+    updated |= {i: {"unanswered_since": s.isoformat(), "escalated_at": now} for i, s in assigned.items() if s}
     if updated == stored:
         return
     try:

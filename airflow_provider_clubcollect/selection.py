@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from itertools import takewhile
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from airflow_provider_clubcollect.exceptions import ClubCollectServerError, ClubCollectValidationError, shown
 from airflow_provider_clubcollect.wire import SENDER_COMPANY, SENDER_CUSTOMER, check_id, parse_iso_datetime
@@ -72,13 +72,12 @@ def check_duration(value: Any, name: str) -> timedelta:
 
 def human_duration(duration: timedelta) -> str:
     """A duration as people write it: ``30 days`` rather than ``30 days, 0:00:00``."""
-    days, seconds = duration.days, duration.seconds
+    days, (hours, rest) = duration.days, divmod(duration.seconds, 3600)
     parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
-    if seconds or not parts:
-        hours, rest = divmod(seconds, 3600)
-        parts.append(
-            f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if rest else f"{hours} hour{'s' if hours != 1 else ''}"
-        )
+    if rest:
+        parts.append(f"{hours}:{rest // 60:02d}:{rest % 60:02d}")
+    elif hours or not parts:
+        parts.append(f"{hours} hour{'s' if hours != 1 else ''}")
     return " ".join(parts)
 
 
@@ -104,6 +103,12 @@ class Thread(NamedTuple):
         waiting = self.awaiting_answer()
         return ticket_date(waiting[0]) if waiting else None
 
+    def _waited(self, now: datetime, more_than: timedelta | None, at_most: timedelta | None, unanswered: bool) -> bool:
+        """Whether idle (``unanswered``: waiting) more than ``more_than`` and at most ``at_most`` (``None``: any)."""
+        since = self.unanswered_since if unanswered else self.last_activity
+        age = None if since is None else now - since
+        return age is not None and (more_than is None or age > more_than) and (at_most is None or age <= at_most)
+
 
 def group_threads(tickets: Iterable[Mapping[str, Any]]) -> list[Thread]:
     """Group company tickets (with ``invoice_id``) into threads, sorted by invoice ID."""
@@ -126,17 +131,8 @@ def select_threads(
     *,
     unanswered: bool = False,
 ) -> list[str]:
-    """
-    The sorted invoices whose thread has been without activity (``unanswered``: waiting for an answer) for
-    more than ``more_than`` and at most ``at_most`` at ``now`` (``None``: no bound).
-    """
-    chosen = []
-    for thread in group_threads(tickets):
-        since = thread.unanswered_since if unanswered else thread.last_activity
-        age = None if since is None else now - since
-        if age is not None and (more_than is None or age > more_than) and (at_most is None or age <= at_most):
-            chosen.append(thread.invoice_id)
-    return chosen
+    """Sorted invoices whose thread was idle (``unanswered``: waiting) more than ``more_than``, at most ``at_most``."""
+    return [t.invoice_id for t in group_threads(tickets) if t._waited(now, more_than, at_most, unanswered)]
 
 
 def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
@@ -195,13 +191,10 @@ def awaiting_answer_due(
     tickets: Iterable[Mapping[str, Any]], unanswered_for: timedelta | None, now: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """The tickets that await an answer, each with when it became due (``max(date, since + unanswered_for)``)."""
-    due: list[tuple[datetime, datetime, dict[str, Any]]] = []
-    for thread in group_threads(tickets):
-        since = thread.unanswered_since
-        if since is None or (unanswered_for is not None and now - since <= unanswered_for):
-            continue
-        for ticket in thread.awaiting_answer():
-            date = ticket_date(ticket)
-            due.append((date if unanswered_for is None else max(date, since + unanswered_for), date, ticket))
-    due.sort(key=lambda item: (item[0], item[1], str(item[2].get("ticket_id"))))
-    return [(moment, ticket) for moment, _, ticket in due]
+    due = [
+        (max(ticket_date(ticket), cast("datetime", thread.unanswered_since) + (unanswered_for or timedelta(0))), ticket)
+        for thread in group_threads(tickets)
+        if thread._waited(now, unanswered_for, None, True)
+        for ticket in thread.awaiting_answer()
+    ]
+    return sorted(due, key=lambda item: (item[0], ticket_date(item[1]), str(item[1].get("ticket_id"))))
