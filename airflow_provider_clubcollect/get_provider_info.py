@@ -16,11 +16,7 @@ _INTEGRATION = "ClubCollect"
 
 
 def get_provider_info() -> dict[str, Any]:
-    """
-    Describe the provider to Airflow.
-
-    :return: provider metadata that validates against ``airflow/provider_info.schema.json``.
-    """
+    """Describe the provider to Airflow: metadata that validates against ``airflow/provider_info.schema.json``."""
     return {
         "package-name": DISTRIBUTION_NAME,
         "name": "ClubCollect",
@@ -34,17 +30,10 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        **{
-            kind: [
-                {"integration-name": _INTEGRATION, "python-modules": [f"airflow_provider_clubcollect.{kind}.{module}"]}
-            ]
-            for kind, module in (
-                ("hooks", "clubcollect"),
-                ("operators", "tickets"),
-                ("sensors", "tickets"),
-                ("triggers", "tickets"),
-            )
-        },
+        "hooks": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.hooks.clubcollect"]}],
+        "operators": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.operators.tickets"]}],
+        "sensors": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.sensors.tickets"]}],
+        "triggers": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.triggers.tickets"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook",
