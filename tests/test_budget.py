@@ -18,12 +18,10 @@ import requests
 
 from airflow_provider_clubcollect.budget import (
     INSTALL_BUDGET_EXTRA,
-    NO_BUDGET,
     RequestBudget,
     budget_for,
     forget_budgets,
     shown_budget_url,
-    store_slot,
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from tests.conftest import conn_settings, modules_after_importing
@@ -77,8 +75,8 @@ def test_no_budget_extras_mean_no_cap():
     # Older connection forms store an emptied field as "".
     read = settings(max_requests_per_second="", budget_url="")
     assert (read.max_requests_per_second, read.budget_url) == (None, None)
-    assert budget_for(read) is NO_BUDGET
-    assert NO_BUDGET.acquire() == 0.0
+    assert not budget_for(read).shared
+    assert [budget_for(read).acquire() for _ in range(100)] == [0.0] * 100
 
 
 @pytest.mark.parametrize(
@@ -246,7 +244,7 @@ def test_the_cap_keeps_a_process_inside_the_servers_budget(sandbox):
     sandbox.add_invoice("inv-1", "club-1", [])
     # Without a cap, a quick burst runs into the server's budget ...
     sandbox.set_faults(rate_limit_per_second=2, rate_limit_burst=2)
-    assert 429 in _hammer(sandbox, NO_BUDGET, 10)
+    assert 429 in _hammer(sandbox, RequestBudget(None), 10)
     # ... with the same cap on our side, nothing is refused.  The server's bucket holds two more
     # than ours: the requests' own jitter on the way over.
     sandbox.set_faults(rate_limit_per_second=20, rate_limit_burst=22)
@@ -258,11 +256,12 @@ def test_the_cap_keeps_a_process_inside_the_servers_budget(sandbox):
 
 def test_store_slots_keep_the_rate_and_spread_it():
     for rate in (0.05, 0.3, 1 / 3, 0.5, 0.99, 1, 1.5, 2.5, 10, 40, 120):
-        amount, seconds = store_slot(rate)
+        budget = RequestBudget(rate)
+        amount, seconds = budget._amount, budget._seconds
         assert amount >= 1
         assert amount / seconds == pytest.approx(rate), "the cap, on average"
         assert seconds <= 0.1 or amount == 1, "a tenth of a second's worth at most in one slot"
-    assert store_slot(40) == (4, 0.1)
+    assert (RequestBudget(40)._amount, RequestBudget(40)._seconds) == (4, 0.1)
 
 
 def test_the_hook_and_the_trigger_draw_from_the_connections_budget(sandbox, monkeypatch):
