@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
-from airflow_provider_clubcollect.get_provider_info import DISTRIBUTION_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,7 +27,6 @@ __all__ = ["RequestBudget", "budget_for"]
 
 log = logging.getLogger(__name__)
 
-INSTALL_BUDGET_EXTRA = f"pip install '{DISTRIBUTION_NAME}[budget]'"
 #: Seconds a process keeps the cap alone after the store failed, before it asks the store again.
 STORE_RETRY_SECONDS = 30.0
 #: Threads that ask the store for coroutines: a hanging store holds these, never the event loop's default executor.
@@ -58,8 +56,8 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
     missing = [name for name in ("limits", "redis") if importlib.util.find_spec(name) is None]
     if missing:
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r} sets 'budget_url', which needs {' and '.join(missing)}: install the "
-            f"provider's 'budget' extra ({INSTALL_BUDGET_EXTRA}) where tasks and the triggerer run, "
+            f"Connection {conn_id!r} sets 'budget_url', which needs {' and '.join(missing)}: install the provider's "
+            "'budget' extra (pip install 'airflow-provider-clubcollect[budget]') where tasks and the triggerer run, "
             "or leave 'budget_url' out to keep the cap per process."
         )
     return url

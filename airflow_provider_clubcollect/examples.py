@@ -1,6 +1,6 @@
-"""``python -m airflow_provider_clubcollect.examples DAGS_FOLDER``: copy the example DAGs into a DAGs folder.
+"""Copy the ClubCollect provider's example DAGs into a DAGs folder (Airflow's [core] dags_folder).
 
-The wheel ships them as package data (``example-dags/``, which Airflow never parses); a checkout has ``example_dags/``.
+The wheel ships them as package data (example-dags/, which Airflow never parses); a checkout has example_dags/.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments (``sys.argv[1:]`` when ``None``).
     :return: the exit status: 0 when every file is in place, 1 when one was left alone.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m airflow_provider_clubcollect.examples",
-        description="Copy the ClubCollect provider's example DAGs into a DAGs folder.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_clubcollect.examples", description=__doc__)
     parser.add_argument("dags_folder", type=Path, help="where to copy them: Airflow's [core] dags_folder")
     parser.add_argument("dag_ids", nargs="*", metavar="DAG_ID", help="only these example DAGs (default: all)")
     parser.add_argument("--force", action="store_true", help="overwrite files of the same name that differ")

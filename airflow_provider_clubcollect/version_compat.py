@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS as AIRFLOW_V_3_0_PLUS
@@ -19,13 +20,10 @@ def mask_secret(secret: str) -> None:
     import importlib
 
     for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "mask_secret"):
-            module.mask_secret(secret)
-            return
+        with contextlib.suppress(ImportError):
+            if mask := getattr(importlib.import_module(name), "mask_secret", None):
+                mask(secret)
+                return
 
 
 async def amask_secret(secret: str) -> None:
