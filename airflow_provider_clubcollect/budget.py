@@ -53,8 +53,7 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
             f"{where} is set but 'max_requests_per_second' is not: set the requests per second "
             "the processes sharing the budget may send together, or leave the budget URL out."
         )
-    missing = [name for name in ("limits", "redis") if importlib.util.find_spec(name) is None]
-    if missing:
+    if missing := [name for name in ("limits", "redis") if importlib.util.find_spec(name) is None]:
         raise ClubCollectValidationError(
             f"Connection {conn_id!r} sets 'budget_url', which needs {' and '.join(missing)}: install the provider's "
             "'budget' extra (pip install 'airflow-provider-clubcollect[budget]') where tasks and the triggerer run, "
@@ -91,7 +90,6 @@ class RequestBudget:
         self.max_requests_per_second = rate = max_requests_per_second
         self.digest = digest
         self.budget_url = budget_url
-        #: Whether processes share this budget through a store (when it is up).
         self.shared = rate is not None and budget_url is not None
         self._clock = clock
         self._sleep = sleep
@@ -139,8 +137,7 @@ class RequestBudget:
                 log.log(
                     logging.WARNING if first else logging.DEBUG,
                     "ClubCollect request budget: the budget store %s cannot be reached (%s). This process keeps "
-                    "max_requests_per_second=%g on its own meanwhile (the deployment may then send more in all) and "
-                    "asks the store again every %g s; nothing fails because of it.",
+                    "max_requests_per_second=%g on its own meanwhile, asking the store again every %g s.",
                     shown_budget_url(url),
                     reason,
                     self.max_requests_per_second,

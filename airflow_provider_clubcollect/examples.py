@@ -33,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if folder is None:
         raise FileNotFoundError(f"no example DAGs next to {_HERE}: reinstall airflow-provider-clubcollect")
     available = {path.stem: path for path in sorted(folder.glob("clubcollect_*.py"))}
-    unknown = sorted(set(args.dag_ids) - set(available))
-    if unknown:
+    if unknown := sorted(set(args.dag_ids) - set(available)):
         parser.error(f"no example DAG {', '.join(unknown)}; the examples are: {', '.join(available)}")
     args.dags_folder.mkdir(parents=True, exist_ok=True)
     kept = 0
