@@ -109,11 +109,8 @@ class RequestBudget:
 
     async def aacquire(self) -> float:
         """:meth:`acquire` on an event loop, never blocking it (the store is asked from :data:`STORE_THREADS`)."""
-        if self.shared:
-            turn = contextvars.copy_context().run  # as asyncio.to_thread: the trigger's log context
-            wait: float = await asyncio.get_running_loop().run_in_executor(_store_threads, turn, self._turn)
-        else:
-            wait = self._turn()
+        loop, turn = asyncio.get_running_loop(), contextvars.copy_context().run  # as to_thread: the log context
+        wait = await loop.run_in_executor(_store_threads, turn, self._turn) if self.shared else self._turn()
         await asyncio.sleep(wait)
         return wait
 
@@ -146,10 +143,7 @@ class RequestBudget:
             else:
                 if self._store_down_until is not None:
                     self._store_down_until = None
-                    log.info(
-                        "ClubCollect request budget: the budget store %s answers again; requests share it again.",
-                        shown_budget_url(self.budget_url),
-                    )
+                    log.info("ClubCollect request budget: %s answers again.", shown_budget_url(self.budget_url))
                 wait = slot * self._seconds - time.time()  # a millisecond more: sleep's clock is not the wall clock
                 return wait + 0.001 if wait > 0 else 0.0
         if self.max_requests_per_second is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS as AIRFLOW_V_3_0_PLUS
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS as AIRFLOW_V_3_1_PLUS
@@ -40,9 +40,8 @@ async def aget_connection(conn_id: str) -> Connection:
     """A connection, read without blocking the loop: ``BaseHook.aget_connection`` on 3.1+, else in a thread."""
     from airflow.providers.common.compat.sdk import BaseHook
 
-    get: Any = getattr(BaseHook, "aget_connection", None)
-    if get is not None:
-        return await get(conn_id)  # type: ignore[no-any-return]
+    if AIRFLOW_V_3_1_PLUS:
+        return await BaseHook.aget_connection(conn_id)
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(BaseHook.get_connection)(conn_id)
