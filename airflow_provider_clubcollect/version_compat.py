@@ -28,12 +28,11 @@ def mask_secret(secret: str) -> None:
 
 async def amask_secret(secret: str) -> None:
     """:func:`mask_secret` from the event loop: Airflow 3.3's async form, else the sync one in a thread."""
-    if AIRFLOW_V_3_3_PLUS:
-        from airflow.sdk.log import amask_secret as amask
+    if not AIRFLOW_V_3_3_PLUS:
+        return await asyncio.to_thread(mask_secret, secret)
+    from airflow.sdk.log import amask_secret as amask
 
-        await amask(secret)
-    else:
-        await asyncio.to_thread(mask_secret, secret)
+    await amask(secret)
 
 
 async def aget_connection(conn_id: str) -> Connection:
