@@ -6,10 +6,10 @@ import asyncio
 import contextvars
 import hashlib
 import importlib.util
+import itertools
 import logging
 import math
 import os
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError, shown
-from airflow_provider_clubcollect.get_provider_info import DISTRIBUTION_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,7 +27,6 @@ __all__ = ["RequestBudget", "budget_for"]
 
 log = logging.getLogger(__name__)
 
-INSTALL_BUDGET_EXTRA = f"pip install '{DISTRIBUTION_NAME}[budget]'"
 #: Seconds a process keeps the cap alone after the store failed, before it asks the store again.
 STORE_RETRY_SECONDS = 30.0
 #: Threads that ask the store for coroutines: a hanging store holds these, never the event loop's default executor.
@@ -39,28 +37,26 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     where = f"Connection {conn_id!r}: extra 'budget_url'"
-    url = value.strip() if isinstance(value, str) else None
-    parts = urlsplit(url or "")
+    url = value.strip() if isinstance(value, str) else ""
     try:  # urlsplit refuses a port past 65535 or not a number
-        ok = parts.scheme in ("redis", "rediss") and parts.hostname and parts.port != 0
+        ok = (parts := urlsplit(url)).scheme in ("redis", "rediss") and parts.hostname and parts.port != 0
     except ValueError:
         ok = False
     if not ok:
         raise ClubCollectValidationError(
             f"{where} must be a Redis URL such as redis://redis.internal:6379/0 or "
             f"rediss://:PASSWORD@redis.internal:6380/0 (scheme redis or rediss, a host, a port from 1 to "
-            f"65535), got {shown(shown_budget_url(url) if url else value)}."
+            f"65535), got {shown(shown_budget_url(url) or value)}."
         )
     if max_requests_per_second is None:
         raise ClubCollectValidationError(
             f"{where} is set but 'max_requests_per_second' is not: set the requests per second "
             "the processes sharing the budget may send together, or leave the budget URL out."
         )
-    missing = [name for name in ("limits", "redis") if importlib.util.find_spec(name) is None]
-    if missing:
+    if missing := [name for name in ("limits", "redis") if importlib.util.find_spec(name) is None]:
         raise ClubCollectValidationError(
-            f"Connection {conn_id!r} sets 'budget_url', which needs {' and '.join(missing)}: install the "
-            f"provider's 'budget' extra ({INSTALL_BUDGET_EXTRA}) where tasks and the triggerer run, "
+            f"Connection {conn_id!r} sets 'budget_url', which needs {' and '.join(missing)}: install the provider's "
+            "'budget' extra (pip install 'airflow-provider-clubcollect[budget]') where tasks and the triggerer run, "
             "or leave 'budget_url' out to keep the cap per process."
         )
     return url
@@ -94,48 +90,39 @@ class RequestBudget:
         self.max_requests_per_second = rate = max_requests_per_second
         self.digest = digest
         self.budget_url = budget_url
-        #: Whether processes share this budget through a store (when it is up).
         self.shared = rate is not None and budget_url is not None
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next: float | None = None  # when the turn after the last one reserved is due, saving none
         self._store_down_until: float | None = None  # while the clock is before it, the bucket serves
-        self._store: tuple[Any, Any] | None = None
-        # The store's pace: ``amount`` requests in each slot of ``seconds`` (about 0.1 s).
-        self._amount, self._seconds = store_slot(rate) if rate else (1, 1.0)
+        self._store: Any = None
+        # The store's pace: ``_amount`` requests (at least 1) in each slot of ``_seconds`` (about 0.1 s).
+        self._amount = max(1, math.floor((rate or 1) * 0.1))
+        self._seconds = self._amount / (rate or 1)
 
     def acquire(self) -> float:
         """Wait, blocking the thread, until a request may go; return the seconds waited (never raises)."""
-        waited, again = 0.0, True
-        while again:
-            wait, again = self._turn()
-            if wait > 0:
-                self._sleep(wait)
-                waited += wait
-        return waited
+        if (wait := self._turn()) > 0:
+            self._sleep(wait)
+        return wait
 
     async def aacquire(self) -> float:
         """:meth:`acquire` on an event loop, never blocking it (the store is asked from :data:`STORE_THREADS`)."""
-        waited, again = 0.0, True
-        while again:
-            if self.shared:
-                turn = contextvars.copy_context().run  # as asyncio.to_thread: the trigger's log context
-                wait, again = await asyncio.get_running_loop().run_in_executor(_store_threads, turn, self._turn)
-            else:
-                wait, again = self._turn()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                waited += wait
-        return waited
+        loop, turn = asyncio.get_running_loop(), contextvars.copy_context().run  # as to_thread: the log context
+        wait = await loop.run_in_executor(_store_threads, turn, self._turn) if self.shared else self._turn()
+        await asyncio.sleep(wait)
+        return wait
 
-    def _turn(self) -> tuple[float, bool]:
-        """The seconds to wait, and whether to ask again after: the store's slots, else this process's bucket."""
+    def _turn(self) -> float:
+        """Reserve a turn and return the seconds until it: the store's first slot with room, else this process's."""
         if self.shared and (self._store_down_until is None or self._clock() >= self._store_down_until):
             try:
-                limiter, item = self._limiter()
-                slot = math.floor(time.time() / self._seconds)  # on the clock every process shares
-                taken = limiter.hit(item, self.digest, str(slot))
+                store = self._redis()
+                for slot in itertools.count(math.floor(time.time() / self._seconds)):  # on every process's clock
+                    ends_in = math.ceil((slot + 1) * self._seconds - time.time())  # the count outlives its slot
+                    if store.incr(f"budget/{self.digest}/{slot}", ends_in + 1) <= self._amount:
+                        break
             except Exception as error:  # whatever Redis raises, the DAG goes on (warned once per store and process)
                 self._store_down_until = self._clock() + STORE_RETRY_SECONDS
                 url, reason = self.budget_url or "", f"{type(error).__name__}: {error}"
@@ -147,8 +134,7 @@ class RequestBudget:
                 log.log(
                     logging.WARNING if first else logging.DEBUG,
                     "ClubCollect request budget: the budget store %s cannot be reached (%s). This process keeps "
-                    "max_requests_per_second=%g on its own meanwhile (the deployment may then send more in all) and "
-                    "asks the store again every %g s; nothing fails because of it.",
+                    "max_requests_per_second=%g on its own meanwhile, asking the store again every %g s.",
                     shown_budget_url(url),
                     reason,
                     self.max_requests_per_second,
@@ -157,70 +143,45 @@ class RequestBudget:
             else:
                 if self._store_down_until is not None:
                     self._store_down_until = None
-                    log.info(
-                        "ClubCollect request budget: the budget store %s answers again; requests share it again.",
-                        shown_budget_url(self.budget_url),
-                    )
-                # Jitter, so that waiting processes do not all ask at once when the next slot starts.
-                wait = (slot + 1) * self._seconds - time.time() + random.uniform(0.0, 0.05 * self._seconds)
-                return (0.0, False) if taken else (max(wait, 0.001), True)
+                    log.info("ClubCollect request budget: %s answers again.", shown_budget_url(self.budget_url))
+                wait = slot * self._seconds - time.time()  # a millisecond more: sleep's clock is not the wall clock
+                return wait + 0.001 if wait > 0 else 0.0
         if self.max_requests_per_second is None:
-            return 0.0, False
+            return 0.0
         interval, burst = 1.0 / self.max_requests_per_second, max(1, math.floor(self.max_requests_per_second))
         with self._lock:  # callers sleep outside it, served in the order they asked; ``burst`` saved turns go at once
             now = self._clock()
             due = now if self._next is None else max(self._next, now)
             self._next = due + interval
-            return max(0.0, due - (burst - 1) * interval - now), False
+            return max(0.0, due - (burst - 1) * interval - now)
 
-    def _limiter(self) -> tuple[Any, Any]:  # a fixed-window limiter on Redis through ``limits``
+    def _redis(self) -> Any:  # the counters of the slots on Redis, through ``limits``
         with self._lock:  # one store, also when threads ask at once
             if self._store is None:
-                from limits import RateLimitItemPerSecond
-                from limits.storage import RedisStorage
-                from limits.strategies import FixedWindowRateLimiter
+                from limits import storage
 
                 # Short timeouts: a store that hangs must not hold a request long before the fallback.
-                storage = RedisStorage(
-                    str(self.budget_url),
-                    key_prefix="clubcollect",
-                    socket_connect_timeout=2.0,
-                    socket_timeout=2.0,
-                    wrap_exceptions=True,
+                self._store = storage.RedisStorage(
+                    str(self.budget_url), key_prefix="clubcollect", socket_connect_timeout=2.0, socket_timeout=2.0
                 )
-                # A fixed window per slot (the slot's number is part of its key), kept a little longer than the slot.
-                item = RateLimitItemPerSecond(self._amount, math.ceil(self._seconds), namespace="budget")
-                self._store = FixedWindowRateLimiter(storage), item
             return self._store
 
 
-def store_slot(rate: float) -> tuple[int, float]:
-    amount = max(1, math.floor(rate * 0.1))
-    return amount, amount / rate
-
-
-#: A budget that caps nothing, for connections without ``max_requests_per_second``.
-NO_BUDGET = RequestBudget(None)
-
-_budgets: dict[tuple[str, float, str | None], RequestBudget] = {}
+_budgets: dict[tuple[str, float | None, str | None], RequestBudget] = {}
 _warned_stores: set[str] = set()
 _lock = threading.Lock()
 _store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="clubcollect-budget")
 
 
 def budget_for(settings: ClientSettings) -> RequestBudget:
-    """The budget every hook, trigger and bulk action of this process with a key shares (:data:`NO_BUDGET`: no cap).
+    """The budget every hook, trigger and bulk action of this process with a key shares (no cap without a rate).
 
     :param settings: the checked connection settings; one budget per key digest, rate and budget URL.
     """
-    rate = settings.max_requests_per_second
-    if rate is None:
-        return NO_BUDGET
-    key = (hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest(), rate, settings.budget_url)
-    with _lock:
-        if key not in _budgets:
-            _budgets[key] = RequestBudget(rate, digest=key[0], budget_url=settings.budget_url)
-        return _budgets[key]
+    rate, url = settings.max_requests_per_second, settings.budget_url
+    key = (hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest(), rate, url)
+    with _lock:  # a budget built beside it is dropped at once: every caller gets the one kept
+        return _budgets.setdefault(key, RequestBudget(rate, digest=key[0], budget_url=url))
 
 
 def forget_budgets() -> None:

@@ -16,11 +16,7 @@ _INTEGRATION = "ClubCollect"
 
 
 def get_provider_info() -> dict[str, Any]:
-    """
-    Describe the provider to Airflow.
-
-    :return: provider metadata that validates against ``airflow/provider_info.schema.json``.
-    """
+    """Describe the provider to Airflow: metadata that validates against ``airflow/provider_info.schema.json``."""
     return {
         "package-name": DISTRIBUTION_NAME,
         "name": "ClubCollect",
@@ -34,17 +30,10 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        **{
-            kind: [
-                {"integration-name": _INTEGRATION, "python-modules": [f"airflow_provider_clubcollect.{kind}.{module}"]}
-            ]
-            for kind, module in (
-                ("hooks", "clubcollect"),
-                ("operators", "tickets"),
-                ("sensors", "tickets"),
-                ("triggers", "tickets"),
-            )
-        },
+        "hooks": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.hooks.clubcollect"]}],
+        "operators": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.operators.tickets"]}],
+        "sensors": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.sensors.tickets"]}],
+        "triggers": [{"integration-name": _INTEGRATION, "python-modules": [f"{__package__}.triggers.tickets"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_clubcollect.hooks.clubcollect.ClubCollectHook",
@@ -59,23 +48,20 @@ def get_provider_info() -> dict[str, Any]:
                     "max_retries": {
                         "label": "Max retries",
                         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0, "maximum": 100},
-                        "description": "Retries after a connection error, 429 or 5xx, "
-                        "with exponential back-off; Retry-After is honoured.",
+                        "description": "Retries after a connection error, 429 or 5xx; Retry-After is honoured.",
                     },
                     "max_requests_per_second": {
                         "label": "Max requests per second",
                         "schema": {"type": ["number", "null"], "default": None, "exclusiveMinimum": 0},
-                        "description": "One cap for every request made with this API key: hook, sensor, "
-                        "triggers and bulk actions. Per process, or across the deployment with a budget URL. "
-                        "Empty: no cap.",
+                        "description": "One cap for every request made with this API key, per process or across "
+                        "the deployment with a budget URL. Empty: no cap.",
                     },
                     "budget_url": {
                         "label": "Budget URL (Redis)",
                         # A password format: Airflow masks the field, which may carry a Redis password.
                         "schema": {"type": ["string", "null"], "default": None, "format": "password"},
-                        "description": "redis://[:password@]host:port/db or rediss://...: every process "
-                        "(workers, triggerer) draws from one budget per API key there. Needs the provider's "
-                        "budget extra. Empty: each process keeps the cap alone.",
+                        "description": "redis://[:password@]host:port/db or rediss://...: one budget per API key "
+                        "for every process (needs the provider's budget extra). Empty: each process alone.",
                     },
                 },
                 "ui-field-behaviour": {

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import contextlib
+from typing import TYPE_CHECKING
 
-from airflow.providers.common.compat.version_compat import (
-    AIRFLOW_V_3_0_PLUS,
-    AIRFLOW_V_3_1_PLUS,
-    AIRFLOW_V_3_2_PLUS,
-    AIRFLOW_V_3_3_PLUS,
-)
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS as AIRFLOW_V_3_0_PLUS
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS as AIRFLOW_V_3_1_PLUS
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_2_PLUS as AIRFLOW_V_3_2_PLUS
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS as AIRFLOW_V_3_3_PLUS
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
-
-__all__ = [
-    "AIRFLOW_V_3_0_PLUS",
-    "AIRFLOW_V_3_1_PLUS",
-    "AIRFLOW_V_3_2_PLUS",
-    "AIRFLOW_V_3_3_PLUS",
-    "aget_connection",
-    "amask_secret",
-    "mask_secret",
-]
 
 
 def mask_secret(secret: str) -> None:
@@ -31,32 +20,27 @@ def mask_secret(secret: str) -> None:
     import importlib
 
     for name in ("airflow.sdk.log", "airflow.sdk.execution_time.secrets_masker", "airflow.utils.log.secrets_masker"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "mask_secret"):
-            module.mask_secret(secret)
-            return
+        with contextlib.suppress(ImportError):
+            if mask := getattr(importlib.import_module(name), "mask_secret", None):
+                mask(secret)
+                return
 
 
 async def amask_secret(secret: str) -> None:
     """:func:`mask_secret` from the event loop: Airflow 3.3's async form, else the sync one in a thread."""
-    if AIRFLOW_V_3_3_PLUS:
-        from airflow.sdk.log import amask_secret as amask
+    if not AIRFLOW_V_3_3_PLUS:
+        return await asyncio.to_thread(mask_secret, secret)
+    from airflow.sdk.log import amask_secret as amask
 
-        await amask(secret)
-    else:
-        await asyncio.to_thread(mask_secret, secret)
+    await amask(secret)
 
 
 async def aget_connection(conn_id: str) -> Connection:
     """A connection, read without blocking the loop: ``BaseHook.aget_connection`` on 3.1+, else in a thread."""
     from airflow.providers.common.compat.sdk import BaseHook
 
-    get: Any = getattr(BaseHook, "aget_connection", None)
-    if get is not None:
-        return await get(conn_id)  # type: ignore[no-any-return]
+    if AIRFLOW_V_3_1_PLUS:
+        return await BaseHook.aget_connection(conn_id)
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(BaseHook.get_connection)(conn_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +18,10 @@ import pytest
 import requests
 
 from airflow_provider_clubcollect.budget import (
-    INSTALL_BUDGET_EXTRA,
-    NO_BUDGET,
     RequestBudget,
     budget_for,
     forget_budgets,
     shown_budget_url,
-    store_slot,
 )
 from airflow_provider_clubcollect.exceptions import ClubCollectValidationError
 from tests.conftest import conn_settings, modules_after_importing
@@ -77,8 +75,8 @@ def test_no_budget_extras_mean_no_cap():
     # Older connection forms store an emptied field as "".
     read = settings(max_requests_per_second="", budget_url="")
     assert (read.max_requests_per_second, read.budget_url) == (None, None)
-    assert budget_for(read) is NO_BUDGET
-    assert NO_BUDGET.acquire() == 0.0
+    assert not budget_for(read).shared
+    assert [budget_for(read).acquire() for _ in range(100)] == [0.0] * 100
 
 
 @pytest.mark.parametrize(
@@ -136,8 +134,7 @@ def test_a_budget_url_without_the_extra_names_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "limits" else real(name, *a))
     with pytest.raises(ClubCollectValidationError, match=r"needs limits: install the provider's 'budget' extra") as e:
         settings(max_requests_per_second=5, budget_url="redis://redis.internal:6379/0")
-    assert INSTALL_BUDGET_EXTRA in str(e.value)
-    assert INSTALL_BUDGET_EXTRA == "pip install 'airflow-provider-clubcollect[budget]'"
+    assert "(pip install 'airflow-provider-clubcollect[budget]')" in str(e.value)
     # The cap alone needs nothing installed.
     assert settings(max_requests_per_second=5).max_requests_per_second == 5.0
 
@@ -246,7 +243,7 @@ def test_the_cap_keeps_a_process_inside_the_servers_budget(sandbox):
     sandbox.add_invoice("inv-1", "club-1", [])
     # Without a cap, a quick burst runs into the server's budget ...
     sandbox.set_faults(rate_limit_per_second=2, rate_limit_burst=2)
-    assert 429 in _hammer(sandbox, NO_BUDGET, 10)
+    assert 429 in _hammer(sandbox, RequestBudget(None), 10)
     # ... with the same cap on our side, nothing is refused.  The server's bucket holds two more
     # than ours: the requests' own jitter on the way over.
     sandbox.set_faults(rate_limit_per_second=20, rate_limit_burst=22)
@@ -258,11 +255,12 @@ def test_the_cap_keeps_a_process_inside_the_servers_budget(sandbox):
 
 def test_store_slots_keep_the_rate_and_spread_it():
     for rate in (0.05, 0.3, 1 / 3, 0.5, 0.99, 1, 1.5, 2.5, 10, 40, 120):
-        amount, seconds = store_slot(rate)
+        budget = RequestBudget(rate)
+        amount, seconds = budget._amount, budget._seconds
         assert amount >= 1
         assert amount / seconds == pytest.approx(rate), "the cap, on average"
         assert seconds <= 0.1 or amount == 1, "a tenth of a second's worth at most in one slot"
-    assert store_slot(40) == (4, 0.1)
+    assert (RequestBudget(40)._amount, RequestBudget(40)._seconds) == (4, 0.1)
 
 
 def test_the_hook_and_the_trigger_draw_from_the_connections_budget(sandbox, monkeypatch):
@@ -294,3 +292,15 @@ def test_the_hook_and_the_trigger_draw_from_the_connections_budget(sandbox, monk
     statuses = [entry["status"] for entry in sandbox.requests()]
     assert len(statuses) == 45
     assert statuses.count(429) == 0, "every request waited for the connection's budget"
+
+
+def test_a_budget_url_password_is_masked_in_airflows_logs(monkeypatch):
+    from airflow.providers.common.compat.sdk import redact
+
+    from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+
+    extra = {"max_requests_per_second": 5, "budget_url": f"redis://:{PASSWORD}@redis.internal:6379/0"}
+    conn = {"conn_type": "clubcollect", "password": KEY, "host": "http://127.0.0.1:9/api", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_CLUBCOLLECT_DEFAULT", json.dumps(conn))
+    assert ClubCollectHook().settings.budget_url == extra["budget_url"]  # reading the connection masks it
+    assert PASSWORD not in str(redact(f"AUTH failed for {PASSWORD}"))

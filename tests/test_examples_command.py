@@ -5,7 +5,6 @@ In process (tests/test_getting_started.py runs the command itself, from the whee
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,19 +16,18 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def test_copies_every_example_dag(tmp_path: Path) -> None:
-    out = io.StringIO()
-    assert main([str(tmp_path / "dags")], out) == 0
+def test_copies_every_example_dag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "dags")]) == 0
     copied = sorted(path.name for path in (tmp_path / "dags").iterdir())
     assert copied == sorted(path.name for path in EXAMPLE_DAGS.glob("*.py"))
     assert all((tmp_path / "dags" / name).read_bytes() == (EXAMPLE_DAGS / name).read_bytes() for name in copied)
-    assert "Run one with: airflow dags test clubcollect_export_tickets" in out.getvalue()
+    assert "Run one with: airflow dags test clubcollect_export_tickets" in capsys.readouterr().out
 
 
 def test_copies_the_dags_named_and_keeps_a_changed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mine = tmp_path / "clubcollect_archive_stale.py"
     mine.write_text("# my own changes\n")
-    assert main([str(tmp_path), "clubcollect_export_tickets", "clubcollect_archive_stale"], io.StringIO()) == 1
+    assert main([str(tmp_path), "clubcollect_export_tickets", "clubcollect_archive_stale"]) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "clubcollect_archive_stale.py",
         "clubcollect_export_tickets.py",
@@ -37,7 +35,7 @@ def test_copies_the_dags_named_and_keeps_a_changed_file(tmp_path: Path, capsys: 
     assert mine.read_text() == "# my own changes\n"
     assert f"left {mine} alone: it differs from the example (--force overwrites it)" in capsys.readouterr().err
 
-    assert main([str(tmp_path), "clubcollect_archive_stale", "--force"], io.StringIO()) == 0
+    assert main([str(tmp_path), "clubcollect_archive_stale", "--force"]) == 0
     assert mine.read_bytes() == (EXAMPLE_DAGS / mine.name).read_bytes()
 
 
