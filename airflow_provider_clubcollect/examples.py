@@ -29,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite files of the same name that differ")
     args = parser.parse_args(argv)
     # The wheel's copy (pyproject.toml's force-include), else a checkout's; each file is named after its DAG.
-    folder = next(f for f in (_HERE / "example-dags", _HERE.parent / "example_dags") if f.is_dir())
+    folder = next((f for f in (_HERE / "example-dags", _HERE.parent / "example_dags") if f.is_dir()), None)
+    if folder is None:  # a broken install: say so rather than show a StopIteration
+        sys.exit(f"No example DAGs next to {_HERE}: reinstall airflow-provider-clubcollect.")
     available = {path.stem: path for path in sorted(folder.glob("clubcollect_*.py"))}
     if unknown := sorted(set(args.dag_ids) - set(available)):
         parser.error(f"no example DAG {', '.join(unknown)}; the examples are: {', '.join(available)}")

@@ -46,3 +46,10 @@ def test_an_unknown_dag_id_names_the_examples(tmp_path: Path, capsys: pytest.Cap
     message = "no example DAG clubcollect_export; the examples are: clubcollect_acknowledge_new_messages,"
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_broken_install_says_to_reinstall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("airflow_provider_clubcollect.examples._HERE", tmp_path / "site-packages" / "pkg")
+    with pytest.raises(SystemExit, match=r"No example DAGs next to .*pkg: reinstall airflow-provider-clubcollect"):
+        main([str(tmp_path / "dags")])
+    assert not (tmp_path / "dags").exists()
