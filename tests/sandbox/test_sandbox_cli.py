@@ -92,13 +92,6 @@ def test_cli_prints_where_it_is_and_serves(cli):
         requests.get(base_url, timeout=2)
 
 
-def test_cli_stops_on_ctrl_c(cli):
-    process, _ = cli
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=15)
-    assert process.returncode == 0
-
-
 def test_cli_reports_a_busy_port():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -110,13 +103,15 @@ def test_cli_reports_a_busy_port():
 
 
 def banner_of(*args: str, env: dict[str, str] | None = None) -> str:
-    """The banner of a CLI started with these arguments (and environment), stopped right after."""
+    """The banner of a CLI started with these arguments (and environment), stopped with Ctrl-C right after."""
     process = start_cli("--port", "0", *args, env=env)
     try:
-        return "\n".join(read_banner(process))
+        banner = "\n".join(read_banner(process))
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
+    assert process.returncode == 0, "Ctrl-C stops the CLI cleanly"
+    return banner
 
 
 def api_key_of(banner: str) -> str:
