@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = REPO_ROOT / "example_dags"
+DAG_TESTS = REPO_ROOT / "tests" / "dags"
 
 # One home per pytest process: each pytest-xdist worker (``make test`` runs two) gets its own
 # SQLite database; subprocesses a test starts inherit their worker's home.
@@ -146,7 +147,23 @@ def escalation_store(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test under tests/dags ``dag``: they run DAGs with real Airflow (`make unit` skips them)."""
-    dags = REPO_ROOT / "tests" / "dags"
     for item in items:
-        if dags in item.path.parents:
+        if DAG_TESTS in item.path.parents:
             item.add_marker(pytest.mark.dag)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """
+    pytest-xdist's ``load`` balancing, test by test, except that the DAG tests go to one worker
+    together: that worker alone pays for the Airflow database, the DAG parse and the first
+    ``dag.test()``'s start-up (``--dist loadgroup`` would, but pytest 9 ignores the ids it rewrites).
+    """
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DagTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/dags" if nodeid.startswith("tests/dags/") else nodeid
+
+    return DagTestsTogether(config, log)

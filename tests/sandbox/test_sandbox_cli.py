@@ -46,8 +46,8 @@ def read_banner(process: subprocess.Popen[str], timeout: float = 30) -> list[str
 
 @pytest.fixture
 def cli():
-    """Start the CLI on a free port (``--port 0``) with a known key; stop it afterwards."""
-    process = start_cli("--port", "0", "--seed", "0", "--api-key", "cli-test-key")
+    """Start the CLI on a free port (``--port 0``) with a known key and a budget of one request; stop it afterwards."""
+    process = start_cli("--port", "0", "--seed", "0", "--api-key", "cli-test-key", "--rate-limit-per-second", "0.05")
     try:
         yield process, read_banner(process)
     finally:
@@ -56,12 +56,13 @@ def cli():
             process.communicate()
 
 
-def test_cli_prints_where_it_is_and_serves(cli):
+def test_cli_prints_where_it_is_serves_and_enforces_a_budget_per_key(cli):
     process, lines = cli
     text = "\n".join(lines)
     base_url = re.search(r"^Base URL:\s+(\S+)$", text, re.MULTILINE).group(1)
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api", base_url)
     assert re.search(r"^API key:\s+cli-test-key$", text, re.MULTILINE)
+    assert re.search(r"^Rate limit:\s+0\.05 requests per second per API key \(burst 1\)", text, re.MULTILINE)
     companies = re.findall(
         r"^  ([0-9a-f]{40})  (.+?)  \(\d+ invoices; tickets: unanswered (\d+), answered (\d+), archived (\d+)\)$",
         text,
@@ -75,14 +76,19 @@ def test_cli_prints_where_it_is_and_serves(cli):
     assert list(connection) == ["conn_type", "password", "host"]
 
     company_id, _, unanswered, _, _ = companies[0]
-    response = requests.get(
-        f"{base_url}/v2/companies/{company_id}/tickets/unanswered",
-        headers={"Authorization": "ApiKey cli-test-key"},
-        params={"page_size": 100},
-        timeout=10,
+    first, second = (
+        requests.get(
+            f"{base_url}/v2/companies/{company_id}/tickets/unanswered",
+            headers={"Authorization": "ApiKey cli-test-key"},
+            params={"page_size": 100},
+            timeout=10,
+        )
+        for _ in range(2)
     )
-    assert response.status_code == 200
-    assert response.json()["page"]["total_entries"] == int(unanswered)
+    assert first.status_code == 200
+    assert first.json()["page"]["total_entries"] == int(unanswered)
+    assert second.status_code == 429
+    assert float(second.headers["Retry-After"]) > 0
 
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=15)
@@ -90,13 +96,6 @@ def test_cli_prints_where_it_is_and_serves(cli):
     assert "stopped" in out
     with pytest.raises(requests.ConnectionError):
         requests.get(base_url, timeout=2)
-
-
-def test_cli_stops_on_ctrl_c(cli):
-    process, _ = cli
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=15)
-    assert process.returncode == 0
 
 
 def test_cli_reports_a_busy_port():
@@ -110,13 +109,15 @@ def test_cli_reports_a_busy_port():
 
 
 def banner_of(*args: str, env: dict[str, str] | None = None) -> str:
-    """The banner of a CLI started with these arguments (and environment), stopped right after."""
+    """The banner of a CLI started with these arguments (and environment), stopped with Ctrl-C right after."""
     process = start_cli("--port", "0", *args, env=env)
     try:
-        return "\n".join(read_banner(process))
+        banner = "\n".join(read_banner(process))
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
+    assert process.returncode == 0, "Ctrl-C stops the CLI cleanly"
+    return banner
 
 
 def api_key_of(banner: str) -> str:
@@ -140,24 +141,6 @@ def test_cli_empty_takes_the_key_from_the_environment():
     assert "Companies: none" in text
     assert api_key_of(text) == "env-key"
     assert '"password": "env-key"' in text
-
-
-def test_cli_enforces_a_budget_per_key():
-    process = start_cli("--port", "0", "--api-key", "cli-test-key", "--rate-limit-per-second", "0.05")
-    try:
-        text = "\n".join(read_banner(process))
-        base_url = re.search(r"^Base URL:\s+(\S+)$", text, re.MULTILINE).group(1)
-        assert re.search(r"^Rate limit:\s+0\.05 requests per second per API key \(burst 1\)", text, re.MULTILINE)
-        headers = {"Authorization": "ApiKey cli-test-key"}
-        company_id = re.search(r"^  ([0-9a-f]{40})  ", text, re.MULTILINE).group(1)
-        url = f"{base_url}/v2/companies/{company_id}/tickets/unanswered"
-        first, second = (requests.get(url, headers=headers, timeout=10) for _ in range(2))
-        assert first.status_code == 200
-        assert second.status_code == 429
-        assert float(second.headers["Retry-After"]) > 0
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)
 
 
 @pytest.mark.parametrize(
