@@ -28,13 +28,16 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
 
 
 def to_utc(value: datetime | str | None) -> datetime:
-    """A moment in UTC: now for ``None``, else the given datetime or ISO 8601 string (naive means UTC)."""
-    if value is None or value == "":
-        return datetime.now(timezone.utc)
-    moment = parse_iso_datetime(value)
-    if moment is None:
+    """A moment in UTC: now for ``None`` or ``""``, else :func:`parse_moment` of ``reference_time``."""
+    return parse_moment(value or None, "reference_time") or datetime.now(timezone.utc)
+
+
+def parse_moment(value: datetime | str | None, name: str) -> datetime | None:
+    """A datetime or ISO 8601 string (naive means UTC) in UTC, ``None`` for ``None``; else an error naming ``name``."""
+    moment = None if value is None else parse_iso_datetime(value)
+    if value is not None and moment is None:
         raise ClubCollectValidationError(
-            f"reference_time must be a datetime or an ISO 8601 string, got {shown(value)}."
+            f"{name} must be a datetime or an ISO 8601 string such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
         )
     return moment
 
@@ -135,10 +138,8 @@ def select_threads(
     return [t.invoice_id for t in group_threads(tickets) if t._waited(now, more_than, at_most, unanswered)]
 
 
-def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | float | None, min_tickets: int) -> str:
+def waiting_summary(count: int, company_id: str, unanswered_for: timedelta | None, min_tickets: int) -> str:
     """The poll line of the sensor and its trigger: how many tickets wait, how long, and whether that is enough."""
-    if isinstance(unanswered_for, (int, float)):
-        unanswered_for = timedelta(seconds=unanswered_for)
     age = f" for more than {human_duration(unanswered_for)}" if unanswered_for is not None else ""
     tickets = f"{count} ticket{' awaits' if count == 1 else 's await'} an answer{age} in company {company_id!r}"
     if count >= min_tickets:

@@ -295,6 +295,5 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if seconds < math.inf else None
 
 
-def _snippet(body: bytes, limit: int = 120) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+def _snippet(body: bytes) -> str:
+    return repr(shorten(" ".join(body.decode("utf-8", "replace").split()), 120))

@@ -17,9 +17,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectError,
     ClubCollectRateLimitError,
     ClubCollectServerError,
-    ClubCollectValidationError,
     shorten,
-    shown,
 )
 from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
@@ -125,9 +123,9 @@ class UnansweredTicketsTrigger(_Polling):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.min_tickets = wire.check_int(self.min_tickets, "min_tickets")
-        self._reference = _moment(self.reference_time, "reference_time")
+        self._reference = selection.parse_moment(self.reference_time, "reference_time")
         self.poke_interval = wire.check_number(self.poke_interval, "poke_interval", zero=True)
-        self._deadline = _moment(self.timeout_at, "timeout_at")
+        self._deadline = selection.parse_moment(self.timeout_at, "timeout_at")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until enough tickets await an answer, then fire one event."""
@@ -163,15 +161,6 @@ class UnansweredTicketsTrigger(_Polling):
         """
         now = self._reference or datetime.now(timezone.utc)
         return await _off_loop(selection.awaiting_answer, tickets, self._unanswered_for, now)
-
-
-def _moment(value: str | None, name: str) -> datetime | None:
-    moment = None if value is None else wire.parse_iso_datetime(value)
-    if value is not None and moment is None:
-        raise ClubCollectValidationError(
-            f"{name} must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
-        )
-    return moment
 
 
 def _as_error(exc: Exception) -> ClubCollectError:
@@ -255,7 +244,7 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
                 "On Airflow 2.11 wait with UnansweredTicketsSensor(deferrable=True) instead."
             )
         super().__post_init__()
-        moment = _moment(self.since, "since")
+        moment = selection.parse_moment(self.since, "since")
         self.since = None if moment is None else _iso(moment)
         self.poll_interval = wire.check_number(self.poll_interval, "poll_interval")
 

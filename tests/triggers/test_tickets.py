@@ -152,7 +152,7 @@ def test_a_moment_that_is_not_iso_8601_is_refused_by_name_before_any_request(san
         UnansweredTicketsTrigger(CO, **{name: "next tuesday"})
 
     assert str(info.value) == (
-        f"{name} must be an ISO 8601 date such as '2026-06-01T00:00:00+00:00', got 'next tuesday'."
+        f"{name} must be a datetime or an ISO 8601 string such as '2026-06-01T00:00:00+00:00', got 'next tuesday'."
     )
     assert sandbox.requests() == []
 
