@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import hashlib
 import importlib.util
-import itertools
 import logging
 import math
 import os
@@ -64,7 +63,11 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
 
 def shown_budget_url(url: str | None) -> str | None:
     """A budget URL as logs, errors and reprs show it: its user and password replaced by ``***``."""
-    if not url or "@" not in (netloc := urlsplit(url).netloc):
+    try:
+        netloc = urlsplit(url or "").netloc
+    except ValueError:  # such as an unclosed IPv6 bracket: show none of it, it may hold a password
+        return "<a URL that cannot be parsed>"
+    if "@" not in netloc:
         return url
     return urlsplit(url)._replace(netloc=f"***@{netloc.rpartition('@')[2]}").geturl()
 
@@ -118,8 +121,9 @@ class RequestBudget:
         """Reserve a turn and return the seconds until it: the store's first slot with room, else this process's."""
         if self.shared and (self._store_down_until is None or self._clock() >= self._store_down_until):
             try:
-                store = self._redis()
-                for slot in itertools.count(math.floor(time.time() / self._seconds)):  # on every process's clock
+                store, slot = self._redis(), -1
+                while True:  # the slots are numbered on every process's clock; a slow walk never books the past
+                    slot = max(slot + 1, math.floor(time.time() / self._seconds))
                     ends_in = math.ceil((slot + 1) * self._seconds - time.time())  # the count outlives its slot
                     if store.incr(f"budget/{self.digest}/{slot}", ends_in + 1) <= self._amount:
                         break
@@ -158,6 +162,7 @@ class RequestBudget:
     def _redis(self) -> Any:  # the counters of the slots on Redis, through ``limits``
         with self._lock:  # one store, also when threads ask at once
             if self._store is None:
+                import redis  # noqa: F401  # whole before limits reads its version, also while another thread imports it
                 from limits import storage
 
                 # Short timeouts: a store that hangs must not hold a request long before the fallback.

@@ -53,7 +53,10 @@ class ClubCollectError(AirflowException):
         self.message = message
         self.status_code = status_code  # type: ignore[assignment]  # an int here, not HTTPStatus
         self.error_code = error_code
-        vars(self).update(more)  # a subclass's own attributes
+        for name, value in more.items():  # a subclass's own attributes (its class defaults), no misspelt one
+            if not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {name!r}")
+            setattr(self, name, value)
 
     def to_payload(self) -> dict[str, Any]:
         """

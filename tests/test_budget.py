@@ -96,6 +96,7 @@ def test_no_budget_extras_mean_no_cap():
         ({"max_requests_per_second": 5, "budget_url": "redis://redis.internal:0"}, r"a port from 1 to 65535"),
         ({"max_requests_per_second": 5, "budget_url": "redis://redis.internal:port"}, r"a port from 1 to 65535"),
         ({"max_requests_per_second": 5, "budget_url": 6379}, r"must be a Redis URL such as .*, got 6379"),
+        ({"max_requests_per_second": 5, "budget_url": "redis://:pw@[::1:6379/0"}, r"got '<a URL that cannot be pa"),
         ({"max_request_per_second": 5}, r"unknown extra 'max_request_per_second'; did you mean 'max_requests_per"),
         ({"budget": "redis://x"}, r"unknown extra 'budget'; did you mean 'budget_url'"),
     ],
@@ -104,6 +105,7 @@ def test_bad_budget_extras_are_refused(extra, match):
     with pytest.raises(ClubCollectValidationError, match=match) as refused:
         settings(**extra)
     assert "Connection 'cc'" in str(refused.value)
+    assert ":pw@" not in str(refused.value)
 
 
 def test_a_budget_url_password_is_never_shown():

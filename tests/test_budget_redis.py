@@ -165,6 +165,42 @@ def test_a_shared_budget_holds_the_rate_across_budgets(store):
     assert time.monotonic() - started >= 2.0 - 0.05
 
 
+def test_turns_are_booked_slot_after_slot_and_their_counts_expire_soon_after(store):
+    port, client = store
+    budgets = [shared_budget(port, rate=5.0) for _ in range(2)]  # one request in each slot of 0.2 s
+    for n in range(12):
+        budgets[n % 2]._turn()  # books a turn without waiting for it
+    lives = {int(key.rsplit(b"/", 1)[1]): client.ttl(key) for key in client.keys("*")}
+    first = min(lives)
+    assert sorted(lives) == list(range(first, first + 12))  # no slot skipped, none booked twice
+    # Each count lives a little past its slot (the last ends 2.4 s from now at most), never longer.
+    assert all(0 < ttl <= 5 for ttl in lives.values())
+
+
+def test_budgets_built_at_once_each_get_their_store():
+    # Two keys' budgets, built in two threads at once, while redis is first imported: limits reads redis's
+    # version from sys.modules and took a half-imported one for too old, so the budget fell back for 30 s.
+    child = """
+import threading
+from airflow_provider_clubcollect.budget import RequestBudget
+budgets = [RequestBudget(5, digest=str(n) * 64, budget_url="redis://127.0.0.1:1/0") for n in range(8)]
+failed = []
+def build(budget):
+    try:
+        budget._redis()
+    except Exception as error:
+        failed.append(f"{type(error).__name__}: {error}")
+threads = [threading.Thread(target=build, args=(budget,)) for budget in budgets]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(failed)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_async_budgets_share_one_budget(store):
     port, _ = store
 

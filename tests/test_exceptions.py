@@ -47,6 +47,15 @@ def test_errors_keep_their_own_attributes_through_pickling() -> None:
     assert pickle.loads(pickle.dumps(ambiguous)).timed_out is True
 
 
+def test_an_error_refuses_an_attribute_its_class_does_not_have() -> None:
+    # A misspelt retry_after would otherwise be kept beside a retry_after of None, and the wait lost.
+    with pytest.raises(TypeError, match="ClubCollectRateLimitError got an unexpected keyword argument 'retry_afer'"):
+        ClubCollectRateLimitError("slow down", retry_afer=5.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'timed_out'"):
+        ClubCollectError("lost", timed_out=True)
+    assert ClubCollectAmbiguousError("lost", attempts=3, failure="HTTP 503").attempts == 3
+
+
 @pytest.mark.parametrize("retry_after", [30.0, None])
 def test_a_rate_limit_error_keeps_its_retry_after_through_a_trigger_event(retry_after: float | None) -> None:
     error = ClubCollectRateLimitError("slow down", status_code=429, retry_after=retry_after)
