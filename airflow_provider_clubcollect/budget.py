@@ -64,12 +64,12 @@ def check_budget_url(value: Any, conn_id: str, max_requests_per_second: float | 
 def shown_budget_url(url: str | None) -> str | None:
     """A budget URL as logs, errors and reprs show it: its user and password replaced by ``***``."""
     try:
-        netloc = urlsplit(url or "").netloc
+        parts = urlsplit(url or "")
     except ValueError:  # such as an unclosed IPv6 bracket: show none of it, it may hold a password
         return "<a URL that cannot be parsed>"
-    if "@" not in netloc:
+    if "@" not in parts.netloc:
         return url
-    return urlsplit(url)._replace(netloc=f"***@{netloc.rpartition('@')[2]}").geturl()
+    return parts._replace(netloc=f"***@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 class RequestBudget:
