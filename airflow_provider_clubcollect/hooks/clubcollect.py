@@ -196,32 +196,26 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         key = "clubcollect.create_ticket." + hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
         earlier = store.get(key) if store is not None else None
         earlier = earlier if isinstance(earlier, dict) else {}
-        posted = earlier.get("ticket")
-        if posted:
+        intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
+        if posted := earlier.get("ticket"):
             observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
-        elif (since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
-            posted = self.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None and store is not None:
-                store.set(key, {**earlier, "ticket": posted})
+        elif (earlier_since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
+            posted = self.find_posted_ticket(invoice_id, message, since=earlier_since)
         if posted:
+            intent_at = earlier.get("intent_at", intent_at)
             self.log.info(
                 "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
                 invoice_id,
                 posted.get("ticket_id"),
             )
-            return cast("wire.Ticket", dict(posted))
-
-        def remember(ticket: wire.Ticket | None = None) -> None:
-            if store is not None:
-                store.set(key, {"intent_at": intent_at, "ticket": ticket})
-
-        intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
-        remember()
+        elif store is not None:
+            store.set(key, {"intent_at": intent_at, "ticket": None})
         max_retries, posts, lost = self.settings.max_retries, 0, 0
-        while True:
+        while not posted:
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             try:
-                ticket = wire.parse_ticket(request, self._call(request, max_retries - posts))
+                posted = wire.parse_ticket(request, self._call(request, max_retries - posts))
+                self.log.info("Posted ticket %s on invoice %r.", posted.get("ticket_id"), invoice_id)
             except ClubCollectAmbiguousError as exc:
                 lost, posts = lost + 1, posts + exc.attempts
                 wait = max(self.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
@@ -229,29 +223,26 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
                 time.sleep(wait)
-                posted = self.find_posted_ticket(invoice_id, message, since=since)
-                if posted is not None:
+                if posted := self.find_posted_ticket(invoice_id, message, since=since):
                     self.log.info(
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
                         posted.get("ticket_id"),
                     )
-                    remember(posted)
-                    return posted
-                if posts > max_retries:
+                elif posts > max_retries:
                     raise ClubCollectServerError(
                         f"Could not {request.description}: the answer was lost {lost} times in {posts} attempts "
                         f"(the last got {exc.failure}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
-                self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
+                else:
+                    self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
             except ClubCollectError:
                 if lost == 0 and store is not None:  # every POST refused for certain: nothing created
                     store.set(key, {})
                 raise
-            else:
-                remember(ticket)
-                self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
-                return ticket
+        if store is not None:
+            store.set(key, {"intent_at": intent_at, "ticket": posted})
+        return cast("wire.Ticket", dict(posted))
 
     def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
         """
