@@ -200,7 +200,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         if posted := earlier.get("ticket"):
             observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
         elif (earlier_since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
-            posted = self.find_posted_ticket(invoice_id, message, since=earlier_since)
+            posted = self._find_posted(invoice_id, message, earlier_since)
         if posted:
             intent_at = earlier.get("intent_at", intent_at)
             self.log.info(
@@ -223,7 +223,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
                 time.sleep(wait)
-                if posted := self.find_posted_ticket(invoice_id, message, since=since):
+                if posted := self._find_posted(invoice_id, message, since):
                     self.log.info(
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
                         posted.get("ticket_id"),
@@ -244,16 +244,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
             store.set(key, {"intent_at": intent_at, "ticket": posted})
         return cast("wire.Ticket", dict(posted))
 
-    def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
-        """
-        The newest company ticket with exactly this message, dated at or after ``since``, or ``None``.
-
-        :param str invoice_id: the invoice.
-        :param str message: the message text to look for.
-        :param datetime since: the earliest date it may carry (timezone-aware).
-
-        .. seealso:: :ref:`hook`
-        """
+    def _find_posted(self, invoice_id: str, message: str, since: datetime) -> wire.Ticket | None:
         found = _newest_posted(self.get_invoice_tickets(invoice_id), message, since)
         observability.count("creates_already_posted", int(found is not None), conn_id=self.clubcollect_conn_id)
         return found

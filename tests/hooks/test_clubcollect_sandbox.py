@@ -212,7 +212,7 @@ def test_task_retry_returns_the_recorded_ticket_not_someone_elses(
     assert again == ours
     assert sandbox.requests() == [], "answered from the record: no read, no post"
     # Without a store the thread read is all there is, and it takes the colleague's for ours.
-    guessed = hook.find_posted_ticket("inv-1", "We bellen u", since=datetime.now(timezone.utc) - timedelta(minutes=5))
+    guessed = hook._find_posted("inv-1", "We bellen u", datetime.now(timezone.utc) - timedelta(minutes=5))
     assert guessed is not None
     assert guessed["ticket_id"] != ours["ticket_id"]
 
