@@ -197,11 +197,11 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         earlier = store.get(key) if store is not None else None
         earlier = earlier if isinstance(earlier, dict) else {}
         intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
-        if posted := earlier.get("ticket"):
-            observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
-        elif (earlier_since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
-            posted = self._find_posted(invoice_id, message, earlier_since)
+        posted = earlier.get("ticket")
+        if not posted and (earlier_since := _earlier_try_since(context, earlier, recorded=store is not None)):
+            posted = _newest_posted(self.get_invoice_tickets(invoice_id), message, earlier_since)
         if posted:
+            observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
             intent_at = earlier.get("intent_at", intent_at)
             self.log.info(
                 "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
@@ -223,7 +223,8 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
                 time.sleep(wait)
-                if posted := self._find_posted(invoice_id, message, since):
+                if posted := _newest_posted(self.get_invoice_tickets(invoice_id), message, since):
+                    observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
                     self.log.info(
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
                         posted.get("ticket_id"),
@@ -243,11 +244,6 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         if store is not None:
             store.set(key, {"intent_at": intent_at, "ticket": posted})
         return cast("wire.Ticket", dict(posted))
-
-    def _find_posted(self, invoice_id: str, message: str, since: datetime) -> wire.Ticket | None:
-        found = _newest_posted(self.get_invoice_tickets(invoice_id), message, since)
-        observability.count("creates_already_posted", int(found is not None), conn_id=self.clubcollect_conn_id)
-        return found
 
     def archive_tickets(self, invoice_id: str) -> None:
         """
