@@ -285,7 +285,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         """
         self._limiter = AdaptiveLimiter(max_concurrency)
         try:
-            return run_bulk(action, list(invoice_ids), max_concurrency=max_concurrency, verb=verb)
+            return run_bulk(action, list(invoice_ids), self._limiter, verb=verb)
         finally:
             self._limiter = None
 
@@ -337,7 +337,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
-            while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+            while len(pending) < limiter.limit and (request := pager.next_request()) is not None:
                 # In a copy of the caller's context: the requests' spans are children of the task's.
                 pending[pool.submit(copy_context().run, call_sync, request, backoff, max_retries, send)] = request
 
@@ -356,7 +356,6 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
                     yield from tickets
         finally:
             # Requests no longer needed are dropped; only a finished read waits for those in flight.
-            limiter.close()
             pool.shutdown(wait=pager.done, cancel_futures=True)
 
     def get_company_tickets(
@@ -420,10 +419,11 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
             assert self._aclient is not None
             async with self._aclient.transport() as transport:
                 backoff, max_retries = self.backoff, transport.settings.max_retries
-                send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
+                limiter = AdaptiveLimiter(pager.max_in_flight)
+                send = functools.partial(limiter.asend, transport.send)
                 try:
                     while not pager.done:
-                        while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+                        while len(pending) < limiter.limit and (request := pager.next_request()) is not None:
                             pending[asyncio.create_task(call_async(request, backoff, max_retries, send))] = request
                         if not pending:  # pragma: no cover - a pager bug; never spin
                             raise ClubCollectError(f"Paging stalled at {pager.progress()}.")
