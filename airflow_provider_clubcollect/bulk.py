@@ -13,6 +13,9 @@ from airflow_provider_clubcollect.exceptions import ClubCollectAuthError, ClubCo
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from concurrent.futures import Future
+
+    from airflow_provider_clubcollect.limiter import AdaptiveLimiter
 
 __all__ = ["BulkResult"]
 
@@ -66,21 +69,17 @@ class BulkResult:
 
 
 def run_bulk(
-    action: Callable[[str], object], invoice_ids: Sequence[str], *, max_concurrency: int, verb: str
+    action: Callable[[str], object], invoice_ids: Sequence[str], limiter: AdaptiveLimiter, *, verb: str
 ) -> BulkResult:
-    """Apply ``action`` to every invoice, ``max_concurrency`` at a time; a refused key stops the rest."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    """Apply ``action`` to every invoice, fewer than ``limiter.limit`` at a time; a refused key stops the rest."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    workers = min(max_concurrency, len(invoice_ids))  # checked by the caller's limiter
     result = BulkResult(verb, [], {})
     if not invoice_ids:
         return result
     refused: list[ClubCollectAuthError] = []
 
     def attempt(invoice_id: str) -> None:
-        if refused:
-            result.not_tried.append(invoice_id)
-            return
         try:
             action(invoice_id)
         except Exception as exc:  # a bug or an unexpected library error too: still report every invoice
@@ -93,33 +92,39 @@ def run_bulk(
         else:
             result.done.append(invoice_id)
 
-    total = len(invoice_ids)
+    total, todo = len(invoice_ids), iter(invoice_ids)
+    pending: set[Future[None]] = set()
     started = last_time = time.monotonic()
-    last_count = 0
+    finished = last_count = 0
     name = verb.replace(" ", "_")
-    with observability.span(f"bulk.{name}"), ThreadPoolExecutor(workers, "clubcollect") as pool:
-        # Each in a copy of the caller's context, so that the requests' spans are the action's children.
-        futures = [pool.submit(copy_context().run, attempt, invoice_id) for invoice_id in invoice_ids]
-        for finished, future in enumerate(as_completed(futures), start=1):
-            future.result()
-            now = time.monotonic()
-            if (
-                finished < total
-                and finished - last_count >= total * PROGRESS_SHARE
-                and now - last_time >= PROGRESS_SECONDS
-            ):
-                log.info(
-                    "ClubCollect: %s: %d of %d invoices handled (%d%%, %d failed) in %.0f s.",
-                    verb,
-                    finished,
-                    total,
-                    100 * finished // total,
-                    len(result.failed),
-                    now - started,
-                )
-                last_time, last_count = now, finished
+    with observability.span(f"bulk.{name}"), ThreadPoolExecutor(limiter.max_concurrency, "clubcollect") as pool:
+        while True:
+            while not refused and len(pending) < limiter.limit and (invoice_id := next(todo, None)) is not None:
+                # In a copy of the caller's context, so that the requests' spans are the action's children.
+                pending.add(pool.submit(copy_context().run, attempt, invoice_id))
+            if not pending:
+                break
+            answered, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in answered:
+                future.result()
+                finished, now = finished + 1, time.monotonic()
+                if (
+                    finished < total
+                    and finished - last_count >= total * PROGRESS_SHARE
+                    and now - last_time >= PROGRESS_SECONDS
+                ):
+                    log.info(
+                        "ClubCollect: %s: %d of %d invoices handled (%d%%, %d failed) in %.0f s.",
+                        verb,
+                        finished,
+                        total,
+                        100 * finished // total,
+                        len(result.failed),
+                        now - started,
+                    )
+                    last_time, last_count = now, finished
     result.done.sort()
-    result.not_tried.sort()
+    result.not_tried = sorted(todo)
     observability.count(f"bulk.{name}.done", len(result.done))
     observability.count(f"bulk.{name}.failed", len(result.failed))
     (log.error if result.failed else log.info)("ClubCollect: %s", result.summary())

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from typing import TYPE_CHECKING
 
 from airflow_provider_clubcollect import observability
-from airflow_provider_clubcollect.exceptions import ClubCollectError
 from airflow_provider_clubcollect.wire import RawResponse, check_int
 
 if TYPE_CHECKING:
@@ -24,70 +22,40 @@ log = logging.getLogger(__name__)
 
 
 class AdaptiveLimiter:
-    """How many requests of one read or bulk action may be in flight (docs/performance.rst: adaptive concurrency)."""
+    """How many calls of one read or bulk action may be in flight: :attr:`limit`, learned from every attempt's answer.
+
+    The caller sends a call only while fewer than :attr:`limit` are in flight (docs/performance.rst: adaptive
+    concurrency); a call's retries keep its place.
+    """
 
     def __init__(self, max_concurrency: int) -> None:
         self.max_concurrency = self.limit = check_int(max_concurrency, "max_concurrency")
-        self.in_flight = self._round = self._successes = 0
-        self._closed = False
-        self._condition = threading.Condition()
-        self._room = asyncio.Event()  # for tasks, which share one event loop
+        self._round = self._successes = 0
+        self._lock = threading.Lock()  # threads share it; tasks of one loop take it between awaits only
 
-    def _has_room(self) -> bool:
-        return self._closed or self.in_flight < self.limit
-
-    def _start(self) -> int:
-        if self._closed:
-            raise ClubCollectError("The read or bulk action this request belonged to was abandoned.")
-        self.in_flight += 1
-        return self._round
-
-    def _finish(self, started_in: int, outcome: Outcome | None) -> None:
-        self.in_flight -= 1
-        limit, status = self.limit, outcome.status if isinstance(outcome, RawResponse) else 0
-        if status == 429:
-            if started_in == self._round and limit > 1:
-                limit //= 2
-                log.warning("ClubCollect answered 429 (too many requests): at most %d requests in flight now.", limit)
-            self._round, self._successes = self._round + 1, 0
-        elif 0 < status < 400 and limit < self.max_concurrency:
-            self._successes += 1
-            if self._successes >= limit:
-                limit, self._successes = limit + 1, 0
-        if limit != self.limit:
-            self.limit = limit
-            observability.gauge("limiter_window", limit)
+    def _learn(self, started_in: int, outcome: Outcome) -> Outcome:
+        with self._lock:
+            limit, status = self.limit, outcome.status if isinstance(outcome, RawResponse) else 0
+            if status == 429:
+                if started_in == self._round and limit > 1:
+                    limit //= 2
+                    log.warning(
+                        "ClubCollect answered 429 (too many requests): at most %d requests in flight now.", limit
+                    )
+                self._round, self._successes = self._round + 1, 0
+            elif 0 < status < 400 and limit < self.max_concurrency:
+                self._successes += 1
+                if self._successes >= limit:
+                    limit, self._successes = limit + 1, 0
+            if limit != self.limit:
+                self.limit = limit
+                observability.gauge("limiter_window", limit)
+        return outcome
 
     def send(self, send: Callable[[ApiRequest], Outcome], request: ApiRequest) -> Outcome:
-        """Send one attempt with ``send`` from a thread once there is room, and learn from its outcome."""
-        with self._condition:
-            self._condition.wait_for(self._has_room)
-            started_in = self._start()
-        outcome = None
-        try:
-            outcome = send(request)
-            return outcome
-        finally:
-            with self._condition:
-                self._finish(started_in, outcome)
-                self._condition.notify_all()
+        """Send one attempt with ``send`` and learn from its outcome."""
+        return self._learn(self._round, send(request))
 
     async def asend(self, send: Callable[[ApiRequest], Awaitable[Outcome]], request: ApiRequest) -> Outcome:
-        """:meth:`send` from a task; the tasks of one limiter share one event loop, so no lock."""
-        while not self._has_room():
-            self._room.clear()
-            await self._room.wait()
-        started_in = self._start()
-        outcome = None
-        try:
-            outcome = await send(request)
-            return outcome
-        finally:  # also when the task is cancelled: the slot is given back
-            self._finish(started_in, outcome)
-            self._room.set()
-
-    def close(self) -> None:
-        """Refuse every attempt not yet started: the read or action was abandoned."""
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
+        """:meth:`send` on an event loop."""
+        return self._learn(self._round, await send(request))

@@ -196,32 +196,26 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         key = "clubcollect.create_ticket." + hashlib.sha256(f"{invoice_id}\0{message}".encode()).hexdigest()[:32]
         earlier = store.get(key) if store is not None else None
         earlier = earlier if isinstance(earlier, dict) else {}
+        intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
         posted = earlier.get("ticket")
+        if not posted and (earlier_since := _earlier_try_since(context, earlier, recorded=store is not None)):
+            posted = _newest_posted(self.get_invoice_tickets(invoice_id), message, earlier_since)
         if posted:
             observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
-        elif (since := _earlier_try_since(context, earlier, recorded=store is not None)) is not None:
-            posted = self.find_posted_ticket(invoice_id, message, since=since)
-            if posted is not None and store is not None:
-                store.set(key, {**earlier, "ticket": posted})
-        if posted:
+            intent_at = earlier.get("intent_at", intent_at)
             self.log.info(
                 "An earlier try of this task posted this message on invoice %r (ticket_id %s); not posting again.",
                 invoice_id,
                 posted.get("ticket_id"),
             )
-            return cast("wire.Ticket", dict(posted))
-
-        def remember(ticket: wire.Ticket | None = None) -> None:
-            if store is not None:
-                store.set(key, {"intent_at": intent_at, "ticket": ticket})
-
-        intent_at, since = datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc) - CLOCK_SKEW
-        remember()
+        elif store is not None:
+            store.set(key, {"intent_at": intent_at, "ticket": None})
         max_retries, posts, lost = self.settings.max_retries, 0, 0
-        while True:
+        while not posted:
             # One budget for the call: POSTs retried inside call_sync() and sent again here are max_retries + 1.
             try:
-                ticket = wire.parse_ticket(request, self._call(request, max_retries - posts))
+                posted = wire.parse_ticket(request, self._call(request, max_retries - posts))
+                self.log.info("Posted ticket %s on invoice %r.", posted.get("ticket_id"), invoice_id)
             except ClubCollectAmbiguousError as exc:
                 lost, posts = lost + 1, posts + exc.attempts
                 wait = max(self.backoff.delay(lost), self.settings.timeout if exc.timed_out else 0)
@@ -229,43 +223,27 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
                     "%s Reading invoice %r in %.1f s to see whether it was created.", exc, invoice_id, wait
                 )
                 time.sleep(wait)
-                posted = self.find_posted_ticket(invoice_id, message, since=since)
-                if posted is not None:
+                if posted := _newest_posted(self.get_invoice_tickets(invoice_id), message, since):
+                    observability.count("creates_already_posted", conn_id=self.clubcollect_conn_id)
                     self.log.info(
                         "The ticket was created (ticket_id %s) although its answer was lost; not posting again.",
                         posted.get("ticket_id"),
                     )
-                    remember(posted)
-                    return posted
-                if posts > max_retries:
+                elif posts > max_retries:
                     raise ClubCollectServerError(
                         f"Could not {request.description}: the answer was lost {lost} times in {posts} attempts "
                         f"(the last got {exc.failure}) and the ticket is not on the invoice.",
                         status_code=exc.status_code,
                     ) from exc
-                self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
+                else:
+                    self.log.warning("The ticket is not on invoice %r; posting it again.", invoice_id)
             except ClubCollectError:
                 if lost == 0 and store is not None:  # every POST refused for certain: nothing created
                     store.set(key, {})
                 raise
-            else:
-                remember(ticket)
-                self.log.info("Posted ticket %s on invoice %r.", ticket.get("ticket_id"), invoice_id)
-                return ticket
-
-    def find_posted_ticket(self, invoice_id: str, message: str, *, since: datetime) -> wire.Ticket | None:
-        """
-        The newest company ticket with exactly this message, dated at or after ``since``, or ``None``.
-
-        :param str invoice_id: the invoice.
-        :param str message: the message text to look for.
-        :param datetime since: the earliest date it may carry (timezone-aware).
-
-        .. seealso:: :ref:`hook`
-        """
-        found = _newest_posted(self.get_invoice_tickets(invoice_id), message, since)
-        observability.count("creates_already_posted", int(found is not None), conn_id=self.clubcollect_conn_id)
-        return found
+        if store is not None:
+            store.set(key, {"intent_at": intent_at, "ticket": posted})
+        return cast("wire.Ticket", dict(posted))
 
     def archive_tickets(self, invoice_id: str) -> None:
         """
@@ -307,7 +285,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         """
         self._limiter = AdaptiveLimiter(max_concurrency)
         try:
-            return run_bulk(action, list(invoice_ids), max_concurrency=max_concurrency, verb=verb)
+            return run_bulk(action, list(invoice_ids), self._limiter, verb=verb)
         finally:
             self._limiter = None
 
@@ -359,7 +337,7 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         pending: dict[Future[Any], wire.ApiRequest] = {}
 
         def send_what_the_pager_allows() -> None:
-            while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+            while len(pending) < limiter.limit and (request := pager.next_request()) is not None:
                 # In a copy of the caller's context: the requests' spans are children of the task's.
                 pending[pool.submit(copy_context().run, call_sync, request, backoff, max_retries, send)] = request
 
@@ -378,7 +356,6 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
                     yield from tickets
         finally:
             # Requests no longer needed are dropped; only a finished read waits for those in flight.
-            limiter.close()
             pool.shutdown(wait=pager.done, cancel_futures=True)
 
     def get_company_tickets(
@@ -442,10 +419,11 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
             assert self._aclient is not None
             async with self._aclient.transport() as transport:
                 backoff, max_retries = self.backoff, transport.settings.max_retries
-                send = functools.partial(AdaptiveLimiter(pager.max_in_flight).asend, transport.send)
+                limiter = AdaptiveLimiter(pager.max_in_flight)
+                send = functools.partial(limiter.asend, transport.send)
                 try:
                     while not pager.done:
-                        while len(pending) < pager.max_in_flight and (request := pager.next_request()) is not None:
+                        while len(pending) < limiter.limit and (request := pager.next_request()) is not None:
                             pending[asyncio.create_task(call_async(request, backoff, max_retries, send))] = request
                         if not pending:  # pragma: no cover - a pager bug; never spin
                             raise ClubCollectError(f"Paging stalled at {pager.progress()}.")

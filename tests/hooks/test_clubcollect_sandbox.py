@@ -15,7 +15,7 @@ from airflow_provider_clubcollect.exceptions import (
     ClubCollectRateLimitError,
     ClubCollectServerError,
 )
-from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook
+from airflow_provider_clubcollect.hooks.clubcollect import ClubCollectHook, _newest_posted
 from tests.conftest import fast_backoff, thread
 
 if TYPE_CHECKING:
@@ -212,7 +212,8 @@ def test_task_retry_returns_the_recorded_ticket_not_someone_elses(
     assert again == ours
     assert sandbox.requests() == [], "answered from the record: no read, no post"
     # Without a store the thread read is all there is, and it takes the colleague's for ours.
-    guessed = hook.find_posted_ticket("inv-1", "We bellen u", since=datetime.now(timezone.utc) - timedelta(minutes=5))
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    guessed = _newest_posted(hook.get_invoice_tickets("inv-1"), "We bellen u", since)
     assert guessed is not None
     assert guessed["ticket_id"] != ours["ticket_id"]
 
