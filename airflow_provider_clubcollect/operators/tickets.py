@@ -14,7 +14,7 @@ from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime, timedelta
 
     from airflow.providers.common.compat.sdk import Context
@@ -76,8 +76,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         if output_path:
             from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
-            alias = self.export_alias
-            self.outlets = [*self.outlets, Asset(output_path) if alias is None else AssetAlias(alias)]
+            self.outlets = [*self.outlets, AssetAlias(self.export_alias) if self.export_alias else Asset(output_path)]
 
     def execute(self, context: Context) -> list[CompanyTicket] | dict[str, Any]:
         tickets = self.hook.iter_company_tickets(
@@ -87,18 +86,37 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
             result = list(tickets)
             self.log.info("Fetched %d %s tickets of company %r.", len(result), self.status, self.company_id)
             return result
-        self._exported = exported = self._stream(tickets, str(self.output_path))
-        extra = {"company_id": self.company_id, "status": self.status, "count": exported["count"]}
+        from airflow.providers.common.compat.sdk import Asset, AssetAlias, ObjectStoragePath
+
+        url = str(self.output_path)
+        path = ObjectStoragePath(url)
+        if path.protocol in ("file", "local", ""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        count = 0
+        try:
+            with path.open("w", encoding="utf-8") as sink:  # type: ignore[no-untyped-call]
+                # One write per page: a write through ObjectStoragePath costs far more than a line.
+                for page in iter(lambda: list(islice(tickets, self.page_size)), []):
+                    sink.write("".join(f"{encode(ticket)}\n" for ticket in page))
+                    count += len(page)
+        except BaseException:
+            # Never leave a partial export where a downstream task could mistake it for a whole one.
+            try:
+                path.unlink()
+            except Exception:
+                self.log.warning("Could not remove the partial export at %s.", url)
+            raise
+        self.log.info("Wrote %d %s tickets of company %r to %s.", count, self.status, self.company_id, url)
+        self._exported = {"path": url, "count": count}
         events = context.get("outlet_events")  # None when execute() is called outside a task run
         if events is not None:
-            from airflow.providers.common.compat.sdk import Asset, AssetAlias
-
-            asset = Asset(exported["path"])
+            extra: dict[str, Any] = {"company_id": self.company_id, "status": self.status, "count": count}
             if self.export_alias is None:
-                events[asset].extra = extra
+                events[Asset(url)].extra = extra
             else:
-                events[AssetAlias(self.export_alias)].add(asset, extra=extra)
-        return exported
+                events[AssetAlias(self.export_alias)].add(Asset(url), extra=extra)
+        return self._exported
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """
@@ -123,30 +141,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         rows = facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
         export = facet.OutputDataset(path.namespace, path.key, {"outputStatistics": rows})
         return OperatorLineage(inputs=[source], outputs=[export])
-
-    def _stream(self, tickets: Iterable[Mapping[str, Any]], url: str) -> dict[str, Any]:
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        path = ObjectStoragePath(url)
-        if path.protocol in ("file", "local", ""):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        encode = json.JSONEncoder(ensure_ascii=False).encode
-        count, rest = 0, iter(tickets)
-        try:
-            with path.open("w", encoding="utf-8") as sink:  # type: ignore[no-untyped-call]
-                # One write per page: a write through ObjectStoragePath costs far more than a line.
-                for page in iter(lambda: list(islice(rest, self.page_size)), []):
-                    sink.write("".join(f"{encode(ticket)}\n" for ticket in page))
-                    count += len(page)
-        except BaseException:
-            # Never leave a partial export where a downstream task could mistake it for a whole one.
-            try:
-                path.unlink()
-            except Exception:
-                self.log.warning("Could not remove the partial export at %s.", url)
-            raise
-        self.log.info("Wrote %d %s tickets of company %r to %s.", count, self.status, self.company_id, url)
-        return {"path": url, "count": count}
 
 
 class FetchInvoiceTicketsOperator(ClubCollectBaseOperator):
