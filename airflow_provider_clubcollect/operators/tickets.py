@@ -123,7 +123,6 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         OpenLineage: the company's ticket list as the input dataset, the export file as the output.
 
         :param Any task_instance: the finished task instance (unused: the operator kept what it read).
-        :return: an ``OperatorLineage``.
 
         .. seealso:: :ref:`lineage`
         """
@@ -326,7 +325,6 @@ class SelectThreadsOperator(_ThreadsOperator):
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
     :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
-    :return: the sorted invoice IDs chosen (an empty list on a day with nothing to do).
 
     .. seealso:: :ref:`howto/operator:SelectThreadsOperator`
     """
@@ -381,7 +379,6 @@ class ArchiveTicketsOperator(_ThreadsOperator):
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
     :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
-    :return: the sorted invoice IDs archived (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:ArchiveTicketsOperator`
     """
@@ -431,7 +428,6 @@ class EscalateTicketsOperator(_ThreadsOperator):
     :param str clubcollect_conn_id: the Airflow connection of type ``clubcollect``.
     :param Backoff | None backoff: request back-off, as for :class:`ClubCollectBaseOperator`.
     :param airflow.sdk.RetryPolicy | None retry_policy: task retry policy, as for :class:`ClubCollectBaseOperator`.
-    :return: the sorted invoice IDs assigned to support (with ``dry_run``, that would be).
 
     .. seealso:: :ref:`howto/operator:EscalateTicketsOperator`
     """

@@ -112,16 +112,16 @@ class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
         try:  # one poke on the worker first: when enough tickets wait already, no deferral
             first = self.poke(context)
         except ClubCollectError as exc:  # the only errors the hook lets out
-            first = self._on_poke_error(exc)
+            self._on_poke_error(exc, context)
         if first.is_done:
             return first.xcom_value
         self._defer(context)
 
-    def _on_poke_error(self, exc: Exception) -> PokeReturnValue:
-        """BaseSensorOperator's rules for a failed poke: silent_fail waits on, never_fail skips, else it fails."""
+    def _on_poke_error(self, exc: Exception, context: Context) -> NoReturn:
+        """BaseSensorOperator's rules for a failed poke: silent_fail defers, never_fail skips, else it fails."""
         if self.silent_fail:
             self.log.error("Sensor poke failed: %s", exc)
-            return PokeReturnValue(is_done=False)
+            self._defer(context)  # waits on for what is left of the timeout
         if self.never_fail:
             from airflow.providers.common.compat.sdk import AirflowSkipException
 
@@ -173,14 +173,12 @@ class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
 
         :param Context context: the task context.
         :param dict[str, Any] | None event: the trigger's event payload.
-        :raises ClubCollectError: the subclass named in an error event, as a failed poke raises it.
 
         .. seealso:: :ref:`howto/sensor:UnansweredTicketsSensor`
         """
         status = event.get("status") if isinstance(event, dict) else None
         if status == "error":
-            self._on_poke_error(ClubCollectError.from_payload(cast("dict[str, Any]", event)))
-            self._defer(context)  # silent_fail: wait on for what is left of the timeout
+            self._on_poke_error(ClubCollectError.from_payload(cast("dict[str, Any]", event)), context)
         if status == "timeout":
             self._timed_out()
         if status != "success":
