@@ -28,8 +28,7 @@ _HOPELESS: Final[dict[type[ClubCollectError], str]] = {
 
 class ClubCollectRetryPolicy(RetryPolicy):
     """
-    A task retry policy for Airflow 3.3's ``retry_policy=``: errors no retry heals fail the task at
-    once; a 429 waits for its ``Retry-After``; the rest follows the task's ``retries``.
+    A task retry policy (Airflow 3.3+) that fails at once on errors no retry heals and honours a 429's ``Retry-After``.
 
     .. seealso:: :ref:`task-retries`
     """

@@ -231,11 +231,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         invoice_ids: Any = None,
         dry_run: bool = False,
     ) -> None:
-        if (invoice_ids is None) == (company_id is None):
-            raise ClubCollectValidationError(
-                f"{type(self).__name__} takes either invoice_ids or company_id, not "
-                f"{'both' if invoice_ids is not None else 'neither'}."
-            )
+        self._one_of("invoice_ids or company_id", invoice_ids, company_id)
         selection.check_literal(selection.invoice_ids_from, invoice_ids)
         selection.check_literal(wire.check_id, company_id, "company_id")
         selection.check_literal(selection.check_duration, at_most, "at_most")
@@ -245,6 +241,13 @@ class _ThreadsOperator(ClubCollectBaseOperator):
         self.max_concurrency = wire.check_int(max_concurrency, "max_concurrency")
         if company_id is not None and selection.is_literal(self.status):
             self._status()
+
+    def _one_of(self, names: str, first: object, second: object, *, needed: bool = True) -> None:
+        """Refuse both of ``names`` (``"a or b"``) given, or, when ``needed``, neither."""
+        if (first is None) == (second is None) and (first is not None or needed):
+            raise ClubCollectValidationError(
+                f"{type(self).__name__} takes either {names}, not {'both' if first is not None else 'neither'}."
+            )
 
     def _status(self) -> str:
         """The status to select in, checked when the DAG is parsed (if literal) and once rendered."""
@@ -347,11 +350,7 @@ class SelectThreadsOperator(_ThreadsOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(clubcollect_conn_id=clubcollect_conn_id, backoff=backoff, retry_policy=retry_policy, **kwargs)
-        if unanswered_for is not None and inactive_for is not None:
-            raise ClubCollectValidationError(
-                "SelectThreadsOperator takes unanswered_for or inactive_for, not both: give one age, "
-                "and at_most for its upper bound."
-            )
+        self._one_of("unanswered_for or inactive_for", unanswered_for, inactive_for, needed=False)
         selection.check_literal(selection.check_duration, unanswered_for, "unanswered_for")
         selection.check_literal(selection.check_duration, inactive_for, "inactive_for")
         self.status, self.unanswered_for, self.inactive_for = status, unanswered_for, inactive_for
