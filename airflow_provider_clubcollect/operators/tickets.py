@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime, timedelta
 
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket, Ticket
@@ -49,7 +49,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
     """
 
     template_fields: Sequence[str] = ("company_id", "status", "output_path")
-    _exported: dict[str, Any] | None = None
+    _export: tuple[ObjectStoragePath, int] | None = None  # what execute wrote, for the lineage
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
                 self.log.warning("Could not remove the partial export at %s.", url)
             raise
         self.log.info("Wrote %d %s tickets of company %r to %s.", count, self.status, self.company_id, url)
-        self._exported = {"path": url, "count": count}
+        self._export = path, count
         events = context.get("outlet_events")  # None when execute() is called outside a task run
         if events is not None:
             extra: dict[str, Any] = {"company_id": self.company_id, "status": self.status, "count": count}
@@ -116,7 +116,7 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
                 events[Asset(url)].extra = extra
             else:
                 events[AssetAlias(self.export_alias)].add(Asset(url), extra=extra)
-        return self._exported
+        return {"path": url, "count": count}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """
@@ -129,15 +129,14 @@ class FetchCompanyTicketsOperator(ClubCollectBaseOperator):
         from urllib.parse import urlsplit
 
         from airflow.providers.common.compat.openlineage import facet
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         server = urlsplit(self.hook.settings.base_url).netloc
         source = facet.Dataset(f"clubcollect://{server}", f"companies/{self.company_id}/tickets/{self.status}")
-        if self._exported is None:
+        if self._export is None:
             return OperatorLineage(inputs=[source])
-        path = ObjectStoragePath(self._exported["path"])
-        rows = facet.OutputStatisticsOutputDatasetFacet(rowCount=self._exported["count"])
+        path, count = self._export
+        rows = facet.OutputStatisticsOutputDatasetFacet(rowCount=count)
         export = facet.OutputDataset(path.namespace, path.key, {"outputStatistics": rows})
         return OperatorLineage(inputs=[source], outputs=[export])
 
