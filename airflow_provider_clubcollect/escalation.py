@@ -44,9 +44,7 @@ def check_flag(value: object) -> bool:
     """A templated boolean: ``True``/``False``, or ``"true"``/``"false"`` in any case."""
     text = str(value).strip().lower() if isinstance(value, (bool, str)) else None
     if text not in ("true", "false"):
-        raise ClubCollectValidationError(
-            f"escalate_again must be True or False (or 'true'/'false'), got {shown(value)}."
-        )
+        raise ClubCollectValidationError(f"escalate_again must be True or False, got {shown(value)}.")
     return text == "true"
 
 

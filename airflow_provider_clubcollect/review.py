@@ -53,7 +53,7 @@ def review_body(
         "| invoice | member's last message | waiting for |",
         "|---|---|---|",
     ]
-    lines += [f"| {_escape(i)} | {_escape(text)} | {_age(reference, since)} |" for since, i, text in rows[:max_threads]]
+    lines += [f"| {_cell(i)} | {_cell(text)} | {_age(reference, since)} |" for since, i, text in rows[:max_threads]]
     if len(rows) > max_threads:
         lines += ["", f"... and {len(rows) - max_threads} more."]
     return "\n".join(lines)
@@ -73,8 +73,8 @@ def threads_table(
             since = thread.unanswered_since
             waited = _age(now, since) if since is not None else f"none; idle {_age(now, thread.last_activity)}"
             said = [t for t in thread.tickets if t.get("sender") == SENDER_CUSTOMER]
-            words = _log_cell(str(said[-1].get("message", ""))) if said else "(no member message)"
-        rows.append((_log_cell(company_id or "-"), _log_cell(invoice_id), waited, words))
+            words = _cell(str(said[-1].get("message", "")), log=True) if said else "(no member message)"
+        rows.append((_cell(company_id or "-", log=True), _cell(invoice_id, log=True), waited, words))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]) for row in rows]
     if len(invoice_ids) > MAX_THREADS:
@@ -86,16 +86,10 @@ def _age(now: datetime, since: datetime) -> str:  # whole minutes: seconds only 
     return human_duration(timedelta(minutes=max(0, int((now - since).total_seconds() // 60))))
 
 
-def _bounded(message: str) -> str:
+def _cell(message: str, *, log: bool = False) -> str:
+    """One line of at most ``MESSAGE_CHARS``: Markdown escaped, or for a ``log`` no character that moves the cursor."""
     text = " ".join(message.split())
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1].rstrip() + "\u2026"
-
-
-def _log_cell(text: str) -> str:
-    # No character that could start a line or move the cursor.
-    cell = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in _bounded(text))
-    return cell or "(empty)"
-
-
-def _escape(message: str) -> str:
-    return _MARKDOWN.sub(r"\\\1", _bounded(message).replace("&", "&amp;").replace("<", "&lt;")) or "(empty)"
+    text = text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1].rstrip() + "\u2026"
+    if log:
+        return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text) or "(empty)"
+    return _MARKDOWN.sub(r"\\\1", text.replace("&", "&amp;").replace("<", "&lt;")) or "(empty)"

@@ -270,13 +270,12 @@ class UnansweredTicketsEventTrigger(_Polling, BaseEventTrigger):
         try:
             async for poll in watcher._polls(watcher.poll_interval, heal=True):
                 yield poll
-        except Exception as exc:  # logged too, so that the triggerer's log shows why the watcher ended
+        except Exception as exc:  # the triggerer logs it, with the trigger's name
             error = _as_error(exc)
             message = (
                 f"{cls.__name__} stopped watching company {watcher.company_id!r}: {error.message} "
                 "Waiting will not heal this: fix the cause."
             )
-            watcher.log.error("%s", message)
             observability.count("watcher.stopped", conn_id=watcher.clubcollect_conn_id)
             raise type(error)(message, status_code=error.status_code, error_code=error.error_code) from exc
 
