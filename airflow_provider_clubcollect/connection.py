@@ -128,9 +128,12 @@ def settings_from_airflow_connection(
 
 def _extra(value: Any, name: str, where: str) -> Any:
     schema = _FIELDS[name]
-    if isinstance(value, str):  # text typed into a form: a number when it reads as one
-        with contextlib.suppress(ValueError, RecursionError):
-            value = json.loads(value.strip() or "null")
+    if isinstance(value, str):
+        value = value.strip() or None
+        for kind in (int, float):  # text typed into a form: a number when it reads as one
+            with contextlib.suppress(ValueError, TypeError):
+                value = kind(value)
+                break
     if value is None:
         return schema["default"]
     if "maximum" in schema:
