@@ -94,15 +94,10 @@ def settings_from_airflow_connection(
             f"{where} has type {shown(conn.conn_type)}: set its type to {CONN_TYPE!r} "
             "(ClubCollect in the UI's list), so that Airflow shows its fields and the hook reads them as meant."
         )
-    if not password:
+    if not password or any(not 0x21 <= ord(char) <= 0x7E for char in password):  # never quote the key
         raise ClubCollectValidationError(
-            f"{where} has no API key: set its password to the ClubCollect partner API key."
-        )
-    if any(not 0x21 <= ord(char) <= 0x7E for char in password):
-        # Never quote the key: an HTTP library's error about a bad header value would.
-        raise ClubCollectValidationError(
-            f"{where}: the API key contains whitespace, control or non-ASCII characters, "
-            "which cannot go into an HTTP header; check the connection's password."
+            f"{where} has no API key an HTTP header can carry: set its password to the ClubCollect partner "
+            "API key, without whitespace, control or non-ASCII characters."
         )
     extra: Any = conn.extra_dejson
     if not isinstance(extra, dict):

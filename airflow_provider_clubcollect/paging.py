@@ -98,7 +98,7 @@ class CompanyTicketPager:
         return self._send(page)
 
     def _next_page(self) -> int | None:
-        if self._finished or self.total_entries is None:
+        if self._finished:
             return None
         last, requested = min(self.total_pages, self._next_out + self.window - 1), self._requested()
         return next((p for p in range(self._next_out, last + 1) if p not in requested), None)

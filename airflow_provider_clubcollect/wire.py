@@ -44,7 +44,6 @@ ACTION_ASSIGN_TO_SUPPORT = "assign_to_support"
 MAX_PAGE_SIZE = 100
 # The codes the API documents for its 404s; a 404 without one comes from something else.
 ERROR_INVALID_INVOICE_ID = "invalid_invoice_id"
-ERROR_NOT_FOUND = "not_found"
 ID_RULE = "must not be empty, '.' or '..', start or end with whitespace, or contain '/', '\\' or control characters"
 
 
@@ -159,7 +158,7 @@ def company_tickets_page_request(
         path,
         f"fetch page {page_number} of {status} tickets of company {shown(company_id)}",
         params=(("page_number", str(page_number)), ("page_size", str(page_size))),
-        not_found_code=ERROR_NOT_FOUND,
+        not_found_code="not_found",
     )
 
 

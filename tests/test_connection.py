@@ -51,6 +51,12 @@ def test_extras_are_read_and_checked() -> None:
     assert "key" not in repr(settings)
 
 
+def test_extras_typed_into_a_form_read_as_python_numbers_and_blank_as_the_default() -> None:
+    settings = conn_settings("cc", host=None, password="k", extra={"timeout": " .5 ", "max_retries": " 1_0 "})
+    assert (settings.timeout, settings.max_retries) == (0.5, 10)
+    assert conn_settings("cc", host=None, password="k", extra={"timeout": " "}).timeout == 30
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [

@@ -327,7 +327,7 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it(
         "AIRFLOW_CONN_CLUBCOLLECT_DEFAULT",
         json.dumps({"conn_type": "clubcollect", "password": bad_key, "host": sandbox.base_url}),
     )
-    with pytest.raises(ClubCollectValidationError, match="cannot go into an HTTP header") as info:
+    with pytest.raises(ClubCollectValidationError, match="no API key an HTTP header can carry") as info:
         ClubCollectHook().get_invoice_tickets("inv-1")
     for text in (str(info.value), repr(info.value)):
         assert "RET" not in text
