@@ -132,11 +132,9 @@ class RequestBudget:
                 url, reason = self.budget_url or "", f"{type(error).__name__}: {error}"
                 if password := urlsplit(url).password:
                     reason = reason.replace(password, "***")
-                with _lock:
-                    first = url not in _warned_stores
-                    _warned_stores.add(url)
+                token = object()  # setdefault is atomic: of the threads failing at once, one warns
                 log.log(
-                    logging.WARNING if first else logging.DEBUG,
+                    logging.WARNING if _warned_stores.setdefault(url, token) is token else logging.DEBUG,
                     "ClubCollect request budget: the budget store %s cannot be reached (%s). This process keeps "
                     "max_requests_per_second=%g on its own meanwhile, asking the store again every %g s.",
                     shown_budget_url(url),
@@ -173,8 +171,7 @@ class RequestBudget:
 
 
 _budgets: dict[tuple[str, float | None, str | None], RequestBudget] = {}
-_warned_stores: set[str] = set()
-_lock = threading.Lock()
+_warned_stores: dict[str, object] = {}
 _store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="clubcollect-budget")
 
 
@@ -185,14 +182,13 @@ def budget_for(settings: ClientSettings) -> RequestBudget:
     """
     rate, url = settings.max_requests_per_second, settings.budget_url
     key = (hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest(), rate, url)
-    with _lock:  # a budget built beside it is dropped at once: every caller gets the one kept
-        return _budgets.setdefault(key, RequestBudget(rate, digest=key[0], budget_url=url))
+    # setdefault is atomic: a budget built beside it is dropped at once, every caller gets the one kept.
+    return _budgets.setdefault(key, RequestBudget(rate, digest=key[0], budget_url=url))
 
 
 def forget_budgets() -> None:
-    """Forget the budgets and warnings: in tests, and in a forked child (whose parent's lock and threads are gone)."""
-    global _lock, _store_threads
-    _lock = threading.Lock()
+    """Forget the budgets and warnings: in tests, and in a forked child (whose parent's threads are gone)."""
+    global _store_threads
     _store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="clubcollect-budget")
     _budgets.clear()
     _warned_stores.clear()

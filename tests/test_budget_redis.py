@@ -250,6 +250,19 @@ def test_a_store_that_is_down_warns_once_and_the_cap_goes_on(caplog):
     assert not [r for r in caplog.records if PASSWORD in r.getMessage() or KEY in r.getMessage()]
 
 
+def test_budgets_failing_at_once_warn_once(caplog):
+    port = free_port()  # nothing listens there: one store, so one warning however many threads fail at once
+    budgets = [shared_budget(port, rate=50.0) for _ in range(16)]
+    start = threading.Barrier(len(budgets))
+    threads = [threading.Thread(target=lambda b=b: (start.wait(), b.acquire())) for b in budgets]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(caplog.records) == 1
+
+
 def test_a_wrong_password_falls_back_without_showing_it(store, caplog):
     port, _ = store
     wrong = "not-the-password-77"
