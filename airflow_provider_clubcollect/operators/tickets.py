@@ -290,7 +290,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             self._tickets = selection.ticket_dicts(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
             return invoice_ids
-        self._now = now = selection.run_reference_time(self.reference_time, context)
+        self._now = now = selection.to_utc(self.reference_time, context)
         status = self._status()
         # Every page is read before the first action: acting cannot make the paging skip tickets.
         company_id = cast("str", self.company_id)  # set when invoice_ids is not
