@@ -478,7 +478,7 @@ class EscalateTicketsOperator(_ThreadsOperator):
         result = self.hook.for_each_invoice(read, bare, max_concurrency=self.max_concurrency, verb="read the thread of")
         # Not assigned: without its thread, an invoice could be escalated twice for one episode.
         unread = {invoice_id: f"reading its thread: {why}" for invoice_id, why in result.failed.items()}
-        done = {i: e for i, e in (record or {}).items() if escalation.same_episode(e, episodes.get(i))}
+        done = {i: e for i, e in (record or {}).items() if escalation.episode(e) == episodes.get(i)}
         todo = [i for i in invoice_ids if i not in unread and (again or i not in done)]
         (self.log.warning if record is None else self.log.info)(
             "Escalation record: Airflow Variable %r, %s. %d of %d threads to assign to support; "
