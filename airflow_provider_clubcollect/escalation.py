@@ -101,18 +101,13 @@ def load(key: str) -> dict[str, dict[str, str]] | None:
     entries = None
     with contextlib.suppress(ValueError):
         entries = {} if raw is None else json.loads(raw)
-    if not isinstance(entries, dict) or any(_since(entry) is None for entry in entries.values()):
+    if not isinstance(entries, dict) or any(episode(entry) is None for entry in entries.values()):
         raise ClubCollectError(
             f"Airflow Variable {key!r} is not a record of escalated threads ({shown(raw)}): nothing was "
             "assigned to support. Delete the Variable to start a new record (every thread waiting "
             "long enough is then escalated once more), or give the operator another escalation_record."
         )
     return entries
-
-
-def same_episode(entry: Any, unanswered_since: datetime | None) -> bool:
-    """Whether a stored entry is the escalation of the episode waiting since ``unanswered_since``."""
-    return unanswered_since is not None and _since(entry) == unanswered_since
 
 
 def save(key: str, loaded: Mapping[str, Any], assigned: Mapping[str, datetime | None], ended: list[str]) -> None:
@@ -138,5 +133,6 @@ def save(key: str, loaded: Mapping[str, Any], assigned: Mapping[str, datetime | 
         ) from exc
 
 
-def _since(entry: Any) -> datetime | None:
+def episode(entry: Any) -> datetime | None:
+    """When the episode an entry escalated began waiting; never ``None`` in a record :func:`load` returned."""
     return parse_iso_datetime(entry.get("unanswered_since")) if isinstance(entry, Mapping) else None

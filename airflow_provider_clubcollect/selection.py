@@ -27,8 +27,12 @@ def ticket_date(ticket: Mapping[str, Any]) -> datetime:
     return date
 
 
-def to_utc(value: datetime | str | None) -> datetime:
-    """A moment in UTC: now for ``None`` or ``""``, else :func:`parse_moment` of ``reference_time``."""
+def to_utc(value: datetime | str | None, context: Mapping[str, Any] | None = None) -> datetime:
+    """A moment in UTC, now for ``None`` or ``""``; in a run (``context``) one rendered to nothing is its run_after."""
+    if context is not None and isinstance(value, str) and value.strip() in ("", "None"):
+        run = context.get("dag_run")
+        # Airflow 2.11's runs have no run_after: the end of the data interval is the same moment.
+        value = getattr(run, "run_after", None) or getattr(run, "data_interval_end", None)
     return parse_moment(value or None, "reference_time") or datetime.now(timezone.utc)
 
 
@@ -40,15 +44,6 @@ def parse_moment(value: datetime | str | None, name: str) -> datetime | None:
             f"{name} must be a datetime or an ISO 8601 string such as '2026-06-01T00:00:00+00:00', got {shown(value)}."
         )
     return moment
-
-
-def run_reference_time(value: datetime | str | None, context: Mapping[str, Any]) -> datetime:
-    """The rendered ``reference_time``; one that renders to nothing (no logical date) is the run's ``run_after``."""
-    if isinstance(value, str) and value.strip() in ("", "None"):
-        run = context.get("dag_run")
-        # Airflow 2.11's runs have no run_after: the end of the data interval is the same moment.
-        return to_utc(getattr(run, "run_after", None) or getattr(run, "data_interval_end", None))
-    return to_utc(value)
 
 
 def is_literal(value: Any) -> bool:

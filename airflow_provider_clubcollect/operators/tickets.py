@@ -12,6 +12,7 @@ from airflow_provider_clubcollect.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_clubcollect.limiter import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_clubcollect.operators.base import ClubCollectBaseOperator
 from airflow_provider_clubcollect.retry import DEFAULT_TASK_RETRY_POLICY
+from airflow_provider_clubcollect.review import threads_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -263,18 +264,13 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             )
         return status
 
-    def _table(self, invoice_ids: Sequence[str]) -> str:
-        from airflow_provider_clubcollect.review import threads_table
-
-        return threads_table(self._tickets, invoice_ids, self.company_id, self._now)
-
     def execute(self, context: Context) -> list[str]:
         return self._apply(self._chosen(context))
 
     def _apply(self, invoice_ids: list[str], failed: Mapping[str, str] | None = None) -> list[str]:
         """Log what a dry run would do, or act on every invoice; failures (and ``failed``) fail the task."""
         if self.is_dry_run:
-            table = f"\n{self._table(invoice_ids)}" if invoice_ids else ""
+            table = f"\n{threads_table(self._tickets, invoice_ids, self.company_id, self._now)}" if invoice_ids else ""
             self.log.info("Dry run: would %s %d invoices; nothing changed.%s", self.verb, len(invoice_ids), table)
             return invoice_ids
         result = self.hook.for_each_invoice(
@@ -290,7 +286,7 @@ class _ThreadsOperator(ClubCollectBaseOperator):
             self._tickets = selection.ticket_dicts(self.invoice_ids)
             self.log.info("%d invoices given.", len(invoice_ids))
             return invoice_ids
-        self._now = now = selection.run_reference_time(self.reference_time, context)
+        self._now = now = selection.to_utc(self.reference_time, context)
         status = self._status()
         # Every page is read before the first action: acting cannot make the paging skip tickets.
         company_id = cast("str", self.company_id)  # set when invoice_ids is not
@@ -358,7 +354,7 @@ class SelectThreadsOperator(_ThreadsOperator):
     def execute(self, context: Context) -> list[str]:
         chosen = self._chosen(context)
         if chosen:
-            self.log.info("Chosen threads:\n%s", self._table(chosen))
+            self.log.info("Chosen threads:\n%s", threads_table(self._tickets, chosen, self.company_id, self._now))
         return chosen
 
 
@@ -478,7 +474,7 @@ class EscalateTicketsOperator(_ThreadsOperator):
         result = self.hook.for_each_invoice(read, bare, max_concurrency=self.max_concurrency, verb="read the thread of")
         # Not assigned: without its thread, an invoice could be escalated twice for one episode.
         unread = {invoice_id: f"reading its thread: {why}" for invoice_id, why in result.failed.items()}
-        done = {i: e for i, e in (record or {}).items() if escalation.same_episode(e, episodes.get(i))}
+        done = {i: e for i, e in (record or {}).items() if escalation.episode(e) == episodes.get(i)}
         todo = [i for i in invoice_ids if i not in unread and (again or i not in done)]
         (self.log.warning if record is None else self.log.info)(
             "Escalation record: Airflow Variable %r, %s. %d of %d threads to assign to support; "

@@ -85,7 +85,7 @@ class UnansweredTicketsSensor(ClubCollectBaseOperator, BaseSensorOperator):
         """This poke's "now": the current UTC time, or ``reference_time`` moved on by the time waited (SPEC 6)."""
         if self.reference_time is None:
             return datetime.now(timezone.utc)
-        return selection.run_reference_time(self.reference_time, context) + self._waited(context)
+        return selection.to_utc(self.reference_time, context) + self._waited(context)
 
     def _waited(self, context: Context) -> timedelta:
         # Since the first reschedule (each poke is a new process; found as BaseSensorOperator finds it for
