@@ -47,16 +47,12 @@ class ClubCollectError(AirflowException):
     .. seealso:: :ref:`troubleshooting`, what each error means and what to do.
     """
 
-    def __init__(self, message: str, *, status_code: int | None = None, error_code: str | None = None, **more: Any):
+    def __init__(self, message: str, *, status_code: int | None = None, error_code: str | None = None) -> None:
         message = shorten(str(message), 20_000)  # the last guard of a bounded message
         super().__init__(message)
         self.message = message
         self.status_code = status_code  # type: ignore[assignment]  # an int here, not HTTPStatus
         self.error_code = error_code
-        for name, value in more.items():  # a subclass's own attributes (its class defaults), no misspelt one
-            if not hasattr(type(self), name):
-                raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {name!r}")
-            setattr(self, name, value)
 
     def to_payload(self) -> dict[str, Any]:
         """
@@ -116,12 +112,15 @@ class ClubCollectRateLimitError(ClubCollectError):
     """
     The API kept answering 429 Too Many Requests after every retry: wait, or lower concurrency.
 
+    :param str message: what went wrong, for a person reading the task log.
     :param float | None retry_after: the seconds the last ``Retry-After`` asked to wait, uncapped.
 
     .. seealso:: :ref:`troubleshooting`
     """
 
-    retry_after: float | None = None
+    def __init__(self, message: str, *, retry_after: float | None = None, **codes: Any) -> None:
+        super().__init__(message, **codes)
+        self.retry_after = retry_after
 
 
 class ClubCollectServerError(ClubCollectError):
@@ -136,6 +135,7 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     """
     A request that changes data (creating a ticket) may or may not have been applied: its answer was lost.
 
+    :param str message: what went wrong, for a person reading the task log.
     :param bool timed_out: whether no answer came in time, so the server may still be applying it.
     :param int attempts: the requests sent before giving up, this one included.
     :param str failure: what became of the last, such as ``HTTP 503`` or ``no answer within 30 s``.
@@ -143,6 +143,8 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     .. seealso:: :ref:`troubleshooting`
     """
 
-    timed_out = False
-    attempts = 1
-    failure = "no answer"
+    def __init__(
+        self, message: str, *, timed_out: bool = False, attempts: int = 1, failure: str = "no answer", **codes: Any
+    ) -> None:
+        super().__init__(message, **codes)
+        self.timed_out, self.attempts, self.failure = timed_out, attempts, failure

@@ -179,7 +179,7 @@ class AsyncTransport(_Transport):
         import httpx
 
         super().__init__(settings)
-        self.users = 0  # reads in flight: a client replaced by a changed connection closes after its last
+        self.reads = 0  # in flight: a client replaced by a changed connection closes after its last
         self.client: httpx.AsyncClient = httpx.AsyncClient(
             headers=settings.headers(),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),

@@ -382,14 +382,14 @@ class ClubCollectHook(BaseHook, contextlib.AbstractContextManager["ClubCollectHo
         key = (self.clubcollect_conn_id, self._timeout, self._max_retries)
         clients = _shared.setdefault(asyncio.get_running_loop(), {})
         self._aclient = clients.get(key) or clients.setdefault(key, _SharedClient(key))
-        self._aclient.users += 1
+        self._aclient.hooks += 1
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         client, self._aclient = self._aclient, None
         if client is not None:
-            client.users -= 1
-            if not client.users:
+            client.hooks -= 1
+            if not client.hooks:
                 del _shared[asyncio.get_running_loop()][client.key]
                 client._transport, last = None, client._transport
                 await asyncio.shield(client._release(last))
@@ -498,7 +498,7 @@ class _SharedClient:
 
     def __init__(self, key: _Key) -> None:
         self.key = key
-        self.users = 0
+        self.hooks = 0
         self._transport: AsyncTransport | None = None
         self._read_at = -float("inf")
         self._lock = asyncio.Lock()
@@ -511,11 +511,11 @@ class _SharedClient:
                 if self._transport is None or asyncio.get_running_loop().time() - self._read_at >= CONNECTION_TTL:
                     await self._read()
                 transport = cast("AsyncTransport", self._transport)
-            transport.users += 1
+            transport.reads += 1
             try:
                 yield transport
             finally:
-                transport.users -= 1
+                transport.reads -= 1
                 await asyncio.shield(self._release(transport))
 
     async def _read(self) -> None:
@@ -541,7 +541,7 @@ class _SharedClient:
             await self._release(old)
 
     async def _release(self, transport: AsyncTransport | None) -> None:
-        if transport is not None and transport is not self._transport and not transport.users:
+        if transport is not None and transport is not self._transport and not transport.reads:
             await transport.aclose()
 
 

@@ -362,6 +362,22 @@ def test_serialize_holds_configuration_only(sandbox: SandboxHandle) -> None:
     assert trigger.hash(classpath, kwargs) == again.hash(*again.serialize())
 
 
+def test_serialize_keeps_its_key_order() -> None:
+    # Airflow hashes a watcher's kwargs in this order (unsorted JSON): a release that reordered the
+    # fields would give every deployed watcher a new identity and orphan its trigger.
+    _classpath, kwargs = UnansweredTicketsEventTrigger(CO).serialize()
+
+    assert list(kwargs) == [
+        "company_id",
+        "unanswered_for_seconds",
+        "clubcollect_conn_id",
+        "backoff",
+        "max_concurrency",
+        "since",
+        "poll_interval",
+    ]
+
+
 def test_watchers_differing_only_in_selection_share_one_poll() -> None:
     base = UnansweredTicketsEventTrigger(CO, poll_interval=30)
     slow = UnansweredTicketsEventTrigger(CO, poll_interval=30, unanswered_for_seconds=86400, since="2026-01-01")
