@@ -4,6 +4,7 @@ module on an Airflow without task retry policies (before 3.3). Real task retries
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import pickle
 from datetime import timedelta
@@ -173,6 +174,9 @@ def test_what_the_operators_hand_airflow_for_retry_policy() -> None:
     theirs = object()
     handed = retry.task_retry_policy_kwargs(retry.DEFAULT_TASK_RETRY_POLICY)
 
+    # The default reads as the policy in the signatures and the API reference, on every Airflow version.
+    for task_class in (FetchInvoiceTicketsOperator, UnansweredTicketsSensor):
+        assert repr(inspect.signature(task_class).parameters["retry_policy"].default) == "ClubCollectRetryPolicy()"
     assert retry.task_retry_policy_kwargs(theirs) == {"retry_policy": theirs}
     if AIRFLOW_V_3_3_PLUS:
         assert type(handed["retry_policy"]).__name__ == "ClubCollectRetryPolicy"
