@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypedDict, TypeGuard
 
 from airflow.providers.common.compat.sdk import AirflowException
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ClubCollectAmbiguousError",
@@ -84,6 +87,11 @@ class ClubCollectError(AirflowException):
         return error
 
 
+class _Codes(TypedDict, total=False):  # the base's keywords, as the subclasses pass them on
+    status_code: int | None
+    error_code: str | None
+
+
 class ClubCollectAuthError(ClubCollectError):
     """
     The API refused the key (HTTP 401 or 403): fix the connection's API key.
@@ -118,7 +126,7 @@ class ClubCollectRateLimitError(ClubCollectError):
     .. seealso:: :ref:`troubleshooting`
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **codes: Any) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **codes: Unpack[_Codes]) -> None:
         super().__init__(message, **codes)
         self.retry_after = retry_after
 
@@ -144,7 +152,13 @@ class ClubCollectAmbiguousError(ClubCollectServerError):
     """
 
     def __init__(
-        self, message: str, *, timed_out: bool = False, attempts: int = 1, failure: str = "no answer", **codes: Any
+        self,
+        message: str,
+        *,
+        timed_out: bool = False,
+        attempts: int = 1,
+        failure: str = "no answer",
+        **codes: Unpack[_Codes],
     ) -> None:
         super().__init__(message, **codes)
         self.timed_out, self.attempts, self.failure = timed_out, attempts, failure

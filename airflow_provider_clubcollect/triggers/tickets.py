@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from airflow.providers.common.compat.triggers import BaseEventTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -26,7 +26,7 @@ from airflow_provider_clubcollect.retry import as_backoff
 from airflow_provider_clubcollect.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterable, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 
     from airflow_provider_clubcollect.retry import Backoff
     from airflow_provider_clubcollect.wire import CompanyTicket
@@ -46,7 +46,7 @@ class _Polling(BaseTrigger):
     company_id: str = dataclasses.field(kw_only=False)
     unanswered_for_seconds: float | None = None
     clubcollect_conn_id: str = DEFAULT_CONN_ID
-    backoff: Backoff | None = None  # its fields as a dict too: what serialize() makes of it
+    backoff: Backoff | Mapping[str, Any] | None = None  # a dict of its fields: what serialize() makes of it
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     def __post_init__(self) -> None:
@@ -69,7 +69,7 @@ class _Polling(BaseTrigger):
     async def _polls(self, interval: float, *, heal: bool) -> AsyncGenerator[_Poll, None]:
         """Read the company's unanswered list every ``interval`` s; with ``heal``, poll through 5xx and 429."""
         failures = 0
-        async with ClubCollectHook(self.clubcollect_conn_id, backoff=self.backoff) as hook:
+        async with ClubCollectHook(self.clubcollect_conn_id, backoff=cast("Backoff | None", self.backoff)) as hook:
             while True:
                 polled_at = datetime.now(timezone.utc)
                 try:
