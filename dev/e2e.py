@@ -781,9 +781,9 @@ def main() -> int:
         local = Phase("local", deploy)
         phases.append(local)
         scheduler = stack.start("scheduler-local", [AIRFLOW, "scheduler", "--skip-serve-logs"], deploy.env)
-        check_connection_test(local)
         started_lines = len(metric_lines)  # quiet: run_phase empties the sandbox's request log first
         run_phase(local, datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1))
+        check_connection_test(local)  # inside the phase: check_metrics waits for its lines too (UDP may lag)
         check_metrics(local, deploy.sandbox, metric_lines, started_lines)
         run_watcher(local, deploy.sandbox)
         check_metrics_hold_no_secret(local, deploy.sandbox, metric_lines)
